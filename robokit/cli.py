@@ -1,0 +1,100 @@
+"""The ``robokit`` command line. The only place that prints or maps errors to exit codes.
+
+Each command lives in its own module under :mod:`robokit.commands`; this file wires them into one
+typer app and turns :class:`~robokit.errors.RobokitError` into one clear line and an exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from robokit.errors import RobokitError
+
+console = Console(stderr=True)
+
+app = typer.Typer(
+    name="robokit",
+    help="Imitation learning on a Franka arm: record demonstrations, train policies, deploy them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _register_commands() -> None:
+    # Imported here so that `robokit --help` stays fast: command modules import torch/mujoco lazily.
+    from robokit.commands import (
+        deploy_cmd,
+        devices_cmd,
+        import_act_cmd,
+        inspect_cmd,
+        keys_cmd,
+        record_cmd,
+        replay_cmd,
+        serve_cmd,
+        sim_cmd,
+        train_cmd,
+        viz_cmd,
+    )
+
+    for module in (
+        record_cmd,
+        replay_cmd,
+        train_cmd,
+        deploy_cmd,
+        serve_cmd,
+        inspect_cmd,
+        viz_cmd,
+        devices_cmd,
+        sim_cmd,
+        import_act_cmd,
+        keys_cmd,
+    ):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app and map robokit errors to one line + exit code."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        app(args=argv, standalone_mode=False)
+    except RobokitError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""`robokit record`."""
+
+from __future__ import annotations
+
+import typer
+
+from robokit.errors import UserError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("record", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def record_command() -> None:
+        """(not yet available)"""
+        raise UserError("`robokit record` is not yet available in this version")

@@ -1,0 +1,14 @@
+"""`robokit train`."""
+
+from __future__ import annotations
+
+import typer
+
+from robokit.errors import UserError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def train_command() -> None:
+        """(not yet available)"""
+        raise UserError("`robokit train` is not yet available in this version")

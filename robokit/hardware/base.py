@@ -1,0 +1,142 @@
+"""The hardware interfaces every backend implements (DESIGN §3).
+
+``Robot`` and ``Camera`` are abstract base classes with context-manager support. Joint-space is the
+action space: a command is 7 joint targets plus a normalised gripper value (0 open .. 1 closed).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Franka Panda / FR3 limits (DESIGN §7). Backends may override with what the robot reports.
+PANDA_Q_MIN = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973])
+PANDA_Q_MAX = np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])
+PANDA_DQ_MAX = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])
+PANDA_READY_POSE = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
+GRIPPER_MAX_WIDTH_M = 0.08
+NUM_JOINTS = 7
+
+
+@dataclass(frozen=True)
+class RobotState:
+    """One reading of the arm.
+
+    ``t`` is ``time.monotonic()`` at the moment of the reading; ``gripper`` is normalised
+    (0 = fully open, 1 = fully closed).
+    """
+
+    t: float
+    qpos: np.ndarray
+    qvel: np.ndarray
+    gripper: float
+
+    def as_vector(self) -> np.ndarray:
+        """State vector stored in episodes: 7 joints + gripper (float32, length 8)."""
+        return np.concatenate([self.qpos, [self.gripper]]).astype(np.float32)
+
+    def velocity_vector(self) -> np.ndarray:
+        """Velocity vector stored in episodes: 7 joint velocities + 0 for the gripper."""
+        return np.concatenate([self.qvel, [0.0]]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One camera image (H×W×3 uint8 RGB) with capture and receive times (``time.monotonic()``)."""
+
+    image: np.ndarray
+    t_capture: float
+    t_receive: float
+    index: int
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    """Position and velocity limits of the arm's joints (rad, rad/s)."""
+
+    q_min: np.ndarray = field(default_factory=lambda: PANDA_Q_MIN.copy())
+    q_max: np.ndarray = field(default_factory=lambda: PANDA_Q_MAX.copy())
+    dq_max: np.ndarray = field(default_factory=lambda: PANDA_DQ_MAX.copy())
+
+
+class Robot(abc.ABC):
+    """A 7-DoF arm with a parallel gripper. Use as a context manager (``with robot: ...``)."""
+
+    #: A short name stored in episode attributes ("sim", "franka").
+    kind: str = "robot"
+
+    def __enter__(self) -> "Robot":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        """Open the connection. Idempotent."""
+
+    def close(self) -> None:
+        """Stop motion and release the connection. Idempotent."""
+
+    @property
+    def limits(self) -> JointLimits:
+        return JointLimits()
+
+    @property
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(q_min, q_max) in rad."""
+        return self.limits.q_min, self.limits.q_max
+
+    @property
+    def velocity_limits(self) -> np.ndarray:
+        """Maximum joint speeds in rad/s."""
+        return self.limits.dq_max
+
+    @abc.abstractmethod
+    def read(self) -> RobotState:
+        """Return the latest state (never blocks for longer than one control period)."""
+
+    @abc.abstractmethod
+    def command(self, qpos_target: np.ndarray, gripper: float) -> None:
+        """Send joint targets (7,) and a normalised gripper target; returns without waiting."""
+
+    @abc.abstractmethod
+    def home(self) -> None:
+        """Move to the ready pose and open the gripper; blocks until there."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop all motion now and hold the current position."""
+
+
+class Camera(abc.ABC):
+    """A camera that captures in its own thread. Use as a context manager."""
+
+    name: str = "camera"
+
+    def __enter__(self) -> "Camera":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Open the device and start capturing."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop capturing and release the device. Idempotent."""
+
+    @property
+    @abc.abstractmethod
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, 3) of the delivered images."""
+
+    @abc.abstractmethod
+    def read_latest(self, max_age_s: float = 0.5) -> Frame:
+        """Newest frame; raises :class:`~robokit.errors.StaleFrame` if none is younger than
+        ``max_age_s``, :class:`~robokit.errors.HardwareFault` if the device is gone."""

@@ -1,0 +1,1 @@
+"""Policies (ACT, CNN-MLP, GRP, VIMA-style), datasets, training and checkpoints."""

@@ -1,0 +1,184 @@
+"""Policy base class, config base and registry (DESIGN §3).
+
+Every policy is a ``torch.nn.Module`` with a config dataclass and normalisation statistics held as
+buffers, so one ``state_dict`` carries everything needed to run it. ``--policy NAME`` everywhere
+resolves through :func:`get_policy_class`.
+
+Observation dict given to :meth:`Policy.predict_chunk` (one step, no batch dimension)::
+
+    {"qpos": float32 (state_dim,),                 # measured joints + gripper, NOT normalised
+     "images": {cam: uint8 (H, W, 3) RGB, ...},    # every camera in config.camera_names
+     "task": str (optional),                       # instruction text for goal-conditioned policies
+     "goal_image": uint8 (H, W, 3) (optional)}
+
+Training batch given to :meth:`Policy.compute_loss` (built by ``robokit.policies.data``)::
+
+    {"images": uint8 (B, K, 3, H, W),   # K cameras in config.camera_names order
+     "qpos": float32 (B, S),            # NOT normalised: the policy normalises with its buffers
+     "action": float32 (B, H, A),       # chunk starting at t, NOT normalised, zero-padded
+     "is_pad": bool (B, H),             # True past the end of the episode
+     "done": float32 (B, H),            # optional: /done of the chunk's steps (1 on end frames)
+     "task": list[str] (optional), "goal_image": uint8 (B, 3, H, W) (optional)}
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from robokit.errors import ConfigError
+
+
+@dataclass
+class PolicyConfig:
+    """Fields every policy has. Subclasses add their own and validate in ``__post_init__``."""
+
+    camera_names: list[str] = field(default_factory=lambda: ["top"])
+    image_shape: tuple[int, int, int] = (240, 320, 3)  # (H, W, 3) the model expects
+    state_dim: int = 8
+    action_dim: int = 8
+    chunk_size: int = 100
+    fps: float = 30.0  # control rate of the training episodes; deploy's default loop rate
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(v) for v in self.image_shape)  # type: ignore[assignment]
+        self.camera_names = list(self.camera_names)
+        if len(self.image_shape) != 3 or self.image_shape[2] != 3:
+            raise ConfigError(f"image_shape must be (H, W, 3), got {self.image_shape}")
+        for name in ("state_dim", "action_dim", "chunk_size"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.fps <= 0:
+            raise ConfigError(f"fps must be positive, got {self.fps}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-container form stored in checkpoints (no custom classes: weights_only loading)."""
+        out = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PolicyConfig":
+        """Build from a dict, rejecting unknown keys with a clear message."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+class NormStats:
+    """Names of the normalisation-statistics arrays every dataset computes (see data.py)."""
+
+    KEYS = ("qpos_mean", "qpos_std", "qpos_min", "qpos_max",
+            "action_mean", "action_std", "action_min", "action_max")
+
+
+class Policy(nn.Module, abc.ABC):
+    """Base of every policy. Subclasses set ``name`` and ``config_class`` and register themselves."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        s, a = config.state_dim, config.action_dim
+        # Identity statistics until set_norm_stats() is called with the dataset's.
+        for key, dim in (("qpos", s), ("action", a)):
+            self.register_buffer(f"{key}_mean", torch.zeros(dim))
+            self.register_buffer(f"{key}_std", torch.ones(dim))
+            self.register_buffer(f"{key}_min", -torch.ones(dim))
+            self.register_buffer(f"{key}_max", torch.ones(dim))
+
+    # -- normalisation -------------------------------------------------------------------------
+    def set_norm_stats(self, stats: dict[str, np.ndarray]) -> None:
+        """Copy dataset statistics (keys of :class:`NormStats`) into the buffers."""
+        for key in NormStats.KEYS:
+            if key not in stats:
+                raise ConfigError(f"normalisation statistics lack '{key}'")
+            buf: torch.Tensor = getattr(self, key)
+            value = torch.as_tensor(np.asarray(stats[key]), dtype=buf.dtype)
+            if value.shape != buf.shape:
+                raise ConfigError(f"normalisation statistic '{key}' has shape {tuple(value.shape)}, "
+                                  f"the policy expects {tuple(buf.shape)}")
+            buf.copy_(value)
+
+    def norm_stats(self) -> dict[str, np.ndarray]:
+        return {key: getattr(self, key).detach().cpu().numpy() for key in NormStats.KEYS}
+
+    def normalize_qpos(self, qpos: torch.Tensor) -> torch.Tensor:
+        return (qpos - self.qpos_mean) / self.qpos_std
+
+    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        return (action - self.action_mean) / self.action_std
+
+    def denormalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        return action * self.action_std + self.action_mean
+
+    @property
+    def device(self) -> torch.device:
+        return self.qpos_mean.device
+
+    # -- the interface -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Loss terms for a training batch; must include ``"loss"`` (the one to backpropagate)."""
+
+    @abc.abstractmethod
+    def predict_chunk(self, obs: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Action chunk (chunk_size, action_dim) float32, de-normalised, for one observation.
+
+        ``extras`` may hold ``"done"`` (probability the task is finished) and model-specific data.
+        """
+
+    def reset(self) -> None:
+        """Clear per-episode state (observation/action history). Stateless policies do nothing."""
+
+    def optimizer_param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Parameter groups for AdamW; override for per-part learning rates (ACT's backbone lr)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+
+P = TypeVar("P", bound=type[Policy])
+_REGISTRY: dict[str, type[Policy]] = {}
+
+# Modules that define the built-in policies; imported on first lookup so that importing the base
+# class stays cheap and so that a policy registers itself just by being defined.
+_BUILTIN_MODULES = {
+    "act": "robokit.policies.act",
+    "cnnmlp": "robokit.policies.cnnmlp",
+    "grp": "robokit.policies.grp",
+    "vima": "robokit.policies.vima",
+}
+
+
+def register_policy(name: str) -> Callable[[P], P]:
+    """Class decorator: make a policy available as ``--policy NAME``."""
+
+    def deco(cls: P) -> P:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def get_policy_class(name: str) -> type[Policy]:
+    """The policy class registered under ``name``; a clear error lists the known names."""
+    if name not in _REGISTRY and name in _BUILTIN_MODULES:
+        import importlib
+
+        importlib.import_module(_BUILTIN_MODULES[name])
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown policy '{name}'; choose one of: {', '.join(available_policies())}")
+    return _REGISTRY[name]
+
+
+def available_policies() -> list[str]:
+    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
