@@ -1,0 +1,222 @@
+"""The robokit policy wire protocol, version 1 (DESIGN §5).
+
+Every message is a ZeroMQ multipart message:
+
+* frame 0 — a msgpack map, the *header*: ``type`` (str) always; ``id`` (int) optional, echoed in the
+  reply; ``arrays``: a list of ``{"name": str, "dtype": str, "shape": [int, ...]}``.
+* frames 1..n — the raw C-contiguous, little-endian bytes of those arrays, in the order listed.
+
+Nothing here uses pickle: the header is plain msgpack (no extension types accepted) and arrays are
+raw bytes whose dtype must be one of :data:`DTYPES`. Decoding is zero-copy: arrays are read-only
+``np.frombuffer`` views over the received frames.
+
+This module knows nothing about sockets or policies; :mod:`robokit.deploy.server` and
+:mod:`robokit.deploy.client` use it. It imports neither torch nor zmq so that any client stays light.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from robokit.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+#: Largest whole message (all frames together) a peer accepts by default: 64 MiB holds three
+#: 1080p RGB images with room to spare. The server also sets ZMQ_MAXMSGSIZE to this per frame.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Largest header (frame 0).
+MAX_HEADER_BYTES = 64 * 1024
+#: Most arrays one message may carry.
+MAX_ARRAYS = 32
+#: Most dimensions an array may have.
+MAX_NDIM = 8
+#: Longest array name / message type.
+MAX_NAME_CHARS = 128
+
+#: dtype names accepted on the wire, each mapped to its little-endian numpy dtype.
+DTYPES: dict[str, np.dtype] = {
+    name: np.dtype(name).newbyteorder("<")
+    for name in ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+                 "float16", "float32", "float64")
+}
+
+# Error codes of ``{"type": "error", "code": ..., "message": ...}`` replies (documented in
+# docs/deploy.md; a client in another language switches on them).
+BAD_MESSAGE = "bad_message"        # frames cannot be parsed: header not msgpack/map, frame count
+BAD_ARRAY = "bad_array"            # an array descriptor is invalid: dtype, shape, byte size
+TOO_LARGE = "too_large"            # message, header or array count over the limits
+UNKNOWN_TYPE = "unknown_type"      # request type the server does not know
+UNSUPPORTED_VERSION = "unsupported_version"  # hello with a protocol version the server cannot speak
+MISSING_ARRAY = "missing_array"    # infer without qpos or without a camera image
+WRONG_DTYPE = "wrong_dtype"        # an array of the wrong dtype for its name
+WRONG_SHAPE = "wrong_shape"        # an array of the wrong shape for its name
+BAD_REQUEST = "bad_request"        # any other invalid field (e.g. ``task`` not a string)
+POLICY_ERROR = "policy_error"      # the policy raised while answering
+INTERNAL = "internal"              # a bug in the server; it keeps serving
+
+ERROR_CODES = (BAD_MESSAGE, BAD_ARRAY, TOO_LARGE, UNKNOWN_TYPE, UNSUPPORTED_VERSION, MISSING_ARRAY,
+               WRONG_DTYPE, WRONG_SHAPE, BAD_REQUEST, POLICY_ERROR, INTERNAL)
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass
+class Message:
+    """One decoded message: its ``type``, the whole header, and its arrays by name."""
+
+    type: str
+    header: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def id(self) -> int | None:
+        """The request id the header carries (echoed in replies), or None."""
+        return self.header.get("id")
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """The wire name of a numpy dtype; :class:`ProtocolError` if it is not allowed on the wire."""
+    dt = np.dtype(dtype)
+    name = dt.name
+    if name not in DTYPES or dt.kind not in "biuf":
+        raise ProtocolError(f"dtype '{dt}' cannot be sent; allowed: {', '.join(DTYPES)}", BAD_ARRAY)
+    return name
+
+
+def encode(msg_type: str, fields: Mapping[str, Any] | None = None,
+           arrays: Mapping[str, np.ndarray] | None = None, msg_id: int | None = None) -> list[Any]:
+    """Frames of one message, ready for ``socket.send_multipart(frames, copy=False)``.
+
+    ``fields`` are extra header keys (plain msgpack values). Array frames are the arrays' own
+    buffers (no copy when an array is already C-contiguous little-endian).
+    """
+    header: dict[str, Any] = dict(fields or {})
+    header["type"] = msg_type
+    if msg_id is not None:
+        header["id"] = int(msg_id)
+    frames: list[Any] = []
+    descriptors = []
+    for name, value in (arrays or {}).items():
+        arr = np.asarray(value)
+        wire = DTYPES[dtype_name(arr.dtype)]
+        if arr.dtype != wire:  # big-endian input: the wire is little-endian
+            arr = arr.astype(wire)
+        if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+            arr = arr.copy(order="C")
+        descriptors.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)})
+        # A 0-d array has no buffer shape pyzmq likes; a 1-element view carries the same bytes.
+        frames.append(arr.reshape(-1) if arr.ndim == 0 else arr)
+    if descriptors:
+        header["arrays"] = descriptors
+    return [msgpack.packb(header, use_bin_type=True), *frames]
+
+
+def error_frames(code: str, message: str, msg_id: int | None = None) -> list[Any]:
+    """Frames of an ``error`` reply."""
+    return encode("error", {"code": code, "message": message}, msg_id=msg_id)
+
+
+def _buffer(frame: Any) -> memoryview:
+    # zmq.Frame (copy=False receive) exposes .buffer; bytes/bytearray/memoryview work as is.
+    buf = getattr(frame, "buffer", None)
+    return buf if buf is not None else memoryview(frame)
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(f"msgpack extension types are not allowed in a header (got type {code})",
+                        BAD_MESSAGE)
+
+
+def decode(frames: Sequence[Any], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Parse and validate one message (without its routing envelope).
+
+    Raises :class:`ProtocolError` with one of the codes above and a message that names the problem.
+    """
+    if not frames:
+        raise ProtocolError("empty message: expected a msgpack header frame", BAD_MESSAGE)
+    buffers = [_buffer(f) for f in frames]
+    total = sum(b.nbytes for b in buffers)
+    if total > max_message_bytes:
+        raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_message_bytes} bytes",
+                            TOO_LARGE)
+    raw_header = buffers[0]
+    if raw_header.nbytes > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {raw_header.nbytes} bytes exceeds {MAX_HEADER_BYTES} bytes",
+                            TOO_LARGE)
+    if raw_header.nbytes == 0:
+        raise ProtocolError("empty header frame", BAD_MESSAGE)
+    try:
+        header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True, ext_hook=_reject_ext,
+                                 use_list=True)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(f"header is not valid msgpack ({type(exc).__name__})", BAD_MESSAGE) from exc
+    if not isinstance(header, dict):
+        raise ProtocolError(f"header must be a msgpack map, got {type(header).__name__}", BAD_MESSAGE)
+    msg_type = header.get("type")
+    if not isinstance(msg_type, str) or not msg_type or len(msg_type) > MAX_NAME_CHARS:
+        raise ProtocolError("header needs 'type': a non-empty string", BAD_MESSAGE)
+    msg_id = header.get("id")
+    if msg_id is not None and (isinstance(msg_id, bool) or not isinstance(msg_id, int)
+                               or not _INT64_MIN <= msg_id <= _INT64_MAX):
+        raise ProtocolError("header 'id' must be a 64-bit integer", BAD_MESSAGE)
+    descriptors = header.get("arrays", [])
+    if not isinstance(descriptors, list):
+        raise ProtocolError("header 'arrays' must be a list", BAD_MESSAGE)
+    if len(descriptors) > MAX_ARRAYS:
+        raise ProtocolError(f"{len(descriptors)} arrays exceed the limit of {MAX_ARRAYS}", TOO_LARGE)
+    if len(descriptors) != len(buffers) - 1:
+        raise ProtocolError(f"header lists {len(descriptors)} arrays but {len(buffers) - 1} data "
+                            "frames follow", BAD_MESSAGE)
+    arrays: dict[str, np.ndarray] = {}
+    for desc, buf in zip(descriptors, buffers[1:]):
+        name, dtype, shape = _parse_descriptor(desc)
+        if name in arrays:
+            raise ProtocolError(f"array '{name}' is listed twice", BAD_ARRAY)
+        expected = math.prod(shape) * dtype.itemsize
+        if buf.nbytes != expected:
+            raise ProtocolError(f"array '{name}': {dtype.name} {shape} needs {expected} bytes, its frame "
+                                f"has {buf.nbytes}", BAD_ARRAY)
+        arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return Message(type=msg_type, header=header, arrays=arrays)
+
+
+def _parse_descriptor(desc: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
+    if not isinstance(desc, dict):
+        raise ProtocolError("each entry of 'arrays' must be a map with name, dtype, shape", BAD_ARRAY)
+    name, dtype, shape = desc.get("name"), desc.get("dtype"), desc.get("shape")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
+        raise ProtocolError("array 'name' must be a non-empty string", BAD_ARRAY)
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ProtocolError(f"array '{name}': dtype {dtype!r} is not allowed; use one of "
+                            f"{', '.join(DTYPES)}", BAD_ARRAY)
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _INT64_MAX for d in shape):
+        raise ProtocolError(f"array '{name}': shape must be a list of at most {MAX_NDIM} "
+                            "non-negative integers", BAD_ARRAY)
+    return name, DTYPES[dtype], tuple(shape)
+
+
+def require_array(arrays: Mapping[str, np.ndarray], name: str, dtype: str,
+                  shape: Iterable[int | None] | None = None) -> np.ndarray:
+    """The array ``name`` checked for dtype and shape (``None`` in ``shape`` matches any size)."""
+    if name not in arrays:
+        raise ProtocolError(f"missing array '{name}'", MISSING_ARRAY)
+    arr = arrays[name]
+    if arr.dtype.name != dtype:
+        raise ProtocolError(f"array '{name}' must be {dtype}, got {arr.dtype.name}", WRONG_DTYPE)
+    if shape is not None:
+        want = tuple(shape)
+        if len(want) != arr.ndim or any(w is not None and w != s for w, s in zip(want, arr.shape)):
+            shown = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
+            raise ProtocolError(f"array '{name}' must have shape {shown}, got {tuple(arr.shape)}",
+                                WRONG_SHAPE)
+    return arr
