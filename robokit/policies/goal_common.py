@@ -1,0 +1,184 @@
+"""Building blocks shared by the goal-conditioned policies (GRP and the VIMA-style policy).
+
+Attention layers here compute their weights only when asked (``need_weights=True``, used by
+attention capture for ``robokit viz attention``); otherwise they call
+``torch.nn.functional.scaled_dot_product_attention`` so inference speed is unchanged.
+Boolean masks follow one convention everywhere: True = this query MAY attend to this key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robokit.errors import UserError
+
+# Image normalisation: pixel/255 then centred; the models are trained from scratch so the exact
+# values only need to be fixed, not ImageNet's.
+_PIX_MEAN, _PIX_STD = 0.5, 0.25
+
+
+def uint8_images_to_float(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``uint8 (..., 3, h, w)`` -> normalised float ``(..., 3, H, W)`` at ``size`` = (H, W).
+
+    Images of another size are resized with area interpolation (the same as cv2.INTER_AREA for
+    downscaling), so a dataset recorded at another resolution still fits the model.
+    """
+    lead = images.shape[:-3]
+    x = images.reshape(-1, *images.shape[-3:]).float().div_(255.0)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="area")
+    x = (x - _PIX_MEAN) / _PIX_STD
+    return x.reshape(*lead, 3, *size)
+
+
+def resize_hwc(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize one uint8 (h, w, 3) image to (H, W) = ``size`` with cv2.INTER_AREA (no-op if equal)."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def check_image(name: str, image: Any) -> np.ndarray:
+    """A uint8 (H, W, 3) RGB image or a :class:`UserError` naming ``name``."""
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise UserError(f"{name} must be an (H, W, 3) RGB image, got shape {tuple(arr.shape)}")
+    if arr.dtype != np.uint8:
+        raise UserError(f"{name} must be uint8, got {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
+def obs_images(obs: dict[str, Any], camera_names: Sequence[str], size: tuple[int, int]) -> np.ndarray:
+    """The observation's camera images as uint8 (K, 3, H, W) in ``camera_names`` order."""
+    images = obs.get("images")
+    if not isinstance(images, dict):
+        raise UserError("observation lacks 'images' (a dict camera name -> (H, W, 3) uint8 image)")
+    out = []
+    for cam in camera_names:
+        if cam not in images:
+            raise UserError(f"observation lacks camera '{cam}' (the policy was trained with "
+                            f"{', '.join(camera_names)}; got {', '.join(sorted(images)) or 'none'})")
+        out.append(resize_hwc(check_image(f"image of camera '{cam}'", images[cam]), size).transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def obs_qpos(obs: dict[str, Any], state_dim: int) -> np.ndarray:
+    """The observation's qpos as float32 (state_dim,) or a clear :class:`UserError`."""
+    if "qpos" not in obs:
+        raise UserError("observation lacks 'qpos'")
+    q = np.asarray(obs["qpos"], dtype=np.float32).reshape(-1)
+    if q.shape != (state_dim,):
+        raise UserError(f"observation qpos has {q.shape[0]} values, the policy expects {state_dim}")
+    return q
+
+
+def patchify(x: torch.Tensor, patch: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """ViT patches: ``(N, C, H, W)`` -> ``(N, h*w, C*patch*patch)`` in raster order, and (h, w)."""
+    n, c, H, W = x.shape
+    h, w = H // patch, W // patch
+    x = x[:, :, : h * patch, : w * patch]
+    x = x.reshape(n, c, h, patch, w, patch).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(n, h * w, c * patch * patch), (h, w)
+
+
+class Attention(nn.Module):
+    """Multi-head attention (self or cross) with optional weight capture."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, kv_dim: int | None = None) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(kv_dim or dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` (B, Q, D) attends to ``context`` (B, T, D) (itself when None).
+
+        ``mask``: bool broadcastable to (B, heads, Q, T), True = may attend. Returns the output and,
+        with ``need_weights``, the weights (B, heads, Q, T).
+        """
+        ctx = x if context is None else context
+        b, q_len, d = x.shape
+        t_len = ctx.shape[1]
+        hd = d // self.heads
+        q = self.q(x).view(b, q_len, self.heads, hd).transpose(1, 2)
+        k, v = self.kv(ctx).view(b, t_len, 2, self.heads, hd).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / (hd ** 0.5)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(dim=-1)
+            y = F.dropout(weights, p) @ v
+        else:
+            weights = None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).reshape(b, q_len, d)
+        return self.out(y), weights
+
+
+class MLP(nn.Sequential):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0, out: int | None = None) -> None:
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out or dim))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer encoder block (self-attention + MLP)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y, w = self.attn(self.norm1(x), mask=mask, need_weights=need_weights)
+        x = x + self.drop(y)
+        x = x + self.drop(self.mlp(self.norm2(x)))
+        return x, w
+
+
+def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over entries where ``valid`` (broadcast) is True; 0 when none is."""
+    valid = valid.to(values.dtype).expand_as(values)
+    return (values * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def done_loss(logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """BCE of the done head (B, H) against ``batch['done']``; past the episode end counts as done."""
+    done = batch.get("done")
+    is_pad = torch.as_tensor(batch["is_pad"], device=logits.device).bool()
+    if done is None:
+        target = is_pad.float()
+    else:
+        target = torch.maximum(torch.as_tensor(done, device=logits.device).float(), is_pad.float())
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def batch_tasks(batch: dict[str, Any], size: int) -> list[str] | None:
+    """The batch's instruction strings (``task``) as a list of ``size`` strings, or None."""
+    task = batch.get("task")
+    if task is None:
+        return None
+    if isinstance(task, str):
+        return [task] * size
+    tasks = [t if isinstance(t, str) else "" for t in task]
+    if len(tasks) != size:
+        raise UserError(f"batch 'task' has {len(tasks)} entries for a batch of {size}")
+    return tasks

@@ -1,0 +1,317 @@
+"""GRP: a goal-conditioned ViT policy that follows a text instruction OR a goal image.
+
+Token sequence (one row per sample; the seed's order, plus a proprioception token)::
+
+    [CLS, STATE, obs patches cam_1 .. cam_K, GOAL_IMG, goal-image patches, text tokens]
+
+* observation patches: each camera is cut into ``patch_size`` squares (ViT style, raster order);
+  with ``obs_stacking`` S > 1 the last S frames are stacked along the channels of each patch;
+* goal-image patches: the goal image (one camera, ``goal_camera``) through its own patch embedding;
+* text tokens: a small trainable character embedding (``robokit.policies.tokenizer``) or a local
+  pretrained encoder directory;
+* a learned position embedding over the whole sequence, then ``n_blocks`` transformer blocks under
+  a BLOCK MASK: per sample either the text tokens or the goal-image tokens (GOAL_IMG + patches) are
+  hidden from every query. In training the choice is random per sample (``goal_image_prob``) so one
+  model follows both; at inference it follows what the observation gives.
+* heads on the CLS output: an MLP to ``chunk_size x action_dim`` (MSE on normalised actions, the
+  seed's action stacking = robokit's chunk, so deploy's temporal ensembler applies) and a done head
+  (the VLA note's learned end token) trained on the batch's ``done``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robokit.errors import ConfigError, UserError
+from robokit.policies.base import Policy, PolicyConfig, register_policy
+from robokit.policies.goal_common import (
+    MLP,
+    Block,
+    batch_tasks,
+    check_image,
+    done_loss,
+    masked_mean,
+    obs_images,
+    obs_qpos,
+    patchify,
+    resize_hwc,
+    uint8_images_to_float,
+)
+from robokit.policies.tokenizer import make_text_encoder
+
+log = logging.getLogger(__name__)
+
+GOAL_MODES = ("random", "text", "image")
+
+
+@dataclass
+class GRPConfig(PolicyConfig):
+    """GRP options (see the module docstring). Defaults fit a CPU-trainable model."""
+
+    image_shape: tuple[int, int, int] = (64, 80, 3)
+    chunk_size: int = 20
+    patch_size: int = 8
+    n_embd: int = 128
+    n_head: int = 4
+    n_blocks: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    obs_stacking: int = 1          # frames stacked per observation patch (1 = current frame only)
+    text_max_length: int = 48      # the seed's max_block_size: instructions are cut to this many tokens
+    text_encoder: str = "char"     # "char" or a LOCAL pretrained encoder directory (needs transformers)
+    goal_mode: str = "random"      # training: "random" per sample, or always "text" / "image"
+    goal_image_prob: float = 0.5   # "random": chance of the goal image when a sample has both
+    goal_camera: str = ""          # camera the goal image shows; "" = the first camera
+    done_weight: float = 1.0       # weight of the done-head loss
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        h, w, _ = self.image_shape
+        if self.patch_size <= 0 or h % self.patch_size or w % self.patch_size:
+            raise ConfigError(f"image_shape {h}x{w} must be a multiple of patch_size {self.patch_size}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd {self.n_embd} must be divisible by n_head {self.n_head}")
+        for name in ("n_blocks", "obs_stacking", "text_max_length", "n_head"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.goal_mode not in GOAL_MODES:
+            raise ConfigError(f"goal_mode must be one of {', '.join(GOAL_MODES)}, got '{self.goal_mode}'")
+        if not 0.0 <= self.goal_image_prob <= 1.0:
+            raise ConfigError(f"goal_image_prob must be in [0, 1], got {self.goal_image_prob}")
+        if not self.camera_names:
+            raise ConfigError("GRP needs at least one camera")
+        if self.goal_camera and self.goal_camera not in self.camera_names:
+            raise ConfigError(f"goal_camera '{self.goal_camera}' is not one of the cameras "
+                              f"{', '.join(self.camera_names)}")
+
+    @property
+    def goal_camera_name(self) -> str:
+        return self.goal_camera or self.camera_names[0]
+
+
+@register_policy("grp")
+class GRPPolicy(Policy):
+    """Goal-conditioned ViT policy (text or goal image) predicting action chunks."""
+
+    config_class = GRPConfig
+
+    def __init__(self, config: GRPConfig) -> None:
+        super().__init__(config)
+        self.config: GRPConfig = config
+        c = config
+        h, w, _ = c.image_shape
+        self.grid = (h // c.patch_size, w // c.patch_size)
+        n_patch = self.grid[0] * self.grid[1]
+        d = c.n_embd
+        self.patch_embedding = nn.Linear(c.patch_size * c.patch_size * 3 * c.obs_stacking, d)
+        self.goal_patch_embedding = nn.Linear(c.patch_size * c.patch_size * 3, d)
+        self.text_encoder = make_text_encoder(c.text_encoder, d, c.text_max_length)
+        self.state_embedding = nn.Linear(c.state_dim, d)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.goal_img_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+
+        # Token layout, fixed by the config (needed by the block mask and attention capture).
+        k = len(c.camera_names)
+        self.layout: dict[str, list[int]] = {"cls": [0, 1], "state": [1, 2]}
+        pos = 2
+        for cam in c.camera_names:
+            self.layout[cam] = [pos, pos + n_patch, *self.grid]
+            pos += n_patch
+        self.layout["goal_token"] = [pos, pos + 1]
+        self.layout["goal_image"] = [pos + 1, pos + 1 + n_patch, *self.grid]
+        pos += 1 + n_patch
+        self.layout["text"] = [pos, pos + c.text_max_length]
+        self.seq_len = pos + c.text_max_length
+        self.n_obs_patches = k * n_patch
+
+        self.pos_embedding = nn.Parameter(torch.randn(1, self.seq_len, d) * 0.02)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(d, c.n_head, c.mlp_ratio, c.dropout) for _ in range(c.n_blocks))
+        self.norm = nn.LayerNorm(d)
+        self.mlp_head = MLP(d, d * 2, 0.0, out=c.chunk_size * c.action_dim)
+        self.done_head = nn.Linear(d, c.chunk_size)
+        self._frames: collections.deque[np.ndarray] = collections.deque(maxlen=c.obs_stacking)
+
+    # -- the network -----------------------------------------------------------------------------
+    def key_mask(self, use_text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Block mask (B, seq_len), True = visible: hides the goal image OR the text per sample.
+
+        ``use_text`` (B,) bool picks text (goal-image tokens hidden) or goal image (text hidden);
+        ``text_mask`` (B, L) hides padding characters too.
+        """
+        b = use_text.shape[0]
+        mask = torch.ones(b, self.seq_len, dtype=torch.bool, device=use_text.device)
+        g0 = self.layout["goal_token"][0]
+        g1 = self.layout["goal_image"][1]
+        t0, t1 = self.layout["text"]
+        mask[:, g0:g1] = ~use_text[:, None]
+        mask[:, t0:t1] = text_mask & use_text[:, None]
+        return mask
+
+    def forward_tokens(self, images: torch.Tensor, qpos: torch.Tensor, tasks: list[str],
+                       goal: torch.Tensor | None, use_text: torch.Tensor,
+                       need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """CLS output (B, D) and, with ``need_weights``, per-layer attention (B, heads, T, T).
+
+        ``images``: float (B, K, 3*S, H, W) normalised; ``qpos`` normalised (B, S);
+        ``goal``: float (B, 3, H, W) normalised or None (then every sample must use text).
+        """
+        b, k = images.shape[:2]
+        patches, _ = patchify(images.flatten(0, 1), self.config.patch_size)
+        obs = self.patch_embedding(patches).reshape(b, k * patches.shape[1], -1)
+        if goal is None:
+            goal_tok = torch.zeros(b, self.layout["goal_image"][1] - self.layout["goal_image"][0],
+                                   obs.shape[-1], device=obs.device)
+        else:
+            goal_tok = self.goal_patch_embedding(patchify(goal, self.config.patch_size)[0])
+        text, text_mask = self.text_encoder(tasks, obs.device)
+        tokens = torch.cat([
+            self.cls_token.expand(b, -1, -1),
+            self.state_embedding(qpos)[:, None],
+            obs,
+            self.goal_img_token.expand(b, -1, -1),
+            goal_tok,
+            text,
+        ], dim=1)
+        x = self.drop(tokens + self.pos_embedding)
+        attn_mask = self.key_mask(use_text, text_mask)[:, None, None, :]
+        maps = []
+        for block in self.blocks:
+            x, w = block(x, mask=attn_mask, need_weights=need_weights)
+            if w is not None:
+                maps.append(w)
+        return self.norm(x[:, 0]), maps
+
+    def heads(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised action chunk (B, H, A) and done logits (B, H)."""
+        c = self.config
+        return self.mlp_head(cls).view(-1, c.chunk_size, c.action_dim), self.done_head(cls)
+
+    # -- training --------------------------------------------------------------------------------
+    def _stacked_batch_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        images = torch.as_tensor(batch["images"], device=self.device)
+        if images.ndim != 5 or images.shape[1] != len(self.config.camera_names):
+            raise UserError(f"batch images must be (B, {len(self.config.camera_names)}, 3, H, W), "
+                            f"got {tuple(images.shape)}")
+        size = tuple(self.config.image_shape[:2])
+        frames = uint8_images_to_float(images, size)
+        s = self.config.obs_stacking
+        if s == 1:
+            return frames
+        hist = batch.get("image_history")
+        if hist is None:
+            raise ConfigError(f"obs_stacking={s} needs 'image_history' (B, {s - 1}, K, 3, H, W) in the "
+                              f"training batch, which this dataset does not provide; use obs_stacking=1")
+        hist = uint8_images_to_float(torch.as_tensor(hist, device=self.device), size)
+        if hist.shape[1] != s - 1:
+            raise ConfigError(f"'image_history' holds {hist.shape[1]} frames, obs_stacking={s} needs {s - 1}")
+        # (B, S, K, 3, H, W) oldest first -> (B, K, S*3, H, W)
+        seq = torch.cat([hist, frames[:, None]], dim=1)
+        return seq.permute(0, 2, 1, 3, 4, 5).flatten(2, 3)
+
+    def _choose_goal(self, tasks: list[str] | None, has_goal: bool, b: int) -> torch.Tensor:
+        """Per-sample True = text, False = goal image, following ``goal_mode``."""
+        c = self.config
+        has_text = tasks is not None and any(tasks)
+        if c.goal_mode == "text" or (c.goal_mode == "random" and not has_goal):
+            if not has_text:
+                raise UserError("GRP needs an instruction ('task') in the batch to train on text goals; "
+                                "the dataset has none (record episodes with a task, or give goal images)")
+            return torch.ones(b, dtype=torch.bool, device=self.device)
+        if not has_goal:
+            raise UserError("GRP goal_mode='image' needs goal images in the batch ('goal_image'); the "
+                            "dataset has none (record with goal images, or use goal_mode='text')")
+        if c.goal_mode == "image" or not has_text:
+            return torch.zeros(b, dtype=torch.bool, device=self.device)
+        use_text = torch.rand(b, device=self.device) >= c.goal_image_prob
+        # A sample with an empty instruction must use its goal image.
+        empty = torch.tensor([not t for t in tasks], device=self.device)
+        return use_text & ~empty
+
+    def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        c = self.config
+        images = self._stacked_batch_images(batch)
+        b = images.shape[0]
+        qpos = self.normalize_qpos(torch.as_tensor(batch["qpos"], device=self.device).float())
+        tasks = batch_tasks(batch, b)
+        goal_u8 = batch.get("goal_image")
+        goal = None
+        if goal_u8 is not None:
+            goal = uint8_images_to_float(torch.as_tensor(goal_u8, device=self.device), tuple(c.image_shape[:2]))
+        use_text = self._choose_goal(tasks, goal is not None, b)
+        cls, _ = self.forward_tokens(images, qpos, tasks or [""] * b, goal, use_text)
+        pred, done_logits = self.heads(cls)
+        target = self.normalize_action(torch.as_tensor(batch["action"], device=self.device).float())
+        is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
+        if target.shape != pred.shape:
+            raise UserError(f"batch actions are {tuple(target.shape)}, GRP predicts {tuple(pred.shape)} "
+                            f"(chunk_size {c.chunk_size}, action_dim {c.action_dim})")
+        mse = masked_mean(F.mse_loss(pred, target, reduction="none"), ~is_pad[..., None])
+        done = done_loss(done_logits, batch)
+        return {"loss": mse + c.done_weight * done, "mse": mse.detach(), "done_bce": done.detach(),
+                "text_fraction": use_text.float().mean().detach()}
+
+    # -- inference -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._frames.clear()
+
+    def _goal_from_obs(self, obs: dict[str, Any]) -> tuple[bool, np.ndarray | None, str]:
+        """(use_text, goal image uint8 (3, H, W) or None, instruction) from what ``obs`` gives."""
+        c = self.config
+        task = obs.get("task") or ""
+        if not isinstance(task, str):
+            raise UserError(f"observation 'task' must be a string, got {type(task).__name__}")
+        goal = obs.get("goal_image")
+        if c.goal_mode == "image" or (c.goal_mode == "random" and goal is not None and not task):
+            if goal is None:
+                raise UserError("this GRP policy follows goal images (goal_mode='image') but the "
+                                "observation has no 'goal_image'; send one with the request")
+            img = resize_hwc(check_image("goal_image", goal), tuple(c.image_shape[:2])).transpose(2, 0, 1)
+            return False, img, ""
+        if task:
+            return True, None, task
+        if c.goal_mode == "text":
+            raise UserError("this GRP policy follows text instructions (goal_mode='text') but the "
+                            "observation has no 'task'; give the instruction")
+        raise UserError("GRP needs a goal: give an instruction ('task') or a 'goal_image'")
+
+    @torch.no_grad()
+    def predict_chunk(self, obs: dict[str, Any],
+                      capture_attention: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+        c = self.config
+        size = tuple(c.image_shape[:2])
+        frames = obs_images(obs, c.camera_names, size)
+        qpos = obs_qpos(obs, c.state_dim)
+        use_text, goal_img, task = self._goal_from_obs(obs)
+        if not self._frames:
+            for _ in range(c.obs_stacking - 1):
+                self._frames.append(frames)  # episode start: repeat the first frame
+        self._frames.append(frames)
+        stack = np.stack(list(self._frames), axis=1)  # (K, S, 3, H, W)
+        images = uint8_images_to_float(torch.from_numpy(stack).to(self.device)[None], size)
+        images = images.flatten(2, 3)  # (1, K, S*3, H, W)
+        goal = None
+        if goal_img is not None:
+            goal = uint8_images_to_float(torch.from_numpy(goal_img).to(self.device)[None], size)
+        q = self.normalize_qpos(torch.from_numpy(qpos).to(self.device)[None])
+        flag = torch.tensor([use_text], device=self.device)
+        cls, maps = self.forward_tokens(images, q, [task], goal, flag, need_weights=capture_attention)
+        pred, done_logits = self.heads(cls)
+        chunk = self.denormalize_action(pred)[0].cpu().numpy().astype(np.float32)
+        extras: dict[str, Any] = {"done": float(torch.sigmoid(done_logits[0, 0])),
+                                  "goal_mode": "text" if use_text else "image"}
+        if capture_attention:
+            # CLS (the action token) row of every layer: (layers, heads, 1, tokens).
+            rows = torch.stack([m[0, :, :1, :] for m in maps])
+            extras["attention"] = {"maps": rows.cpu().numpy().astype(np.float32), "query_kind": "action",
+                                   "layout": {k: list(v) for k, v in self.layout.items()},
+                                   "goal_camera": c.goal_camera_name}
+        return chunk, extras

@@ -1,0 +1,195 @@
+"""GRP: shapes for odd inputs, the block mask, goal errors, done head, attention capture, overfit."""
+
+import numpy as np
+import pytest
+import torch
+
+from robokit.errors import ConfigError, UserError
+from robokit.policies.base import get_policy_class
+from robokit.policies.grp import GRPConfig, GRPPolicy
+
+TASK = "put the red cube in the blue bowl"
+
+
+def tiny(**kw) -> GRPPolicy:
+    base = {"camera_names": ["top"], "image_shape": (16, 24, 3), "patch_size": 8, "n_embd": 32, "n_head": 2,
+                "n_blocks": 2, "chunk_size": 4, "text_max_length": 12, "dropout": 0.0}
+    base.update(kw)
+    torch.manual_seed(0)
+    return GRPPolicy(GRPConfig(**base)).eval()
+
+
+def obs(cams, size=(30, 40), seed=0, **extra):
+    rng = np.random.default_rng(seed)
+    out = {"qpos": rng.normal(size=8).astype(np.float32),
+           "images": {c: rng.integers(0, 256, (*size, 3), dtype=np.uint8) for c in cams}}
+    out.update(extra)
+    return out
+
+
+def batch(b=4, k=1, chunk=4, size=(16, 24), goal=True, task=TASK, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = {"images": torch.randint(0, 256, (b, k, 3, *size), dtype=torch.uint8, generator=g),
+           "qpos": torch.randn(b, 8, generator=g), "action": torch.randn(b, chunk, 8, generator=g),
+           "is_pad": torch.zeros(b, chunk, dtype=torch.bool), "done": torch.zeros(b, chunk)}
+    if task is not None:
+        out["task"] = [task] * b
+    if goal:
+        out["goal_image"] = torch.randint(0, 256, (b, 3, *size), dtype=torch.uint8, generator=g)
+    return out
+
+
+def test_registered_as_grp():
+    assert get_policy_class("grp") is GRPPolicy
+
+
+@pytest.mark.parametrize("cams", [["top"], ["top", "wrist", "side"]])
+def test_chunk_shape_for_one_or_three_cameras_and_long_instruction(cams):
+    policy = tiny(camera_names=cams)
+    long_task = TASK + " and then go home and wait there for a while"  # far past text_max_length
+    chunk, extras = policy.predict_chunk(obs(cams, task=long_task))
+    assert chunk.shape == (4, 8) and chunk.dtype == np.float32
+    assert 0.0 <= extras["done"] <= 1.0 and extras["goal_mode"] == "text"
+    loss = policy.train().compute_loss(batch(k=len(cams), task=long_task))
+    assert torch.isfinite(loss["loss"])
+
+
+def test_goal_image_without_text_and_text_without_goal_image():
+    policy = tiny()
+    goal = np.zeros((30, 40, 3), np.uint8)
+    chunk, extras = policy.predict_chunk(obs(["top"], goal_image=goal))
+    assert chunk.shape == (4, 8) and extras["goal_mode"] == "image"
+    loss = policy.train().compute_loss(batch(goal=False))  # text only: every sample uses text
+    assert float(loss["text_fraction"]) == 1.0
+
+
+def test_missing_goal_is_a_clear_error():
+    with pytest.raises(UserError, match="goal_image"):
+        tiny(goal_mode="image").predict_chunk(obs(["top"], task=TASK))
+    with pytest.raises(UserError, match="instruction"):
+        tiny().predict_chunk(obs(["top"]))
+    with pytest.raises(UserError, match="goal images"):
+        tiny(goal_mode="image").train().compute_loss(batch(goal=False))
+    with pytest.raises(UserError, match="lacks camera 'wrist'"):
+        tiny(camera_names=["top", "wrist"]).predict_chunk(obs(["top"], task=TASK))
+    with pytest.raises(UserError, match="position"):
+        tiny().predict_chunk(obs(["top"], task="put the cube in the bowl \u2192 now"))
+
+
+def same(a, b):
+    """Equal up to float rounding; a visible token changes the output by far more than this."""
+    return torch.allclose(a, b, rtol=0.0, atol=1e-6)
+
+
+def _cls(policy, images, texts, goal, use_text):
+    with torch.no_grad():
+        out, _ = policy.forward_tokens(images, torch.zeros(len(texts), 8), texts, goal,
+                                       torch.tensor(use_text))
+    return out
+
+
+def test_block_mask_hides_exactly_the_chosen_goal():
+    policy = tiny()
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(2, 1, 3, 16, 24, generator=g)
+    goal_a, goal_b = torch.randn(2, 2, 3, 16, 24, generator=g)
+    texts_a, texts_b = ["put red in bowl"] * 2, ["put blue on plate"] * 2
+    text_mode = [True, True]
+    image_mode = [False, False]
+    # Text mode: the goal image tokens are hidden, so another goal image changes nothing ...
+    assert same(_cls(policy, images, texts_a, goal_a, text_mode), _cls(policy, images, texts_a, goal_b, text_mode))
+    # ... while another instruction does.
+    assert not same(_cls(policy, images, texts_a, goal_a, text_mode),
+                              _cls(policy, images, texts_b, goal_a, text_mode))
+    # Image mode: the text is hidden, the goal image is seen.
+    assert same(_cls(policy, images, texts_a, goal_a, image_mode), _cls(policy, images, texts_b, goal_a, image_mode))
+    assert not same(_cls(policy, images, texts_a, goal_a, image_mode),
+                              _cls(policy, images, texts_a, goal_b, image_mode))
+    # Per sample: sample 0 follows text, sample 1 the goal image.
+    mixed_a = _cls(policy, images, texts_a, goal_a, [True, False])
+    mixed_b = _cls(policy, images, texts_b, goal_a, [True, False])
+    assert not same(mixed_a[0], mixed_b[0]) and same(mixed_a[1], mixed_b[1])
+
+
+def test_block_mask_layout():
+    policy = tiny(camera_names=["top", "wrist"])
+    mask = policy.key_mask(torch.tensor([True, False]), torch.tensor([[True] * 3 + [False] * 9] * 2))
+    t0, t1 = policy.layout["text"]
+    g0, g1 = policy.layout["goal_token"][0], policy.layout["goal_image"][1]
+    assert mask[0, t0:t0 + 3].all() and not mask[0, t0 + 3:t1].any() and not mask[0, g0:g1].any()
+    assert not mask[1, t0:t1].any() and mask[1, g0:g1].all()
+    assert mask[:, :g0].all()  # CLS, state and observation patches are always visible
+
+
+def test_training_draws_text_or_image_per_sample():
+    policy = tiny(goal_image_prob=0.5).train()
+    torch.manual_seed(0)
+    fraction = float(policy.compute_loss(batch(b=64))["text_fraction"])
+    assert 0.3 < fraction < 0.7
+
+
+def test_attention_capture_only_when_asked():
+    policy = tiny(camera_names=["top", "wrist"])
+    _, extras = policy.predict_chunk(obs(["top", "wrist"], task=TASK))
+    assert "attention" not in extras
+    _, extras = policy.predict_chunk(obs(["top", "wrist"], task=TASK), capture_attention=True)
+    att = extras["attention"]
+    assert att["maps"].shape == (2, 2, 1, policy.seq_len) and att["query_kind"] == "action"
+    np.testing.assert_allclose(att["maps"].sum(-1), 1.0, atol=1e-5)
+    s, e, h, w = att["layout"]["wrist"]
+    assert (e - s) == h * w == 2 * 3
+    # Text mode: nothing attends to the hidden goal image.
+    g0, g1 = att["layout"]["goal_token"][0], att["layout"]["goal_image"][1]
+    assert not att["maps"][..., g0:g1].any()
+
+
+def test_observation_stacking():
+    policy = tiny(obs_stacking=2)
+    for step in range(3):
+        chunk, _ = policy.predict_chunk(obs(["top"], seed=step, task=TASK))
+        assert chunk.shape == (4, 8)
+    policy.reset()
+    assert not policy._frames
+    with pytest.raises(ConfigError, match="image_history"):
+        policy.train().compute_loss(batch())
+    b = batch()
+    b["image_history"] = torch.randint(0, 256, (4, 1, 1, 3, 16, 24), dtype=torch.uint8)
+    assert torch.isfinite(policy.compute_loss(b)["loss"])
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="multiple of patch_size"):
+        GRPConfig(image_shape=(20, 24, 3), patch_size=8)
+    with pytest.raises(ConfigError, match="goal_mode"):
+        GRPConfig(image_shape=(16, 16, 3), goal_mode="both")
+    with pytest.raises(ConfigError, match="goal_camera"):
+        GRPConfig(image_shape=(16, 16, 3), goal_camera="side")
+
+
+def test_tiny_overfit_follows_text_and_goal_image_and_learns_done():
+    """Two tasks with opposite actions on the SAME observation: only the goal tells them apart."""
+    torch.manual_seed(0)
+    policy = tiny(n_embd=48, dropout=0.0).train()
+    g = torch.Generator().manual_seed(3)
+    image = torch.randint(0, 256, (1, 1, 3, 16, 24), dtype=torch.uint8, generator=g)
+    goals = torch.randint(0, 256, (2, 3, 16, 24), dtype=torch.uint8, generator=g)
+    actions = torch.stack([torch.full((4, 8), 0.8), torch.full((4, 8), -0.8)])
+    b = {"images": image.expand(8, -1, -1, -1, -1), "qpos": torch.zeros(8, 8),
+         "action": actions.repeat(4, 1, 1), "is_pad": torch.zeros(8, 4, dtype=torch.bool),
+         "done": torch.tensor([[1.0] * 4, [0.0] * 4]).repeat(4, 1),
+         "task": ["red", "blue"] * 4, "goal_image": goals.repeat(4, 1, 1, 1)}
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = policy.compute_loss(b)
+        opt.zero_grad()
+        loss["loss"].backward()
+        opt.step()
+    policy.eval()
+    o = {"qpos": np.zeros(8, np.float32), "images": {"top": image[0, 0].permute(1, 2, 0).numpy()}}
+    red, red_x = policy.predict_chunk({**o, "task": "red"})
+    blue, blue_x = policy.predict_chunk({**o, "task": "blue"})
+    assert red.mean() > 0.5 and blue.mean() < -0.5
+    assert red_x["done"] > 0.8 and blue_x["done"] < 0.2
+    goal_red, _ = policy.predict_chunk({**o, "goal_image": goals[0].permute(1, 2, 0).numpy()})
+    goal_blue, _ = policy.predict_chunk({**o, "goal_image": goals[1].permute(1, 2, 0).numpy()})
+    assert goal_red.mean() > 0.5 and goal_blue.mean() < -0.5
