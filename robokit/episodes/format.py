@@ -1,0 +1,106 @@
+"""Episode file format v1 (DESIGN §4) and the foreign layouts robokit reads.
+
+A robokit v1 episode is one HDF5 file ``episode_<N>.hdf5``::
+
+    /action                      float32 (T, A)  commanded joint targets + gripper
+    /observations/qpos           float32 (T, S)  measured joints + gripper
+    /observations/qvel           float32 (T, S)
+    /observations/images/<cam>   uint8 (T, H, W, 3) RGB, chunks (1, H, W, 3)     (compress none|lzf)
+                                 uint8 (T, L) JPEG bytes padded with zeros        (compress jpeg)
+    /compress_len                float32 (K, T)  JPEG byte count per camera (attrs camera_names order)
+    /timestamps/robot            float64 (T,)    monotonic time of the robot reading
+    /timestamps/<cam>            float64 (T,)    capture time of the frame used for step t
+    /done                        bool (T,)       true on the final frames
+    /goal_images/<cam>           uint8 (H, W, 3) optional: the goal (final) frame
+
+    attrs: format="robokit.episode", version=1, sim, robot, fps, task, camera_names,
+           action_space="joint_pos", source, compress (bool, ALOHA's flag), image_compression
+           ("none"|"lzf"|"jpeg"), num_steps, success (only if known)
+
+The JPEG variant uses ALOHA's names (``compress`` attribute, padded rows, ``/compress_len``) so that
+ALOHA/ACT++ loaders decode it too. Files being recorded are ``episode_<N>.hdf5.partial``.
+
+Other layouts :mod:`robokit.episodes.reader` reads (no ``format`` attribute):
+
+- ``act``: original ACT sim/real files: ``/action``, ``/observations/qpos`` (+ ``qvel``), images
+  (T, H, W, 3), any float dtype, no timestamps, attrs ``sim`` only.
+- ``aloha-jpeg``: ALOHA's compressed files: attr ``compress`` true, images (T, L) JPEG rows padded
+  with zeros, ``/compress_len`` (K, T).
+- ``seed``: the seed recorder (live_record.py): qpos (T, 8) whose 8th column is an end marker
+  (0/1), ``/action`` identical to qpos, one camera of BGR frames.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+FORMAT_NAME = "robokit.episode"
+FORMAT_VERSION = 1
+
+LAYOUT_V1 = "robokit-v1"
+LAYOUT_ACT = "act"
+LAYOUT_ALOHA_JPEG = "aloha-jpeg"
+LAYOUT_SEED = "seed"
+LAYOUTS = (LAYOUT_V1, LAYOUT_ACT, LAYOUT_ALOHA_JPEG, LAYOUT_SEED)
+
+COMPRESSIONS = ("none", "lzf", "jpeg")
+ACTION_SPACE = "joint_pos"
+
+ACTION = "action"
+QPOS = "observations/qpos"
+QVEL = "observations/qvel"
+IMAGES = "observations/images"
+TIMESTAMPS = "timestamps"
+ROBOT_TIMESTAMPS = "timestamps/robot"
+DONE = "done"
+COMPRESS_LEN = "compress_len"
+GOAL_IMAGES = "goal_images"
+
+#: Attributes every v1 file carries (``success`` only when known).
+REQUIRED_ATTRS = ("format", "version", "sim", "robot", "fps", "task", "camera_names", "action_space",
+                  "source", "compress", "image_compression")
+
+PARTIAL_SUFFIX = ".partial"
+_EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
+_PARTIAL_RE = re.compile(r"^episode_(\d+)\.hdf5\.partial$")
+
+
+def episode_filename(index: int) -> str:
+    """``episode_<index>.hdf5`` (the name ACT's loader expects)."""
+    return f"episode_{int(index)}.hdf5"
+
+
+def partial_filename(index: int) -> str:
+    """Name of the file an episode is streamed into while it is recorded."""
+    return episode_filename(index) + PARTIAL_SUFFIX
+
+
+def episode_index(path: str | Path) -> int | None:
+    """N of ``episode_<N>.hdf5`` (None for any other name)."""
+    match = _EPISODE_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def partial_index(path: str | Path) -> int | None:
+    """N of ``episode_<N>.hdf5.partial`` (None for any other name)."""
+    match = _PARTIAL_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def validate(path: str | Path) -> list[str]:
+    """Check one episode file; return the problems found, each naming the file and the field.
+
+    An empty list means the file can be used for training. Any layout the reader knows is accepted
+    (foreign files are checked for internal consistency); v1 files are also checked for their
+    attributes, dtypes, timestamps and done flags.
+    """
+    # Imported here: the reader imports this module for its constants.
+    from robokit.episodes.reader import open_episode
+    from robokit.errors import DataError
+
+    try:
+        with open_episode(path) as ep:
+            return ep.check()
+    except DataError as exc:
+        return [str(exc)]
