@@ -1,0 +1,1 @@
+"""Visualisation: attention heat-map trees (attention.py), episode plots and videos (episode.py)."""
