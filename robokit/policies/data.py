@@ -1,0 +1,579 @@
+"""Episode datasets for training policies (DESIGN §3, §4; CONTRACTS §5).
+
+A dataset is built from a folder of episode files in any layout that :mod:`robokit.episodes.reader`
+reads (robokit v1, ACT/ALOHA raw or JPEG-compressed, the seed recorder's layout).
+
+Sample semantics follow the original ACT loader (``tonyzhaozh/act``, ``utils.EpisodicDataset``):
+for a start step ``t`` of an episode of length ``T`` a sample holds the images and ``qpos`` at ``t``
+and the action chunk ``action[t : t + H]``, zero-padded to ``H`` steps, with ``is_pad[i] = True``
+where ``t + i >= T``. For ACT/ALOHA files recorded on a real robot (``sim`` attribute false) the
+chunk starts one step earlier (``max(0, t - 1)``), as ACT's loader does to align its real-robot
+action timestamps (``act_real_shift``). Robokit and seed-layout files are never shifted: their
+``/action[t]`` is the command issued after observing step ``t``.
+
+Where ACT draws one random ``t`` per episode per index, a dataset here has one index per step of
+every episode (``len(ds) == total steps``): a shuffled pass visits every start step exactly once,
+so epochs and validation are well defined, and the per-index contents are exactly ACT's.
+
+Each sample also carries ``done`` (the episode's ``/done`` for the chunk's steps; 1 past the end),
+and, for goal-conditioned datasets, ``task`` (instruction text) and ``goal_image``.
+
+Speed: the low-dimensional arrays (qpos, action, done) of every episode are read once into RAM;
+per sample only the image rows at ``t`` are read, through file handles that each DataLoader worker
+opens lazily (they are never pickled); images stay uint8 until the model. When the decoded images
+fit under ``cache_bytes`` they are decoded once into one contiguous uint8 array per camera and
+samples are slices of it (DataLoader workers share it copy-on-write after fork).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from robokit.episodes.reader import Episode, list_episodes, open_episode
+from robokit.errors import ConfigError, DataError
+from robokit.policies.base import NormStats
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_BYTES = 4 * 1024**3
+STD_FLOOR = 1e-2  # as ACT clips the std of qpos and action
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ImageAugment:
+    """Optional training-time image augmentation, applied per camera on uint8 images.
+
+    ``shift``: random translation by up to ``shift`` pixels (pad by edge replication, then a random
+    crop back to the original size, as in DrQ). ``brightness`` / ``contrast`` / ``saturation``:
+    colour jitter factors drawn uniformly from ``[1 - x, 1 + x]``. All zero (the default) = off.
+    """
+
+    shift: int = 0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.shift < 0:
+            raise ConfigError(f"augmentation shift must be >= 0 pixels, got {self.shift}")
+        for name in ("brightness", "contrast", "saturation"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"augmentation {name} must be in [0, 1), got {value}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.shift or self.brightness or self.contrast or self.saturation)
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Augment one uint8 (3, H, W) image; returns a new uint8 (3, H, W) array."""
+        out = image
+        if self.shift:
+            s = self.shift
+            padded = np.pad(image, ((0, 0), (s, s), (s, s)), mode="edge")
+            dy, dx = rng.integers(0, 2 * s + 1, size=2)
+            out = padded[:, dy:dy + image.shape[1], dx:dx + image.shape[2]]
+        if self.brightness or self.contrast or self.saturation:
+            x = out.astype(np.float32)
+            if self.brightness:
+                x *= rng.uniform(1 - self.brightness, 1 + self.brightness)
+            if self.contrast:
+                mean = x.mean()
+                x = (x - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean
+            if self.saturation:
+                grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+                x = (x - grey) * rng.uniform(1 - self.saturation, 1 + self.saturation) + grey
+            out = np.clip(x, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Episode scanning
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class EpisodeRecord:
+    """What a dataset keeps in RAM about one episode: metadata and its low-dimensional arrays."""
+
+    path: Path
+    layout: str
+    length: int
+    camera_names: list[str]
+    image_shapes: dict[str, tuple[int, int, int]]
+    state_dim: int
+    action_dim: int
+    fps: float | None
+    task: str | None
+    sim: bool | None
+    qpos: np.ndarray  # float32 (T, S)
+    action: np.ndarray  # float32 (T, A)
+    done: np.ndarray  # bool (T,)
+    goal_cameras: list[str] = field(default_factory=list)
+
+
+def _close_episode(ep: Episode) -> None:
+    close = getattr(ep, "close", None)
+    if callable(close):
+        close()
+    else:
+        ep.__exit__(None, None, None)
+
+
+def _as_bool(value: Any) -> bool | None:
+    if value is None:
+        return None
+    try:
+        return bool(np.asarray(value).item())
+    except (TypeError, ValueError):
+        return None
+
+
+def read_episode_record(path: str | Path) -> EpisodeRecord:
+    """Open one episode, check it and keep its metadata and low-dimensional arrays.
+
+    Raises :class:`DataError` naming the file for an empty episode or non-finite qpos/actions.
+    """
+    path = Path(path)
+    with open_episode(path) as ep:
+        length = int(ep.length)
+        if length <= 0:
+            raise DataError(f"{path}: the episode has no steps; delete it or record it again")
+        qpos = np.ascontiguousarray(ep.qpos(), dtype=np.float32)
+        action = np.ascontiguousarray(ep.action(), dtype=np.float32)
+        done = np.asarray(ep.done(), dtype=bool)
+        cams = list(ep.camera_names)
+        shapes = {cam: tuple(int(v) for v in ep.image_shape(cam)) for cam in cams}
+        goal_cams = [cam for cam in cams if _has_goal_image(ep, cam)]
+        record = EpisodeRecord(
+            path=path, layout=str(ep.layout), length=length, camera_names=cams, image_shapes=shapes,
+            state_dim=int(ep.state_dim), action_dim=int(ep.action_dim),
+            fps=None if ep.fps is None else float(ep.fps), task=ep.task or None,
+            sim=_as_bool(ep.attrs.get("sim")), qpos=qpos, action=action, done=done,
+            goal_cameras=goal_cams)
+    for name, values in (("/action", action), ("/observations/qpos", qpos)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            step, col = (int(v) for v in np.argwhere(bad)[0])
+            raise DataError(f"{path}: {name} holds NaN or inf (first at step {step}, column {col}); "
+                            "fix or remove this episode")
+    if qpos.shape[0] != length or action.shape[0] != length or done.shape[0] != length:
+        raise DataError(f"{path}: qpos/action/done lengths {qpos.shape[0]}/{action.shape[0]}/"
+                        f"{done.shape[0]} differ from the episode length {length}")
+    return record
+
+
+def _has_goal_image(ep: Episode, cam: str) -> bool:
+    try:
+        return ep.goal_image(cam) is not None
+    except (KeyError, DataError):
+        return False
+
+
+def check_consistent(records: Sequence[EpisodeRecord], camera_names: Sequence[str],
+                     image_size: tuple[int, int] | None) -> None:
+    """Every episode must have the chosen cameras and the first episode's dimensions."""
+    first = records[0]
+    for rec in records:
+        missing = [cam for cam in camera_names if cam not in rec.camera_names]
+        if missing:
+            raise DataError(f"{rec.path}: has no camera {', '.join(repr(c) for c in missing)} "
+                            f"(it has {', '.join(rec.camera_names) or 'none'}); choose cameras "
+                            "every episode has with --camera, or remove this episode")
+        for name in ("state_dim", "action_dim"):
+            if getattr(rec, name) != getattr(first, name):
+                raise DataError(f"{rec.path}: {name} is {getattr(rec, name)} but {first.path.name} "
+                                f"has {getattr(first, name)}; all episodes of a dataset must match")
+        if image_size is None:
+            for cam in camera_names:
+                if rec.image_shapes[cam] != first.image_shapes[cam]:
+                    raise DataError(
+                        f"{rec.path}: camera '{cam}' images are {_fmt_shape(rec.image_shapes[cam])} "
+                        f"but {first.path.name} has {_fmt_shape(first.image_shapes[cam])}; "
+                        "pass an image size (e.g. --image-size 240x320) to resize at load time")
+    if image_size is None:
+        shapes = {cam: first.image_shapes[cam] for cam in camera_names}
+        if len(set(shapes.values())) > 1:
+            listed = ", ".join(f"{cam} {_fmt_shape(s)}" for cam, s in shapes.items())
+            raise DataError(f"{first.path.parent}: cameras have different image sizes ({listed}); "
+                            "pass an image size (e.g. --image-size 240x320) to resize at load time")
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return f"{shape[0]}x{shape[1]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation statistics
+# ---------------------------------------------------------------------------------------------
+def compute_norm_stats(qpos: Sequence[np.ndarray], action: Sequence[np.ndarray],
+                       std_floor: float = STD_FLOOR) -> dict[str, np.ndarray]:
+    """Mean/std (std floored at ``std_floor``, as ACT clips it) and min/max over every step.
+
+    ``qpos`` and ``action`` are per-episode arrays (T_i, S) and (T_i, A). The std is the unbiased
+    one (``torch.std``'s default, which ACT uses). Returns float32 arrays under
+    :attr:`NormStats.KEYS`.
+    """
+    if len(qpos) == 0 or len(action) == 0:
+        raise DataError("no episodes to compute normalisation statistics from")
+    stats: dict[str, np.ndarray] = {}
+    for key, arrays in (("qpos", qpos), ("action", action)):
+        data = np.concatenate([np.asarray(a, dtype=np.float64) for a in arrays], axis=0)
+        std = data.std(axis=0, ddof=1) if data.shape[0] > 1 else np.zeros(data.shape[1])
+        stats[f"{key}_mean"] = data.mean(axis=0).astype(np.float32)
+        stats[f"{key}_std"] = np.maximum(std, std_floor).astype(np.float32)
+        stats[f"{key}_min"] = data.min(axis=0).astype(np.float32)
+        stats[f"{key}_max"] = data.max(axis=0).astype(np.float32)
+    return {key: stats[key] for key in NormStats.KEYS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset
+# ---------------------------------------------------------------------------------------------
+def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or image.shape[:2] == tuple(size):
+        return image
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def _to_chw(image_hwc: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image_hwc.transpose(2, 0, 1))
+
+
+class EpisodeDataset(Dataset):
+    """One sample per (episode, start step); samples are dicts in the batch format of base.py.
+
+    ``episodes``: episode paths or :class:`EpisodeRecord` s (from :func:`read_episode_record`).
+    ``camera_names``: cameras, in the order the model sees them (default: the first episode's).
+    ``chunk_size``: H, the action-chunk length. ``image_size``: (H, W) to resize images to at
+    load time (default: native size). ``augment``: :class:`ImageAugment` (off by default).
+    ``cache_bytes``: decode every image into RAM once when they fit under this many bytes
+    (0 disables). ``goal_images``: include ``goal_image`` (``/goal_images/<goal_camera>``, or the
+    episode's last frame of that camera when the file has none); None = only when every episode
+    has one. ``act_real_shift``: ACT's one-step action shift for real-robot ACT/ALOHA files.
+    """
+
+    def __init__(
+        self,
+        episodes: Sequence[str | Path | EpisodeRecord],
+        camera_names: Sequence[str] | None = None,
+        chunk_size: int = 100,
+        image_size: tuple[int, int] | None = None,
+        augment: ImageAugment | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        goal_images: bool | None = None,
+        goal_camera: str | None = None,
+        act_real_shift: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if len(episodes) == 0:
+            raise DataError("the dataset has no episodes")
+        if int(chunk_size) <= 0:
+            raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
+        self.records = [e if isinstance(e, EpisodeRecord) else read_episode_record(e) for e in episodes]
+        first = self.records[0]
+        self.camera_names = list(camera_names) if camera_names else list(first.camera_names)
+        if not self.camera_names:
+            raise DataError(f"{first.path}: the episode has no cameras")
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        check_consistent(self.records, self.camera_names, self.image_size)
+        self.chunk_size = int(chunk_size)
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.act_real_shift = act_real_shift
+        self.seed = int(seed)
+        self.state_dim, self.action_dim = first.state_dim, first.action_dim
+        h, w = self.image_size or first.image_shapes[self.camera_names[0]][:2]
+        self.image_shape = (int(h), int(w), 3)
+
+        lengths = [r.length for r in self.records]
+        self._starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self._start_list = self._starts.tolist()
+        self._shift = [self._action_shift(r) for r in self.records]
+        self.tasks = [r.task for r in self.records]
+        self.has_task = all(t for t in self.tasks)
+
+        self.goal_camera = goal_camera or self.camera_names[0]
+        has_goal = all(self.goal_camera in r.goal_cameras for r in self.records)
+        self.has_goal = has_goal if goal_images is None else bool(goal_images)
+        self._goals: list[np.ndarray] | None = self._read_goals() if self.has_goal else None
+
+        # Per-process state: never pickled into DataLoader workers (see __getstate__).
+        self._handles: dict[int, Episode] = {}
+        self._pid = os.getpid()
+        self._rng: np.random.Generator | None = None
+
+        self._cache: dict[str, np.ndarray] | None = None
+        if 0 < self.decoded_bytes <= cache_bytes:
+            self._cache = self._build_cache()
+            self.close()
+
+    # -- sizes ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.records)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [r.path for r in self.records]
+
+    @property
+    def decoded_bytes(self) -> int:
+        """RAM the decoded uint8 images of the chosen cameras take."""
+        h, w, c = self.image_shape
+        return len(self) * len(self.camera_names) * h * w * c
+
+    @property
+    def cached(self) -> bool:
+        return self._cache is not None
+
+    def _action_shift(self, rec: EpisodeRecord) -> int:
+        real_act = rec.layout in ("act", "aloha-jpeg") and rec.sim is False
+        return 1 if (self.act_real_shift and real_act) else 0
+
+    # -- file handles --------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        state["_rng"] = None
+        return state
+
+    def _episode(self, e: int) -> Episode:
+        if self._pid != os.getpid():
+            # Forked into a worker: handles inherited from the parent are not ours to use.
+            self._handles = {}
+            self._pid = os.getpid()
+            self._rng = None
+        ep = self._handles.get(e)
+        if ep is None:
+            ep = open_episode(self.records[e].path)
+            self._handles[e] = ep
+        return ep
+
+    def close(self) -> None:
+        """Close the file handles this process opened."""
+        if self._pid == os.getpid():
+            for ep in self._handles.values():
+                _close_episode(ep)
+        self._handles = {}
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter shutdown h5py may already be gone
+            self.close()
+
+    # -- reading -------------------------------------------------------------------------------
+    def _image(self, e: int, cam: str, t: int) -> np.ndarray:
+        return _to_chw(_resize(self._episode(e).image(cam, t), self.image_size))
+
+    def _read_goals(self) -> list[np.ndarray]:
+        goals = []
+        for rec in self.records:
+            with open_episode(rec.path) as ep:
+                goal = ep.goal_image(self.goal_camera) if self.goal_camera in rec.goal_cameras else None
+                if goal is None:
+                    if self.goal_camera not in rec.camera_names:
+                        raise DataError(f"{rec.path}: no camera '{self.goal_camera}' for goal images")
+                    goal = ep.image(self.goal_camera, rec.length - 1)
+                goals.append(_to_chw(_resize(np.asarray(goal, dtype=np.uint8), self.image_size)))
+        return goals
+
+    def _build_cache(self) -> dict[str, np.ndarray]:
+        h, w, _ = self.image_shape
+        cache = {cam: np.empty((len(self), 3, h, w), dtype=np.uint8) for cam in self.camera_names}
+        for e, rec in enumerate(self.records):
+            ep = self._episode(e)
+            lo = self._start_list[e]
+            for cam in self.camera_names:
+                frames = ep.images(cam, 0, rec.length)
+                dst = cache[cam][lo:lo + rec.length]
+                for t in range(rec.length):
+                    dst[t] = _to_chw(_resize(frames[t], self.image_size))
+        log.info("decoded %d images (%.1f MB) into RAM", len(self) * len(self.camera_names),
+                 self.decoded_bytes / 1e6)
+        return cache
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(episode number, step) of a dataset index."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
+        e = bisect.bisect_right(self._start_list, index) - 1
+        return e, index - self._start_list[e]
+
+    def _augment_rng(self) -> np.random.Generator:
+        if self._rng is None or self._pid != os.getpid():
+            info = torch.utils.data.get_worker_info()
+            # In a worker torch seeds each worker differently (base seed + id); derive from it.
+            seed = info.seed if info is not None else self.seed
+            self._rng = np.random.default_rng(seed % 2**63)
+            self._pid = os.getpid()
+        return self._rng
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        e, t = self.locate(int(index))
+        rec = self.records[e]
+        if self._cache is not None:
+            row = self._start_list[e] + t
+            images = np.stack([self._cache[cam][row] for cam in self.camera_names])
+        else:
+            images = np.stack([self._image(e, cam, t) for cam in self.camera_names])
+        if self.augment is not None:
+            rng = self._augment_rng()
+            images = np.stack([self.augment.apply(img, rng) for img in images])
+
+        h = self.chunk_size
+        start = max(0, t - self._shift[e])
+        stop = min(rec.length, start + h)
+        n = stop - start
+        action = np.zeros((h, self.action_dim), dtype=np.float32)
+        action[:n] = rec.action[start:stop]
+        is_pad = np.ones(h, dtype=bool)
+        is_pad[:n] = False
+        done = np.ones(h, dtype=np.float32)  # past the end of the episode the task is finished
+        done[:n] = rec.done[start:stop]
+
+        sample: dict[str, Any] = {
+            "images": torch.from_numpy(images),
+            "qpos": torch.from_numpy(rec.qpos[t].copy()),
+            "action": torch.from_numpy(action),
+            "is_pad": torch.from_numpy(is_pad),
+            "done": torch.from_numpy(done),
+        }
+        if self.has_task:
+            sample["task"] = self.tasks[e]
+        if self._goals is not None:
+            sample["goal_image"] = torch.from_numpy(self._goals[e])
+        return sample
+
+
+# ---------------------------------------------------------------------------------------------
+# Building train/val datasets
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DatasetInfo:
+    """What the trainer and the policy config need to know about a dataset."""
+
+    folder: str
+    camera_names: list[str]
+    state_dim: int
+    action_dim: int
+    image_shape: tuple[int, int, int]
+    fps: float | None
+    episodes: list[str]
+    train_episodes: list[str]
+    val_episodes: list[str]
+    val_is_train: bool
+    layouts: list[str]
+    num_steps: int
+    tasks: list[str]
+    cached: bool
+
+    def __getitem__(self, key: str) -> Any:  # info["camera_names"] works as in the contract
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split by episode (as ACT: a permutation, the first ``(1 - val_fraction)·n`` train).
+
+    With ``val_fraction > 0`` at least one episode is held out when there are two or more.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    if val_fraction == 0.0 or n < 2:
+        return sorted(order), []
+    n_train = min(n - 1, max(1, int((1.0 - val_fraction) * n + 1e-9)))
+    return sorted(order[:n_train]), sorted(order[n_train:])
+
+
+def _common_fps(records: Sequence[EpisodeRecord]) -> float | None:
+    rates = {r.fps for r in records if r.fps is not None}
+    if len(rates) > 1:
+        by_rate: dict[float, str] = {}
+        for r in records:
+            if r.fps is not None:
+                by_rate.setdefault(r.fps, r.path.name)
+        listed = ", ".join(f"{name} at {fps:g} Hz" for fps, name in sorted(by_rate.items()))
+        raise DataError(f"{records[0].path.parent}: episodes were recorded at different rates "
+                        f"({listed}); train on episodes of one rate")
+    return rates.pop() if rates else None
+
+
+def build_datasets(
+    folder: str | Path,
+    camera_names: Sequence[str] | None = None,
+    chunk_size: int = 100,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    image_size: tuple[int, int] | None = None,
+    augment: ImageAugment | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    goal_images: bool | None = None,
+    goal_camera: str | None = None,
+    act_real_shift: bool = True,
+) -> tuple[EpisodeDataset, EpisodeDataset | None, dict[str, np.ndarray], DatasetInfo]:
+    """Train/val datasets of a folder of episodes, normalisation statistics, and dataset info.
+
+    Episodes are split (seeded) into train and validation; statistics are over every step of every
+    episode (as ACT). With one episode it is used for both (``info.val_is_train``); with
+    ``val_fraction == 0`` there is no validation set (``val_ds`` is None). Augmentation applies to
+    the training set only. The RAM cache is used when train and val together fit ``cache_bytes``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such dataset folder")
+    paths = list_episodes(folder)
+    if not paths:
+        raise DataError(f"{folder}: no episode_<N>.hdf5 files; record some with `robokit record`")
+    records = [read_episode_record(p) for p in paths]
+    cams = list(camera_names) if camera_names else list(records[0].camera_names)
+    check_consistent(records, cams, image_size)
+    fps = _common_fps(records)
+    stats = compute_norm_stats([r.qpos for r in records], [r.action for r in records])
+
+    train_idx, val_idx = split_episodes(len(records), val_fraction, seed)
+    val_is_train = val_fraction > 0 and not val_idx
+    if val_is_train:
+        log.warning("%s has one episode: validation uses the training episode", folder)
+        val_idx = list(train_idx)
+
+    common: dict[str, Any] = {"camera_names": cams, "chunk_size": chunk_size, "image_size": image_size,
+                              "goal_images": goal_images, "goal_camera": goal_camera,
+                              "act_real_shift": act_real_shift, "seed": seed}
+    h, w = image_size or records[0].image_shapes[cams[0]][:2]
+    total_bytes = int(h) * int(w) * 3 * len(cams) * sum(r.length for r in records)
+    use_cache = total_bytes <= cache_bytes
+    budget = cache_bytes if use_cache else 0
+    train_ds = EpisodeDataset([records[i] for i in train_idx], augment=augment,
+                              cache_bytes=budget, **common)
+    val_ds = (EpisodeDataset([records[i] for i in val_idx], cache_bytes=budget, **common)
+              if val_idx else None)
+    if not use_cache:
+        log.info("images (%.1f GB decoded) exceed the %.1f GB cache cap: reading from disk per sample",
+                 total_bytes / 1e9, cache_bytes / 1e9)
+
+    info = DatasetInfo(
+        folder=str(folder.resolve()), camera_names=cams, state_dim=records[0].state_dim,
+        action_dim=records[0].action_dim, image_shape=train_ds.image_shape, fps=fps,
+        episodes=[p.name for p in paths], train_episodes=[paths[i].name for i in train_idx],
+        val_episodes=[paths[i].name for i in val_idx], val_is_train=val_is_train,
+        layouts=sorted({r.layout for r in records}), num_steps=sum(r.length for r in records),
+        tasks=sorted({r.task for r in records if r.task}), cached=use_cache)
+    return train_ds, val_ds, stats, info
