@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MIN_FREE_BYTES = 200 * 2**20
 BROKEN_DIR = "broken"
-#: JPEG rows are stored in chunks of this many bytes; only the chunks a frame touches are allocated.
+#: JPEG rows are stored in chunks of at most this many bytes; only the chunks a frame touches are
+#: allocated, so a frame costs its JPEG size rounded up to a chunk.
 JPEG_CHUNK_BYTES = 16384
 _STATE_CHUNK_ROWS = 256
 _DISK_CHECK_INTERVAL_S = 1.0
@@ -265,9 +266,10 @@ class EpisodeWriter:
             for cam, (h, w, c) in self.camera_shapes.items():
                 key = f"{fmt.IMAGES}/{cam}"
                 if self.compress == "jpeg":
-                    width = max(h * w * c, JPEG_CHUNK_BYTES)
+                    width = h * w * c + 4096  # a JPEG row never needs more than the raw frame
+                    chunk = int(np.clip(h * w * c // 32, 512, JPEG_CHUNK_BYTES))
                     ds = f.create_dataset(key, shape=(0, width), maxshape=(None, width), dtype=np.uint8,
-                                          chunks=(1, JPEG_CHUNK_BYTES), fillvalue=0)
+                                          chunks=(1, chunk), fillvalue=0)
                     ds.attrs["image_shape"] = np.array([h, w, c], dtype=np.int64)
                 else:
                     f.create_dataset(key, shape=(0, h, w, c), maxshape=(None, h, w, c), dtype=np.uint8,

@@ -1,0 +1,89 @@
+"""`robokit inspect`: the episode table, validation messages, plots and videos."""
+
+from __future__ import annotations
+
+import cv2
+import pytest
+from test_episodes import write_act_sim, write_seed, write_v1
+
+from robokit.cli import main
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(["inspect", *map(str, args)])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_folder_table_lists_every_episode(tmp_path, capsys):
+    write_v1(tmp_path, index=0, steps=12)
+    write_v1(tmp_path, index=1, steps=15, compress="jpeg")
+    write_act_sim(tmp_path / "episode_2.hdf5", steps=7)
+    write_seed(tmp_path / "episode_3.hdf5", steps=6, extra=5)
+    code, out, err = run(capsys, tmp_path)
+    assert code == 0, err
+    for name, steps in (("episode_0.hdf5", "12"), ("episode_1.hdf5", "15"), ("episode_2.hdf5", "7"),
+                        ("episode_3.hdf5", "11")):
+        line = next(line for line in out.splitlines() if name in line)
+        assert f" {steps} " in line and "ok" in line
+    assert "4 episode(s), 45 steps" in out
+    assert "success 2/2" in out
+    assert "put the cube in the bowl" in out
+
+
+def test_corrupt_and_unfinished_files_are_named(tmp_path, capsys):
+    write_v1(tmp_path, index=0, steps=5)
+    (tmp_path / "episode_1.hdf5").write_bytes(b"not an hdf5 file")
+    (tmp_path / "episode_2.hdf5.partial").write_bytes(b"")
+    code, out, err = run(capsys, tmp_path)
+    assert code == 2
+    assert "episode_1.hdf5: not a readable HDF5 file" in " ".join(out.split())
+    assert "unfinished" in out and "robokit record --out" in out
+    assert "1 file(s)" in err
+
+    code, out, err = run(capsys, tmp_path / "episode_1.hdf5")
+    assert code == 2 and "not a readable HDF5 file" in err
+
+
+def test_single_episode_with_plot_and_video(tmp_path, capsys):
+    path = write_v1(tmp_path / "data", steps=9, cams=("top", "wrist"))
+    code, out, err = run(capsys, path, "--plot", "--video", "-o", tmp_path / "out")
+    assert code == 0, err
+    assert "robokit-v1" in out and "fps (achieved)" in out and "camera wrist" in out
+    png = tmp_path / "out" / "episode_0_joints.png"
+    assert png.stat().st_size > 1000 and cv2.imread(str(png)) is not None
+    video = cv2.VideoCapture(str(tmp_path / "out" / "episode_0.mp4"))
+    frames = 0
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        frames += 1
+        assert frame.shape[1] >= 2 * 64  # both cameras side by side
+    assert frames == 9
+
+
+def test_missing_path_is_a_user_error(tmp_path, capsys):
+    code, _, err = run(capsys, tmp_path / "nope")
+    assert code == 2 and "no such file or folder" in err
+
+
+def test_checkpoint_summary(tmp_path, capsys):
+    checkpoint = pytest.importorskip("robokit.policies.checkpoint")
+    from robokit.policies.base import get_policy_class
+
+    policy_cls = get_policy_class("act")
+    config = policy_cls.config_class(camera_names=["top"], image_shape=(32, 40, 3), chunk_size=4,
+                                     backbone="small", hidden_dim=32, nheads=2, dim_feedforward=64,
+                                     enc_layers=1, dec_layers=1, vae_enc_layers=1)
+    path = tmp_path / "model.pt"
+    checkpoint.save_checkpoint(path, policy_cls(config), {"dataset": "data/pick", "step": 120,
+                                                          "val_loss": 0.25})
+    code, out, err = run(capsys, path)
+    assert code == 0, err
+    assert "act" in out and "data/pick" in out and "120" in out and "0.25" in out
+    assert "config hidden_dim" in out
