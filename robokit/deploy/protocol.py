@@ -216,7 +216,42 @@ def require_array(arrays: Mapping[str, np.ndarray], name: str, dtype: str,
     if shape is not None:
         want = tuple(shape)
         if len(want) != arr.ndim or any(w is not None and w != s for w, s in zip(want, arr.shape)):
-            shown = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
+            shown = "(" + ", ".join("*" if w is None else str(w) for w in want) + ("," if len(want) == 1 else "") + ")"
             raise ProtocolError(f"array '{name}' must have shape {shown}, got {tuple(arr.shape)}",
                                 WRONG_SHAPE)
     return arr
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """What a server announces in its ``hello`` reply about the policy it serves."""
+
+    type: str
+    camera_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    state_dim: int
+    action_dim: int
+    chunk_size: int
+    fps: float
+    checkpoint_sha256: str | None = None
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.type, "camera_names": list(self.camera_names),
+                "image_shape": list(self.image_shape), "state_dim": self.state_dim,
+                "action_dim": self.action_dim, "chunk_size": self.chunk_size, "fps": self.fps,
+                "checkpoint_sha256": self.checkpoint_sha256}
+
+    @classmethod
+    def from_header(cls, value: Any) -> PolicyInfo:
+        """Parse the ``policy`` map of a hello reply; :class:`ProtocolError` if it is malformed."""
+        try:
+            info = cls(type=str(value["type"]), camera_names=tuple(str(c) for c in value["camera_names"]),
+                       image_shape=tuple(int(v) for v in value["image_shape"]),  # type: ignore[arg-type]
+                       state_dim=int(value["state_dim"]), action_dim=int(value["action_dim"]),
+                       chunk_size=int(value["chunk_size"]), fps=float(value["fps"]),
+                       checkpoint_sha256=value.get("checkpoint_sha256"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed policy description in hello reply ({exc!r})", BAD_MESSAGE) from exc
+        if len(info.image_shape) != 3 or min(info.state_dim, info.action_dim, info.chunk_size) <= 0:
+            raise ProtocolError("malformed policy description in hello reply", BAD_MESSAGE)
+        return info

@@ -1,0 +1,396 @@
+"""PolicyServer: answers hello / infer / reset / ping over ZeroMQ (protocol v1, DESIGN §5).
+
+The server binds a ROUTER socket. DEALER clients send ``[header, arrays...]``; REQ clients add an
+empty delimiter frame. The server echoes whatever envelope it received (identity, and the delimiter
+if there was one), so both kinds work. Requests are served one at a time in arrival order (a policy
+on one GPU gains nothing from concurrency); any malformed or hostile message gets an ``error`` reply
+and the server carries on.
+
+The policy can be any object with a ``config`` (``camera_names``, ``image_shape``, ``state_dim``,
+``action_dim``, ``chunk_size``, ``fps``), ``predict_chunk(obs) -> (chunk, extras)`` and ``reset()``;
+:meth:`PolicyServer.from_checkpoint` loads a robokit checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import zmq
+
+from robokit.deploy import protocol as P
+from robokit.deploy.keys import ServerKeys
+from robokit.errors import ConfigError, ProtocolError, RobokitError, UserError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BIND = "tcp://127.0.0.1:5555"
+MAX_TASK_CHARS = 4096
+MAX_IMAGE_SIDE = 8192
+MAX_TRACKED_CLIENTS = 1024  # bounded memory however many identities a peer invents
+
+
+@dataclass
+class ClientRecord:
+    """What the server knows about one connected client (for logs and ``stats``)."""
+
+    identity: str
+    address: str
+    first_seen: float
+    last_seen: float
+    requests: int = 0
+    errors: int = 0
+    name: str | None = None
+
+
+@dataclass
+class ServerStats:
+    requests: int = 0
+    errors: int = 0
+    infers: int = 0
+    dropped_replies: int = 0
+    clients: dict[str, ClientRecord] = field(default_factory=OrderedDict)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda if available, else mps, else cpu; other names are checked."""
+    import torch
+
+    device = device.lower()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but torch sees no CUDA GPU; use --device auto or cpu")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps was requested but MPS is not available; use --device auto or cpu")
+    if device != "cpu" and not device.startswith(("cuda", "mps")):
+        raise ConfigError(f"unknown device '{device}'; choose auto, cpu, cuda or mps")
+    return device
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | None = None) -> P.PolicyInfo:
+    """The hello description of ``policy`` from its config."""
+    cfg = policy.config
+    return P.PolicyInfo(
+        type=getattr(policy, "name", "") or type(policy).__name__,
+        camera_names=tuple(cfg.camera_names), image_shape=tuple(int(v) for v in cfg.image_shape),  # type: ignore[arg-type]
+        state_dim=int(cfg.state_dim), action_dim=int(cfg.action_dim), chunk_size=int(cfg.chunk_size),
+        fps=float(fps if fps is not None else cfg.fps), checkpoint_sha256=checkpoint_sha256)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` at (height, width) (cv2.INTER_AREA); returned unchanged when it already is."""
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
+
+
+class PolicyServer:
+    """Serve one policy on a ROUTER socket.
+
+    Use :meth:`serve_forever` in the foreground (``robokit serve``) or :meth:`start` for a
+    background thread (tests, benchmarks, in-process tools). :meth:`close` stops and unbinds.
+    """
+
+    def __init__(self, policy: Any, bind: str = DEFAULT_BIND, *, checkpoint_sha256: str | None = None,
+                 fps: float | None = None, max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES,
+                 curve: ServerKeys | None = None, warmup: bool = True,
+                 context: zmq.Context | None = None) -> None:
+        self.policy = policy
+        self.info = policy_info(policy, checkpoint_sha256, fps)
+        self.max_message_bytes = int(max_message_bytes)
+        self.stats = ServerStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._auth = None
+        # An own context by default: terminating it on close() releases the port synchronously,
+        # so a restarted server can bind the same address at once.
+        self._own_ctx = context is None
+        self._ctx = context or zmq.Context()
+        self._handlers: dict[str, Callable[[P.Message, float], list[Any]]] = {
+            "hello": self._on_hello, "infer": self._on_infer, "reset": self._on_reset, "ping": self._on_ping}
+        if warmup:
+            self.warmup()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        # libzmq disconnects a peer that sends a single frame larger than this; decode() also
+        # checks the sum of all frames so a many-frame message cannot get around it.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        if curve is not None:
+            self._setup_curve(curve)
+        try:
+            self._sock.bind(bind.replace(":0", ":*") if bind.endswith(":0") else bind)
+        except zmq.ZMQError as exc:
+            self._sock.close(0)
+            if self._own_ctx:
+                self._ctx.term()
+            raise UserError(f"cannot bind the policy server to {bind} ({exc}); is another server "
+                            "running there? choose another --bind port") from exc
+        self.address = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        log.info("serving %s policy (%s) on %s", self.info.type,
+                 ", ".join(self.info.camera_names), self.address)
+
+    # -- construction from a checkpoint ----------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs: Any) -> PolicyServer:
+        """Load any robokit checkpoint on ``device`` (auto|cpu|cuda|mps) and serve it."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} not found")
+        from robokit.policies.checkpoint import load_checkpoint
+
+        dev = resolve_device(device)
+        policy, meta = load_checkpoint(path, map_location=dev)
+        policy.to(dev)
+        policy.eval()
+        fps = kwargs.pop("fps", None) or getattr(policy.config, "fps", None) or meta.get("fps")
+        log.info("loaded %s from %s on %s (trained %s steps)", getattr(policy, "name", "policy"), path,
+                 dev, meta.get("step", "?"))
+        return cls(policy, checkpoint_sha256=file_sha256(path), fps=fps, **kwargs)
+
+    def _setup_curve(self, keys: ServerKeys) -> None:
+        if not zmq.has("curve"):
+            raise ConfigError("this libzmq has no CURVE support; --secure is unavailable")
+        if keys.authorized_clients is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(keys.authorized_clients))
+            log.info("CurveZMQ: accepting clients whose public key is in %s", keys.authorized_clients)
+        self._sock.curve_secretkey = keys.secret
+        self._sock.curve_publickey = keys.public
+        self._sock.curve_server = True
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """One inference on a blank observation so the first real request is not slow."""
+        h, w, _ = self.info.image_shape
+        obs = {"qpos": np.zeros(self.info.state_dim, np.float32),
+               "images": {c: np.zeros((h, w, 3), np.uint8) for c in self.info.camera_names},
+               "task": "warm up", "goal_image": np.zeros((h, w, 3), np.uint8)}
+        t0 = time.perf_counter()
+        try:
+            with self._inference_context():
+                self.policy.predict_chunk(obs)
+            self.policy.reset()
+        except Exception as exc:  # noqa: BLE001 -- a policy that needs more than a blank input warms up on first use
+            log.warning("warm-up inference failed (%s: %s); the first request will be slower",
+                        type(exc).__name__, exc)
+            return
+        log.info("warm-up inference took %.1f ms", (time.perf_counter() - t0) * 1e3)
+
+    def start(self) -> PolicyServer:
+        """Serve in a background thread; returns self."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.serve_forever, name="policy-server", daemon=True)
+            self._thread.start()
+        return self
+
+    def serve_forever(self, poll_ms: int = 100) -> None:
+        """Serve until :meth:`stop` is called (or KeyboardInterrupt in the foreground)."""
+        while not self._stop.is_set():
+            if not self._sock.poll(poll_ms, zmq.POLLIN):
+                continue
+            try:
+                self._serve_one()
+            except zmq.ZMQError as exc:
+                if self._stop.is_set():
+                    break
+                log.warning("socket error while serving: %s", exc)
+            except Exception:  # never let one request take the server down
+                log.exception("unexpected error while serving a request")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def close(self) -> None:
+        """Stop serving and release the socket. Idempotent."""
+        self.stop()
+        if not self._sock.closed:
+            self._sock.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_ctx and not self._ctx.closed:
+            self._ctx.term()
+        for rec in self.stats.clients.values():
+            log.info("client %s (%s): %d requests, %d errors", rec.identity, rec.address, rec.requests,
+                     rec.errors)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one request -----------------------------------------------------------------------------
+    def _recv(self) -> tuple[list[zmq.Frame], bool]:
+        """All frames of the next message, keeping at most what a valid message can have."""
+        keep = P.MAX_ARRAYS + 3  # identity, delimiter, header, arrays
+        frames = [self._sock.recv(copy=False)]
+        overflow = False
+        while self._sock.getsockopt(zmq.RCVMORE):
+            frame = self._sock.recv(copy=False)
+            if len(frames) < keep:
+                frames.append(frame)
+            else:
+                overflow = True
+        return frames, overflow
+
+    def _serve_one(self) -> None:
+        t0 = time.perf_counter()
+        frames, overflow = self._recv()
+        identity = frames[0]
+        # A REQ client puts an empty delimiter after its identity; DEALER clients do not (and a
+        # valid header is never empty), so this tells the two apart.
+        n_env = 2 if len(frames) >= 2 and len(frames[1]) == 0 else 1
+        envelope = [f.bytes for f in frames[:n_env]]
+        body = frames[n_env:]
+        record = self._client(identity)
+        if overflow:
+            reply = P.error_frames(P.TOO_LARGE, f"a message may have at most {P.MAX_ARRAYS} arrays")
+        else:
+            reply = self.handle(body, t0, record)
+        try:
+            self._sock.send_multipart(envelope + reply, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # the client stopped reading (or vanished): drop rather than block
+            self.stats.dropped_replies += 1
+            log.debug("dropped a reply to client %s", record.identity)
+
+    def _client(self, identity: zmq.Frame) -> ClientRecord:
+        key = identity.bytes.hex()
+        now = time.time()
+        rec = self.stats.clients.get(key)
+        if rec is None:
+            try:
+                address = identity.get("Peer-Address")
+            except zmq.ZMQError:
+                address = "?"
+            rec = ClientRecord(identity=key, address=address, first_seen=now, last_seen=now)
+            self.stats.clients[key] = rec
+            log.info("new client %s from %s", key, address)
+            while len(self.stats.clients) > MAX_TRACKED_CLIENTS:
+                self.stats.clients.popitem(last=False)  # type: ignore[call-arg]
+        rec.last_seen = now
+        rec.requests += 1
+        return rec
+
+    def handle(self, body: list[Any], t0: float | None = None, record: ClientRecord | None = None) -> list[Any]:
+        """Reply frames for one request body (header + arrays, no envelope). Never raises."""
+        t0 = time.perf_counter() if t0 is None else t0
+        self.stats.requests += 1
+        msg_id = None
+        try:
+            msg = P.decode(body, self.max_message_bytes)
+            msg_id = msg.id
+            handler = self._handlers.get(msg.type)
+            if handler is None:
+                raise ProtocolError(f"unknown request type '{msg.type[:64]}'; known: "
+                                    f"{', '.join(self._handlers)}", P.UNKNOWN_TYPE)
+            return handler(msg, t0)
+        except ProtocolError as exc:
+            code, text = exc.code, str(exc)
+        except RobokitError as exc:  # the policy refused the input (e.g. characters it cannot tokenise)
+            code, text = P.POLICY_ERROR, str(exc)
+        except Exception as exc:
+            log.exception("policy failed on a request")
+            code, text = P.POLICY_ERROR, f"{type(exc).__name__}: {exc}"
+        self.stats.errors += 1
+        if record is not None:
+            record.errors += 1
+            log.info("error reply to client %s: %s: %s", record.identity, code, text)
+        return P.error_frames(code, text, msg_id)
+
+    # -- handlers --------------------------------------------------------------------------------
+    def _on_hello(self, msg: P.Message, t0: float) -> list[Any]:
+        version = msg.header.get("protocol", P.PROTOCOL_VERSION)
+        if version != P.PROTOCOL_VERSION:
+            raise ProtocolError(f"client speaks protocol {version!r}, this server speaks "
+                                f"{P.PROTOCOL_VERSION}; upgrade the older side", P.UNSUPPORTED_VERSION)
+        client = msg.header.get("client")
+        if isinstance(client, str):
+            log.info("hello from %s", client[:200])
+        return P.encode("hello", {"protocol": P.PROTOCOL_VERSION, "policy": self.info.to_header()},
+                        msg_id=msg.id)
+
+    def _on_reset(self, msg: P.Message, t0: float) -> list[Any]:
+        self.policy.reset()
+        return P.encode("reset", msg_id=msg.id)
+
+    def _on_ping(self, msg: P.Message, t0: float) -> list[Any]:
+        return P.encode("pong", msg_id=msg.id)
+
+    def _image(self, arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
+        img = P.require_array(arrays, name, "uint8", (None, None, 3))
+        if not (0 < img.shape[0] <= MAX_IMAGE_SIDE and 0 < img.shape[1] <= MAX_IMAGE_SIDE):
+            raise ProtocolError(f"array '{name}' has an unusable image size {img.shape[:2]}", P.WRONG_SHAPE)
+        h, w, _ = self.info.image_shape
+        return resize_image(img, h, w)
+
+    def _on_infer(self, msg: P.Message, t0: float) -> list[Any]:
+        info = self.info
+        obs: dict[str, Any] = {
+            "qpos": P.require_array(msg.arrays, "qpos", "float32", (info.state_dim,)),
+            "images": {cam: self._image(msg.arrays, f"images/{cam}") for cam in info.camera_names},
+        }
+        task = msg.header.get("task")
+        if task is not None:
+            if not isinstance(task, str) or len(task) > MAX_TASK_CHARS:
+                raise ProtocolError(f"'task' must be a string of at most {MAX_TASK_CHARS} characters",
+                                    P.BAD_REQUEST)
+            obs["task"] = task
+        if "goal_image" in msg.arrays:
+            obs["goal_image"] = self._image(msg.arrays, "goal_image")
+        if not np.all(np.isfinite(obs["qpos"])):
+            raise ProtocolError("array 'qpos' holds NaN or infinite values", P.BAD_REQUEST)
+        t_model = time.perf_counter()
+        with self._inference_context():
+            chunk, extras = self.policy.predict_chunk(obs)
+        model_ms = (time.perf_counter() - t_model) * 1e3
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if chunk.shape != (info.chunk_size, info.action_dim):
+            raise ProtocolError(f"the policy returned actions of shape {chunk.shape}, it announced "
+                                f"({info.chunk_size}, {info.action_dim})", P.INTERNAL)
+        fields: dict[str, Any] = {}
+        done = (extras or {}).get("done")
+        if done is not None:
+            fields["done"] = float(done)
+        self.stats.infers += 1
+        fields["timing"] = {"model_ms": model_ms, "server_ms": (time.perf_counter() - t0) * 1e3}
+        return P.encode("infer", fields, {"actions": chunk}, msg_id=msg.id)
+
+    def _inference_context(self) -> Any:
+        # Torch policies should not build autograd graphs at serving time; the check keeps the
+        # server usable with non-torch policies without importing torch for them.
+        torch = sys.modules.get("torch")
+        return torch.no_grad() if torch is not None else nullcontext()

@@ -1,0 +1,220 @@
+"""PolicyServer over tcp loopback: the four requests, REQ and DEALER clients, and hostile input."""
+
+import threading
+import time
+from types import SimpleNamespace
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from robokit.deploy import protocol as P
+from robokit.deploy.client import PolicyClient
+from robokit.deploy.server import PolicyServer
+from robokit.errors import ProtocolError, ServerUnavailable
+
+H, W = 24, 32
+
+
+class EchoPolicy:
+    """Chunk row i = qpos + i; column 0 also carries the mean of the image it was given, so a test
+    can see that the image arrived (resized) and the qpos was not mangled."""
+
+    name = "echo"
+
+    def __init__(self, chunk=5, delay_s=0.0):
+        self.config = SimpleNamespace(camera_names=["top", "wrist"], image_shape=(H, W, 3), state_dim=8,
+                                      action_dim=8, chunk_size=chunk, fps=30.0)
+        self.delay_s = delay_s
+        self.resets = 0
+        self.seen = []
+
+    def predict_chunk(self, obs):
+        if obs.get("task") == "explode":
+            raise RuntimeError("boom")
+        self.seen.append({k: (v if k != "images" else {c: i.shape for c, i in v.items()})
+                          for k, v in obs.items() if k != "qpos"})
+        time.sleep(self.delay_s)
+        chunk = obs["qpos"][None, :] + np.arange(self.config.chunk_size, dtype=np.float32)[:, None]
+        chunk[:, 0] = obs["images"]["top"].mean()
+        return chunk.astype(np.float32), {"done": 0.75}
+
+    def reset(self):
+        self.resets += 1
+
+
+@pytest.fixture
+def server():
+    srv = PolicyServer(EchoPolicy(), "tcp://127.0.0.1:0", max_message_bytes=2_000_000).start()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def client(server):
+    with PolicyClient(server.address, timeout_s=3.0) as c:
+        yield c
+
+
+def images(h=H, w=W, value=7):
+    return {"top": np.full((h, w, 3), value, np.uint8), "wrist": np.zeros((h, w, 3), np.uint8)}
+
+
+def raw_request(address, frames, kind=zmq.DEALER, timeout_ms=3000):
+    """Send frames from a fresh raw socket; return the decoded reply (or None on timeout)."""
+    sock = zmq.Context.instance().socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    try:
+        sock.send_multipart(frames)
+        if not sock.poll(timeout_ms):
+            return None
+        reply = sock.recv_multipart()
+        return P.decode(reply)
+    finally:
+        sock.close(0)
+
+
+def test_hello_infer_reset_ping(server, client):
+    info = client.hello()
+    assert info.camera_names == ("top", "wrist") and info.image_shape == (H, W, 3)
+    assert (info.state_dim, info.action_dim, info.chunk_size, info.fps) == (8, 8, 5, 30.0)
+    qpos = np.arange(8, dtype=np.float32)
+    result = client.infer(qpos, images(value=9))
+    assert result.actions.shape == (5, 8) and result.actions.dtype == np.float32
+    np.testing.assert_allclose(result.actions[:, 1:], qpos[None, 1:] + np.arange(5)[:, None])
+    np.testing.assert_allclose(result.actions[:, 0], 9.0)
+    assert result.done == 0.75
+    assert result.model_ms >= 0 and result.server_ms >= result.model_ms and result.rtt_ms > 0
+    client.reset()
+    assert server.policy.resets >= 1
+    assert client.ping() > 0
+
+
+def test_other_image_sizes_are_resized_and_task_and_goal_image_travel(server, client):
+    result = client.infer(np.zeros(8, np.float32), images(h=2 * H, w=3 * W, value=200), task="put the red cube",
+                          goal_image=np.zeros((10, 10, 3), np.uint8))
+    np.testing.assert_allclose(result.actions[:, 0], 200.0)
+    seen = server.policy.seen[-1]
+    assert seen["images"] == {"top": (H, W, 3), "wrist": (H, W, 3)}
+    assert seen["task"] == "put the red cube" and seen["goal_image"].shape == (H, W, 3)
+
+
+def test_req_client_works_through_the_echoed_envelope(server):
+    reply = raw_request(server.address, P.encode("ping", msg_id=5), kind=zmq.REQ)
+    assert reply.type == "pong" and reply.id == 5
+    frames = P.encode("infer", arrays={"qpos": np.ones(8, np.float32),
+                                       **{f"images/{c}": v for c, v in images().items()}})
+    reply = raw_request(server.address, frames, kind=zmq.REQ)
+    assert reply.type == "infer" and reply.arrays["actions"].shape == (5, 8)
+
+
+def expect_error(address, frames, code, kind=zmq.DEALER):
+    reply = raw_request(address, frames, kind=kind)
+    assert reply is not None, "no reply"
+    assert reply.type == "error" and reply.header["code"] == code, reply.header
+    assert reply.header["message"]
+    return reply
+
+
+def infer_frames(fields=None, **overrides):
+    arrays = {"qpos": np.zeros(8, np.float32), "images/top": np.zeros((H, W, 3), np.uint8),
+              "images/wrist": np.zeros((H, W, 3), np.uint8)}
+    arrays.update(overrides)
+    return P.encode("infer", arrays={k: v for k, v in arrays.items() if v is not None}, msg_id=11)
+
+
+def test_malformed_messages_get_typed_errors_and_the_server_keeps_serving(server, client):
+    rng = np.random.default_rng(0)
+    expect_error(server.address, [rng.bytes(64)], P.BAD_MESSAGE)
+    expect_error(server.address, [rng.bytes(64), rng.bytes(10)], P.BAD_MESSAGE, kind=zmq.REQ)
+    expect_error(server.address, [msgpack.packb(["not", "a", "map"])], P.BAD_MESSAGE)
+    expect_error(server.address, [msgpack.packb({"type": "launch_missiles"})], P.UNKNOWN_TYPE)
+    expect_error(server.address, P.encode("hello", {"protocol": 99}), P.UNSUPPORTED_VERSION)
+    bad_dtype = {"type": "infer", "arrays": [{"name": "qpos", "dtype": "object", "shape": [8]}]}
+    expect_error(server.address, [msgpack.packb(bad_dtype), b"\x00" * 8], P.BAD_ARRAY)
+    huge = {"type": "infer", "arrays": [{"name": "qpos", "dtype": "float32", "shape": [2**62]}]}
+    expect_error(server.address, [msgpack.packb(huge), b"\x00" * 32], P.BAD_ARRAY)
+    reply = expect_error(server.address, infer_frames(qpos=np.zeros(8, np.float64)), P.WRONG_DTYPE)
+    assert reply.id == 11  # the id is echoed even on errors
+    expect_error(server.address, infer_frames(qpos=np.zeros(7, np.float32)), P.WRONG_SHAPE)
+    expect_error(server.address, infer_frames(**{"images/top": np.zeros((H, W, 4), np.uint8)}), P.WRONG_SHAPE)
+    expect_error(server.address, infer_frames(**{"images/top": np.zeros((H, W, 3), np.float32)}), P.WRONG_DTYPE)
+    expect_error(server.address, infer_frames(**{"images/top": np.zeros((0, W, 3), np.uint8)}), P.WRONG_SHAPE)
+    expect_error(server.address, infer_frames(**{"images/wrist": None}), P.MISSING_ARRAY)
+    expect_error(server.address, infer_frames(qpos=np.full(8, np.nan, np.float32)), P.BAD_REQUEST)
+    arrays = P.decode(infer_frames()).arrays
+    expect_error(server.address, P.encode("infer", {"task": 12}, arrays), P.BAD_REQUEST)
+    # still healthy
+    assert client.infer(np.zeros(8, np.float32), images()).actions.shape == (5, 8)
+    assert server.stats.errors >= 15
+
+
+def test_policy_exceptions_become_policy_errors(server, client):
+    with pytest.raises(ProtocolError) as err:
+        client.infer(np.zeros(8, np.float32), images(), task="explode")
+    assert err.value.code == P.POLICY_ERROR and "boom" in str(err.value)
+    assert client.infer(np.zeros(8, np.float32), images()).actions.shape == (5, 8)
+
+
+def test_oversized_messages(server, client):
+    # Several frames, each under the per-frame limit, together over it: an error reply.
+    parts = {f"a{i}": np.zeros(600_000, np.uint8) for i in range(4)}
+    expect_error(server.address, P.encode("infer", arrays=parts), P.TOO_LARGE)
+    # More frames than any valid message has: an error reply.
+    many = [msgpack.packb({"type": "ping"})] + [b"x"] * (P.MAX_ARRAYS + 10)
+    expect_error(server.address, many, P.TOO_LARGE)
+    # One frame over the limit: libzmq drops the connection, no reply; the server carries on.
+    assert raw_request(server.address, [b"\x00" * 3_000_000], timeout_ms=500) is None
+    assert client.infer(np.zeros(8, np.float32), images()).actions.shape == (5, 8)
+
+
+def test_client_that_vanishes_mid_request_does_not_hurt_the_server():
+    policy = EchoPolicy(delay_s=0.2)
+    with PolicyServer(policy, "tcp://127.0.0.1:0").start() as srv:
+        warmed_up = len(policy.seen)
+        for n, kind in enumerate((zmq.DEALER, zmq.REQ), start=warmed_up + 1):
+            sock = zmq.Context.instance().socket(kind)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(srv.address)
+            sock.send_multipart(infer_frames())
+            while len(policy.seen) < n:  # wait until the server is busy with this request
+                time.sleep(0.01)
+            sock.close(0)
+            time.sleep(0.3)  # the reply now goes to a client that is gone
+        with PolicyClient(srv.address, timeout_s=3.0) as client:
+            assert client.infer(np.zeros(8, np.float32), images()).actions.shape == (5, 8)
+        assert srv.stats.infers == 3
+
+
+def test_concurrent_clients_each_get_their_own_replies(server):
+    errors = []
+
+    def worker(offset):
+        try:
+            with PolicyClient(server.address, timeout_s=5.0) as c:
+                for _ in range(20):
+                    qpos = np.full(8, offset, np.float32)
+                    got = c.infer(qpos, images()).actions
+                    assert got[0, 1] == offset
+        except Exception as exc:  # noqa: BLE001 -- reported below: assertions in threads would be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_slow_reply_times_out_and_the_late_reply_is_not_mistaken_for_the_next(tmp_path):
+    policy = EchoPolicy(delay_s=0.4)
+    with PolicyServer(policy, "tcp://127.0.0.1:0").start() as srv, \
+            PolicyClient(srv.address, timeout_s=0.1) as client:
+        with pytest.raises(ServerUnavailable):
+            client.infer(np.full(8, 1, np.float32), images())
+        policy.delay_s = 0.0
+        result = client.infer(np.full(8, 2, np.float32), images(), timeout_s=3.0)
+        assert result.actions[0, 1] == 2.0
