@@ -1,0 +1,49 @@
+"""MuJoCo simulation of a Franka Panda at a table, with tasks and scripted experts (CONTRACTS §2).
+
+    from robokit.hardware.sim import PandaSimEnv, list_tasks
+    env = PandaSimEnv(task="pick_place", seed=0)
+    expert = env.task.expert()
+    while (action := expert.next_action(env.robot.read())) is not None:
+        env.robot.command(action[:7], action[7])
+        env.step()
+    env.task.success()
+
+Importing this package chooses the offscreen GL backend (EGL, else OSMesa) before MuJoCo loads.
+"""
+
+from robokit.hardware.sim import _gl
+
+_gl.configure()
+
+from robokit.hardware.sim.devices import SimCamera, SimRobot
+from robokit.hardware.sim.env import CAMERA_NAMES, PandaSimEnv
+from robokit.hardware.sim.expert import ExpertResult, ScriptedExpert, run_expert_episode
+from robokit.hardware.sim.tasks import TASK_SETS, SimTask, list_tasks, resolve_task
+
+__all__ = [
+    "CAMERA_NAMES",
+    "TASK_SETS",
+    "ExpertResult",
+    "PandaSimEnv",
+    "ScriptedExpert",
+    "SimCamera",
+    "SimRobot",
+    "SimTask",
+    "list_tasks",
+    "make_sim_env",
+    "resolve_task",
+    "run_expert_episode",
+]
+
+
+def make_sim_env(
+    task: str = "pick_place",
+    seed: int = 0,
+    image_size: tuple[int, int] = (240, 320),
+    camera_names: tuple[str, ...] | list[str] = CAMERA_NAMES,
+    control_hz: float = 30.0,
+    realtime: bool = False,
+) -> PandaSimEnv:
+    """Build a :class:`PandaSimEnv` (a function for CLI code that wants one call site)."""
+    return PandaSimEnv(task=task, seed=seed, image_size=image_size, camera_names=camera_names,
+                       control_hz=control_hz, realtime=realtime)
