@@ -61,8 +61,12 @@ class RenderSummary:
     cameras: list[str] = field(default_factory=list)  # rendered
     skipped_cameras: list[str] = field(default_factory=list)  # padded / absent
     text_tokens: int = 0  # real text tokens drawn (0 = no text figure)
-    text_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # token k's (x0, y0, x1, y1) in the strip
-    figure_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # camera -> (H, W) of the image part
+    text_boxes: list[tuple[int, int, int, int]] = field(
+        default_factory=list
+    )  # token k's (x0, y0, x1, y1) in the strip
+    figure_sizes: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # camera -> (H, W) of the image part
     diffusion_steps: int = 1
     layers: int = 0
     action_tokens: int = 0
@@ -85,9 +89,16 @@ def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x
 
 
-def fuse_heads(attention: np.ndarray, layout: TokenLayout, *, batch_index: int = 0, fuse: str = "max",
-               logits: bool = False, diffusion_steps: Sequence[int] | None = None,
-               layers: Sequence[int] | None = None) -> FusedAttention:
+def fuse_heads(
+    attention: np.ndarray,
+    layout: TokenLayout,
+    *,
+    batch_index: int = 0,
+    fuse: str = "max",
+    logits: bool = False,
+    diffusion_steps: Sequence[int] | None = None,
+    layers: Sequence[int] | None = None,
+) -> FusedAttention:
     """Fuse all heads (kv × q groups) of the action queries: ``(D, L, Qa, S)`` float32.
 
     ``logits=True`` applies a softmax over the key axis first (for pre-softmax scores).
@@ -102,8 +113,9 @@ def fuse_heads(attention: np.ndarray, layout: TokenLayout, *, batch_index: int =
     elif arr.ndim == 7:
         diffusion_axis = True
     else:
-        raise UserError(f"attention array must have 7 axes {AXES} (or 6 without diffusion_steps); "
-                        f"got shape {arr.shape}")
+        raise UserError(
+            f"attention array must have 7 axes {AXES} (or 6 without diffusion_steps); got shape {arr.shape}"
+        )
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise UserError(f"attention array must be numeric, got dtype {arr.dtype}")
     shape = tuple(int(s) for s in np.asarray(attention).shape)
@@ -113,7 +125,9 @@ def fuse_heads(attention: np.ndarray, layout: TokenLayout, *, batch_index: int =
     layout.check_sequence(s_n, shape)
     qa, qb = layout.action_query_range(q_n, s_n, shape)
     if not 0 <= batch_index < b_n:
-        raise UserError(f"batch index {batch_index} is outside the batch axis of length {b_n} (shape {shape})")
+        raise UserError(
+            f"batch index {batch_index} is outside the batch axis of length {b_n} (shape {shape})"
+        )
     d_sel = _selection(diffusion_steps, d_n, "diffusion step")
     l_sel = _selection(layers, l_n, "layer")
     out = np.empty((len(d_sel), len(l_sel), qb - qa, s_n), np.float32)
@@ -122,8 +136,10 @@ def fuse_heads(attention: np.ndarray, layout: TokenLayout, *, batch_index: int =
         if logits:
             block = _softmax(block)  # fancy indexing above made a private copy
         elif float(block.min()) < 0.0:
-            raise UserError("attention weights are negative: these look like pre-softmax scores; pass "
-                            "logits=True (--logits) to apply the softmax over the sequence first")
+            raise UserError(
+                "attention weights are negative: these look like pre-softmax scores; pass "
+                "logits=True (--logits) to apply the softmax over the sequence first"
+            )
         out[i] = block.max(axis=(1, 2)) if fuse == "max" else block.mean(axis=(1, 2))
     if not np.all(np.isfinite(out)):
         raise UserError("attention array has NaN or infinite weights for the action queries")
@@ -157,8 +173,7 @@ class _Prepared:
     text_stats: tuple[np.ndarray, np.ndarray] | None
 
 
-def _prepare(fused: np.ndarray, cams: list[CameraView], text_idx: np.ndarray | None,
-             scale: str) -> _Prepared:
+def _prepare(fused: np.ndarray, cams: list[CameraView], text_idx: np.ndarray | None, scale: str) -> _Prepared:
     d, l_n, qa, _ = fused.shape
     raw: dict[str, np.ndarray] = {c.name: fused[..., c.index.ravel()] for c in cams}
     text_raw = fused[..., text_idx] if text_idx is not None and len(text_idx) else None
@@ -181,7 +196,9 @@ def _prepare(fused: np.ndarray, cams: list[CameraView], text_idx: np.ndarray | N
     return _Prepared(cam_heat, cam_stats, text_heat, text_stats)
 
 
-def _check_images(images: Mapping[str, np.ndarray] | None, cams: list[CameraView]) -> dict[str, np.ndarray | None]:
+def _check_images(
+    images: Mapping[str, np.ndarray] | None, cams: list[CameraView]
+) -> dict[str, np.ndarray | None]:
     """Map each real camera to its RGB image (None = draw the heat alone, only when no images at all)."""
     real = [c.name for c in cams if not c.padded]
     if images is None:
@@ -191,12 +208,16 @@ def _check_images(images: Mapping[str, np.ndarray] | None, cams: list[CameraView
     if missing:
         raise UserError(
             f"no image for camera(s) {', '.join(missing)} (images given: {', '.join(images) or 'none'}); "
-            f"pass them, or mark absent cameras as padded in the layout ('padded': [...] / --padded)")
+            f"pass them, or mark absent cameras as padded in the layout ('padded': [...] / --padded)"
+        )
     known = {c.name for c in cams}
     extra = [k for k in images if k not in known]
     if extra:
-        log.warning("images for %s are not in the layout (cameras: %s); ignored", ", ".join(extra),
-                    ", ".join(sorted(known)))
+        log.warning(
+            "images for %s are not in the layout (cameras: %s); ignored",
+            ", ".join(extra),
+            ", ".join(sorted(known)),
+        )
     return {c: to_rgb_uint8(images[c], f"image for camera '{c}'") for c in real}
 
 
@@ -206,10 +227,16 @@ def _text_tokens(text_tokens: Sequence[str] | None, seg_len: int) -> tuple[list[
         return [f"#{i}" for i in range(seg_len)], f"{seg_len} token slots (no token text given)"
     toks = [str(t) for t in text_tokens]
     if len(toks) > seg_len:
-        log.info("text has %d tokens, the layout %d: showing the first %d (the model truncates)",
-                 len(toks), seg_len, seg_len)
+        log.info(
+            "text has %d tokens, the layout %d: showing the first %d (the model truncates)",
+            len(toks),
+            seg_len,
+            seg_len,
+        )
         return toks[:seg_len], f"{seg_len} of {len(toks)} tokens (truncated)"
-    note = f"{len(toks)} tokens" + (f", {seg_len - len(toks)} padding slots skipped" if len(toks) < seg_len else "")
+    note = f"{len(toks)} tokens" + (
+        f", {seg_len - len(toks)} padding slots skipped" if len(toks) < seg_len else ""
+    )
     return toks, note
 
 
@@ -273,17 +300,28 @@ def render_tree(
         layout = TokenLayout.from_dict(layout, padded=padded)
     elif padded:
         layout = TokenLayout.from_dict(layout.to_dict(), padded=padded)
-    fused = fuse_heads(attention, layout, batch_index=batch_index, fuse=fuse, logits=logits,
-                       diffusion_steps=diffusion_steps, layers=layers)
+    fused = fuse_heads(
+        attention,
+        layout,
+        batch_index=batch_index,
+        fuse=fuse,
+        logits=logits,
+        diffusion_steps=diffusion_steps,
+        layers=layers,
+    )
     weights = fused.weights
     d_n, l_n, qa_n, _ = weights.shape
     arr_shape = np.asarray(attention).shape
     d_ids = _selection(diffusion_steps, arr_shape[0] if fused.diffusion_axis else 1, "diffusion step")
     l_ids = _selection(layers, arr_shape[1 if fused.diffusion_axis else 0], "layer")
-    with_diffusion = (arr_shape[0] > 1 and fused.diffusion_axis) if diffusion_level is None else diffusion_level
+    with_diffusion = (
+        (arr_shape[0] > 1 and fused.diffusion_axis) if diffusion_level is None else diffusion_level
+    )
     if not with_diffusion and d_n > 1:
-        raise UserError(f"{d_n} diffusion steps cannot share one folder: keep the diffusion_timestep level "
-                        f"or select a single diffusion step")
+        raise UserError(
+            f"{d_n} diffusion steps cannot share one folder: keep the diffusion_timestep level "
+            f"or select a single diffusion step"
+        )
 
     all_cams = layout.cameras()
     cams = [c for c in all_cams if not c.padded]
@@ -297,8 +335,10 @@ def render_tree(
         text_idx = np.arange(text_seg.start, text_seg.start + len(shown_tokens))
     prep = _prepare(weights, cams, text_idx, scale)
 
-    figures = {c.name: CameraFigure(c.grid, cam_images[c.name], image_size, colormap, alpha,
-                                    interpolation, caption) for c in cams}
+    figures = {
+        c.name: CameraFigure(c.grid, cam_images[c.name], image_size, colormap, alpha, interpolation, caption)
+        for c in cams
+    }
     strip_width = max(448, sum(f.size[1] for f in figures.values()) if figures else 672)
     strip = TextStrip(shown_tokens, strip_width, colormap) if shown_tokens else None
 
@@ -309,8 +349,7 @@ def render_tree(
     if overview:
         from robokit.viz.overview import OverviewBuilder
 
-        mosaics = OverviewBuilder(root, figures, d_ids, l_ids, qa_n, with_diffusion, prep.text_heat,
-                                  colormap)
+        mosaics = OverviewBuilder(root, figures, d_ids, l_ids, qa_n, with_diffusion, prep.text_heat, colormap)
 
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
     cam_names = [c.name for c in cams]
@@ -321,14 +360,17 @@ def render_tree(
             folder = leaf_dirs[di][q][li]
             for name in cam_names:
                 mx, sm = prep.cam_stats[name]
-                img = figures[name].render(prep.cam_heat[name][di, li, q],
-                                           f"max {mx[di, li, q]:.3g}  sum {sm[di, li, q]:.3g}")
+                img = figures[name].render(
+                    prep.cam_heat[name][di, li, q], f"max {mx[di, li, q]:.3g}  sum {sm[di, li, q]:.3g}"
+                )
                 written += _write_jpeg(os.path.join(folder, f"fused_attention_on_{name}.jpg"), img, params)
             if strip is not None:
                 mx, sm = prep.text_stats
-                header = (f"diff {d_ids[di]} | layer {l_ids[li]} | action {q} | text max "
-                          f"{mx[di, li, q]:.3g} sum {sm[di, li, q]:.3g}") if with_diffusion else (
-                          f"layer {l_ids[li]} | action {q} | text max {mx[di, li, q]:.3g} sum {sm[di, li, q]:.3g}")
+                where = f"diff {d_ids[di]} | " if with_diffusion else ""
+                header = (
+                    f"{where}layer {l_ids[li]} | action {q} | text max {mx[di, li, q]:.3g} "
+                    f"sum {sm[di, li, q]:.3g}"
+                )
                 img = strip.render(prep.text_heat[di, li, q], header)
                 written += _write_jpeg(os.path.join(folder, "fused_attention_on_text.jpg"), img, params)
         if mosaics is not None:
@@ -343,20 +385,35 @@ def render_tree(
         with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="viz") as pool:
             files = sum(pool.map(lambda j: work(*j), jobs))
 
-    summary = RenderSummary(root=root, files=files, cameras=cam_names,
-                            skipped_cameras=[c.name for c in all_cams if c.padded],
-                            text_tokens=len(shown_tokens), diffusion_steps=d_n, layers=l_n,
-                            action_tokens=qa_n, text_boxes=list(strip.boxes) if strip else [],
-                            figure_sizes={n: f.size for n, f in figures.items()})
+    summary = RenderSummary(
+        root=root,
+        files=files,
+        cameras=cam_names,
+        skipped_cameras=[c.name for c in all_cams if c.padded],
+        text_tokens=len(shown_tokens),
+        diffusion_steps=d_n,
+        layers=l_n,
+        action_tokens=qa_n,
+        text_boxes=list(strip.boxes) if strip else [],
+        figure_sizes={n: f.size for n, f in figures.items()},
+    )
     if mosaics is not None:
         summary.index_html = mosaics.finish(
             title=title or f"inference step {inference_step}",
-            info={"array shape": str(tuple(arr_shape)), "head fusion": fuse, "colour scale": scale,
-                  "colormap": colormap, "action queries": f"{fused.action_queries[0]}..{fused.action_queries[1] - 1}",
-                  "cameras": ", ".join(cam_names) or "none",
-                  "padded cameras": ", ".join(summary.skipped_cameras) or "none",
-                  "text": text_note or "none"},
-            cam_names=cam_names, has_text=strip is not None, text_tokens=shown_tokens)
+            info={
+                "array shape": str(tuple(arr_shape)),
+                "head fusion": fuse,
+                "colour scale": scale,
+                "colormap": colormap,
+                "action queries": f"{fused.action_queries[0]}..{fused.action_queries[1] - 1}",
+                "cameras": ", ".join(cam_names) or "none",
+                "padded cameras": ", ".join(summary.skipped_cameras) or "none",
+                "text": text_note or "none",
+            },
+            cam_names=cam_names,
+            has_text=strip is not None,
+            text_tokens=shown_tokens,
+        )
         summary.files += mosaics.files_written
     summary.seconds = time.perf_counter() - t0
     log.info("wrote %d files under %s in %.1f s", summary.files, root, summary.seconds)
@@ -372,8 +429,9 @@ def _write_jpeg(path: str, bgr: np.ndarray, params: list[int]) -> int:
     return 1
 
 
-def _make_dirs(root: Path, d_ids: list[int], l_ids: list[int], qa_n: int,
-               with_diffusion: bool) -> list[list[list[str]]]:
+def _make_dirs(
+    root: Path, d_ids: list[int], l_ids: list[int], qa_n: int, with_diffusion: bool
+) -> list[list[list[str]]]:
     """Create every leaf folder once; return leaf[d][q][l] paths."""
     leaves: list[list[list[str]]] = []
     for d in d_ids:

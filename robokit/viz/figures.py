@@ -45,8 +45,9 @@ def to_rgb_uint8(image: np.ndarray, what: str) -> np.ndarray:
             raise UserError(f"{what} must be uint8 or float in [0, 1], got {img.dtype}")
         lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
         if lo < 0.0 or hi > 1.0:
-            raise UserError(f"{what} is float with values in [{lo:.3g}, {hi:.3g}]; give uint8 or floats "
-                            f"in [0, 1]")
+            raise UserError(
+                f"{what} is float with values in [{lo:.3g}, {hi:.3g}]; give uint8 or floats in [0, 1]"
+            )
         img = np.round(img * 255.0).astype(np.uint8)
     return np.ascontiguousarray(img)
 
@@ -65,14 +66,22 @@ class CameraFigure:
     Without an image the heat map is drawn alone (alpha = 1).
     """
 
-    def __init__(self, grid: tuple[int, int], image: np.ndarray | None = None,
-                 size: tuple[int, int] | None = None, colormap: str = "turbo", alpha: float = 0.5,
-                 interpolation: str = "linear", caption: bool = True) -> None:
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        image: np.ndarray | None = None,
+        size: tuple[int, int] | None = None,
+        colormap: str = "turbo",
+        alpha: float = 0.5,
+        interpolation: str = "linear",
+        caption: bool = True,
+    ) -> None:
         if not 0.0 < alpha <= 1.0:
             raise UserError(f"alpha must be in (0, 1], got {alpha}")
         if interpolation not in INTERPOLATIONS:
-            raise UserError(f"unknown interpolation '{interpolation}'; choose one of: "
-                            f"{', '.join(INTERPOLATIONS)}")
+            raise UserError(
+                f"unknown interpolation '{interpolation}'; choose one of: {', '.join(INTERPOLATIONS)}"
+            )
         h, w = grid
         if image is None:
             alpha = 1.0

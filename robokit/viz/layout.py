@@ -103,8 +103,10 @@ class TokenLayout:
         known = {c for s in layout.segments for c in s.cameras}
         unknown = sorted(padded_names - known)
         if unknown:
-            raise UserError(f"padded camera(s) {', '.join(unknown)} are not in the layout; "
-                            f"its cameras are: {', '.join(sorted(known)) or 'none'}")
+            raise UserError(
+                f"padded camera(s) {', '.join(unknown)} are not in the layout; "
+                f"its cameras are: {', '.join(sorted(known)) or 'none'}"
+            )
         return layout
 
     @classmethod
@@ -151,8 +153,9 @@ class TokenLayout:
             grid = np.arange(s.start, s.stop, dtype=np.int64).reshape(h, w_total)
             w = w_total // len(s.cameras)
             for k, cam in enumerate(s.cameras):
-                views.append(CameraView(cam, np.ascontiguousarray(grid[:, k * w:(k + 1) * w]),
-                                        padded=s.padded))
+                views.append(
+                    CameraView(cam, np.ascontiguousarray(grid[:, k * w : (k + 1) * w]), padded=s.padded)
+                )
         return views
 
     def text(self) -> Segment | None:
@@ -172,12 +175,14 @@ class TokenLayout:
         if self.sequence_length is not None and self.sequence_length != seq_len:
             raise UserError(
                 f"attention array shape {shape} does not match the layout: its last axis has {seq_len} "
-                f"tokens but the layout describes a sequence of {self.sequence_length}")
+                f"tokens but the layout describes a sequence of {self.sequence_length}"
+            )
         for s in self.segments:
             if s.stop > seq_len:
                 raise UserError(
                     f"layout segment '{s.name}' [{s.start}, {s.stop}) goes past the attention sequence "
-                    f"of {seq_len} tokens (last axis of shape {shape}); fix the layout or the array")
+                    f"of {seq_len} tokens (last axis of shape {shape}); fix the layout or the array"
+                )
 
     def action_query_range(self, num_queries: int, seq_len: int, shape: tuple[int, ...]) -> tuple[int, int]:
         """Which entries of the query axis are action tokens.
@@ -198,12 +203,15 @@ class TokenLayout:
                     raise UserError(
                         f"attention array shape {shape} does not match the layout: the 'action' segment "
                         f"[{action.start}, {action.stop}) is not inside the last {num_queries} positions "
-                        f"(the queries); give 'action_queries' explicitly")
+                        f"(the queries); give 'action_queries' explicitly"
+                    )
             else:
                 a, b = 0, num_queries
         if not (0 <= a < b <= num_queries):
-            raise UserError(f"attention array shape {shape} does not match the layout: action queries "
-                            f"[{a}, {b}) are outside the query axis of length {num_queries}")
+            raise UserError(
+                f"attention array shape {shape} does not match the layout: action queries "
+                f"[{a}, {b}) are outside the query axis of length {num_queries}"
+            )
         return int(a), int(b)
 
     # -- internal -------------------------------------------------------------------------------
@@ -216,8 +224,10 @@ class TokenLayout:
                 raise UserError(f"layout segment '{s.name}' appears twice")
             seen[s.name] = s
             if prev is not None and s.start < prev.stop:
-                raise UserError(f"layout segments '{prev.name}' [{prev.start}, {prev.stop}) and "
-                                f"'{s.name}' [{s.start}, {s.stop}) overlap")
+                raise UserError(
+                    f"layout segments '{prev.name}' [{prev.start}, {prev.stop}) and "
+                    f"'{s.name}' [{s.start}, {s.stop}) overlap"
+                )
             prev = s
             for c in s.cameras:
                 if c in cams:
@@ -228,13 +238,20 @@ class TokenLayout:
         if self.sequence_length is not None:
             for s in self.segments:
                 if s.stop > self.sequence_length:
-                    raise UserError(f"layout segment '{s.name}' [{s.start}, {s.stop}) goes past the "
-                                    f"layout's sequence_length {self.sequence_length}")
+                    raise UserError(
+                        f"layout segment '{s.name}' [{s.start}, {s.stop}) goes past the "
+                        f"layout's sequence_length {self.sequence_length}"
+                    )
 
 
-def pi0_layout(camera_names: Sequence[str] = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"),
-               grid: tuple[int, int] = (16, 16), text_tokens: int = 48, state_tokens: int = 1,
-               action_tokens: int = 50, padded: Iterable[str] = ()) -> TokenLayout:
+def pi0_layout(
+    camera_names: Sequence[str] = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"),
+    grid: tuple[int, int] = (16, 16),
+    text_tokens: int = 48,
+    state_tokens: int = 1,
+    action_tokens: int = 50,
+    padded: Iterable[str] = (),
+) -> TokenLayout:
     """The seed's pi0 layout ``[image tokens, text tokens, state token, action tokens]`` (867 long).
 
     The expert's queries are ``[state, actions]``, i.e. the last ``state_tokens + action_tokens``
@@ -246,13 +263,21 @@ def pi0_layout(camera_names: Sequence[str] = ("base_0_rgb", "left_wrist_0_rgb", 
     for cam in camera_names:
         segs.append({"name": cam, "start": pos, "stop": pos + h * w, "grid": [h, w]})
         pos += h * w
-    for name, n, kind in (("text", text_tokens, "text"), ("state", state_tokens, "other"),
-                          ("action", action_tokens, "other")):
+    for name, n, kind in (
+        ("text", text_tokens, "text"),
+        ("state", state_tokens, "other"),
+        ("action", action_tokens, "other"),
+    ):
         segs.append({"name": name, "start": pos, "stop": pos + n, "kind": kind})
         pos += n
-    return TokenLayout.from_dict({"segments": segs, "sequence_length": pos,
-                                  "action_queries": [state_tokens, state_tokens + action_tokens]},
-                                 padded=padded)
+    return TokenLayout.from_dict(
+        {
+            "segments": segs,
+            "sequence_length": pos,
+            "action_queries": [state_tokens, state_tokens + action_tokens],
+        },
+        padded=padded,
+    )
 
 
 # -- parsing helpers ---------------------------------------------------------------------------
@@ -277,8 +302,16 @@ def _as_str_list(v: Any, what: str) -> list[str]:
     return list(v)
 
 
-def _make_segment(name: str, start: int, stop: int, grid: tuple[int, int] | None, kind: str | None,
-                  cameras: Sequence[str] | None, padded_names: set[str], padded: bool) -> Segment:
+def _make_segment(
+    name: str,
+    start: int,
+    stop: int,
+    grid: tuple[int, int] | None,
+    kind: str | None,
+    cameras: Sequence[str] | None,
+    padded_names: set[str],
+    padded: bool,
+) -> Segment:
     if not 0 <= start < stop:
         raise UserError(f"layout segment '{name}' [{start}, {stop}) is empty or negative")
     if kind is None:
@@ -290,16 +323,22 @@ def _make_segment(name: str, start: int, stop: int, grid: tuple[int, int] | None
             raise UserError(f"layout segment '{name}' is an image but has no grid [h, w]")
         h, w = grid
         if h <= 0 or w <= 0 or h * w != stop - start:
-            raise UserError(f"layout segment '{name}' [{start}, {stop}) has {stop - start} tokens but its "
-                            f"grid {h}x{w} has {h * w}")
+            raise UserError(
+                f"layout segment '{name}' [{start}, {stop}) has {stop - start} tokens but its "
+                f"grid {h}x{w} has {h * w}"
+            )
         cams = tuple(cameras) if cameras else tuple(name.split("|"))
         if len(cams) > 1 and w % len(cams):
-            raise UserError(f"layout segment '{name}': grid width {w} cannot be split evenly between "
-                            f"{len(cams)} cameras folded along width")
+            raise UserError(
+                f"layout segment '{name}': grid width {w} cannot be split evenly between "
+                f"{len(cams)} cameras folded along width"
+            )
         # A folded group is padded as a whole only if every camera is; single cameras by name.
         is_padded = padded or all(c in padded_names for c in cams)
         if len(cams) > 1 and any(c in padded_names for c in cams) and not is_padded:
-            raise UserError(f"cameras {', '.join(cams)} share one folded grid: they can only be padded together")
+            raise UserError(
+                f"cameras {', '.join(cams)} share one folded grid: they can only be padded together"
+            )
         return Segment(name, start, stop, "image", (h, w), cams, is_padded)
     return Segment(name, start, stop, kind)
 
@@ -319,8 +358,10 @@ def _segment_from_object(item: Any, padded_names: set[str]) -> Segment:
     allowed = {"name", "start", "stop", "grid", "kind", "cameras", "padded"}
     extra = sorted(set(item) - allowed)
     if extra:
-        raise UserError(f"layout segment '{name}' has unknown key(s) {', '.join(extra)}; "
-                        f"known: {', '.join(sorted(allowed))}")
+        raise UserError(
+            f"layout segment '{name}' has unknown key(s) {', '.join(extra)}; "
+            f"known: {', '.join(sorted(allowed))}"
+        )
     grid = None
     if item.get("grid") is not None:
         g = item["grid"]
@@ -330,6 +371,13 @@ def _segment_from_object(item: Any, padded_names: set[str]) -> Segment:
     cameras = item.get("cameras")
     if cameras is not None:
         cameras = _as_str_list(cameras, f"segment '{name}' cameras")
-    return _make_segment(name, _as_int(item["start"], f"segment '{name}' start"),
-                         _as_int(item["stop"], f"segment '{name}' stop"), grid, item.get("kind"),
-                         cameras, padded_names, bool(item.get("padded", False)))
+    return _make_segment(
+        name,
+        _as_int(item["start"], f"segment '{name}' start"),
+        _as_int(item["stop"], f"segment '{name}' stop"),
+        grid,
+        item.get("kind"),
+        cameras,
+        padded_names,
+        bool(item.get("padded", False)),
+    )

@@ -32,8 +32,9 @@ LEFT, TOP, GAP = 40, 18, 1
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def _label_canvas(rows: int, cols: int, cell_h: int, cell_w: int, row_labels: Sequence[str],
-                  col_every: int = 5) -> np.ndarray:
+def _label_canvas(
+    rows: int, cols: int, cell_h: int, cell_w: int, row_labels: Sequence[str], col_every: int = 5
+) -> np.ndarray:
     h = TOP + rows * (cell_h + GAP)
     w = LEFT + cols * (cell_w + GAP)
     canvas = np.full((h, w, 3), 24, np.uint8)
@@ -41,17 +42,26 @@ def _label_canvas(rows: int, cols: int, cell_h: int, cell_w: int, row_labels: Se
         y = TOP + r * (cell_h + GAP) + cell_h // 2 + 4
         cv2.putText(canvas, lab, (2, y), _FONT, 0.35, (220, 220, 220), 1, cv2.LINE_AA)
     for c in range(0, cols, col_every):
-        cv2.putText(canvas, str(c), (LEFT + c * (cell_w + GAP), TOP - 5), _FONT, 0.35, (220, 220, 220), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            canvas, str(c), (LEFT + c * (cell_w + GAP), TOP - 5), _FONT, 0.35, (220, 220, 220), 1, cv2.LINE_AA
+        )
     return canvas
 
 
 class OverviewBuilder:
     """Collects thumbnails while the tree is written (thread-safe: rows are disjoint), then writes."""
 
-    def __init__(self, root: Path, figures: Mapping[str, CameraFigure], d_ids: Sequence[int],
-                 l_ids: Sequence[int], qa_n: int, with_diffusion: bool, text_heat: np.ndarray | None,
-                 colormap: str = "turbo") -> None:
+    def __init__(
+        self,
+        root: Path,
+        figures: Mapping[str, CameraFigure],
+        d_ids: Sequence[int],
+        l_ids: Sequence[int],
+        qa_n: int,
+        with_diffusion: bool,
+        text_heat: np.ndarray | None,
+        colormap: str = "turbo",
+    ) -> None:
         self.root = Path(root)
         self.d_ids, self.l_ids, self.qa_n = list(d_ids), list(l_ids), qa_n
         self.with_diffusion = with_diffusion
@@ -77,7 +87,7 @@ class OverviewBuilder:
             y = TOP + li * (th + GAP)
             for q in range(self.qa_n):
                 x = LEFT + q * (tw + GAP)
-                canvas[y:y + th, x:x + tw] = thumb.render(cam_heat[name][di, li, q])
+                canvas[y : y + th, x : x + tw] = thumb.render(cam_heat[name][di, li, q])
 
     def _text_overview(self, di: int) -> np.ndarray:
         heat = self.text_heat[di]  # (L, Qa, Nt) uint8
@@ -94,13 +104,20 @@ class OverviewBuilder:
             r, c = divmod(li, ncol)
             x, y = 4 + c * (bw + 8), r * (bh + lab + 6) + lab
             block = np.repeat(np.repeat(lut[heat[li]], sy, axis=0), sx, axis=1)
-            canvas[y:y + bh, x:x + bw] = block
-            cv2.putText(canvas, f"layer {self.l_ids[li]}", (x, y - 4), _FONT, 0.38, (220, 220, 220), 1,
-                        cv2.LINE_AA)
+            canvas[y : y + bh, x : x + bw] = block
+            cv2.putText(
+                canvas, f"layer {self.l_ids[li]}", (x, y - 4), _FONT, 0.38, (220, 220, 220), 1, cv2.LINE_AA
+            )
         return canvas
 
-    def finish(self, title: str, info: Mapping[str, str], cam_names: Sequence[str], has_text: bool,
-               text_tokens: Sequence[str]) -> Path:
+    def finish(
+        self,
+        title: str,
+        info: Mapping[str, str],
+        cam_names: Sequence[str],
+        has_text: bool,
+        text_tokens: Sequence[str],
+    ) -> Path:
         """Write the mosaics and index.html; return the index path."""
         out = self.root / "overview"
         out.mkdir(parents=True, exist_ok=True)
@@ -125,29 +142,52 @@ class OverviewBuilder:
         write_root_index(self.root.parent)
         return index
 
-    def _html(self, title: str, info: Mapping[str, str], cam_names: Sequence[str], has_text: bool,
-              sections: list, text_tokens: Sequence[str]) -> str:
+    def _html(
+        self,
+        title: str,
+        info: Mapping[str, str],
+        cam_names: Sequence[str],
+        has_text: bool,
+        sections: list,
+        text_tokens: Sequence[str],
+    ) -> str:
         e = html.escape
         rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in info.items())
         figs = list(cam_names) + (["text"] if has_text else [])
-        cfg = {"diff": self.d_ids if self.with_diffusion else [], "layers": self.l_ids, "tokens": self.qa_n,
-               "figs": figs, "left": LEFT, "top": TOP, "gap": GAP}
+        cfg = {
+            "diff": self.d_ids if self.with_diffusion else [],
+            "layers": self.l_ids,
+            "tokens": self.qa_n,
+            "figs": figs,
+            "left": LEFT,
+            "top": TOP,
+            "gap": GAP,
+        }
         blocks = []
         for di, d, items in sections:
-            head = f"<h2>diffusion step {d}</h2>" if self.with_diffusion else "<h2>all layers × action tokens</h2>"
+            head = (
+                f"<h2>diffusion step {d}</h2>"
+                if self.with_diffusion
+                else "<h2>all layers × action tokens</h2>"
+            )
             imgs = []
             for name, rel, th, tw in items:
                 if name == "text":
-                    imgs.append(f'<figure><figcaption>text (one block per layer: rows = action tokens, '
-                                f'columns = text tokens)</figcaption><img loading="lazy" src="{e(rel)}"></figure>')
+                    imgs.append(
+                        f"<figure><figcaption>text (one block per layer: rows = action tokens, "
+                        f'columns = text tokens)</figcaption><img loading="lazy" src="{e(rel)}"></figure>'
+                    )
                 else:
-                    imgs.append(f'<figure><figcaption>{e(name)} (rows = layers, columns = action tokens; '
-                                f'click a cell)</figcaption><img class="mosaic" loading="lazy" src="{e(rel)}" '
-                                f'data-d="{di}" data-th="{th}" data-tw="{tw}"></figure>')
+                    imgs.append(
+                        f"<figure><figcaption>{e(name)} (rows = layers, columns = action tokens; "
+                        f'click a cell)</figcaption><img class="mosaic" loading="lazy" src="{e(rel)}" '
+                        f'data-d="{di}" data-th="{th}" data-tw="{tw}"></figure>'
+                    )
             blocks.append(head + "".join(imgs))
         tokens = e(" ".join(text_tokens)) if text_tokens else ""
-        return _PAGE.format(title=e(title), rows=rows, cfg=json.dumps(cfg), blocks="".join(blocks),
-                            tokens=tokens)
+        return _PAGE.format(
+            title=e(title), rows=rows, cfg=json.dumps(cfg), blocks="".join(blocks), tokens=tokens
+        )
 
 
 def write_root_index(out_dir: Path) -> Path:
@@ -160,9 +200,11 @@ def write_root_index(out_dir: Path) -> Path:
             steps.append((int(m.group(1)), p.name))
     links = "".join(f'<li><a href="{n}/index.html">inference step {k}</a></li>' for k, n in sorted(steps))
     index = out_dir / "index.html"
-    index.write_text("<!doctype html><meta charset='utf-8'><title>attention</title>"
-                     "<style>body{font-family:sans-serif;background:#181818;color:#ddd}a{color:#8cf}</style>"
-                     f"<h1>attention maps</h1><ul>{links}</ul>")
+    index.write_text(
+        "<!doctype html><meta charset='utf-8'><title>attention</title>"
+        "<style>body{font-family:sans-serif;background:#181818;color:#ddd}a{color:#8cf}</style>"
+        f"<h1>attention maps</h1><ul>{links}</ul>"
+    )
     return index
 
 

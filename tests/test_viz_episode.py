@@ -1,0 +1,94 @@
+"""Episode and rollout viz: joint plots (with predicted chunks) and the camera mosaic video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from robokit.cli import main
+from robokit.episodes.writer import EpisodeWriter
+from robokit.errors import DataError
+from robokit.viz.episode import render_episode
+
+T, H, W = 24, 48, 64
+
+
+def write_episode(folder: Path, index: int = 0, cams=("top", "wrist")) -> Path:
+    w = EpisodeWriter(
+        folder,
+        index,
+        camera_shapes={c: (H, W, 3) for c in cams},
+        attrs={"fps": 10.0, "task": "pick the cube", "robot": "sim", "sim": True, "source": "test"},
+    )
+    for t in range(T):
+        q = np.full(8, np.sin(t / 5.0), np.float32)
+        imgs = {}
+        for k, c in enumerate(cams):
+            im = np.zeros((H, W, 3), np.uint8)
+            im[:, (2 * t + 10 * k) % W] = (255, 0, 0)
+            imgs[c] = im
+        w.append(
+            q,
+            np.zeros(8, np.float32),
+            q + 0.1,
+            imgs,
+            t_robot=100.0 + t / 10.0,
+            t_images={c: 100.0 + t / 10.0 for c in cams},
+            done=t >= T - 3,
+        )
+    return w.save(success=True)
+
+
+def test_episode_plot_and_video(tmp_path):
+    ep = write_episode(tmp_path / "data")
+    r = render_episode(ep, tmp_path / "viz")
+    assert r.steps == T and r.predicted_chunks == 0
+    plot = cv2.imread(str(r.plot))
+    assert plot is not None and plot.shape[0] > 300 and plot.shape[1] > 600
+    cap = cv2.VideoCapture(str(r.video))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(frames) == T
+    assert frames[0].shape[:2] == (H, 2 * W)  # the two cameras side by side
+    # the cameras hold only black and red pixels: white ones are the overlay text, top left
+    white = np.all(frames[5] > 150, axis=-1)
+    assert white[:20].any() and not white[42:].any()  # two lines: step/time, task
+
+
+def test_rollout_with_predicted_chunks_via_cli(tmp_path, capsys):
+    folder = tmp_path / "rollouts"
+    ep = write_episode(folder)
+    chunks = np.full((T, 10, 8), np.nan, np.float32)
+    chunks[::5] = 0.5  # queried every 5 steps (chunked execution)
+    with h5py.File(ep, "a") as f:
+        f.create_dataset("predicted_chunks", data=chunks)
+    main(["viz", "rollout", str(folder), "--no-video"])
+    out = folder / "viz" / "episode_0"
+    assert (out / "joints.png").exists() and not (out / "cameras.mp4").exists()
+    assert "5 predicted chunks drawn" in capsys.readouterr().err
+
+
+def test_rollout_chunks_of_wrong_length_are_refused(tmp_path):
+    ep = write_episode(tmp_path / "data")
+    with h5py.File(ep, "a") as f:
+        f.create_dataset("predicted_chunks", data=np.zeros((T - 1, 10, 8), np.float32))
+    with pytest.raises(DataError, match="predicted_chunks has 23 rows"):
+        render_episode(ep, tmp_path / "viz")
+
+
+def test_episode_cli_default_output_and_unknown_camera(tmp_path, capsys):
+    ep = write_episode(tmp_path / "data")
+    main(["viz", "episode", str(ep), "--no-video"])
+    assert (ep.with_name("episode_0_viz") / "joints.png").exists()
+    with pytest.raises(SystemExit) as info:
+        main(["viz", "episode", str(tmp_path / "data" / "episode_9.hdf5")])
+    assert info.value.code == 2 and "episode_9.hdf5" in capsys.readouterr().err

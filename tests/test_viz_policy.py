@@ -1,0 +1,76 @@
+"""`robokit viz attention` for robokit's own policies: a tiny GRP run over a recorded episode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_viz_episode import write_episode
+
+from robokit.errors import UserError
+from robokit.policies.grp import GRPConfig, GRPPolicy
+from robokit.viz.policy_attention import capture_to_tree_input, parse_steps, render_policy_attention
+
+
+def tiny_grp(cams=("top",), goal_mode="text") -> GRPPolicy:
+    cfg = GRPConfig(
+        camera_names=list(cams),
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        n_embd=32,
+        n_head=2,
+        n_blocks=2,
+        chunk_size=5,
+        text_max_length=16,
+        goal_mode=goal_mode,
+    )
+    return GRPPolicy(cfg).eval()
+
+
+def test_grp_attention_tree_over_episode_steps(tmp_path):
+    ep = write_episode(tmp_path / "data", cams=("top", "wrist"))
+    policy = tiny_grp(("top", "wrist"))
+    summaries = render_policy_attention(policy, ep, "0:5:2", tmp_path / "viz", overview=False)
+    assert [s.root.name for s in summaries] == [f"inference_timestep_{t}" for t in (0, 2, 4)]
+    s = summaries[0]
+    # the goal image is masked while GRP follows text: skipped, not drawn as an all-cold map
+    assert s.cameras == ["top", "wrist"] and s.skipped_cameras == ["goal_image"]
+    assert s.text_tokens == len("pick the cube") and s.layers == 2 and s.action_tokens == 1
+    folder = s.root / "action_token_0" / "layer_1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "fused_attention_on_text.jpg",
+        "fused_attention_on_top.jpg",
+        "fused_attention_on_wrist.jpg",
+    ]
+    assert s.figure_sizes["top"] == (48, 64)  # drawn on the episode's frame, not the policy's 32x32
+
+
+def test_episode_without_the_policys_cameras(tmp_path):
+    ep = write_episode(tmp_path / "data", cams=("top",))
+    with pytest.raises(
+        UserError, match=r"has camera\(s\) top but the policy needs top, wrist \(missing: wrist\)"
+    ):
+        render_policy_attention(tiny_grp(("top", "wrist")), ep, "0", tmp_path / "viz")
+
+
+def test_parse_steps():
+    assert parse_steps("0:50:10", 24) == [0, 10, 20]
+    assert parse_steps("3,1,3", 24) == [1, 3]
+    with pytest.raises(UserError, match="outside the episode"):
+        parse_steps("30", 24)
+    with pytest.raises(UserError, match="not start:stop:step"):
+        parse_steps("a:b", 24)
+
+
+def test_prompt_objects_join_the_text_strip():
+    # VIMA-style capture: [prompt token, 6 text slots, 2 object tokens]; 2 real characters
+    maps = np.zeros((1, 2, 1, 9), np.float32)
+    maps[..., 8] = 1.0
+    att, layout, tokens, _padded = capture_to_tree_input(
+        {
+            "maps": maps,
+            "layout": {"prompt": [0, 1], "text": [1, 7], "object/red cube": [7, 8], "object/bowl": [8, 9]},
+        },
+        ["h", "i"],
+    )
+    assert tokens == ["h", "i", "<red cube>", "<bowl>"] and layout == {"text": [0, 4]}
+    assert att.shape == (1, 1, 1, 1, 2, 1, 4) and att[..., 3].min() == 1.0
