@@ -160,6 +160,10 @@ class ActionQueue:
         self._last_query = self.ensembler.step
         return self._last_query
 
+    def on_query_failed(self) -> None:
+        """The last query got no answer: make the next step query again at once."""
+        self._last_query = None
+
     def add(self, chunk: np.ndarray, start_step: int) -> None:
         """A reply arrived (now, at the current step) for the query sent at ``start_step``."""
         lag = self.ensembler.step - start_step

@@ -1,0 +1,530 @@
+"""ControlLoop: read robot + cameras -> ask for chunks -> ensemble -> safety -> command, at a fixed rate.
+
+One code path for the simulation and the real arm. Each tick:
+
+1. wait for the tick (``realtime``: sleep, then spin the last ~1 ms on the monotonic clock, as
+   diffusion_policy's real-world loop does; otherwise the simulation steps as fast as it can and
+   time is simulated time);
+2. handle keys (space pause/resume, ``r`` reset the episode, ``q`` stop safely);
+3. read the robot and the cameras;
+4. collect a finished background query, start a new one when :class:`ActionQueue` says so, and in
+   the blocking modes wait for it (in ``realtime`` no longer than ``tick_budget`` of a period);
+5. take the ensembled action for this step, pass it through :class:`SafetyFilter` (joint limits,
+   per-step change <= velocity limit x dt, gripper range) and command the robot;
+6. watchdog: a tick without a fresh action repeats the previous command; from the
+   ``hold_after_ticks``-th such tick on the arm holds its measured position; after ``stop_after_s``
+   without a fresh action the robot is stopped and the episode ends with
+   :attr:`StopReason.WATCHDOG` and a message saying why.
+
+A tick has a fresh action when the policy link is healthy (no failed or overdue query since the
+last answer), the ensembler covers the step and the action is finite.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from robokit.deploy.client import InferResult
+from robokit.deploy.ensemble import ActionQueue
+from robokit.deploy.runner import Observation, PolicyRunner
+from robokit.errors import ConfigError, ProtocolError, ServerUnavailable, StaleFrame, UserError
+from robokit.hardware.base import Camera, Frame, Robot, RobotState
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+
+class StopReason(str, Enum):
+    """Why an episode of the control loop ended."""
+
+    MAX_STEPS = "max_steps"  # ran out of steps
+    DONE = "done"  # the policy said the task is finished
+    SUCCESS = "success"  # the caller's goal check (sim: task success) held
+    WATCHDOG = "watchdog"  # no fresh action for too long: the robot was stopped
+    QUIT = "quit"  # the user pressed q: the robot was stopped
+    RESET = "reset"  # the user pressed r
+
+
+# -- safety -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Joint position and speed limits the commands must respect, and the gripper range."""
+
+    q_min: np.ndarray
+    q_max: np.ndarray
+    dq_max: np.ndarray
+    gripper_min: float = 0.0
+    gripper_max: float = 1.0
+
+    @classmethod
+    def from_robot(cls, robot: Robot) -> SafetyLimits:
+        q_min, q_max = robot.joint_limits
+        return cls(np.asarray(q_min, float), np.asarray(q_max, float), np.asarray(robot.velocity_limits, float))
+
+
+@dataclass
+class SafetyCounts:
+    position: int = 0  # commands moved inside the joint limits
+    velocity: int = 0  # commands whose step was shortened to the velocity limit
+    gripper: int = 0  # gripper commands clamped to the range
+    rejected: int = 0  # non-finite actions refused
+
+
+class SafetyFilter:
+    """Make an (8,) action safe to send: joints within limits, per-step change bounded, gripper in range.
+
+    The per-step bound is ``velocity_scale * dq_max * dt`` relative to the previous command (the
+    measured position at :meth:`reset`), so the commanded trajectory never asks for more speed
+    than the joints have.
+    """
+
+    def __init__(self, limits: SafetyLimits, dt: float, velocity_scale: float = 1.0) -> None:
+        if not 0.0 < velocity_scale <= 1.0:
+            raise ConfigError(f"velocity_scale must be in (0, 1], got {velocity_scale}")
+        self.limits = limits
+        self.max_step = np.asarray(limits.dq_max, float) * velocity_scale * float(dt)
+        self.counts = SafetyCounts()
+        self._prev: np.ndarray | None = None
+
+    def reset(self, qpos: np.ndarray) -> None:
+        """Start from the measured joint position (clamped into the limits)."""
+        self._prev = np.clip(np.asarray(qpos, float)[:7], self.limits.q_min, self.limits.q_max)
+
+    @property
+    def previous(self) -> np.ndarray | None:
+        return None if self._prev is None else self._prev.copy()
+
+    def apply(self, action: np.ndarray) -> np.ndarray | None:
+        """The safe command (8,) float64 for ``action`` (7 joints + gripper), or None if it is not finite."""
+        a = np.asarray(action, dtype=float).reshape(-1)
+        if a.shape[0] < 8 or not np.all(np.isfinite(a[:8])):
+            self.counts.rejected += 1
+            return None
+        if self._prev is None:
+            raise UserError("SafetyFilter.reset(qpos) must be called before apply()")
+        lim = self.limits
+        q = np.clip(a[:7], lim.q_min, lim.q_max)
+        if np.any(q != a[:7]):
+            self.counts.position += 1
+        step = np.clip(q - self._prev, -self.max_step, self.max_step)
+        if np.any(step != q - self._prev):
+            self.counts.velocity += 1
+        q = self._prev + step
+        g = float(np.clip(a[7], lim.gripper_min, lim.gripper_max))
+        if g != a[7]:
+            self.counts.gripper += 1
+        self._prev = q
+        return np.concatenate([q, [g]])
+
+
+# -- configuration and results ----------------------------------------------------------------------
+@dataclass
+class WatchdogConfig:
+    hold_after_ticks: int = 2  # ticks without a fresh action before the arm holds its position
+    stop_after_s: float = 0.5  # time without a fresh action before the robot is stopped
+
+
+@dataclass
+class LoopConfig:
+    """Settings of a :class:`ControlLoop` (the CLI fills them from its options)."""
+
+    fps: float
+    mode: str = "ensemble"  # ensemble | chunk | async
+    k: float = 0.01  # ensembling coefficient
+    query_every: int | None = None  # default: 1 (ensemble, async), chunk_size (chunk)
+    realtime: bool = True  # pace on the wall clock; False: as fast as possible (simulation)
+    max_steps: int = 600
+    done_threshold: float = 0.9  # stop when the policy's done probability reaches this (>1: never)
+    velocity_scale: float = 1.0  # fraction of the joint velocity limits a command may use
+    camera_max_age_s: float | None = None  # default: 3 periods (at least 0.1 s)
+    tick_budget: float = 0.8  # realtime blocking modes: fraction of a period to wait for a reply
+    spin_s: float = 0.001  # realtime: busy-wait this long before each tick instead of sleeping
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+
+    def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise ConfigError(f"--fps must be positive, got {self.fps}")
+        if self.max_steps <= 0:
+            raise ConfigError(f"--max-steps must be positive, got {self.max_steps}")
+        if not 0 < self.tick_budget <= 1:
+            raise ConfigError(f"tick_budget must be in (0, 1], got {self.tick_budget}")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What happened at one tick (given to ``on_step``, e.g. to record the rollout)."""
+
+    step: int
+    state: RobotState
+    frames: dict[str, Frame]
+    command: np.ndarray  # (8,) what was sent: 7 joint targets + gripper
+    fresh: bool
+
+
+@dataclass(frozen=True)
+class LoopStats:
+    """A snapshot for the live panel."""
+
+    step: int
+    state: str  # running | paused | holding | starting
+    loop_hz: float
+    jitter_p50_ms: float
+    jitter_p99_ms: float
+    missed_ticks: int
+    inference_ms: float  # median model time (server side for a remote policy)
+    rtt_ms: float  # median round trip (send to reply)
+    queries: int
+    query_failures: int
+    starved_ticks: int
+    safety: SafetyCounts
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    reason: StopReason
+    message: str
+    steps: int
+    seconds: float  # loop time: simulated seconds, or wall seconds when realtime
+    stats: LoopStats
+
+
+def precise_wait(t_target: float, spin_s: float = 0.001) -> None:
+    """Sleep until ``t_target`` (time.perf_counter clock): a plain sleep, then a short busy spin."""
+    remaining = t_target - time.perf_counter()
+    if remaining > spin_s:
+        time.sleep(remaining - spin_s)
+    while time.perf_counter() < t_target:
+        pass
+
+
+def _median(values: collections.deque) -> float:
+    return float(np.median(np.fromiter(values, float))) if values else float("nan")
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+class ControlLoop:
+    """Drive ``robot`` with chunks from ``runner``; see the module docstring.
+
+    ``cameras`` must include every camera the policy expects. ``step_fn`` advances a simulation by
+    one period after each command (``env.step``); on hardware it is None. ``keys`` is anything with
+    ``poll() -> list[str]`` (a :class:`~robokit.deploy.keyboard.TerminalKeys`).
+    """
+
+    def __init__(self, robot: Robot, cameras: Mapping[str, Camera], runner: PolicyRunner, config: LoopConfig,
+                 step_fn: Callable[[], None] | None = None, keys: Any = None) -> None:
+        info = runner.info
+        missing = [c for c in info.camera_names if c not in cameras]
+        if missing:
+            raise UserError(f"the policy needs camera(s) {', '.join(missing)} but only "
+                            f"{', '.join(cameras) or 'none'} are configured; add --camera NAME=SPEC")
+        if info.action_dim < 8 or info.state_dim < 8:
+            raise UserError(f"the policy has state/action dims {info.state_dim}/{info.action_dim}; "
+                            "the arm needs 8 (7 joints + gripper)")
+        self.robot = robot
+        self.cameras = {c: cameras[c] for c in info.camera_names}
+        self.runner = runner
+        self.config = config
+        self.dt = 1.0 / config.fps
+        self.step_fn = step_fn
+        self.keys = keys
+        self.queue = ActionQueue(config.mode, info.chunk_size, info.action_dim, k=config.k,
+                                 query_every=config.query_every)
+        self.safety = SafetyFilter(SafetyLimits.from_robot(robot), self.dt, config.velocity_scale)
+        self.max_age_s = config.camera_max_age_s or max(3 * self.dt, 0.1)
+        self._executor: ThreadPoolExecutor | None = None
+        self._inflight: tuple[int, Future, float] | None = None
+        window = 1000
+        self._jitter: collections.deque = collections.deque(maxlen=window)
+        self._tick_wall: collections.deque = collections.deque(maxlen=window)
+        self._model_ms: collections.deque = collections.deque(maxlen=200)
+        self._rtt_ms: collections.deque = collections.deque(maxlen=200)
+        self._counters = collections.Counter()
+        self._state = "starting"
+        self._step = 0
+        self._last_error: str | None = None
+        self._link_ok = True
+        self._done = False
+
+    # -- public -----------------------------------------------------------------------------------
+    def stats(self) -> LoopStats:
+        jit = np.fromiter(self._jitter, float) if self._jitter else np.zeros(1)
+        ticks = self._tick_wall
+        hz = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
+        return LoopStats(step=self._step, state=self._state, loop_hz=hz,
+                         jitter_p50_ms=float(np.percentile(jit, 50)), jitter_p99_ms=float(np.percentile(jit, 99)),
+                         missed_ticks=self._counters["missed"], inference_ms=_median(self._model_ms),
+                         rtt_ms=_median(self._rtt_ms), queries=self._counters["queries"],
+                         query_failures=self._counters["failures"], starved_ticks=self._counters["starved"],
+                         safety=SafetyCounts(**vars(self.safety.counts)), last_error=self._last_error)
+
+    def jitter_ms(self) -> np.ndarray:
+        """Tick start lateness (ms) of the recent realtime ticks (for benchmarks)."""
+        return np.fromiter(self._jitter, float)
+
+    def close(self) -> None:
+        """Stop the background query thread. The runner and robot belong to the caller."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run_episode(self, task: str | None = None, goal_image: np.ndarray | None = None,
+                    on_step: Callable[[StepRecord], None] | None = None,
+                    goal_reached: Callable[[], bool] | None = None,
+                    on_tick: Callable[[ControlLoop], None] | None = None) -> EpisodeResult:
+        """Run one episode from the robot's current state; the robot is stopped on faults and Ctrl+C."""
+        old_interval = sys.getswitchinterval()
+        if self.config.realtime:
+            # A background thread holding the GIL must not delay a tick by the default 5 ms.
+            sys.setswitchinterval(min(old_interval, 0.0005))
+        try:
+            return self._run(task, goal_image, on_step, goal_reached, on_tick)
+        except BaseException:
+            self._safe_stop()
+            raise
+        finally:
+            sys.setswitchinterval(old_interval)
+            self._abandon_inflight()
+
+    # -- internals --------------------------------------------------------------------------------
+    def _safe_stop(self) -> None:
+        try:
+            self.robot.stop()
+        except Exception:
+            log.exception("stopping the robot failed")
+
+    def _abandon_inflight(self) -> None:
+        if self._inflight is not None:
+            self._inflight[1].cancel()
+            self._inflight = None
+
+    def _observe(self, task: str | None, goal_image: np.ndarray | None
+                 ) -> tuple[RobotState, dict[str, Frame], Observation | None]:
+        state = self.robot.read()
+        try:
+            frames = {name: cam.read_latest(self.max_age_s) for name, cam in self.cameras.items()}
+        except StaleFrame as exc:
+            self._last_error = str(exc)
+            return state, {}, None
+        obs = Observation(qpos=state.as_vector(), images={n: f.image for n, f in frames.items()},
+                          task=task, goal_image=goal_image)
+        return state, frames, obs
+
+    def _submit(self, obs: Observation) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy-query")
+        start = self.queue.on_query()
+        self._counters["queries"] += 1
+        self._inflight = (start, self._executor.submit(self.runner.infer, obs), time.perf_counter())
+
+    def _query_inline(self, obs: Observation) -> None:
+        start = self.queue.on_query()
+        self._counters["queries"] += 1
+        try:
+            result = self.runner.infer(obs)
+        except (ServerUnavailable, ProtocolError) as exc:
+            self._query_failed(exc)
+            return
+        self._accept(result, start)
+
+    def _query_failed(self, exc: Exception) -> None:
+        self._counters["failures"] += 1
+        self._link_ok = False
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self.queue.on_query_failed()
+        log.warning("policy query failed: %s", self._last_error)
+
+    def _accept(self, result: InferResult, start: int) -> None:
+        info = self.runner.info
+        if result.actions.shape != (info.chunk_size, info.action_dim):
+            raise UserError(f"the policy returned a chunk of shape {result.actions.shape}, expected "
+                            f"({info.chunk_size}, {info.action_dim})")
+        self._link_ok = True
+        self.queue.add(result.actions, start)
+        self._model_ms.append(result.model_ms)
+        self._rtt_ms.append(result.rtt_ms)
+        if result.done is not None and result.done >= self.config.done_threshold:
+            self._done = True
+
+    def _collect(self, wait_s: float | None = 0.0) -> None:
+        """Take the in-flight reply if it is there (waiting up to ``wait_s``; None: until it is)."""
+        if self._inflight is None:
+            return
+        start, future, _ = self._inflight
+        try:
+            result = future.result(timeout=wait_s)
+        except FutureTimeout:
+            return
+        except (ServerUnavailable, ProtocolError) as exc:
+            self._inflight = None
+            self._query_failed(exc)
+            return
+        self._inflight = None
+        self._accept(result, start)
+
+    def _first_chunk(self, task: str | None, goal_image: np.ndarray | None) -> None:
+        """Block for the first chunk of an episode (or after a pause): the arm is at rest meanwhile."""
+        self._abandon_inflight()
+        self.queue.reset(self._step)
+        _, _, obs = self._observe(task, goal_image)
+        if obs is None:
+            raise StaleFrame(f"no fresh camera frame to start from: {self._last_error}")
+        start = self.queue.on_query()
+        self._counters["queries"] += 1
+        self._accept(self.runner.infer(obs), start)  # ServerUnavailable here: nothing moved yet
+
+    def _run(self, task: str | None, goal_image: np.ndarray | None,
+             on_step: Callable[[StepRecord], None] | None, goal_reached: Callable[[], bool] | None,
+             on_tick: Callable[[ControlLoop], None] | None) -> EpisodeResult:
+        cfg, wd = self.config, self.config.watchdog
+        self._step = 0
+        self._done = False
+        self._link_ok = True
+        self._last_error = None
+        self.runner.reset()
+        self.safety.reset(self.robot.read().qpos)
+        self._first_chunk(task, goal_image)
+        self._state = "running"
+        paused = False
+        last_cmd: np.ndarray | None = None
+        starved = 0
+        fresh_step, fresh_wall = 0, time.perf_counter()
+        t_grid = time.perf_counter()  # realtime: scheduled time of step 0
+        n_grid = 0
+        while True:
+            step = self._step
+            if step >= cfg.max_steps:
+                return self._end(StopReason.MAX_STEPS, f"reached the step limit ({cfg.max_steps})")
+            # 1. wait for the tick
+            if cfg.realtime:
+                t_sched = t_grid + (step - n_grid) * self.dt
+                precise_wait(t_sched, cfg.spin_s)
+                now = time.perf_counter()
+                late = now - t_sched
+                if late > self.dt:  # a whole period lost: count it and move the grid instead of bursting
+                    self._counters["missed"] += int(late / self.dt)
+                    t_grid, n_grid = now, step
+                    t_sched = now
+                self._jitter.append(late * 1e3)
+            self._tick_wall.append(time.perf_counter())
+            # 2. keys
+            for key in self.keys.poll() if self.keys is not None else ():
+                if key == "q":
+                    self.robot.stop()
+                    return self._end(StopReason.QUIT, "stopped from the keyboard (q)")
+                if key == "r":
+                    return self._end(StopReason.RESET, "episode reset from the keyboard (r)")
+                if key == " ":
+                    paused = not paused
+                    if not paused:  # resume with a fresh plan from the current observation
+                        self.safety.reset(self.robot.read().qpos)
+                        self._first_chunk(task, goal_image)
+                        t_grid, n_grid = time.perf_counter(), step
+                        fresh_step, fresh_wall, starved = step, time.perf_counter(), 0
+            # 3. observe
+            state, frames, obs = self._observe(task, goal_image)
+            if paused:
+                self._state = "paused"
+                self._abandon_inflight()
+                cmd = self._hold(state, last_cmd)
+                self._command(cmd)
+                last_cmd = cmd
+                self._after_command(on_step, on_tick, StepRecord(step, state, frames, cmd, False))
+                continue
+            # 4. queries
+            self._collect(0.0)
+            if self._inflight is not None and time.perf_counter() - self._inflight[2] > self._deadline_s():
+                self._link_ok = False  # overdue: the server is slow or gone; the reply may still come
+                self._last_error = f"no reply for {time.perf_counter() - self._inflight[2]:.2f} s"
+            if obs is not None and self.queue.query_due(in_flight=self._inflight is not None):
+                if self.queue.blocking and not cfg.realtime:
+                    self._query_inline(obs)
+                else:
+                    self._submit(obs)
+            if self._inflight is not None:
+                if self.queue.blocking:
+                    budget = None if not cfg.realtime else max(0.0, t_sched + cfg.tick_budget * self.dt
+                                                                - time.perf_counter())
+                    self._collect(budget)
+                elif not cfg.realtime and self.queue.covered_ahead() == 0:
+                    self._collect(None)  # simulated time stands still while the policy thinks
+            # 5. action, safety, watchdog
+            action = self.queue.pop()
+            cmd = self.safety.apply(action) if (action is not None and obs is not None and self._link_ok) else None
+            if cmd is not None:
+                starved = 0
+                fresh_step, fresh_wall = step, time.perf_counter()
+                self._state = "running"
+            else:
+                starved += 1
+                self._counters["starved"] += 1
+                if action is not None and obs is not None and self._link_ok:
+                    self._last_error = "the policy produced a non-finite action"
+                waited = max((step - fresh_step) * self.dt, time.perf_counter() - fresh_wall)
+                if waited >= wd.stop_after_s:
+                    self.robot.stop()
+                    why = self._last_error or "the policy gave no action"
+                    return self._end(StopReason.WATCHDOG,
+                                     f"watchdog: no fresh action for {waited:.2f} s ({why}); the robot was stopped")
+                if starved < wd.hold_after_ticks and last_cmd is not None:
+                    cmd = last_cmd
+                else:
+                    self._state = "holding"
+                    cmd = self._hold(state, last_cmd)
+            self._command(cmd)
+            last_cmd = cmd
+            self._after_command(on_step, on_tick, StepRecord(step, state, frames, cmd, starved == 0))
+            if goal_reached is not None and goal_reached():
+                return self._end(StopReason.SUCCESS, "goal reached")
+            if self._done:
+                return self._end(StopReason.DONE, "the policy signalled that the task is done")
+
+    def _deadline_s(self) -> float:
+        client = getattr(self.runner, "client", None)
+        return float(getattr(client, "timeout_s", math.inf))
+
+    def _hold(self, state: RobotState, last_cmd: np.ndarray | None) -> np.ndarray:
+        """Keep the arm where it is (rate-limited from the last command), gripper unchanged."""
+        gripper = float(last_cmd[7]) if last_cmd is not None else float(state.gripper)
+        cmd = self.safety.apply(np.concatenate([state.qpos, [gripper]]))
+        return cmd if cmd is not None else np.concatenate([state.qpos, [gripper]])
+
+    def _command(self, cmd: np.ndarray) -> None:
+        self.robot.command(cmd[:7], float(cmd[7]))
+
+    def _after_command(self, on_step: Callable[[StepRecord], None] | None,
+                       on_tick: Callable[[ControlLoop], None] | None, record: StepRecord) -> None:
+        if on_step is not None:
+            on_step(record)
+        if self.step_fn is not None:
+            self.step_fn()
+        self._step += 1
+        if on_tick is not None:
+            on_tick(self)
+
+    def _end(self, reason: StopReason, message: str) -> EpisodeResult:
+        self._abandon_inflight()
+        self._state = reason.value
+        seconds = self._step * self.dt
+        log.info("episode ended after %d steps: %s", self._step, message)
+        return EpisodeResult(reason=reason, message=message, steps=self._step, seconds=seconds, stats=self.stats())
