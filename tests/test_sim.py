@@ -206,3 +206,25 @@ def test_object_box_covers_the_rendered_object(multi_env):
     assert x0 <= centre[0] <= x1 and y0 <= centre[1] <= y1
     behind = multi_env.project("top", np.array([[3.0, 0.0, 3.0]]))
     assert np.isnan(behind).all()
+
+
+def test_cameras_can_be_read_from_another_thread(env):
+    # Recorders capture in their own threads: the GL context must not stay bound to one thread.
+    import threading
+
+    env.reset(seed=2)
+    main_image = env.render("top")
+    result = {}
+
+    def capture():
+        try:
+            result["image"] = env.render("top")
+        except Exception as exc:  # noqa: BLE001  (reported below with the test's own message)
+            result["error"] = exc
+
+    worker = threading.Thread(target=capture)
+    worker.start()
+    worker.join()
+    assert "error" not in result, result.get("error")
+    np.testing.assert_array_equal(result["image"], main_image)
+    assert env.render("wrist").std() > 5  # and the main thread can still render afterwards

@@ -84,3 +84,19 @@ def configure() -> str:
     else:
         _configured = requested
     return _configured
+
+
+def release_current_context() -> None:
+    """Detach the calling thread from its current EGL context.
+
+    An EGL context can be current in only one thread at a time, and MuJoCo's renderer leaves its
+    context current after each frame; releasing it lets the next frame be rendered from any thread
+    (a recorder's capture thread, a deploy loop). Other backends need nothing.
+    """
+    if _configured != "egl":
+        return
+    import mujoco.egl as mj_egl
+
+    if mj_egl.EGL_DISPLAY is not None:
+        egl = mj_egl.EGL
+        egl.eglMakeCurrent(mj_egl.EGL_DISPLAY, egl.EGL_NO_SURFACE, egl.EGL_NO_SURFACE, egl.EGL_NO_CONTEXT)

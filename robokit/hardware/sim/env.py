@@ -290,7 +290,9 @@ class PandaSimEnv:
         with self._render_lock:
             renderer = self._get_renderer()
             renderer.update_scene(self.data, camera=camera)
-            return renderer.render().copy()
+            image = renderer.render().copy()
+            _gl.release_current_context()
+            return image
 
     def _camera_image(self, camera: str) -> np.ndarray:
         """The image of ``camera`` for the current step, rendered at most once per step."""

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 GRIPPER_OPEN = 0.0
 GRIPPER_CLOSED = 1.0
-LIFT_Z = 0.15  # TCP height while carrying (m above the table)
+LIFT_Z = 0.13  # TCP height while carrying (m above the table)
 PRE_GRASP_ABOVE = 0.09
 PLACE_ABOVE = 0.012  # release the object this far above the target surface
 RETREAT_UP = 0.10
@@ -75,14 +75,14 @@ class ScriptedExpert:
         obj_half = env.object_half_size(object_name)
         surface_z = env.target_surface_z(target_name)
         self._phases = (
-            _Phase("pre_grasp", 1.0, GRIPPER_OPEN, lambda p: self._above_object(PRE_GRASP_ABOVE)),
-            _Phase("grasp", 0.6, GRIPPER_OPEN, lambda p: self._above_object(0.0)),
-            _Phase("close", 0.4, GRIPPER_CLOSED, lambda p: p),
-            _Phase("lift", 0.5, GRIPPER_CLOSED, lambda p: (np.array([p[0][0], p[0][1], LIFT_Z]), p[1])),
-            _Phase("carry", 1.0, GRIPPER_CLOSED, lambda p: self._over_target(p, None)),
-            _Phase("place", 0.5, GRIPPER_CLOSED,
+            _Phase("pre_grasp", 1.5, GRIPPER_OPEN, lambda p: self._above_object(PRE_GRASP_ABOVE)),
+            _Phase("grasp", 0.5, GRIPPER_OPEN, lambda p: self._above_object(0.0)),
+            _Phase("close", 0.3, GRIPPER_CLOSED, lambda p: p),
+            _Phase("lift", 0.45, GRIPPER_CLOSED, lambda p: (np.array([p[0][0], p[0][1], LIFT_Z]), p[1])),
+            _Phase("carry", 1.1, GRIPPER_CLOSED, lambda p: self._over_target(p, None)),
+            _Phase("place", 0.45, GRIPPER_CLOSED,
                    lambda p: self._over_target(p, surface_z + obj_half + PLACE_ABOVE)),
-            _Phase("release", 0.3, GRIPPER_OPEN, lambda p: p),
+            _Phase("release", 0.25, GRIPPER_OPEN, lambda p: p),
             _Phase("retreat", 0.4, GRIPPER_OPEN, lambda p: (p[0] + np.array([0.0, 0.0, RETREAT_UP]), p[1])),
         )
         dt = env.control_dt

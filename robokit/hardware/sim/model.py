@@ -217,7 +217,7 @@ def build_scene_xml(
   <option timestep="{physics_dt:.8g}" integrator="implicitfast" cone="elliptic" impratio="10"/>
   <visual>
     <global offwidth="{max(width, 640)}" offheight="{max(height, 480)}"/>
-    <quality shadowsize="0" offsamples="0"/>
+    <quality shadowsize="0" offsamples="0" numslices="16" numstacks="8" numquads="1"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.45 0.45 0.45" specular="0.05 0.05 0.05"/>
     <rgba haze="0.8 0.85 0.9 1"/>
   </visual>
