@@ -1,0 +1,312 @@
+"""ACT: Action Chunking with Transformers (Zhao et al. 2023), registered as ``--policy act``.
+
+Faithful to the original code (``tonyzhaozh/act``, ``detr/models/detr_vae.py``):
+
+* memory tokens = [latent z, proprioception, image features of every camera]; each camera's
+  feature map gets the same normalised 2-D sine position embedding (ACT computes it per camera and
+  folds the cameras along the width); the latent and proprio tokens have learned positions;
+* a CVAE encoder over [CLS, qpos, action chunk] (1-D sinusoid positions, padded steps masked)
+  gives the latent at training time; z = 0 at inference;
+* the decoder's ``num_queries = chunk_size`` action queries start from zeros with learned query
+  positions; ACT keeps only the FIRST decoder layer's (normed) output. The weights of all
+  ``dec_layers`` layers exist (original checkpoints load), but only layer 0 is ever run;
+* loss = L1 on the non-padded steps (mean over all steps, as the original) + ``kl_weight`` * KL.
+
+Additions over the original: the ``is_pad_head`` is trained (BCE on "done or padded", weight
+``done_weight``) so deploy can stop when the task is finished (``extras["done"]``); all cameras go
+through the backbone as one batch; at inference the frozen batch norms are folded into the
+convolutions (channels-last) and attention weights are formed only when asked for.
+
+Token order: the image tokens are camera after camera, each in raster order (left to right, top to
+bottom). ACT's width folding interleaves the cameras row by row instead; the encoder and the
+cross-attention do not depend on token order (no masks, positions travel with the tokens), so the
+two give the same result, and this order gives each camera one contiguous range for attention maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robokit.errors import ConfigError
+from robokit.policies.backbones import BACKBONES, FusedBackboneCache, ImageNormalizer, build_backbone
+from robokit.policies.base import Policy, PolicyConfig, register_policy
+from robokit.policies.preprocess import observation_to_tensors
+from robokit.policies.transformer import (
+    Transformer,
+    TransformerEncoder,
+    sine_position_embedding_2d,
+    sinusoid_table_1d,
+)
+
+
+@dataclass
+class ACTConfig(PolicyConfig):
+    """ACT hyper-parameters; defaults are the original ACT's (ALOHA paper, Table/README)."""
+
+    chunk_size: int = 100
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | small (CPU demos/tests)
+    pretrained_backbone: str | None = None  # local torchvision ResNet state-dict file; never downloaded
+    hidden_dim: int = 512
+    nheads: int = 8
+    dim_feedforward: int = 3200
+    enc_layers: int = 4
+    dec_layers: int = 7  # only the first one's output is used, as in the original
+    vae_enc_layers: int = 4  # CVAE encoder depth (the original reuses enc_layers)
+    latent_dim: int = 32
+    dropout: float = 0.1
+    pre_norm: bool = False
+    kl_weight: float = 10.0
+    done_weight: float = 0.1  # BCE weight of the done head; 0 = not trained, no extras["done"]
+    lr: float = 1e-5
+    lr_backbone: float = 1e-5  # 0 freezes the backbone
+    weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"unknown backbone '{self.backbone}'; choose one of: {', '.join(BACKBONES)}")
+        if self.pretrained_backbone is not None and self.backbone == "small":
+            raise ConfigError("pretrained_backbone applies only to the ResNet backbones")
+        for name in ("hidden_dim", "nheads", "dim_feedforward", "enc_layers", "dec_layers",
+                     "vae_enc_layers", "latent_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"ACT {name} must be a positive integer, got {value!r}")
+        if self.hidden_dim % self.nheads:
+            raise ConfigError(f"ACT hidden_dim ({self.hidden_dim}) must be divisible by nheads ({self.nheads})")
+        if self.hidden_dim % 4:
+            # the 2-D sine embedding splits the channels into y/x halves of sin/cos pairs
+            raise ConfigError(f"ACT hidden_dim must be a multiple of 4, got {self.hidden_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"ACT dropout must be in [0, 1), got {self.dropout}")
+        for name in ("kl_weight", "done_weight", "lr_backbone", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"ACT {name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"ACT lr must be positive, got {self.lr}")
+        stride = 16 if self.backbone == "small" else 32
+        if min(self.image_shape[:2]) < stride:
+            raise ConfigError(f"image_shape {self.image_shape} is smaller than the {self.backbone} "
+                              f"backbone's stride ({stride} pixels)")
+
+
+class ACTModel(nn.Module):
+    """The network. Module and parameter names follow the original ``DETRVAE`` for easy import."""
+
+    def __init__(self, cfg: ACTConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_dim
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg.backbone, cfg.pretrained_backbone)
+        self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
+        self.input_proj_robot_state = nn.Linear(cfg.state_dim, d)
+        self.transformer = Transformer(d, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward,
+                                       cfg.dropout, cfg.pre_norm)
+        self.query_embed = nn.Embedding(cfg.chunk_size, d)
+        self.additional_pos_embed = nn.Embedding(2, d)  # positions of the latent and proprio tokens
+        self.latent_out_proj = nn.Linear(cfg.latent_dim, d)
+        self.action_head = nn.Linear(d, cfg.action_dim)
+        self.is_pad_head = nn.Linear(d, 1)
+        # CVAE encoder (training only)
+        self.encoder = TransformerEncoder(cfg.vae_enc_layers, d, cfg.nheads, cfg.dim_feedforward,
+                                          cfg.dropout, cfg.pre_norm)
+        self.cls_embed = nn.Embedding(1, d)
+        self.encoder_action_proj = nn.Linear(cfg.action_dim, d)
+        self.encoder_joint_proj = nn.Linear(cfg.state_dim, d)
+        self.latent_proj = nn.Linear(d, 2 * cfg.latent_dim)
+        # A constant of the architecture: not stored in checkpoints.
+        self.register_buffer("pos_table", sinusoid_table_1d(2 + cfg.chunk_size, d), persistent=False)
+        self.image_normalizer = ImageNormalizer()
+        if cfg.lr_backbone == 0:
+            self.backbone.requires_grad_(False)
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def image_position(self, h: int, w: int, num_cameras: int, device: torch.device) -> torch.Tensor:
+        """(num_cameras * h * w, D) sine positions; every camera gets the same grid (as ACT)."""
+        key = (h, w, num_cameras, str(device))
+        pos = self._pos_cache.get(key)
+        if pos is None:
+            # Built outside inference mode so that the cached tensor is usable while training too.
+            with torch.inference_mode(False), torch.no_grad():
+                grid = sine_position_embedding_2d(h, w, self.cfg.hidden_dim, device=device)
+                pos = grid.flatten(1).t().repeat(num_cameras, 1).contiguous()
+            self._pos_cache[key] = pos
+        return pos
+
+    def encode_latent(self, qpos: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CVAE posterior (mu, logvar), each (B, latent_dim), from normalised qpos and actions."""
+        b = qpos.shape[0]
+        tokens = torch.cat([self.cls_embed.weight.expand(b, 1, -1),
+                            self.encoder_joint_proj(qpos)[:, None],
+                            self.encoder_action_proj(actions)], dim=1)
+        mask = torch.cat([torch.zeros(b, 2, dtype=torch.bool, device=qpos.device), is_pad], dim=1)
+        out = self.encoder(tokens, self.pos_table[None, : tokens.shape[1]], mask)[:, 0]
+        mu, logvar = self.latent_proj(out).split(self.cfg.latent_dim, dim=-1)
+        return mu, logvar
+
+    def decode(self, images: torch.Tensor, qpos: torch.Tensor, latent: torch.Tensor,
+               backbone: nn.Module | None = None, need_weights: bool = False,
+               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Action chunk (B, H, A) and done logits (B, H), both normalised, for one batch.
+
+        ``images`` are uint8 (B, K, 3, H, W); ``qpos`` normalised (B, S); ``latent`` (B, latent_dim).
+        ``backbone`` overrides ``self.backbone`` (the fused inference copy). With ``need_weights``
+        the third value holds the decoder cross-attention weights and the token layout.
+        """
+        b, k = images.shape[:2]
+        x = self.image_normalizer(images.flatten(0, 1))
+        if backbone is not None:
+            x = x.contiguous(memory_format=torch.channels_last)
+        feats = self.input_proj((backbone or self.backbone)(x))  # (B*K, D, h, w)
+        d, h, w = feats.shape[1:]
+        img_tokens = feats.permute(0, 2, 3, 1).reshape(b, k * h * w, d)
+        latent_tok = self.latent_out_proj(latent)
+        proprio_tok = self.input_proj_robot_state(qpos)
+        src = torch.cat([latent_tok[:, None], proprio_tok[:, None], img_tokens], dim=1)
+        pos = torch.cat([self.additional_pos_embed.weight,
+                         self.image_position(h, w, k, images.device).to(src.dtype)], dim=0)[None]
+        memory = self.transformer.encoder(src, pos)
+        tgt = torch.zeros(b, self.cfg.chunk_size, d, dtype=src.dtype, device=src.device)
+        hs, weights = self.transformer.decoder(tgt, memory, pos, self.query_embed.weight[None],
+                                               num_layers=1, need_weights=need_weights)
+        actions = self.action_head(hs)
+        done_logits = self.is_pad_head(hs)[..., 0]
+        info: dict[str, Any] = {}
+        if need_weights:
+            info["weights"] = torch.stack(weights, dim=1)  # (B, layers, heads, H, tokens)
+            info["grid"] = (h, w)
+        return actions, done_logits, info
+
+
+@register_policy("act")
+class ACTPolicy(Policy):
+    """ACT behind the :class:`~robokit.policies.base.Policy` interface."""
+
+    config_class = ACTConfig
+    config: ACTConfig
+
+    def __init__(self, config: ACTConfig) -> None:
+        if not isinstance(config, ACTConfig):
+            raise ConfigError(f"ACTPolicy needs an ACTConfig, got {type(config).__name__}")
+        super().__init__(config)
+        self.model = ACTModel(config)
+        self._fused = FusedBackboneCache()
+
+    # -- training -------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """L1 (non-padded steps) + kl_weight * KL (+ done_weight * done BCE); see the module doc."""
+        cfg = self.config
+        dev = self.device
+        images = batch["images"].to(dev, non_blocking=True)
+        qpos = self.normalize_qpos(batch["qpos"].to(dev, non_blocking=True).float())
+        actions = self.normalize_action(batch["action"].to(dev, non_blocking=True).float())
+        is_pad = batch["is_pad"].to(dev, non_blocking=True).bool()
+        done = batch.get("done")
+        done = is_pad.float() if done is None else torch.maximum(done.to(dev).float(), is_pad.float())
+        actions, is_pad, done = _fit_chunk(actions, is_pad, done, cfg.chunk_size)
+
+        mu, logvar = self.model.encode_latent(qpos, actions, is_pad)
+        latent = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        pred, done_logits, _ = self.model.decode(images, qpos, latent)
+
+        l1 = ((pred - actions).abs() * (~is_pad)[..., None]).mean()
+        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=1).mean()
+        out = {"l1": l1, "kl": kl}
+        loss = l1 + cfg.kl_weight * kl
+        if cfg.done_weight > 0:
+            out["done_bce"] = F.binary_cross_entropy_with_logits(done_logits, done)
+            loss = loss + cfg.done_weight * out["done_bce"]
+        out["loss"] = loss
+        return out
+
+    def optimizer_param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Two AdamW groups as the original: the backbone at ``config.lr_backbone``, the rest at ``lr``."""
+        backbone, rest = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (backbone if name.startswith("model.backbone.") else rest).append(p)
+        groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
+        if backbone:
+            groups.append({"params": backbone, "lr": self.config.lr_backbone, "weight_decay": weight_decay})
+        return groups
+
+    # -- inference ------------------------------------------------------------------------------
+    def infer(self, images: torch.Tensor, qpos: torch.Tensor, capture_attention: bool = False,
+              ) -> dict[str, Any]:
+        """Batched inference with z = 0 (the prior's mean).
+
+        ``images`` uint8 (B, K, 3, H, W) at ``config.image_shape``; ``qpos`` (B, S) NOT normalised.
+        Returns ``action`` (B, H, A) de-normalised, ``done`` (B, H) probabilities and, with
+        ``capture_attention``, ``attention`` (B, layers, heads, H, tokens) and ``layout``.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                qpos_n = self.normalize_qpos(qpos.to(self.device).float())
+                latent = torch.zeros(qpos_n.shape[0], self.config.latent_dim, device=self.device,
+                                     dtype=qpos_n.dtype)
+                actions, done_logits, info = self.model.decode(
+                    images.to(self.device), qpos_n, latent, backbone=self._fused.get(self.model.backbone),
+                    need_weights=capture_attention)
+                out: dict[str, Any] = {"action": self.denormalize_action(actions),
+                                       "done": torch.sigmoid(done_logits)}
+                if capture_attention:
+                    out["attention"] = info["weights"]
+                    out["layout"] = self.token_layout(*info["grid"])
+                return out
+        finally:
+            self.train(was_training)
+
+    def token_layout(self, h: int, w: int) -> dict[str, list[int]]:
+        """Memory token ranges: latent, state, then each camera's (h, w) grid in raster order."""
+        layout = {"latent": [0, 1], "state": [1, 2]}
+        start = 2
+        for cam in self.config.camera_names:
+            layout[cam] = [start, start + h * w, h, w]
+            start += h * w
+        return layout
+
+    def predict_chunk(self, obs: dict[str, Any], capture_attention: bool = False,
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Action chunk float32 (chunk_size, action_dim), de-normalised, for one observation.
+
+        ``extras["done"]``: probability that the current step is a finished/end step (when the
+        done head was trained, ``done_weight > 0``); ``extras["done_chunk"]`` the same for every
+        step of the chunk. With ``capture_attention`` also ``extras["attention"]`` (contract §5):
+        the decoder cross-attention of the one decoder layer ACT uses, per head, from each action
+        query to every memory token.
+        """
+        images, qpos = observation_to_tensors(obs, self.config, self.device)
+        out = self.infer(images, qpos, capture_attention)
+        chunk = out["action"][0].float().cpu().numpy()
+        extras: dict[str, Any] = {}
+        if self.config.done_weight > 0:
+            done = out["done"][0].float().cpu().numpy()
+            extras["done"] = float(done[0])
+            extras["done_chunk"] = done
+        if capture_attention:
+            extras["attention"] = {"maps": out["attention"][0].float().cpu().numpy(),
+                                   "query_kind": "action", "layout": out["layout"]}
+        return chunk, extras
+
+
+def _fit_chunk(actions: torch.Tensor, is_pad: torch.Tensor, done: torch.Tensor, chunk: int,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut the batch's chunk to ``chunk`` steps, or pad it (as padded steps) if it is shorter."""
+    n = actions.shape[1]
+    if n >= chunk:
+        return actions[:, :chunk], is_pad[:, :chunk], done[:, :chunk]
+    extra = chunk - n
+    actions = F.pad(actions, (0, 0, 0, extra))
+    is_pad = F.pad(is_pad, (0, extra), value=True)
+    done = F.pad(done, (0, extra), value=1.0)
+    return actions, is_pad, done
