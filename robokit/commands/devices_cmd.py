@@ -1,14 +1,117 @@
-"""`robokit devices`."""
+"""`robokit devices`: list the cameras found, test-open cameras, check the robot connection."""
 
 from __future__ import annotations
 
-import typer
+import sys
+import time
+from typing import Annotated
 
-from robokit.errors import UserError
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from robokit.commands.hardware_options import CameraOpt, HardwareOptions, HostOpt, RealtimeOpt, RobotOpt
+
+console = Console()
+
+
+def _list_opencv_cameras(max_index: int) -> None:
+    import cv2
+
+    from robokit.hardware.opencv_camera import list_video_devices, probe_camera
+
+    if sys.platform.startswith("linux"):
+        sources: list[int | str] = list(list_video_devices())
+    else:
+        sources = list(range(max_index))
+    table = Table(title="OpenCV cameras", title_justify="left")
+    for column in ("device", "resolution", "fps", "backend", "use as"):
+        table.add_column(column)
+    # OpenCV logs a warning for every index it cannot open; probing is expected to miss.
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    found = 0
+    try:
+        for source in sources:
+            info = probe_camera(source)
+            if info is None:
+                if sys.platform.startswith("linux"):
+                    table.add_row(str(source), "-", "-", "-", "[dim]no frames (metadata node or busy)[/]")
+                continue
+            found += 1
+            table.add_row(str(info["source"]), f"{info['width']}x{info['height']}", f"{info['fps']:.1f}",
+                          info["backend"], f"--camera NAME={info['source']}")
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+    if found or table.row_count:
+        console.print(table)
+    if not found:
+        console.print("no OpenCV cameras found" + (" (no /dev/video* devices)" if not sources else ""))
+
+
+def _check_cameras(hw: HardwareOptions, size: tuple[int, int], fps: float, seconds: float) -> None:
+    from robokit.hardware.factory import open_cameras
+
+    cameras = hw.make_cameras(None, size=size, fps=fps)
+    table = Table(title="camera check", title_justify="left")
+    for column in ("camera", "spec", "delivered", "frames/s measured", "latency ms (receive - capture)"):
+        table.add_column(column)
+    with open_cameras(cameras):
+        start = {name: cam.read_latest(max_age_s=1.0).index for name, cam in cameras.items()}
+        time.sleep(seconds)
+        for spec in hw.cameras:
+            frame = cameras[spec.name].read_latest(max_age_s=1.0)
+            rate = (frame.index - start[spec.name]) / seconds
+            latency = (frame.t_receive - frame.t_capture) * 1000.0
+            h, w = frame.image.shape[:2]
+            table.add_row(spec.name, spec.text, f"{w}x{h}", f"{rate:.1f}", f"{latency:.1f}")
+    console.print(table)
+
+
+def _check_robot(hw: HardwareOptions) -> None:
+    robot = hw.make_robot(None)
+    with robot:
+        state = robot.read()
+        q_min, q_max = robot.joint_limits
+    np.set_printoptions(precision=3, suppress=True)
+    table = Table(title=f"Franka at {hw.host}", title_justify="left", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("backend", f"{getattr(robot, 'backend', '?')} (realtime {hw.realtime})")
+    table.add_row("joint positions (rad)", str(np.asarray(state.qpos)))
+    table.add_row("joint velocities (rad/s)", str(np.asarray(state.qvel)))
+    table.add_row("gripper (0 open .. 1 closed)", f"{state.gripper:.3f}")
+    table.add_row("joint limits min (rad)", str(np.asarray(q_min)))
+    table.add_row("joint limits max (rad)", str(np.asarray(q_max)))
+    console.print(table)
+    console.print(f"[green]robot connection OK[/] ({hw.host})")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("devices", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def devices_command() -> None:
-        """(not yet available)"""
-        raise UserError("`robokit devices` is not yet available in this version")
+    @app.command("devices")
+    def devices_command(
+        robot: RobotOpt = "franka",
+        host: HostOpt = None,
+        realtime: RealtimeOpt = "enforce",
+        camera: CameraOpt = None,
+        max_index: Annotated[
+            int, typer.Option("--max-index", help="Camera indices to probe where /dev/video* does not exist.")
+        ] = 8,
+        fps: Annotated[float, typer.Option("--fps", help="Frame rate requested by --camera checks.")] = 30.0,
+        height: Annotated[int, typer.Option("--height", help="Image height requested by --camera checks.")] = 480,
+        width: Annotated[int, typer.Option("--width", help="Image width requested by --camera checks.")] = 640,
+        seconds: Annotated[float, typer.Option("--seconds", help="How long each --camera check runs.")] = 1.0,
+    ) -> None:
+        """List the cameras found; with --camera, open them and measure; with --host, check the robot.
+
+        Examples: `robokit devices`, `robokit devices --camera top=0 --camera wrist=/dev/video2`,
+        `robokit devices --robot franka --host 172.16.0.2` (add `--realtime ignore` for franky-sim).
+        """
+        hw = HardwareOptions.from_cli(sim=False, robot=robot, host=host, realtime=realtime, camera=camera,
+                                      require_robot=False)
+        _list_opencv_cameras(max_index)
+        if hw.cameras:
+            _check_cameras(hw, (height, width), fps, max(seconds, 0.1))
+        if hw.host:
+            _check_robot(hw)

@@ -1,0 +1,224 @@
+"""The Franka backend driven for real through franky against franky-sim (DESIGN §8).
+
+franky-sim is a MuJoCo server speaking the libfranka protocol on loopback; franky connects to it as
+to a robot. One server runs for the whole module; each test connects its own FrankaRobot.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from robokit.errors import ConfigError, DeviceNotFound, HardwareFault, UserError
+from robokit.hardware.base import PANDA_READY_POSE
+from robokit.hardware.franka import FCI_COMMAND_PORT, FrankaRobot, _translate, has_realtime_kernel
+
+pytestmark = pytest.mark.franka
+
+JOINT_ATOL = 0.03  # rad; franky-sim's position tracking settles well within this
+
+
+@pytest.fixture(scope="module")
+def sim_host():
+    """Start franky-sim once; yield the loopback address it listens on."""
+    pytest.importorskip("franky", reason="franky (PyPI franky-control) is not installed")
+    pytest.importorskip("franky_sim", reason="franky-sim is not installed (pip install 'robokit[dev]')")
+    from franky_sim import SimulationServer
+    from franky_sim.mujoco_simulator import MujocoSimulator
+
+    with MujocoSimulator() as sim:
+        sim.add_robot()
+        with SimulationServer(sim) as server:
+            server.run_async()
+            yield server.robot_servers[0].hostname
+
+
+@pytest.fixture
+def robot(sim_host):
+    with FrankaRobot(sim_host, realtime="ignore", relative_dynamics_factor=0.5) as arm:
+        yield arm
+
+
+def drive_to(arm: FrankaRobot, goal: np.ndarray, gripper: float = 0.0, deadline_s: float = 15.0) -> np.ndarray:
+    """Stream `goal` at 50 Hz until the arm has settled near it (or the deadline passes); return qpos."""
+    end = time.monotonic() + deadline_s
+    reachable = np.clip(goal, *arm.joint_limits)
+    still = 0
+    previous = arm.read().qpos
+    while time.monotonic() < end:
+        arm.command(goal, gripper)
+        time.sleep(0.02)
+        q = arm.read().qpos
+        settled = np.max(np.abs(q - previous)) < 1e-3 and np.max(np.abs(q - reachable)) < JOINT_ATOL
+        still = still + 1 if settled else 0
+        previous = q
+        if still >= 5:
+            break
+    return previous
+
+
+def test_connect_and_read_state(robot):
+    first = robot.read()
+    second = robot.read()
+    assert robot.kind == "franka" and robot.connected
+    assert first.qpos.shape == (7,) and first.qvel.shape == (7,)
+    assert np.all(np.isfinite(first.qpos)) and np.all(np.isfinite(first.qvel))
+    assert second.t >= first.t and abs(second.t - time.monotonic()) < 5.0  # monotonic clock
+    assert 0.0 <= first.gripper <= 1.0
+    q_min, q_max = robot.joint_limits
+    assert np.all(q_min < first.qpos) and np.all(first.qpos < q_max)
+    assert first.as_vector().shape == (8,)
+
+
+def test_streamed_targets_replace_each_other_and_reach_goal(robot):
+    start = robot.read().qpos
+    goal = start + np.array([0.25, -0.15, 0.2, 0.15, -0.2, 0.15, 0.3])
+    # A ramp of 40 targets, each replacing the previous one before it is reached...
+    for alpha in np.linspace(0.0, 1.0, 40):
+        robot.command(start + alpha * (goal - start), 0.0)
+        time.sleep(0.02)
+    # ...then the final target held until the arm settles.
+    final = drive_to(robot, goal)
+    np.testing.assert_allclose(final, goal, atol=JOINT_ATOL)
+
+
+def test_gripper_close_and_open_without_resending(robot):
+    q = robot.read().qpos
+    for _ in range(10):  # the same target every tick: one command to the hand
+        robot.command(q, 1.0)
+    robot.wait_gripper(10.0)
+    sent_for_close = robot.gripper_commands
+    assert robot.read().gripper > 0.9
+    for _ in range(10):
+        robot.command(q, 0.0)
+    robot.wait_gripper(10.0)
+    assert robot.read().gripper < 0.1
+    assert robot.gripper_commands - sent_for_close == 1
+
+
+def test_home_moves_to_ready_pose_and_opens_gripper(robot):
+    away = PANDA_READY_POSE + np.array([0.3, 0.2, -0.2, 0.3, 0.2, -0.3, 0.2])
+    drive_to(robot, away, gripper=1.0)
+    robot.wait_gripper(10.0)
+    robot.home()
+    state = robot.read()
+    np.testing.assert_allclose(state.qpos, PANDA_READY_POSE, atol=JOINT_ATOL)
+    assert state.gripper < 0.1
+
+
+def test_stop_halts_motion_and_streaming_resumes(robot):
+    start = robot.read().qpos
+    far = start + np.array([0.8, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    robot.command(far, 0.0)
+    time.sleep(0.3)
+    robot.stop()
+    time.sleep(0.8)
+    halted = robot.read().qpos
+    time.sleep(0.3)
+    np.testing.assert_allclose(robot.read().qpos, halted, atol=0.01)  # standing (holding where it stopped)
+    assert abs(halted[0] - far[0]) > 0.1  # it did not finish the motion
+    np.testing.assert_allclose(drive_to(robot, start), start, atol=JOINT_ATOL)
+
+
+def test_out_of_limit_target_is_clamped_and_reported(robot, caplog):
+    q = robot.read().qpos
+    _, q_max = robot.joint_limits
+    bad = q.copy()
+    bad[3] = 1.0  # joint 4 must stay below about -0.07 rad on a Panda/FR3
+    with caplog.at_level(logging.WARNING, logger="robokit.hardware.franka"):
+        robot.command(bad, 0.0)
+    assert robot.clamped_commands == 1
+    assert robot.last_clamp["joints"] == [3]
+    assert robot.last_clamp["sent"][3] == pytest.approx(q_max[3])
+    assert any("clamped" in record.getMessage() and "j4" in record.getMessage() for record in caplog.records)
+    highest = -np.inf
+    for _ in range(50):  # keep streaming it for a second: clamped every time, never sent as is
+        robot.command(bad, 0.0)
+        highest = max(highest, robot.read().qpos[3])
+        time.sleep(0.02)
+    assert robot.clamped_commands == 51
+    assert q[3] + 0.1 < highest <= q_max[3] + 0.01  # moving towards the limit, not past it
+    drive_to(robot, q)
+
+
+def test_non_finite_target_is_refused(robot):
+    q = robot.read().qpos
+    with pytest.raises(UserError, match="non-finite"):
+        robot.command(np.full(7, np.nan), 0.0)
+    with pytest.raises(UserError, match="7 values"):
+        robot.command(q[:6], 0.0)
+
+
+def test_kinesthetic_mode_ignores_targets_until_switched_off(robot):
+    start = robot.read().qpos
+    goal = start + np.array([0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    robot.set_kinesthetic(True)
+    assert robot.kinesthetic
+    for _ in range(25):
+        robot.command(goal, 0.0)
+        time.sleep(0.02)
+    assert abs(robot.read().qpos[0] - goal[0]) > 0.2  # the arm is the person's, not the policy's
+    robot.set_kinesthetic(False)
+    assert not robot.kinesthetic
+    np.testing.assert_allclose(drive_to(robot, goal), goal, atol=JOINT_ATOL)
+
+
+def test_realtime_enforce_on_a_non_rt_machine_names_the_ignore_flag(sim_host):
+    if has_realtime_kernel():
+        pytest.skip("this machine has a real-time kernel, so enforce connects")
+    with pytest.raises(ConfigError, match="--realtime ignore"):
+        FrankaRobot(sim_host, realtime="enforce").connect()
+
+
+def test_devices_command_checks_the_robot(sim_host):
+    out = subprocess.run(
+        [sys.executable, "-m", "robokit.cli", "devices", "--robot", "franka", "--host", sim_host,
+         "--realtime", "ignore"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "robot connection OK" in out.stdout
+    assert "joint positions" in out.stdout
+
+
+# --------------------------------------------------------------------------- without a server
+def test_closed_port_is_device_not_found_naming_the_host():
+    with pytest.raises(DeviceNotFound, match="127.250.250.250"):
+        FrankaRobot("127.250.250.250", realtime="ignore", connect_timeout_s=1.0).connect()
+
+
+@pytest.fixture
+def silent_host():
+    """A loopback address whose port 1337 accepts TCP and never answers (a wrong IP, a proxy)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.251.251.251", FCI_COMMAND_PORT))
+    server.listen(4)
+    yield "127.251.251.251"
+    server.close()
+
+
+def test_host_that_does_not_speak_fci_fails_fast_naming_it(silent_host):
+    pytest.importorskip("franky")
+    with pytest.raises(DeviceNotFound, match="127.251.251.251.*did not answer as a Franka"):
+        FrankaRobot(silent_host, realtime="ignore", connect_timeout_s=0.5, session_timeout_s=1.0).connect()
+
+
+def test_unknown_host_name_is_device_not_found():
+    with pytest.raises(DeviceNotFound, match="no-such-robot.invalid"):
+        FrankaRobot("no-such-robot.invalid", realtime="ignore", connect_timeout_s=0.5).connect()
+
+
+def test_franky_errors_become_robokit_errors_with_a_recovery_step():
+    franky = pytest.importorskip("franky")
+    reflex = _translate(franky.ControlException("cartesian_reflex"), "10.0.0.2", "streaming")
+    assert isinstance(reflex, HardwareFault) and "recover" in str(reflex) and "10.0.0.2" in str(reflex)
+    network = _translate(franky.NetworkException("timeout"), "10.0.0.2", "reading")
+    assert isinstance(network, HardwareFault) and "cable" in str(network)
+    realtime = _translate(franky.RealtimeException("no rt"), "10.0.0.2", "connecting")
+    assert isinstance(realtime, ConfigError) and "--realtime ignore" in str(realtime)
