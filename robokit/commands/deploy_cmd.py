@@ -1,14 +1,260 @@
-"""`robokit deploy`."""
+"""`robokit deploy`: run a policy through the real-time control loop, in simulation or on the arm.
+
+    robokit deploy --sim runs/act/best.pt --episodes 50                 # success-rate table
+    robokit deploy --sim --server tcp://gpu:5555 --episodes 20 --realtime
+    robokit deploy --sim grp.pt --task-set multi --goal image
+    robokit deploy --robot franka --host 172.16.0.2 --camera top=0 --camera wrist=2 \\
+                   --server tcp://gpu:5555                             # on hardware, same loop
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
-from robokit.errors import UserError
+from robokit.commands.hardware_options import CameraOpt, HostOpt, RobotOpt, SimOpt
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+PANEL_PERIOD_S = 0.25
+
+
+def _stats_table(loop: Any, header: str) -> Any:
+    from rich.table import Table
+
+    s = loop.stats()
+    table = Table(title=header, show_header=False, box=None, padding=(0, 2))
+    table.add_row("step", str(s.step), "state", s.state)
+    table.add_row("loop", f"{s.loop_hz:6.1f} Hz", "jitter p50/p99", f"{s.jitter_p50_ms:.2f} / {s.jitter_p99_ms:.2f} ms")
+    table.add_row("inference", f"{s.inference_ms:6.1f} ms", "round trip", f"{s.rtt_ms:.1f} ms")
+    table.add_row("queries", f"{s.queries} ({s.query_failures} failed)", "missed / starved",
+                  f"{s.missed_ticks} / {s.starved_ticks}")
+    sc = s.safety
+    table.add_row("safety", f"pos {sc.position} vel {sc.velocity} grip {sc.gripper}", "last error",
+                  (s.last_error or "-")[:60])
+    return table
+
+
+class LivePanel:
+    """A rich live panel refreshed from the loop's tick callback, at most every PANEL_PERIOD_S."""
+
+    def __init__(self, console: Any, enabled: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.header = ""
+        self._live: Any = None
+        self._last = 0.0
+
+    def __enter__(self) -> Self:
+        if self.enabled:
+            from rich.live import Live
+
+            self._live = Live(console=self.console, auto_refresh=False, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def on_tick(self, loop: Any) -> None:
+        now = time.perf_counter()
+        if self._live is None or now - self._last < PANEL_PERIOD_S:
+            return
+        self._last = now
+        self._live.update(_stats_table(loop, self.header), refresh=True)
+
+
+def _results_table(results: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"success rate over {results.episodes} episodes "
+                        f"(seeds {results.settings['seed_start']}..{results.settings['seed_start'] + results.episodes - 1})")
+    table.add_column("instruction")
+    table.add_column("success", justify="right")
+    table.add_column("rate", justify="right")
+    for task, (s, n) in results.per_task().items():
+        table.add_row(task, f"{s}/{n}", f"{100 * s / n:.0f}%")
+    table.add_section()
+    table.add_row("overall", f"{results.successes}/{results.episodes}", f"{100 * results.success_rate:.1f}%",
+                  style="bold")
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("deploy", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def deploy_command() -> None:
-        """(not yet available)"""
-        raise UserError("`robokit deploy` is not yet available in this version")
+    @app.command("deploy")
+    def deploy_command(
+        checkpoint: Annotated[Path | None, typer.Argument(
+            help="Checkpoint to run in this process (omit with --server).")] = None,
+        sim: SimOpt = False,
+        robot: RobotOpt = "franka",
+        host: HostOpt = None,
+        camera: CameraOpt = None,
+        realtime_kernel: Annotated[str, typer.Option(
+            "--realtime-kernel", help="enforce: require a real-time kernel on hardware; ignore: "
+                                      "franky-sim and non-RT machines.")] = "enforce",
+        server: Annotated[str | None, typer.Option(
+            "--server", help="Policy server address (robokit serve), e.g. tcp://gpu-box:5555.")] = None,
+        secure: Annotated[bool, typer.Option("--secure", help="CurveZMQ to the server (keys from --keys).")] = False,
+        keys_dir: Annotated[Path | None, typer.Option(
+            "--keys", help="Folder with server.key and client.key_secret (robokit keys).")] = None,
+        episodes: Annotated[int | None, typer.Option(
+            "--episodes", help="Episodes to run (default: 10 in sim, 1 on hardware).")] = None,
+        seed_start: Annotated[int, typer.Option(
+            "--seed-start", help="Sim: first scene seed; held-out seeds by default.")] = 1000,
+        realtime: Annotated[bool, typer.Option(
+            "--realtime", help="Sim: run at wall-clock rate (async inference by default).")] = False,
+        task_set: Annotated[str, typer.Option("--task-set", help="Sim: pick_place | multi.")] = "pick_place",
+        goal: Annotated[str, typer.Option("--goal", help="text (instruction) | image (goal image).")] = "text",
+        task: Annotated[str | None, typer.Option(
+            "--task", help="Hardware: the instruction given to goal-conditioned policies.")] = None,
+        goal_image: Annotated[Path | None, typer.Option(
+            "--goal-image", help="Hardware: goal image file for goal-image policies.")] = None,
+        mode: Annotated[str | None, typer.Option(
+            "--mode", help="ensemble (query every step) | chunk (execute n, re-query) | async.")] = None,
+        query_every: Annotated[int | None, typer.Option(
+            "--query-every", help="Steps between queries (chunk default: the chunk size).")] = None,
+        k: Annotated[float, typer.Option("--k", help="Temporal ensembling coefficient, weights exp(-k i).")] = 0.01,
+        fps: Annotated[float | None, typer.Option(
+            "--fps", help="Control rate (default: the checkpoint's recording rate).")] = None,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Steps per episode.")] = None,
+        done_threshold: Annotated[float, typer.Option(
+            "--done-threshold", help="Stop when the policy's done probability reaches this (>1: never).")] = 0.9,
+        velocity_scale: Annotated[float, typer.Option(
+            "--velocity-scale", help="Fraction of the joint velocity limits a command may use.")] = 1.0,
+        timeout: Annotated[float | None, typer.Option(
+            "--timeout", help="Seconds a policy query may take (default 0.5 realtime, 5 in fast sim).")] = None,
+        device: Annotated[str, typer.Option("--device", help="In-process policy: auto | cpu | cuda | mps.")] = "auto",
+        record: Annotated[Path | None, typer.Option("--record", help="Save the rollouts as episodes here.")] = None,
+        video: Annotated[Path | None, typer.Option("--video", help="Sim: write an MP4 per episode here.")] = None,
+        json_out: Annotated[Path | None, typer.Option("--json", help="Sim: write the results as JSON.")] = None,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Hardware: do not ask before each episode.")] = False,
+    ) -> None:
+        """Run a policy in the control loop: `--sim` evaluates on held-out scenes, else drives the robot."""
+        from rich.console import Console
+
+        from robokit.commands.hardware_options import HardwareOptions
+        from robokit.deploy.keyboard import TerminalKeys
+        from robokit.errors import UserError
+
+        console = Console(soft_wrap=True)
+        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime_kernel, camera=camera)
+        if checkpoint is None and server is None:
+            raise UserError("give a CHECKPOINT to run in this process, or --server tcp://HOST:PORT")
+        client_keys = None
+        if secure:
+            if keys_dir is None:
+                raise UserError("--secure needs --keys DIR with server.key and client.key_secret")
+            from robokit.deploy.keys import load_client_keys
+
+            client_keys = load_client_keys(keys_dir)
+        common = {"mode": mode, "query_every": query_every, "k": k, "fps": fps, "max_steps": max_steps,
+                  "done_threshold": done_threshold, "timeout_s": timeout, "device": device,
+                  "client_keys": client_keys}
+        if hw.sim:
+            if hw.cameras:
+                raise UserError("with --sim the cameras are the policy's own sim cameras; drop --camera")
+            _deploy_sim(console, checkpoint, server, episodes or 10, seed_start, realtime, task_set, goal, record,
+                        video, json_out, velocity_scale, common, TerminalKeys)
+        else:
+            if realtime or video is not None or json_out is not None or task_set != "pick_place":
+                raise UserError("--realtime, --video, --json and --task-set apply to --sim; on hardware the "
+                                "loop always runs at wall-clock rate")
+            _deploy_robot(console, hw, checkpoint, server, episodes or 1, task, goal_image, record,
+                          velocity_scale, yes, common, TerminalKeys)
+
+
+def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episodes: int, seed_start: int,
+                realtime: bool, task_set: str, goal: str, record: Path | None, video: Path | None,
+                json_out: Path | None, velocity_scale: float, common: dict[str, Any], keys_cls: Any) -> None:
+    from robokit.deploy.evaluate import evaluate_in_sim
+
+    panel = LivePanel(console, enabled=console.is_terminal)
+
+    def on_episode(o: Any) -> None:
+        mark = "[green]success[/]" if o.success else "[red]failure[/]"
+        console.print(f"episode {o.index + 1}/{episodes} seed {o.seed}: {mark} after {o.steps} steps "
+                      f"({o.reason}) - {o.task}")
+        panel.header = f"episode {o.index + 2}/{episodes}"
+
+    panel.header = f"episode 1/{episodes}"
+    with keys_cls() as keys, panel:
+        results = evaluate_in_sim(
+            str(checkpoint) if checkpoint else None, episodes=episodes, seed_start=seed_start, server=server,
+            task_set=task_set, goal=goal, realtime=realtime, record_dir=record, video_dir=video,
+            keys=keys if keys.active else None, on_episode=on_episode, on_tick=panel.on_tick,
+            velocity_scale=velocity_scale, **common)
+    console.print(_results_table(results))
+    if record is not None:
+        console.print(f"rollouts saved in {record}")
+    if video is not None:
+        console.print(f"videos in {video}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(results.to_dict(), indent=2))
+        console.print(f"results written to {json_out}")
+
+
+def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | None, episodes: int,
+                  task: str | None, goal_image_path: Path | None, record: Path | None, velocity_scale: float,
+                  yes: bool, common: dict[str, Any], keys_cls: Any) -> None:
+    import contextlib
+
+    from robokit.deploy.evaluate import RolloutRecorder, make_runner
+    from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
+    from robokit.errors import HardwareFault, UserError
+
+    goal_image = None
+    if goal_image_path is not None:
+        import cv2
+
+        bgr = cv2.imread(str(goal_image_path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise UserError(f"cannot read goal image {goal_image_path}")
+        goal_image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    timeout = common["timeout_s"] if common["timeout_s"] is not None else 0.5
+    runner = make_runner(str(checkpoint) if checkpoint else None, server, common["device"], timeout,
+                         common["client_keys"])
+    info = runner.info
+    rate = float(common["fps"] or info.fps)
+    config = LoopConfig(fps=rate, mode=common["mode"] or "async", k=common["k"], query_every=common["query_every"],
+                        realtime=True, max_steps=int(common["max_steps"] or 60 * rate),
+                        done_threshold=common["done_threshold"], velocity_scale=velocity_scale)
+    cameras = hw.make_cameras(None, fps=rate)
+    arm = hw.make_robot(None)
+    with contextlib.ExitStack() as stack:
+        stack.callback(runner.close)
+        stack.enter_context(arm)
+        for cam in cameras.values():
+            stack.enter_context(cam)
+        loop = stack.enter_context(ControlLoop(arm, cameras, runner, config, keys=None))
+        recorder = None
+        if record is not None:
+            shapes = {name: tuple(cameras[name].shape) for name in info.camera_names}
+            recorder = RolloutRecorder(record, shapes, rate, arm.kind, sim=False)
+        panel = LivePanel(console, enabled=console.is_terminal)
+        for i in range(episodes):
+            if not yes and not typer.confirm(f"Move the arm to its ready pose and run episode {i + 1}/{episodes}?",
+                                             default=True):
+                break
+            arm.home()
+            if recorder is not None:
+                recorder.start(task)
+            panel.header = f"episode {i + 1}/{episodes} - space pause, r reset, q stop"
+            with keys_cls() as keys, panel:
+                loop.keys = keys if keys.active else None
+                result = loop.run_episode(task=task, goal_image=goal_image, on_step=recorder, on_tick=panel.on_tick)
+            if recorder is not None:
+                path = recorder.finish(None, {"stop_reason": result.reason.value, "policy": info.type})
+                console.print(f"saved {path}")
+            console.print(f"episode {i + 1}: {result.message} after {result.steps} steps")
+            if result.reason == StopReason.WATCHDOG:
+                raise HardwareFault(f"{result.message}. Check the policy server ({server or 'in-process'}) "
+                                    "and the network, then run deploy again")
+            if result.reason == StopReason.QUIT:
+                break

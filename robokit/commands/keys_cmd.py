@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
         from robokit.deploy.keys import create_keys
 
-        console = Console(stderr=True, soft_wrap=True)
+        console = Console(soft_wrap=True)
         paths = create_keys(out, overwrite=force)
         console.print(f"wrote CurveZMQ keys to {out}")
         console.print(f"  GPU box  : robokit serve CKPT --bind tcp://0.0.0.0:5555 --secure --keys {out}")

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         from robokit.deploy.server import PolicyServer
         from robokit.errors import UserError
 
-        console = Console(stderr=True)
+        console = Console(soft_wrap=True)
         if secure and keys is None:
             raise UserError("--secure needs --keys DIR (create one with `robokit keys --out DIR`)")
         curve = load_server_keys(keys) if secure else None

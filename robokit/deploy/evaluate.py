@@ -1,0 +1,349 @@
+"""Run a policy for N episodes through the control loop: in simulation with a success rate, or on hardware.
+
+:func:`evaluate_in_sim` is what ``robokit deploy --sim`` and ``make demo`` call::
+
+    from robokit.deploy.evaluate import evaluate_in_sim
+    results = evaluate_in_sim("runs/act/best.pt", episodes=50, seed_start=1000)
+    results.success_rate, results.per_task()
+
+Each episode resets the scene to a held-out seed (``seed_start + i``; training data uses other
+seeds), runs the same :class:`~robokit.deploy.loop.ControlLoop` as the real robot, and counts a
+success when the task's check holds (for ``success_hold_s``) or holds after the episode ends.
+With ``task_set="multi"`` the instructions are taken in turn, so each gets the same number of
+episodes; ``goal="image"`` gives the policy a goal image instead of the instruction (the final
+frame of the scripted expert on the same seed, as recorded datasets store it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robokit.deploy.loop import ControlLoop, EpisodeResult, LoopConfig, StepRecord, StopReason, WatchdogConfig
+from robokit.deploy.protocol import PolicyInfo
+from robokit.deploy.runner import LocalRunner, PolicyRunner, RemoteRunner
+from robokit.errors import UserError
+
+log = logging.getLogger(__name__)
+
+GOALS = ("text", "image")
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """One evaluation episode."""
+
+    index: int
+    seed: int
+    task: str  # the instruction
+    success: bool
+    steps: int
+    reason: str  # a StopReason value
+    message: str
+    wall_s: float
+    episode_file: str | None = None
+    video_file: str | None = None
+
+
+@dataclass
+class EvalResults:
+    """All episodes of one evaluation, with the settings that produced them."""
+
+    outcomes: list[EpisodeOutcome] = field(default_factory=list)
+    policy: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def episodes(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def successes(self) -> int:
+        return sum(o.success for o in self.outcomes)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.episodes if self.outcomes else float("nan")
+
+    def per_task(self) -> dict[str, tuple[int, int]]:
+        """instruction -> (successes, episodes), in the order first seen."""
+        table: dict[str, tuple[int, int]] = {}
+        for o in self.outcomes:
+            s, n = table.get(o.task, (0, 0))
+            table[o.task] = (s + int(o.success), n + 1)
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success_rate": self.success_rate, "successes": self.successes, "episodes": self.episodes,
+                "per_task": {k: {"successes": s, "episodes": n} for k, (s, n) in self.per_task().items()},
+                "policy": self.policy, "settings": self.settings,
+                "outcomes": [asdict(o) for o in self.outcomes]}
+
+
+# -- recording and video -----------------------------------------------------------------------------
+class RolloutRecorder:
+    """Save each rollout as a robokit episode (``--record DIR``) via the episodes writer."""
+
+    def __init__(self, folder: str | Path, camera_shapes: dict[str, tuple[int, int, int]], fps: float,
+                 robot_kind: str, sim: bool, compress: str = "none") -> None:
+        self.folder = Path(folder)
+        self.camera_shapes = camera_shapes
+        self.fps = fps
+        self.robot_kind = robot_kind
+        self.sim = sim
+        self.compress = compress
+        self._writer: Any = None
+        self._last: StepRecord | None = None
+
+    def start(self, task: str | None) -> None:
+        from robokit.episodes.writer import EpisodeWriter, next_episode_index
+
+        attrs = {"fps": float(self.fps), "robot": self.robot_kind, "sim": self.sim, "source": "policy",
+                 "camera_names": list(self.camera_shapes)}
+        if task:
+            attrs["task"] = task
+        self._writer = EpisodeWriter(self.folder, next_episode_index(self.folder), self.camera_shapes,
+                                     attrs=attrs, compress=self.compress)
+
+    def __call__(self, record: StepRecord) -> None:
+        if self._writer is None or not record.frames:
+            return
+        st = record.state
+        self._writer.append(st.as_vector(), st.velocity_vector(), record.command.astype(np.float32),
+                            {c: f.image for c, f in record.frames.items()}, t_robot=float(st.t),
+                            t_images={c: float(f.t_capture) for c, f in record.frames.items()})
+
+    def finish(self, success: bool | None, extra: dict[str, Any],
+               goal_images: dict[str, np.ndarray] | None = None) -> str | None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return None
+        if writer.num_steps == 0:
+            writer.discard()
+            return None
+        return str(writer.save(success=success, extra_attrs=extra, goal_images=goal_images))
+
+
+class VideoRecorder:
+    """Write the camera frames of each episode side by side into an MP4 (``--video DIR``)."""
+
+    def __init__(self, folder: str | Path, fps: float) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.fps = fps
+        self._writer: Any = None
+        self._path: Path | None = None
+
+    def start(self, name: str) -> None:
+        self._path = self.folder / f"{name}.mp4"
+        self._writer = None
+
+    def __call__(self, record: StepRecord) -> None:
+        import cv2
+
+        if self._path is None or not record.frames:
+            return
+        frame = np.concatenate([f.image for f in record.frames.values()], axis=1)
+        if self._writer is None:
+            h, w = frame.shape[:2]
+            self._writer = cv2.VideoWriter(str(self._path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise UserError(f"cannot write video {self._path}: OpenCV has no MP4 encoder here")
+        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def finish(self, suffix: str) -> str | None:
+        writer, path = self._writer, self._path
+        self._writer, self._path = None, None
+        if writer is None or path is None:
+            return None
+        writer.release()
+        final = path.with_name(f"{path.stem}_{suffix}.mp4")
+        path.replace(final)
+        return str(final)
+
+
+def _chain(*hooks: Callable[[StepRecord], None] | None) -> Callable[[StepRecord], None]:
+    active = [h for h in hooks if h is not None]
+
+    def call(record: StepRecord) -> None:
+        for hook in active:
+            hook(record)
+
+    return call
+
+
+# -- policy sources ----------------------------------------------------------------------------------
+def make_runner(checkpoint_or_policy: Any = None, server: str | None = None, device: str = "cpu",
+                timeout_s: float = 2.0, client_keys: Any = None) -> PolicyRunner:
+    """A runner for a checkpoint path / policy object (in process) or a server address (remote)."""
+    if server:
+        from robokit.deploy.client import PolicyClient
+
+        runner = RemoteRunner(PolicyClient(server, timeout_s=timeout_s, keys=client_keys))
+        if isinstance(checkpoint_or_policy, (str, Path)):
+            from robokit.deploy.server import file_sha256
+
+            if Path(checkpoint_or_policy).is_file() and runner.info.checkpoint_sha256 not in (
+                    None, file_sha256(checkpoint_or_policy)):
+                log.warning("the server at %s serves another checkpoint than %s", server, checkpoint_or_policy)
+        return runner
+    if checkpoint_or_policy is None:
+        raise UserError("give a checkpoint to run in this process, or --server tcp://HOST:PORT")
+    if isinstance(checkpoint_or_policy, (str, Path)):
+        from robokit.deploy.server import file_sha256, resolve_device
+        from robokit.policies.checkpoint import load_checkpoint
+
+        path = Path(checkpoint_or_policy)
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} not found")
+        policy, _ = load_checkpoint(path, map_location=resolve_device(device))
+        return LocalRunner(policy, checkpoint_sha256=file_sha256(path))
+    return LocalRunner(checkpoint_or_policy)
+
+
+def goal_camera(runner: PolicyRunner) -> str:
+    """The camera whose final frame is the goal image (GRP's ``goal_camera``, else the first camera)."""
+    policy = getattr(runner, "policy", None)
+    name = getattr(getattr(policy, "config", None), "goal_camera_name", None)
+    return name if isinstance(name, str) and name else runner.info.camera_names[0]
+
+
+def expert_goal_image(env: Any, seed: int, task: str, camera: str, settle_steps: int = 5) -> np.ndarray:
+    """Final frame of ``camera`` after the scripted expert solves ``task`` on ``seed`` (env is reset after)."""
+    env.reset(seed=seed, task=task)
+    expert = env.task.expert()
+    while (action := expert.next_action(env.robot.read())) is not None:
+        env.robot.command(action[:7], float(action[7]))
+        env.step()
+    for _ in range(settle_steps):
+        env.step()
+    image = env.render(camera).copy()
+    env.reset(seed=seed, task=task)
+    return image
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+def evaluate_in_sim(
+    checkpoint_or_policy: Any = None,
+    episodes: int = 50,
+    seed_start: int = 1000,
+    *,
+    server: str | None = None,
+    task_set: str = "pick_place",
+    goal: str = "text",
+    mode: str | None = None,
+    realtime: bool = False,
+    max_steps: int | None = None,
+    max_seconds: float = 10.0,
+    fps: float | None = None,
+    k: float = 0.01,
+    query_every: int | None = None,
+    done_threshold: float = 0.9,
+    velocity_scale: float = 1.0,
+    success_hold_s: float = 0.3,
+    record_dir: str | Path | None = None,
+    video_dir: str | Path | None = None,
+    device: str = "cpu",
+    timeout_s: float | None = None,
+    client_keys: Any = None,
+    keys: Any = None,
+    watchdog: WatchdogConfig | None = None,
+    on_episode: Callable[[EpisodeOutcome], None] | None = None,
+    on_tick: Callable[[ControlLoop], None] | None = None,
+) -> EvalResults:
+    """Run ``episodes`` evaluation episodes in the MuJoCo simulation and return the outcomes.
+
+    ``checkpoint_or_policy``: a checkpoint path or a policy object run in this process; with
+    ``server`` the policy runs on that server instead. ``mode`` defaults to ``async`` when
+    ``realtime`` (wall-clock pacing) and ``ensemble`` otherwise. ``max_steps`` defaults to
+    ``max_seconds`` at the policy's rate. ``keys`` (space/r/q) may pause, skip or end the run.
+    """
+    from robokit.hardware.sim import PandaSimEnv, list_tasks
+
+    if episodes <= 0:
+        raise UserError(f"--episodes must be positive, got {episodes}")
+    if goal not in GOALS:
+        raise UserError(f"--goal must be one of {', '.join(GOALS)}, got {goal!r}")
+    instructions = list_tasks(task_set)
+    mode = mode or ("async" if realtime else "ensemble")
+    if timeout_s is None:
+        timeout_s = 0.5 if realtime else 5.0  # fast simulation waits for slow CPU policies
+    runner = make_runner(checkpoint_or_policy, server, device, timeout_s, client_keys)
+    info: PolicyInfo = runner.info
+    rate = float(fps or info.fps)
+    steps_limit = int(max_steps or math.ceil(max_seconds * rate))
+    h, w, _ = info.image_shape
+    env = PandaSimEnv(task=task_set, seed=seed_start, image_size=(h, w), camera_names=tuple(info.camera_names),
+                      control_hz=rate, realtime=False)
+    config = LoopConfig(fps=rate, mode=mode, k=k, query_every=query_every, realtime=realtime,
+                        max_steps=steps_limit, done_threshold=done_threshold, velocity_scale=velocity_scale,
+                        watchdog=watchdog or WatchdogConfig())
+    results = EvalResults(policy=info.to_header(), settings={
+        "episodes": episodes, "seed_start": seed_start, "task_set": task_set, "goal": goal, "mode": mode,
+        "realtime": realtime, "fps": rate, "max_steps": steps_limit, "k": k, "query_every": query_every,
+        "server": server, "done_threshold": done_threshold})
+    recorder = (RolloutRecorder(record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True)
+                if record_dir else None)
+    video = VideoRecorder(video_dir, rate) if video_dir else None
+    goal_cam = goal_camera(runner)
+    hold_steps = max(1, round(success_hold_s * rate))
+    loop = ControlLoop(env.robot, env.cameras, runner, config, step_fn=env.step, keys=keys)
+    try:
+        for i in range(episodes):
+            seed = seed_start + i
+            task_name = instructions[i % len(instructions)] if len(instructions) > 1 else None
+            goal_image = None
+            if goal == "image":
+                goal_image = expert_goal_image(env, seed, task_name or task_set, goal_cam)
+            env.reset(seed=seed, task=task_name)
+            instruction = env.task.instruction
+            streak = [0]
+
+            def goal_reached(streak: list[int] = streak) -> bool:
+                streak[0] = streak[0] + 1 if env.task.success() else 0
+                return streak[0] >= hold_steps
+
+            if recorder is not None:
+                recorder.start(instruction)
+            if video is not None:
+                video.start(f"episode_{i:03d}_seed{seed}")
+            t0 = time.perf_counter()
+            result: EpisodeResult = loop.run_episode(
+                task=instruction if goal == "text" else None, goal_image=goal_image,
+                on_step=_chain(recorder, video), goal_reached=goal_reached, on_tick=on_tick)
+            success = result.reason == StopReason.SUCCESS
+            if not success and result.reason not in (StopReason.WATCHDOG, StopReason.QUIT):
+                for _ in range(5):  # let a released object come to rest before judging
+                    env.step()
+                success = bool(env.task.success())
+            extra = {"seed": seed, "stop_reason": result.reason.value, "policy": info.type}
+            episode_file = (recorder.finish(success, extra, {goal_cam: goal_image} if goal_image is not None
+                                            else None) if recorder is not None else None)
+            video_file = video.finish("success" if success else "fail") if video is not None else None
+            outcome = EpisodeOutcome(index=i, seed=seed, task=instruction, success=success, steps=result.steps,
+                                     reason=result.reason.value, message=result.message,
+                                     wall_s=time.perf_counter() - t0, episode_file=episode_file,
+                                     video_file=video_file)
+            results.outcomes.append(outcome)
+            log.info("episode %d (seed %d, %s): %s after %d steps (%s)", i, seed, instruction,
+                     "success" if success else "failure", result.steps, result.message)
+            if on_episode is not None:
+                on_episode(outcome)
+            if result.reason == StopReason.QUIT:
+                break
+    finally:
+        loop.close()
+        if recorder is not None:
+            recorder.finish(None, {"interrupted": "evaluation stopped"})
+        if video is not None:
+            video.finish("interrupted")
+        runner.close()
+        env.close()
+    return results

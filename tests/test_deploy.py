@@ -1,0 +1,148 @@
+"""`robokit deploy --sim` end to end, evaluate_in_sim's bookkeeping, and the expert through the loop."""
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from robokit.deploy.evaluate import evaluate_in_sim
+from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
+from robokit.deploy.runner import LocalRunner
+from robokit.deploy.server import PolicyServer
+from robokit.hardware.base import PANDA_READY_POSE
+
+
+class StillPolicy:
+    """Holds the ready pose and remembers what each observation carried."""
+
+    name = "still"
+
+    def __init__(self, cameras=("top",), task_set_fps=30.0):
+        self.config = SimpleNamespace(camera_names=list(cameras), image_shape=(24, 32, 3), state_dim=8,
+                                      action_dim=8, chunk_size=6, fps=task_set_fps)
+        self.seen = []
+        self.resets = 0
+
+    def predict_chunk(self, obs):
+        self.seen.append({"task": obs.get("task"), "goal": None if obs.get("goal_image") is None
+                          else obs["goal_image"].shape, "cams": sorted(obs["images"])})
+        row = np.concatenate([PANDA_READY_POSE, [0.0]]).astype(np.float32)
+        return np.tile(row, (6, 1)), {}
+
+    def reset(self):
+        self.resets += 1
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from robokit.policies.act import ACTConfig, ACTPolicy
+    from robokit.policies.checkpoint import save_checkpoint
+
+    config = ACTConfig(camera_names=["top"], image_shape=(24, 32, 3), chunk_size=10, fps=30.0, backbone="small",
+                       hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1, dec_layers=1, vae_enc_layers=1,
+                       latent_dim=8)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, ACTPolicy(config), {"fps": 30.0})
+    return path
+
+
+def test_deploy_sim_command_end_to_end(tiny_checkpoint, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "robokit.cli", "deploy", "--sim", str(tiny_checkpoint), "--episodes", "2",
+         "--max-steps", "12", "--mode", "chunk", "--device", "cpu", "--json", str(tmp_path / "r.json"),
+         "--record", str(tmp_path / "rollouts"), "--video", str(tmp_path / "videos")],
+        capture_output=True, text=True, timeout=240, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "overall" in out.stdout and "0/2" in out.stdout
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["episodes"] == 2 and results["settings"]["seed_start"] == 1000
+    assert [o["seed"] for o in results["outcomes"]] == [1000, 1001]
+    assert all(o["reason"] == "max_steps" and o["steps"] == 12 for o in results["outcomes"])
+    from robokit.episodes.reader import list_episodes, open_episode
+
+    files = list_episodes(tmp_path / "rollouts")
+    assert len(files) == 2
+    with open_episode(files[0]) as ep:
+        assert ep.length == 12 and ep.action_dim == 8 and ep.camera_names == ["top"]
+        assert ep.success is False and ep.task == results["outcomes"][0]["task"]
+        assert np.all(np.isfinite(ep.action()))
+    assert len(list((tmp_path / "videos").glob("*_fail.mp4"))) == 2
+
+
+def test_deploy_without_a_policy_is_a_user_error():
+    out = subprocess.run([sys.executable, "-m", "robokit.cli", "deploy", "--sim"], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 2 and "--server" in (out.stdout + out.stderr)
+
+
+def test_multi_task_set_reports_every_instruction_with_text_goals():
+    from robokit.hardware.sim import list_tasks
+
+    tasks = list_tasks("multi")
+    policy = StillPolicy()
+    results = evaluate_in_sim(policy, episodes=len(tasks), seed_start=2000, task_set="multi", max_steps=3)
+    table = results.per_task()
+    assert len(table) == len(tasks) and all(n == 1 for _, n in table.values())
+    assert results.success_rate == 0.0
+    sent = {s["task"] for s in policy.seen}
+    assert sent == set(table) and all(s["goal"] is None for s in policy.seen)
+
+
+def test_goal_images_replace_the_instruction_and_come_from_the_expert_on_the_same_seed():
+    policy = StillPolicy()
+    results = evaluate_in_sim(policy, episodes=1, seed_start=2000, task_set="multi", goal="image", max_steps=3)
+    assert results.episodes == 1
+    assert all(s["task"] is None and s["goal"] == (24, 32, 3) for s in policy.seen)
+
+
+def test_remote_policy_over_the_protocol(tmp_path):
+    policy = StillPolicy(cameras=("top", "wrist"))
+    with PolicyServer(policy, "tcp://127.0.0.1:0").start() as srv:
+        results = evaluate_in_sim(None, episodes=2, seed_start=1000, server=srv.address, max_steps=4,
+                                  mode="chunk")
+    assert results.episodes == 2 and results.policy["type"] == "still"
+    assert policy.resets >= 2  # the server's policy is reset per episode
+    assert all(s["cams"] == ["top", "wrist"] and s["task"] for s in policy.seen[1:])
+
+
+class ExpertPolicy:
+    """The sim's scripted expert behind the policy interface: one-step chunks from privileged state."""
+
+    name = "expert"
+
+    def __init__(self, env):
+        self.env = env
+        self.config = SimpleNamespace(camera_names=["top"], image_shape=(24, 32, 3), state_dim=8, action_dim=8,
+                                      chunk_size=1, fps=env.control_hz)
+        self.expert = None
+        self.last = None
+
+    def predict_chunk(self, obs):
+        if self.expert is None:
+            self.expert = self.env.task.expert()
+        action = self.expert.next_action(self.env.robot.read())
+        done = action is None
+        self.last = action if action is not None else self.last
+        return self.last[None, :].astype(np.float32), {"done": 1.0 if done else 0.0}
+
+    def reset(self):
+        self.expert = None
+
+
+def test_the_scripted_expert_succeeds_through_the_deploy_loop():
+    """The loop's safety filter and timing must not spoil a good policy."""
+    from robokit.hardware.sim import PandaSimEnv
+
+    with PandaSimEnv(task="pick_place", seed=1000, image_size=(24, 32), camera_names=("top",)) as env:
+        env.reset(seed=1000)
+        config = LoopConfig(fps=env.control_hz, mode="ensemble", realtime=False, max_steps=400)
+        with ControlLoop(env.robot, env.cameras, LocalRunner(ExpertPolicy(env)), config, step_fn=env.step) as loop:
+            result = loop.run_episode(goal_reached=env.task.success)
+        assert result.reason in (StopReason.SUCCESS, StopReason.DONE), result.message
+        for _ in range(10):
+            env.step()
+        assert env.task.success()
+        assert loop.stats().starved_ticks == 0
