@@ -1,14 +1,262 @@
-"""`robokit record`."""
+"""`robokit record`: capture demonstrations into crash-safe HDF5 episodes.
+
+    robokit record --sim --teleop keyboard --out data/pick              # jog with keys, s/d/r/h/q
+    robokit record --sim --teleop scripted --episodes 50 --out data/pick
+    robokit record --sim --task-set multi --teleop scripted --episodes 60 --out data/multi
+    robokit record --robot franka --host 172.16.0.2 --teleop kinesthetic \\
+        --camera top=0 --camera wrist=/dev/video2 --task "put the cube in the bowl" --out data/real
+"""
 
 from __future__ import annotations
 
-import typer
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated, Any
 
+import typer
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from robokit.commands.hardware_options import (
+    CameraOpt,
+    HardwareOptions,
+    HostOpt,
+    RealtimeOpt,
+    RobotOpt,
+    SimOpt,
+)
 from robokit.errors import UserError
+
+DEFAULT_EPISODES = {"scripted": 10, "replay": 1}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"240x320"`` -> (240, 320) (height x width)."""
+    try:
+        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise UserError(f"image size must be HxW, e.g. 240x320, got {text!r}") from None
+    if h < 8 or w < 8:
+        raise UserError(f"image size {text!r} is too small (at least 8x8)")
+    return h, w
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("record", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def record_command() -> None:
-        """(not yet available)"""
-        raise UserError("`robokit record` is not yet available in this version")
+    @app.command("record")
+    def record_command(
+        sim: SimOpt = False,
+        robot: RobotOpt = "franka",
+        host: HostOpt = None,
+        realtime: RealtimeOpt = "enforce",
+        camera: CameraOpt = None,
+        out: Annotated[Path | None, typer.Option(
+            "--out", help="Dataset folder (default: data/<task-set> with --sim, data/recordings otherwise).")] = None,
+        fps: Annotated[float, typer.Option("--fps", help="Control/recording rate in steps per second.")] = 30.0,
+        task: Annotated[str, typer.Option(
+            "--task", help="Instruction stored with each episode; with --sim it picks the sim task.")] = "",
+        task_set: Annotated[str, typer.Option(
+            "--task-set", help="Sim scene: pick_place (one cube) or multi (instructions, goal images).")] = "pick_place",
+        teleop: Annotated[str, typer.Option(
+            "--teleop", help="keyboard | kinesthetic | scripted (sim) | replay:EPISODE.hdf5")] = "keyboard",
+        episodes: Annotated[int | None, typer.Option(
+            "--episodes", help="Stop after this many saved episodes (scripted default 10, replay 1).")] = None,
+        end_frames: Annotated[int, typer.Option(
+            "--end-frames", help="Extra steps recorded with done=True after stop.")] = 5,
+        compress: Annotated[str, typer.Option(
+            "--compress", help="Image storage: none | lzf (lossless) | jpeg (ALOHA layout).")] = "lzf",
+        jpeg_quality: Annotated[int, typer.Option("--jpeg-quality", help="JPEG quality with --compress jpeg.")] = 90,
+        preview: Annotated[bool, typer.Option(
+            "--preview", help="Show the cameras in an OpenCV window (needs a display).")] = False,
+        seed: Annotated[int, typer.Option("--seed", help="Sim scene seed (episodes draw theirs from it).")] = 0,
+        image_size: Annotated[str | None, typer.Option(
+            "--image-size", help="HxW of the images (default 240x320 in sim, 480x640 for real cameras).")] = None,
+        keep_failed: Annotated[bool, typer.Option(
+            "--keep-failed", help="Keep scripted episodes whose task check failed.")] = False,
+        min_free_mb: Annotated[float, typer.Option(
+            "--min-free-mb", help="Stop recording when the disk has less free space than this.")] = 200.0,
+    ) -> None:
+        """Record demonstrations (keys: s start/stop+save, d discard, r re-record, h home, q quit)."""
+        from robokit.record.session import RecordConfig
+        from robokit.record.teleop import check_teleop_spec
+
+        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime, camera=camera)
+        teleop_kind, _ = check_teleop_spec(teleop, sim)
+        if task_set not in ("pick_place", "multi"):
+            raise UserError(f"unknown --task-set {task_set!r}; choose pick_place or multi")
+        size = parse_size(image_size or ("240x320" if sim else "480x640"))
+        if episodes is None:
+            episodes = DEFAULT_EPISODES.get(teleop_kind)
+        config = RecordConfig(
+            out=out or Path("data") / (task_set if sim else "recordings"), fps=fps, task=task,
+            episodes=episodes, end_frames=end_frames, compress=compress, jpeg_quality=jpeg_quality,
+            min_free_bytes=int(min_free_mb * 2**20), goal_images=sim and task_set == "multi",
+            keep_failed=keep_failed)
+        if compress not in ("none", "lzf", "jpeg"):
+            raise UserError(f"unknown --compress {compress!r}; choose none, lzf or jpeg")
+        run_recording(hw, config, teleop=teleop, task_set=task_set, seed=seed, size=size, preview=preview)
+
+
+def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, seed: int,
+                  size: tuple[int, int], preview: bool) -> list[Path]:
+    """Build the hardware and the source, run the session with its UI, print what was saved."""
+    from robokit.record.keyboard import PreviewWindow, TerminalKeys
+    from robokit.record.session import RecordingSession
+    from robokit.record.teleop import make_teleop
+
+    console = Console()
+    teleop_kind = teleop.split(":", 1)[0].strip().lower()
+    autonomous = teleop_kind in ("scripted", "replay")
+    keys = TerminalKeys()
+    if not autonomous and not keys.is_terminal:
+        raise UserError(f"--teleop {teleop_kind} is driven from the keyboard: run it in a terminal "
+                        "(ssh and tmux work)")
+    with contextlib.ExitStack() as stack:
+        env = None
+        if hw.sim:
+            sim_task = config.task or task_set
+            if config.task:
+                from robokit.hardware.sim import resolve_task
+
+                found_set, _ = resolve_task(config.task)
+                if found_set != task_set:
+                    raise UserError(f"--task {config.task!r} belongs to the {found_set} task set; add "
+                                    f"--task-set {found_set}")
+            env = hw.make_sim_env(task=sim_task, seed=seed, image_size=size, control_hz=config.fps,
+                                  realtime=not autonomous)
+            stack.callback(env.close)
+        robot = hw.make_robot(env)
+        source = make_teleop(teleop, robot, env, config.fps)
+        cameras = hw.make_cameras(env, size=size, fps=config.fps)
+        session = RecordingSession(robot, cameras, source, config, sim_env=env)
+        for message in session.prepare():  # recovery of what a crash left behind
+            console.print(f"[yellow]{message}[/]", highlight=False)
+        stack.enter_context(robot)
+        for cam in cameras.values():
+            stack.enter_context(cam)
+        window = PreviewWindow() if preview else None
+        if window is not None:
+            stack.callback(window.close)
+        stack.enter_context(keys)
+        stack.enter_context(_sigterm_as_interrupt())
+
+        def poll() -> list[str]:
+            return keys.poll()
+
+        def on_tick(s: RecordingSession) -> None:
+            if window is not None:
+                extra = window.show(s._last_images, caption=f"{s.state}  episode_{s.status().episode_index}")
+                for key in extra:
+                    s.handle_key(key)
+
+        if autonomous:
+            saved = _run_with_progress(console, session, poll, on_tick)
+        else:
+            saved = _run_with_panel(console, session, poll, on_tick)
+    _summary(console, session, config.out)
+    return saved
+
+
+# -- UIs --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (e.g. `kill`, a closing tmux pane) saves the episode in progress like Ctrl-C does."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _log_to(console: Console):
+    """Route log records through the live console so they do not tear the panel."""
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = RichHandler(console=console, show_path=False, show_time=False, level=logging.WARNING)
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
+def _run_with_panel(console: Console, session: Any, poll: Any, on_tick: Any) -> list[Path]:
+    from rich.live import Live
+
+    with Live(get_renderable=lambda: render_panel(session.status()), console=console,
+              refresh_per_second=8, transient=False, redirect_stderr=False) as live, _log_to(live.console):
+        return session.run(poll, on_tick)
+
+
+def _run_with_progress(console: Console, session: Any, poll: Any, on_tick: Any) -> list[Path]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    target = session.config.episodes
+    with Progress(TextColumn("[bold]recording[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=console, transient=False) as progress, \
+            _log_to(progress.console):
+        bar = progress.add_task("episodes", total=target, info="")
+
+        def tick(s: Any) -> None:
+            on_tick(s)
+            st = s.status()
+            progress.update(bar, completed=len(s.saved),
+                            info=f"episode_{st.episode_index} step {st.steps} | failed {s.failed} | "
+                                 f"{st.loop_hz:.0f} steps/s | {_short(st.task, 50)}")
+
+        return session.run(poll, tick)
+
+
+def render_panel(st: Any) -> Panel:
+    """The live panel of a keyboard/kinesthetic session."""
+    colour = {"idle": "cyan", "recording": "red", "ending": "magenta", "saving": "yellow"}.get(st.state, "white")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    target = f" / {st.target}" if st.target else ""
+    grid.add_row("state", Text(st.state.upper(), style=f"bold {colour}"))
+    grid.add_row("episode", f"episode_{st.episode_index}   elapsed {st.elapsed_s:5.1f} s   steps {st.steps}"
+                            f"   loop {st.loop_hz:4.1f} Hz   late ticks {st.overruns}")
+    cams = "   ".join(f"{n} {st.camera_hz.get(n, 0):4.1f} fps (dropped {st.dropped.get(n, 0)})"
+                       for n in st.camera_hz)
+    grid.add_row("cameras", cams)
+    grid.add_row("saved", f"{st.saved}{target}   discarded {st.discarded}   disk {st.disk_free_bytes / 2**30:.1f} GB free")
+    if st.task:
+        grid.add_row("task", st.task)
+    if st.teleop:
+        grid.add_row("teleop", st.teleop)
+    grid.add_row("keys", "   ".join(f"[bold]{k}[/] {v}" for k, v in st.key_help))
+    body = [grid]
+    if st.messages:
+        body.append(Text("\n".join(st.messages[-3:]), style="dim"))
+    return Panel(Group(*body), title="robokit record", border_style=colour)
+
+
+def _summary(console: Console, session: Any, out: Path) -> None:
+    saved = session.saved
+    if saved:
+        names = ", ".join(p.name for p in saved[:5]) + (" ..." if len(saved) > 5 else "")
+        console.print(f"saved {len(saved)} episode(s) to {out}: {names}", highlight=False)
+        console.print(f"check them with: robokit inspect {out}", highlight=False)
+    else:
+        console.print(f"no episode saved to {out}", highlight=False)
+    if session.failed:
+        console.print(f"{session.failed} scripted episode(s) failed the task check and were not kept "
+                      "(--keep-failed keeps them)", highlight=False)
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -1,14 +1,72 @@
-"""`robokit replay`."""
+"""`robokit replay EPISODE.hdf5`: send a recorded episode's actions to the simulation or the robot.
+
+    robokit replay data/pick/episode_3.hdf5 --sim
+    robokit replay data/real/episode_0.hdf5 --robot franka --host 172.16.0.2 --yes
+"""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
+import typer
+from rich.console import Console
+
+from robokit.commands.hardware_options import HardwareOptions, HostOpt, RealtimeOpt, RobotOpt, SimOpt
 from robokit.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("replay", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def replay_command() -> None:
-        """(not yet available)"""
-        raise UserError("`robokit replay` is not yet available in this version")
+    @app.command("replay")
+    def replay_command(
+        episode: Annotated[Path, typer.Argument(help="The episode .hdf5 file to replay.")],
+        sim: SimOpt = False,
+        robot: RobotOpt = "franka",
+        host: HostOpt = None,
+        realtime: RealtimeOpt = "enforce",
+        task_set: Annotated[str, typer.Option(
+            "--task-set", help="Sim scene when the episode does not name its own.")] = "pick_place",
+        seed: Annotated[int, typer.Option("--seed", help="Sim scene seed when the episode has none.")] = 0,
+        speed: Annotated[float, typer.Option(
+            "--speed", help="Sim only: 1 = wall-clock rate, 0 = as fast as possible.")] = 0.0,
+        yes: Annotated[bool, typer.Option("--yes", help="Real robot: do not ask before moving.")] = False,
+    ) -> None:
+        """Replay an episode's actions (sim: rebuilds the recorded scene and reports tracking + success)."""
+        from robokit.record.replay import replay_episode
+        from robokit.record.teleop import Replay
+
+        console = Console()
+        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime)
+        source = Replay(episode)  # DataError for corrupt / foreign / unusable files
+        fps = source.fps or 30.0
+        console.print(f"{episode}: {len(source.actions)} steps at {fps:g} fps ({source.layout})"
+                      + (f", task: {source.task}" if source.task else ""), highlight=False)
+        env = None
+        if hw.sim:
+            sim_task = source.attrs.get("sim_task")
+            if not isinstance(sim_task, str):
+                sim_task = task_set
+            env = hw.make_sim_env(task=sim_task, seed=seed, image_size=(64, 80), control_hz=fps,
+                                  realtime=speed > 0)
+        elif not yes:
+            import sys
+
+            if not sys.stdin.isatty():
+                raise UserError("replaying on the real robot moves it: add --yes to confirm")
+            typer.confirm(f"Move the robot at {host} through {episode.name}?", abort=True)
+        try:
+            arm = hw.make_robot(env)
+            with arm, console.status("replaying...") as status:
+                result = replay_episode(
+                    source, arm, sim_env=env, fps=fps,
+                    on_step=lambda t, n: status.update(f"replaying step {t}/{n}") if t % 10 == 0 else None)
+        finally:
+            if env is not None:
+                env.close()
+        console.print(f"replayed {result.steps} steps in {result.seconds:.1f} s; joint tracking vs the "
+                      f"recording: max {result.max_joint_error:.4f} rad, mean {result.mean_joint_error:.4f} rad",
+                      highlight=False)
+        if env is not None:
+            scene = "the recorded scene" if result.scene_restored else "a new scene (the episode has no sim seed)"
+            console.print(f"sim task check on {scene}: {'success' if result.success else 'not completed'}",
+                          highlight=False)

@@ -66,6 +66,13 @@ class CameraGrabber:
         for name in self.cameras:
             self._last_new_t[name] = now
 
+    def forget(self) -> None:
+        """Forget the frames used so far (after a simulator reset restarts the frame numbers)."""
+        now = time.monotonic()
+        for name in self.cameras:
+            self._last[name] = None
+            self._last_new_t[name] = now
+
     def grab(self) -> dict[str, Frame]:
         """The frame of every camera for this step.
 
@@ -102,12 +109,11 @@ class CameraGrabber:
         except HardwareFault as exc:
             raise HardwareFault(f"{_describe(cam, name)} failed: {exc}") from exc
 
-    def _account(self, name: str, cam: Camera, frame: Frame | None) -> Frame:
+    def _account(self, name: str, cam: Camera, frame: Frame | None) -> Frame:  # type: ignore[return]
         stats, last = self.stats[name], self._last[name]
         now = time.monotonic()
-        if frame is None:
+        if frame is None:  # a brief stall (_read raises when there never was a frame)
             frame = last
-        assert frame is not None  # _read raises when there has never been a frame
         if last is not None and frame.index <= last.index:
             stats.repeated += 1
             if now - self._last_new_t[name] > self.stall_timeout_s:

@@ -1,0 +1,477 @@
+"""The recording session: a fixed-rate capture loop driven by keys (DESIGN §2-3, issue 4).
+
+Each control step: read the robot and one frame per camera -> ask the teleop source for the
+action -> command the robot -> append the step to the streaming episode writer -> advance the
+simulation (sim) or wait for the next tick of the ``fps`` grid (real robot).
+
+States: ``idle`` (the arm can be jogged, nothing is written), ``recording``, ``ending`` (the
+``end_frames`` extra real steps stored with ``done=True`` after "stop"), ``saving``. Keys:
+
+    s  start / stop-and-save        d  discard the episode in progress
+    r  discard and re-record        h  home the robot / reset the sim scene (when idle)
+    q  quit (an episode in progress is saved first)
+
+Autonomous sources (scripted expert, replay) record unattended: each episode starts on a fresh
+randomised scene, ends when the source finishes, and is saved with ``success`` from the simulator
+(failed scripted episodes are discarded unless ``keep_failed``).
+
+Faults never lose what was recorded: a camera that stops delivering, a robot fault or low disk
+space saves the episode up to that point, then raises with a message naming the cause and the file.
+The session prints nothing; the CLI renders :meth:`RecordingSession.status` as a live panel.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from robokit.episodes.writer import (
+    DEFAULT_MIN_FREE_BYTES,
+    EmptyEpisode,
+    EpisodeWriter,
+    LowDiskSpace,
+    check_free_space,
+    next_episode_index,
+    recover_partial_episodes,
+)
+from robokit.errors import HardwareFault, UserError
+from robokit.hardware.base import Camera, Frame, Robot, RobotState
+from robokit.record.capture import CameraGrabber, RateLoop
+from robokit.record.teleop import Observation, TeleopSource
+
+if TYPE_CHECKING:
+    from robokit.hardware.sim import PandaSimEnv
+
+__all__ = ["SESSION_KEYS", "RecordConfig", "RecordingSession", "SessionStatus"]
+
+log = logging.getLogger(__name__)
+
+IDLE, RECORDING, ENDING, SAVING = "idle", "recording", "ending", "saving"
+SESSION_KEYS = (("s", "start / stop + save"), ("d", "discard"), ("r", "discard + re-record"),
+                ("h", "home / new scene"), ("q", "quit (saves)"))
+
+
+@dataclass
+class RecordConfig:
+    """What to record and where (the ``robokit record`` options)."""
+
+    out: Path
+    fps: float = 30.0
+    task: str = ""
+    episodes: int | None = None  # stop after this many saved episodes (None: until q)
+    end_frames: int = 5
+    compress: str = "none"
+    jpeg_quality: int = 90
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    goal_images: bool = False  # store each camera's final frame as /goal_images/<cam>
+    keep_failed: bool = False  # keep scripted episodes whose task check failed
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if not self.fps > 0:
+            raise UserError(f"--fps must be positive, got {self.fps}")
+        if self.end_frames < 0:
+            raise UserError(f"--end-frames must be 0 or more, got {self.end_frames}")
+        if self.episodes is not None and self.episodes < 1:
+            raise UserError(f"--episodes must be at least 1, got {self.episodes}")
+
+
+@dataclass
+class SessionStatus:
+    """A snapshot for the live panel."""
+
+    state: str
+    episode_index: int
+    elapsed_s: float
+    steps: int
+    loop_hz: float
+    camera_hz: dict[str, float]
+    dropped: dict[str, int]
+    repeated: dict[str, int]
+    overruns: int
+    disk_free_bytes: int
+    saved: int
+    target: int | None
+    discarded: int
+    task: str
+    teleop: str
+    messages: list[str]
+    key_help: list[tuple[str, str]]
+
+
+@dataclass
+class _PendingStep:
+    qpos: np.ndarray
+    qvel: np.ndarray
+    action: np.ndarray
+    images: dict[str, np.ndarray]
+    t_robot: float
+    t_images: dict[str, float]
+    done: bool
+
+
+class RecordingSession:
+    """Runs the capture loop for one ``robokit record`` invocation. See the module docs.
+
+    ``robot`` and ``cameras`` must already be connected/started. ``sim_env`` (when simulating) is
+    stepped once per control step; without it the loop keeps its own ``fps`` grid.
+    """
+
+    def __init__(self, robot: Robot, cameras: Mapping[str, Camera], teleop: TeleopSource,
+                 config: RecordConfig, sim_env: PandaSimEnv | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not cameras:
+            raise UserError("recording needs at least one camera (--camera NAME=SPEC)")
+        self.robot, self.cameras, self.teleop, self.config = robot, dict(cameras), teleop, config
+        self.sim_env = sim_env
+        self._clock = clock
+        self.grabber = CameraGrabber(self.cameras, config.fps)
+        self._rate = RateLoop(config.fps) if sim_env is None else None
+        self.state = IDLE
+        self.saved: list[Path] = []
+        self.discarded = 0
+        self.failed = 0
+        self.messages: collections.deque[str] = collections.deque(maxlen=6)
+        self._writer: EpisodeWriter | None = None
+        self._index = 0
+        self._episode_start = 0.0
+        self._end_left = 0
+        self._pending: _PendingStep | None = None
+        self._hold: np.ndarray | None = None
+        self._last_images: dict[str, np.ndarray] = {}
+        self._quit = False
+        self._quit_after_save = False
+        self._tick_times: collections.deque[float] = collections.deque(maxlen=60)
+        self._disk_free = 0
+        self._disk_checked = -1e9
+        self.autonomous = bool(getattr(teleop, "autonomous", False))
+
+    # -- setup -----------------------------------------------------------------------------------
+    def prepare(self) -> list[str]:
+        """Check the output folder, recover what a crash left there; returns messages to show."""
+        out = self.config.out
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the output folder {out} ({exc.strerror or exc}); choose "
+                            "another with --out") from None
+        messages = recover_partial_episodes(out)
+        check_free_space(out, self.config.min_free_bytes)
+        self._index = next_episode_index(out)
+        for message in messages:
+            self._say(message)
+        return messages
+
+    # -- public control --------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        if self.sim_env is not None:
+            return self.sim_env.task.instruction
+        return self.config.task
+
+    @property
+    def done(self) -> bool:
+        return self._quit
+
+    def handle_key(self, key: str) -> None:
+        """Apply one key (session keys first, then the teleop source's jog keys)."""
+        if key in ("q", "ctrl-c", "esc"):
+            self.request_quit()
+        elif key == "s":
+            if self.state == IDLE:
+                self.start_episode()
+            elif self.state == RECORDING:
+                self.stop_episode()
+        elif key == "d":
+            self.discard_episode()
+        elif key == "r":
+            self.discard_episode(quiet=True)
+            self._reset_scene(same=True)
+            self.start_episode()
+            self._say("re-recording")
+        elif key == "h":
+            if self.state == IDLE:
+                self._reset_scene(same=False)
+            else:
+                self._say("stop (s) or discard (d) the episode before homing")
+        elif not self.teleop.handle_key(key):
+            log.debug("unused key %r", key)
+
+    def start_episode(self) -> None:
+        """Open a new episode file and start recording at the next step."""
+        if self.state != IDLE:
+            return
+        self._disk_free = check_free_space(self.config.out, self.config.min_free_bytes)
+        self._index = max(self._index, next_episode_index(self.config.out))
+        attrs = {"task": self.task, "fps": float(self.config.fps), "robot": self.robot.kind,
+                 "sim": self.sim_env is not None, "source": self.teleop.name, **self.config.extra_attrs}
+        if self.sim_env is not None:
+            attrs.update({"sim_seed": int(self.sim_env.seed), "sim_task": self.sim_env.task.name})
+        self._writer = EpisodeWriter(
+            self.config.out, self._index, {name: tuple(cam.shape) for name, cam in self.cameras.items()},
+            state_dim=8, action_dim=8, attrs=attrs, compress=self.config.compress,
+            jpeg_quality=self.config.jpeg_quality, min_free_bytes=self.config.min_free_bytes)
+        self.grabber.reset_stats()
+        self._pending = None
+        self._episode_start = self._clock()
+        self.state = RECORDING
+        self._say(f"recording episode_{self._index}")
+
+    def stop_episode(self) -> None:
+        """Record the end frames, then save."""
+        if self.state != RECORDING:
+            return
+        if self.config.end_frames > 0:
+            self._end_left = self.config.end_frames
+            self.state = ENDING
+        else:
+            self._finish()
+
+    def discard_episode(self, quiet: bool = False) -> None:
+        if self._writer is None:
+            return
+        self._writer.discard()
+        self._writer = None
+        self._pending = None
+        self.state = IDLE
+        self.discarded += 1
+        if not quiet:
+            self._say(f"discarded episode_{self._index}")
+
+    def request_quit(self) -> None:
+        """Quit after saving an episode in progress (with its end frames)."""
+        if self.state == RECORDING:
+            self._quit_after_save = True
+            self.stop_episode()
+        elif self.state == ENDING:
+            self._quit_after_save = True
+        else:
+            self._quit = True
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, poll_keys: Callable[[], list[str]] | None = None,
+            on_tick: Callable[[RecordingSession], None] | None = None) -> list[Path]:
+        """Run until quit (key q, ``episodes`` reached, source exhausted); returns the saved files."""
+        try:
+            while not self._quit:
+                if self.autonomous and self.state == IDLE:
+                    self._begin_autonomous_episode()
+                    if self._quit:
+                        break
+                for key in poll_keys() if poll_keys is not None else ():
+                    self.handle_key(key)
+                if self._quit:
+                    break
+                self.step()
+                if on_tick is not None:
+                    on_tick(self)
+        except (HardwareFault, LowDiskSpace) as exc:
+            where = self._save_after_fault(str(exc))
+            raise type(exc)(f"{exc}{where}") from exc
+        except KeyboardInterrupt:
+            self._save_after_fault("interrupted")
+            raise
+        finally:
+            if self._writer is not None:  # an unexpected error: keep the partial file for recovery
+                self._writer.close()
+                self._writer = None
+            self.teleop.close()
+        return list(self.saved)
+
+    def step(self) -> None:
+        """One control step (see the module docs)."""
+        if self._rate is not None:
+            self._rate.wait()
+        now = self._clock()
+        self._tick_times.append(now)
+        state = self.robot.read()
+        frames = self.grabber.grab()
+        images = {name: f.image for name, f in frames.items()}
+        if self.state == ENDING:
+            action = self._hold if self._hold is not None else _state_action(state)
+            if self.teleop.action_is_next_state:
+                action = self.teleop.next_action(Observation(state, images))
+        else:
+            action = self.teleop.next_action(Observation(state, images))
+            if action is None:  # the source has finished
+                action = self._hold if self._hold is not None else _state_action(state)
+                if self.state == RECORDING:
+                    self.stop_episode()
+                elif self.autonomous:
+                    self._quit = True
+        action = np.asarray(action, dtype=np.float32).reshape(-1)
+        if action.shape != (8,) or not np.all(np.isfinite(action)):
+            raise UserError(f"the {self.teleop.name} source produced an invalid action {action!r}; "
+                            "expected 7 joint targets and a gripper value")
+        self._hold = action
+        self.robot.command(action[:7], float(action[7]))
+        if self.state in (RECORDING, ENDING):
+            self._record(state, frames, action, done=self.state == ENDING)
+            if self.state == ENDING:
+                self._end_left -= 1
+                if self._end_left <= 0:
+                    self._last_images = images
+                    self._finish()
+        self._last_images = images
+        if self.sim_env is not None:
+            self.sim_env.step()
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self) -> SessionStatus:
+        now = self._clock()
+        if now - self._disk_checked > 1.0:
+            self._disk_checked = now
+            try:
+                self._disk_free = shutil.disk_usage(self.config.out).free
+            except OSError:
+                self._disk_free = 0
+        ticks = list(self._tick_times)
+        loop_hz = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
+        recording = self.state in (RECORDING, ENDING, SAVING)
+        stats = self.grabber.stats
+        keys = list(SESSION_KEYS) + list(self.teleop.key_help)
+        return SessionStatus(
+            state=self.state, episode_index=self._index,
+            elapsed_s=(now - self._episode_start) if recording else 0.0,
+            steps=self._writer.num_steps if self._writer is not None else 0,
+            loop_hz=loop_hz, camera_hz={n: s.rate() for n, s in stats.items()},
+            dropped={n: s.dropped for n, s in stats.items()},
+            repeated={n: s.repeated for n, s in stats.items()},
+            overruns=self._rate.overruns if self._rate is not None else 0,
+            disk_free_bytes=self._disk_free, saved=len(self.saved), target=self.config.episodes,
+            discarded=self.discarded, task=self.task, teleop=self.teleop.status(),
+            messages=list(self.messages), key_help=keys)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _say(self, message: str) -> None:
+        log.info("%s", message)
+        self.messages.append(message)
+
+    def _record(self, state: RobotState, frames: dict[str, Frame], action: np.ndarray, done: bool) -> None:
+        step = _PendingStep(qpos=state.as_vector(), qvel=state.velocity_vector(), action=action.copy(),
+                            images={n: f.image for n, f in frames.items()}, t_robot=float(state.t),
+                            t_images={n: float(f.t_capture) for n, f in frames.items()}, done=done)
+        if not self.teleop.action_is_next_state:
+            self._append(step)
+            return
+        # Kinesthetic: the action of the previous step is where the arm is now.
+        if self._pending is not None:
+            self._pending.action = np.concatenate([step.qpos[:7], self._pending.action[7:]])
+            self._append(self._pending)
+        self._pending = step
+
+    def _append(self, step: _PendingStep) -> None:
+        assert self._writer is not None
+        self._writer.append(step.qpos, step.qvel, step.action, step.images, t_robot=step.t_robot,
+                            t_images=step.t_images, done=step.done)
+
+    def _flush_pending(self) -> None:
+        if self._pending is not None and self._writer is not None:
+            self._pending.action = np.concatenate([self._pending.qpos[:7], self._pending.action[7:]])
+            self._append(self._pending)
+        self._pending = None
+
+    def _success(self) -> bool | None:
+        if self.sim_env is None:
+            return None
+        try:
+            return bool(self.sim_env.task.success())
+        except Exception:
+            log.exception("the task's success check failed")
+            return None
+
+    def _finish(self, reason: str | None = None) -> Path | None:
+        """Save (or, for a failed scripted run, discard) the episode in progress."""
+        writer = self._writer
+        if writer is None:
+            return None
+        self.state = SAVING
+        self._flush_pending()
+        success = self._success()
+        path = None
+        try:
+            if (self.teleop.name == "scripted" and success is False and not self.config.keep_failed
+                    and reason is None):
+                writer.discard()
+                self.failed += 1
+                self._say(f"episode_{self._index} discarded: the scripted expert did not complete the task")
+            else:
+                extra = {"end_frames": int(self.config.end_frames)}
+                if reason is not None:
+                    extra["interrupted"] = reason
+                goal = dict(self._last_images) if self.config.goal_images and self._last_images else None
+                path = writer.save(success=success, extra_attrs=extra, goal_images=goal)
+                self.saved.append(path)
+                seconds = self._clock() - self._episode_start
+                self._say(f"saved {path.name}: {writer.num_steps} steps, {seconds:.1f} s"
+                          + (f", success {'yes' if success else 'no'}" if success is not None else ""))
+                self._index += 1
+        except EmptyEpisode:
+            self._say("nothing recorded: no episode saved")
+        finally:
+            self._writer = None
+            self.state = IDLE
+        if self.config.episodes is not None and len(self.saved) >= self.config.episodes:
+            self._quit = True
+        if self._quit_after_save:
+            self._quit = True
+        return path
+
+    def _save_after_fault(self, reason: str) -> str:
+        """Save what the episode in progress holds; returns text for the error message."""
+        if self._writer is None:
+            return ""
+        steps = self._writer.num_steps
+        try:
+            path = self._finish(reason=reason)
+        except Exception as exc:
+            log.exception("saving after a fault failed")
+            self._writer = None
+            return (f"; the episode in progress could not be saved ({exc}), its .partial file stays in "
+                    f"{self.config.out} and the next `robokit record` recovers it")
+        if path is None:
+            return ""
+        return f"; {path.name} was saved with the {steps} steps recorded up to that point"
+
+    def _reset_scene(self, same: bool) -> None:
+        """Sim: a new randomised scene (or the same one again); real robot: drive home."""
+        if self.sim_env is not None:
+            # The same scene (and instruction) again, or a fresh draw of both.
+            if same:
+                self.sim_env.reset(seed=self.sim_env.seed, task=self.sim_env.task.name)
+            else:
+                self.sim_env.reset(seed=None)
+            self._say("scene reset" if same else f"new scene (seed {self.sim_env.seed})")
+        elif not same:
+            self._say("homing...")
+            self.robot.home()
+            self._say("at home")
+        self.grabber.forget()
+        self.teleop.reset()
+        self._hold = None
+
+    def _begin_autonomous_episode(self) -> None:
+        if self.sim_env is not None:
+            replay_seed = getattr(self.teleop, "attrs", {}).get("sim_seed")
+            replay_task = getattr(self.teleop, "attrs", {}).get("sim_task")
+            if self.teleop.name == "replay" and replay_seed is not None:
+                self.sim_env.reset(seed=int(replay_seed), task=replay_task)
+            else:
+                self.sim_env.reset(seed=None)
+        self.grabber.forget()
+        self.teleop.reset()
+        self._hold = None
+        self.start_episode()
+
+
+def _state_action(state: RobotState) -> np.ndarray:
+    return np.concatenate([state.qpos, [1.0 if state.gripper > 0.5 else 0.0]]).astype(np.float32)

@@ -1,0 +1,263 @@
+"""`robokit record` / `robokit replay` and the recording session, on the MuJoCo simulation.
+
+Interactive keyboard recording is driven through tmux in test_record_tmux.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_episodes import write_act_sim
+
+from robokit.cli import main
+from robokit.episodes.reader import list_episodes, open_episode
+from robokit.episodes.writer import LowDiskSpace
+from robokit.errors import HardwareFault, UserError
+from robokit.hardware.base import Robot
+from robokit.hardware.kinematics import fk
+from robokit.hardware.sim import PandaSimEnv, list_tasks
+from robokit.hardware.synthetic import SyntheticCamera
+from robokit.record.session import RecordConfig, RecordingSession
+from robokit.record.teleop import KeyboardJog, Kinesthetic, Observation, Replay
+
+SIZE = "48x64"
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# -- unattended (scripted) recording -----------------------------------------------------------------
+def test_scripted_multi_task_records_instruction_and_goal_images(tmp_path, capsys):
+    out = tmp_path / "multi"
+    code, stdout, err = cli(capsys, "record", "--sim", "--task-set", "multi", "--teleop", "scripted",
+                            "--episodes", "2", "--out", out, "--image-size", SIZE, "--compress", "jpeg",
+                            "--seed", "3")
+    assert code == 0, err
+    assert "saved 2 episode(s)" in stdout
+    paths = list_episodes(out)
+    assert [p.name for p in paths] == ["episode_0.hdf5", "episode_1.hdf5"]
+    instructions = list_tasks("multi")
+    for path in paths:
+        with open_episode(path) as ep:
+            assert ep.check() == []
+            assert ep.task in instructions or any(ep.task == t for t in instructions)
+            assert ep.success is True and ep.attrs["source"] == "scripted" and ep.attrs["sim"] is True
+            assert ep.done().tolist()[-6:] == [False] + [True] * 5
+            for cam in ep.camera_names:  # the final frame, kept lossless (the stream is JPEG)
+                goal = ep.goal_image(cam).astype(int)
+                assert goal.shape == (48, 64, 3) and np.abs(goal - ep.image(cam, -1)).mean() < 8
+    code, stdout, _ = cli(capsys, "inspect", out)
+    assert code == 0 and "2 episode(s)" in stdout
+
+
+def test_scripted_pick_place_numbers_continue_and_end_frames(tmp_path, capsys):
+    out = tmp_path / "pick"
+    out.mkdir()
+    write_act_sim(out / "episode_4.hdf5", steps=3)  # someone else's file: never overwritten
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", "scripted", "--episodes", "1", "--out", out,
+                       "--image-size", SIZE, "--end-frames", "2", "--compress", "lzf")
+    assert code == 0, err
+    with open_episode(out / "episode_5.hdf5") as ep:
+        assert ep.image_compression == "lzf"
+        assert int(ep.done().sum()) == 2 and ep.done()[-1]
+        assert ep.goal_image("top") is None  # only the multi task set is goal-conditioned
+        ts = ep.timestamps("robot")
+        np.testing.assert_allclose(np.diff(ts), 1 / 30, rtol=1e-3)  # sim time, one control period
+    with open_episode(out / "episode_4.hdf5") as ep:
+        assert ep.layout == "act" and ep.length == 3
+
+
+def test_replay_reproduces_a_scripted_episode_and_can_be_recorded(tmp_path, capsys):
+    out = tmp_path / "src"
+    assert cli(capsys, "record", "--sim", "--teleop", "scripted", "--episodes", "1", "--out", out,
+               "--image-size", SIZE)[0] == 0
+    source = out / "episode_0.hdf5"
+    code, stdout, err = cli(capsys, "replay", source, "--sim")
+    assert code == 0, err
+    text = " ".join(stdout.split())
+    assert "max 0.0000 rad" in text and "recorded scene: success" in text
+
+    again = tmp_path / "again"
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", f"replay:{source}", "--out", again,
+                       "--image-size", SIZE, "--end-frames", "0")
+    assert code == 0, err
+    with open_episode(source) as a, open_episode(again / "episode_0.hdf5") as b:
+        assert b.attrs["source"] == "replay" and b.success is True
+        np.testing.assert_array_equal(b.action()[: a.length], a.action())
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+def test_corrupt_or_foreign_files_given_to_replay(tmp_path, capsys):
+    bad = tmp_path / "episode_0.hdf5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    code, _, err = cli(capsys, "replay", bad, "--sim")
+    assert code == 2 and "episode_0.hdf5: not a readable HDF5 file" in " ".join(err.split())
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", f"replay:{bad}", "--out", tmp_path / "o")
+    assert code == 2 and "not a readable HDF5 file" in err
+
+    import h5py
+
+    foreign = tmp_path / "other.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("x", data=[1, 2, 3])
+    code, _, err = cli(capsys, "replay", foreign, "--sim")
+    assert code == 2 and "no /action" in err
+
+
+def test_unwritable_or_full_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", "scripted", "--out", blocker / "data")
+    assert code == 2 and "cannot create the output folder" in err
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", "scripted", "--out", tmp_path / "d",
+                       "--min-free-mb", "1e12")
+    assert code == 2 and "MB free" in err and "--out" in err
+
+
+def test_option_mistakes_are_named(tmp_path, capsys):
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", "kinesthetic", "--out", tmp_path)
+    assert code == 2 and "kinesthetic" in err and "--robot franka" in err
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", "scripted", "--task", "fly to the moon",
+                       "--out", tmp_path)
+    assert code == 2 and "unknown sim task" in err
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", "joystick", "--out", tmp_path)
+    assert code == 2 and "unknown --teleop" in err
+
+
+# -- faults during recording (library level) ---------------------------------------------------------
+@pytest.fixture
+def env():
+    with PandaSimEnv(task="pick_place", seed=1, image_size=(48, 64), camera_names=("top",)) as e:
+        yield e
+
+
+def test_unplugged_camera_saves_the_episode_and_names_the_camera(env, tmp_path):
+    wrist = SyntheticCamera("wrist", size=(48, 64), fps=30, fail_after=25)
+    with wrist:
+        cameras = {"top": env.cameras["top"], "wrist": wrist}
+        session = RecordingSession(env.robot, cameras, KeyboardJog(), RecordConfig(out=tmp_path), sim_env=env)
+        session.prepare()
+        session.start_episode()
+        with pytest.raises(HardwareFault) as info:
+            session.run()
+    message = str(info.value)
+    assert "camera 'wrist'" in message and "episode_0.hdf5 was saved" in message
+    with open_episode(tmp_path / "episode_0.hdf5") as ep:
+        assert ep.length >= 10  # the sim loop outpaces the 30 fps camera: frames repeat
+        assert "wrist" in ep.attrs["interrupted"] and ep.check() == []
+
+
+def test_low_disk_space_while_recording_stops_cleanly(env, tmp_path):
+    session = RecordingSession(env.robot, env.cameras, KeyboardJog(), RecordConfig(out=tmp_path), sim_env=env)
+    session.prepare()
+    session.start_episode()
+    for _ in range(10):
+        session.step()
+    session._writer.min_free_bytes = 2**62  # the disk "fills up": the writer's next check notices
+    with pytest.raises(LowDiskSpace) as info:
+        session.run()
+    assert "MB free" in str(info.value) and "episode_0.hdf5 was saved" in str(info.value)
+    with open_episode(tmp_path / "episode_0.hdf5") as ep:
+        assert ep.length >= 10 and ep.check() == []
+
+
+# -- teleop sources ----------------------------------------------------------------------------------
+def _obs(env: PandaSimEnv) -> Observation:
+    return Observation(env.robot.read(), {})
+
+
+def test_keyboard_jog_moves_the_tool_and_toggles_the_gripper(env):
+    jog = KeyboardJog(fps=30)
+    start = fk(env.robot.read().qpos)[0]
+    env.robot.command(*_split(jog.next_action(_obs(env))))
+    for key in ["o"] * 5 + ["up"] * 3 + ["space"]:
+        assert jog.handle_key(key)
+    for _ in range(45):
+        env.robot.command(*_split(jog.next_action(_obs(env))))
+        env.step()
+    end = fk(env.robot.read().qpos)[0]
+    np.testing.assert_allclose(end - start, [0.03, 0.0, -0.05], atol=0.006)
+    assert env.robot.read().gripper > 0.5  # closed
+    assert not jog.handle_key("x")
+
+
+def test_keyboard_jog_refuses_unreachable_targets(env):
+    jog = KeyboardJog(fps=30, workspace=((-5, 5), (-5, 5), (-5, 5)))
+    jog.next_action(_obs(env))
+    for _ in range(80):  # 80 cm further out: beyond the arm's reach
+        jog.handle_key("up")
+    for _ in range(200):
+        action = jog.next_action(_obs(env))
+        env.robot.command(*_split(action))
+        env.step()
+    assert "unreachable" in jog.status()
+    assert np.all(np.isfinite(action))
+
+
+class _HandGuidedSimArm(Robot):
+    """The sim arm moved along a path by a "hand": joint commands are ignored, as the Franka does
+    in kinesthetic mode, and the gripper follows its command."""
+
+    kind = "franka"
+
+    def __init__(self, env: PandaSimEnv) -> None:
+        self.env, self.kinesthetic, self.k = env, False, 0
+
+    def set_kinesthetic(self, enabled: bool) -> None:
+        self.kinesthetic = enabled
+
+    def read(self):
+        return self.env.robot.read()
+
+    def command(self, qpos_target, gripper):
+        q = self.env.robot.read().qpos + np.array([0.004, -0.003, 0.0, 0.003, 0.0, 0.002, 0.0])
+        self.env.robot.command(q, gripper)
+
+    def home(self):
+        self.env.robot.home()
+
+    def stop(self):
+        self.env.robot.stop()
+
+
+def test_kinesthetic_action_is_the_next_measured_position(env, tmp_path):
+    arm = _HandGuidedSimArm(env)
+    source = Kinesthetic(arm)
+    session = RecordingSession(arm, env.cameras, source, RecordConfig(out=tmp_path, end_frames=2), sim_env=env)
+    session.prepare()
+    session.start_episode()
+    for _ in range(20):
+        session.step()
+    source.handle_key("space")
+    for _ in range(5):
+        session.step()
+    session.stop_episode()
+    while session.state != "idle":
+        session.step()
+    session.teleop.close()
+    assert arm.kinesthetic is False
+    with open_episode(tmp_path / "episode_0.hdf5") as ep:
+        qpos, action = ep.qpos(), ep.action()
+        assert ep.attrs["source"] == "kinesthetic" and ep.length == 27
+        np.testing.assert_allclose(action[:-1, :7], qpos[1:, :7], atol=1e-6)
+        np.testing.assert_allclose(action[-1, :7], qpos[-1, :7], atol=1e-6)
+        assert action[0, 7] == 0.0 and action[-1, 7] == 1.0
+        assert ep.done().tolist()[-3:] == [False, True, True]
+
+
+def test_replay_source_refuses_actions_it_cannot_send(tmp_path):
+    path = tmp_path / "episode_0.hdf5"
+    write_act_sim(path, steps=4)  # 14-dof bimanual actions
+    with pytest.raises(UserError, match=r"replay needs \(T, 8\)"):
+        Replay(path)
+
+
+def _split(action):
+    return action[:7], float(action[7])
