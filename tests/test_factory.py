@@ -111,6 +111,7 @@ def test_make_robot_needs_a_host_and_a_known_robot():
         ({"host": "10.0.0.2", "robot": "ur5"}, "--robot"),
         ({"host": "10.0.0.2", "camera": ["top=sim"]}, "add --sim"),
         ({"sim": True, "camera": ["top=nonsense"]}, "'nonsense'"),
+        ({"host": "10.0.0.2", "dynamics": 1.5}, "--dynamics"),
     ],
 )
 def test_hardware_options_reject_bad_combinations(kwargs, message):
@@ -133,6 +134,14 @@ def test_hardware_options_build_the_simulation_with_the_cameras_asked_for():
             make_cameras([CameraSpec("w", "sim", "wrist", "w=sim:wrist")], sim_env=env)
     finally:
         env.close()
+
+
+def test_hardware_options_build_a_franka_with_the_dynamics_factor_given():
+    hw = HardwareOptions.from_cli(host="10.0.0.2", realtime="ignore", dynamics=0.3)
+    arm = hw.make_robot()
+    assert isinstance(arm, FrankaRobot) and arm.host == "10.0.0.2" and arm.realtime == "ignore"
+    assert arm.relative_dynamics_factor == 0.3
+    assert HardwareOptions.from_cli(host="10.0.0.2").make_robot().relative_dynamics_factor == 0.1
 
 
 def test_hardware_options_default_to_both_sim_cameras():

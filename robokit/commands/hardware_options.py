@@ -1,14 +1,16 @@
-"""The hardware options every command shares: ``--sim``, ``--robot``, ``--host``, ``--realtime``, ``--camera``.
+"""Hardware options every command shares: ``--sim --robot --host --realtime --dynamics --camera``.
 
 Use the annotated types as parameters of a typer command, then build the hardware from them::
 
     from robokit.commands.hardware_options import (
-        CameraOpt, HardwareOptions, HostOpt, RealtimeOpt, RobotOpt, SimOpt)
+        CameraOpt, DynamicsOpt, HardwareOptions, HostOpt, RealtimeOpt, RobotOpt, SimOpt)
 
     @app.command("record")
     def record(sim: SimOpt = False, robot: RobotOpt = "franka", host: HostOpt = None,
-               realtime: RealtimeOpt = "enforce", camera: CameraOpt = None) -> None:
-        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime, camera=camera)
+               realtime: RealtimeOpt = "enforce", dynamics: DynamicsOpt = 0.1,
+               camera: CameraOpt = None) -> None:
+        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime,
+                                      dynamics=dynamics, camera=camera)
         env = hw.make_sim_env(task="pick_place", seed=0, image_size=(240, 320), realtime=True)
         arm = hw.make_robot(env)
         cams = hw.make_cameras(env, size=(240, 320), fps=30)
@@ -50,6 +52,11 @@ HostOpt = Annotated[
     str | None, typer.Option("--host", help="The Franka's FCI IP address (the one you open Desk with).")
 ]
 RealtimeOpt = Annotated[str, typer.Option("--realtime", help=REALTIME_HELP)]
+DynamicsOpt = Annotated[
+    float,
+    typer.Option("--dynamics", help="Franka relative dynamics factor in (0, 1]: the fraction of the arm's "
+                 "velocity/acceleration/jerk limits joint motions may use (0.1 is conservative)."),
+]
 CameraOpt = Annotated[
     list[str] | None,
     typer.Option("--camera", help=f"Camera NAME=SPEC, repeatable. SPEC: {CAMERA_SPEC_FORMS}."),
@@ -65,6 +72,7 @@ class HardwareOptions:
     host: str | None = None
     realtime: str = "enforce"
     cameras: list[CameraSpec] = field(default_factory=list)
+    dynamics: float = 0.1
 
     @classmethod
     def from_cli(
@@ -75,6 +83,7 @@ class HardwareOptions:
         realtime: str = "enforce",
         camera: list[str] | None = None,
         require_robot: bool = True,
+        dynamics: float = 0.1,
     ) -> HardwareOptions:
         """Check the combination; raises :class:`UserError` with what to change.
 
@@ -91,12 +100,14 @@ class HardwareOptions:
             raise UserError("--sim and --host exclude each other: drop --host to simulate, or --sim to drive the robot")
         if require_robot and not sim and not host:
             raise UserError("say which robot to use: --sim for the simulation, or --robot franka --host IP")
+        if not 0.0 < dynamics <= 1.0:
+            raise UserError(f"--dynamics must be in (0, 1], got {dynamics}")
         specs = parse_camera_specs(camera or [])
         if not sim:
             for spec in specs:
                 if spec.kind == "sim":
                     raise UserError(f"camera spec {spec.text!r} renders from the simulator: add --sim")
-        return cls(sim=sim, robot=robot, host=host, realtime=realtime, cameras=specs)
+        return cls(sim=sim, robot=robot, host=host, realtime=realtime, cameras=specs, dynamics=float(dynamics))
 
     def sim_camera_names(self, default: tuple[str, ...] = ("top", "wrist")) -> tuple[str, ...]:
         """The simulator cameras to render: those the ``sim`` specs name, else ``default``."""
@@ -121,6 +132,7 @@ class HardwareOptions:
         """The simulator's robot, or a not-yet-connected FrankaRobot (use it in ``with``)."""
         if self.sim and sim_env is None:
             raise UserError("--sim was given but no simulation was built (internal: call make_sim_env first)")
+        franka_options.setdefault("relative_dynamics_factor", self.dynamics)
         return make_robot(sim_env, robot=self.robot, host=self.host, realtime=self.realtime, **franka_options)
 
     def make_cameras(
