@@ -1,0 +1,784 @@
+"""Train a policy on a folder of episodes (``robokit train`` and the demo use :func:`train`).
+
+The trainer is policy-agnostic: it builds the policy from the registry, gives it the dataset's
+normalisation statistics (``set_norm_stats``), optimises ``compute_loss(batch)["loss"]`` with AdamW
+over ``optimizer_param_groups(lr, weight_decay)``, and never looks inside the model.
+
+Output folder::
+
+    best.pt            lowest validation loss so far (robokit checkpoint, DESIGN §3)
+    last.pt            the latest weights (also written on Ctrl-C)
+    train_state.pt     optimizer state, step, RNG states: what --resume needs besides last.pt
+                       (tensors and plain containers only: torch.load(weights_only=True) reads it)
+    metrics.jsonl      one record per log interval and per validation (see train_log.py)
+    train_val_<term>.png   curves per loss term
+
+Steps are optimizer steps. One epoch is one pass over every start step of the training episodes
+(see data.py). Under ``torchrun`` (DDP) every process loads the data, ``batch_size`` is per process,
+rank 0 alone validates, logs and saves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler, Subset
+
+import robokit
+from robokit.errors import CheckpointError, ConfigError
+from robokit.policies.base import Policy, PolicyConfig, get_policy_class
+from robokit.policies.data import DEFAULT_CACHE_BYTES, ImageAugment, build_datasets
+from robokit.policies.train_log import MetricsLog, plot_history
+
+log = logging.getLogger(__name__)
+
+TRAIN_STATE_FORMAT = "robokit.train_state"
+TRAIN_STATE_VERSION = 1
+DEFAULT_STEPS = 5000
+PLOT_INTERVAL_S = 60.0
+# Options that define the data a run trains on: a resumed run keeps the original run's values.
+DATA_OPTIONS = ("camera_names", "chunk_size", "image_size", "val_fraction", "seed", "goal_images",
+                "act_real_shift", "policy", "policy_config")
+# Config fields the trainer fills from the dataset (or from dedicated options), never overrides.
+DATASET_FIELDS = ("camera_names", "state_dim", "action_dim", "image_shape")
+
+
+@dataclass
+class TrainOptions:
+    """Everything one training run needs. ``robokit train`` builds this from flags and a TOML file."""
+
+    data: str | Path
+    out: str | Path
+    policy: str = "act"
+    steps: int | None = None  # optimizer steps in total (default DEFAULT_STEPS unless epochs)
+    epochs: float | None = None  # passes over the training start steps (alternative to steps)
+    batch_size: int = 8  # per process
+    lr: float | None = None  # default: the policy config's `lr`, else 1e-4
+    weight_decay: float | None = None  # default: the policy config's `weight_decay`, else 1e-4
+    grad_clip: float | None = None  # max gradient norm (ACT does not clip)
+    camera_names: list[str] | None = None  # default: every camera of the first episode
+    chunk_size: int | None = None  # default: the policy config's
+    image_size: tuple[int, int] | None = None  # (H, W) to resize to at load time; default: native
+    fps: float | None = None  # override the episodes' rate (ACT files do not record it)
+    policy_config: dict[str, Any] = field(default_factory=dict)  # policy config overrides
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    seed: int = 0
+    val_fraction: float = 0.2
+    val_every: int | None = None  # steps; default: a tenth of the run (at most 1000)
+    val_samples: int = 512  # validation start steps per evaluation (evenly spread, fixed)
+    log_every: int = 10
+    num_workers: int | None = None  # default: 0 when the images are cached in RAM, else a few
+    cache_gb: float = DEFAULT_CACHE_BYTES / 1024**3
+    augment_shift: int = 0
+    augment_color: float = 0.0
+    goal_images: bool | None = None
+    act_real_shift: bool = True
+    amp: bool = False  # bf16 autocast, CUDA only
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        self.data, self.out = Path(self.data), Path(self.out)
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("give --steps or --epochs, not both")
+        for name in ("steps", "epochs", "batch_size", "val_every", "log_every", "val_samples",
+                     "chunk_size", "lr", "fps"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("weight_decay", "grad_clip", "cache_gb", "augment_color", "augment_shift"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"num-workers must be >= 0, got {self.num_workers}")
+        if self.image_size is not None:
+            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+            if min(self.image_size) <= 0:
+                raise ConfigError(f"image size must be positive, got {self.image_size}")
+        if self.camera_names is not None:
+            self.camera_names = list(self.camera_names)
+            if len(set(self.camera_names)) != len(self.camera_names):
+                raise ConfigError(f"camera chosen twice: {self.camera_names}")
+        self.policy_config = dict(self.policy_config)
+        # Dataset-defined fields have their own options.
+        if "chunk_size" in self.policy_config:
+            chunk = int(self.policy_config.pop("chunk_size"))
+            if self.chunk_size is not None and self.chunk_size != chunk:
+                raise ConfigError(f"chunk size given twice ({self.chunk_size} and {chunk})")
+            self.chunk_size = chunk
+        if "fps" in self.policy_config:
+            self.fps = float(self.policy_config.pop("fps"))
+        if "image_shape" in self.policy_config:
+            shape = self.policy_config.pop("image_shape")
+            self.image_size = (int(shape[0]), int(shape[1]))
+        bad = sorted(set(self.policy_config) & set(DATASET_FIELDS))
+        if bad:
+            raise ConfigError(f"{', '.join(bad)} come from the dataset; choose cameras with --camera "
+                              "and the image size with --image-size")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-container form (stored in train_state.pt)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else (
+                list(value) if isinstance(value, tuple) else value)
+        return out
+
+
+@dataclass
+class TrainProgress:
+    """What the progress callback receives (rank 0 only), after every step and validation."""
+
+    phase: str  # "start" | "train" | "val" | "done"
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float | None = None  # mean train loss over the last log interval
+    lr: float = 0.0
+    steps_per_s: float | None = None
+    eta_s: float | None = None
+    val_loss: float | None = None  # last validation loss
+    best_val_loss: float | None = None
+    terms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    total_steps: int
+    last_path: Path
+    best_path: Path | None
+    best_val_loss: float | None
+    last_val_loss: float | None
+    train_loss: float | None
+    train_seconds: float
+    interrupted: bool = False
+    dataset: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    world_size: int = 1
+
+
+ProgressCallback = Callable[[TrainProgress], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and processes
+# ---------------------------------------------------------------------------------------------
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA if visible, else MPS, else CPU. Asking for a missing device is an error."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu "
+                              "(or check the driver / CUDA_VISIBLE_DEVICES)")
+        if name == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device(name)
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ConfigError("--device mps: Apple's MPS backend is not available here; use --device cpu")
+        return torch.device("mps")
+    raise ConfigError(f"unknown device '{name}'; choose auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass
+class _Dist:
+    """The process group when run under torchrun (WORLD_SIZE > 1), else a single process."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: torch.device) -> _Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        owns = False
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend=backend, timeout=_dt.timedelta(minutes=30))
+            owns = True
+        return cls(world_size=world, rank=rank, local_rank=local, owns_group=owns)
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank if ``flag`` is True on any (so all ranks stop at the same step)."""
+        if not self.enabled:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+class _StopRequest:
+    """First Ctrl-C (SIGINT/SIGTERM) asks the loop to stop at the next step boundary and save
+    last.pt; another one a second or more later aborts at once (without saving). Signals in quick
+    succession count as one: torchrun forwards a SIGTERM right after the terminal's SIGINT."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._at = 0.0
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            if time.monotonic() - self._at >= 1.0:
+                raise KeyboardInterrupt
+            return
+        self.requested = True
+        self._at = time.monotonic()
+        log.warning("stop requested: finishing this step and saving last.pt (Ctrl-C again to abort)")
+
+    def __enter__(self) -> _StopRequest:  # noqa: PYI034
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _ignore_sigint_in_worker(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the main process decides when to stop, so a worker
+    # must not die mid-batch (the main process would then fail fetching instead of saving).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------
+class _TrainBatches(Sampler[list[int]]):
+    """Endless batches of a seeded per-epoch permutation, split across ranks, from a given step.
+
+    Epoch ``e`` uses permutation ``seed + e``; each rank takes every world-th index of it (equal
+    counts, so every rank runs the same number of steps), and one epoch has
+    ``max(1, per_rank // batch_size)`` batches. Starting at ``start_step`` makes a resumed run
+    continue with exactly the batches the interrupted run would have drawn.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int, start_step: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world, self.start_step = rank, world, start_step
+        self.per_rank = max(1, n // world)
+        self.steps_per_epoch = max(1, self.per_rank // batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, k = divmod(self.start_step, self.steps_per_epoch)
+        while True:
+            perm = np.random.default_rng(self.seed + epoch).permutation(self.n)
+            mine = perm[self.rank::self.world][:self.per_rank]
+            if len(mine) < self.per_rank:  # fewer samples than ranks: wrap around
+                mine = np.resize(perm, self.per_rank)
+            for b in range(k, self.steps_per_epoch):
+                yield mine[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+            epoch, k = epoch + 1, 0
+
+
+class _LossModule(nn.Module):
+    """DDP wraps forward(); policies expose compute_loss(), so forward() calls it."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.policy.compute_loss(batch)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    non_blocking = device.type == "cuda"
+    return {k: (v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v)
+            for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Read train_state.pt (weights_only); CheckpointError naming the file if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing; it holds the optimizer state --resume needs "
+                              "(start a new run with another --out)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign file: one clear message
+        raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a robokit training state file")
+    if int(state.get("version", 0)) > TRAIN_STATE_VERSION:
+        raise CheckpointError(f"{path}: training state version {state.get('version')} is newer than "
+                              f"this robokit reads ({TRAIN_STATE_VERSION}); upgrade robokit")
+    return state
+
+
+def _config_default(config_class: type[PolicyConfig], name: str) -> Any:
+    for f in dataclasses.fields(config_class):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+def train(options: TrainOptions, progress: ProgressCallback | None = None) -> TrainResult:
+    """Train a policy as ``options`` says; returns where the checkpoints are and the final figures.
+
+    Ctrl-C (or SIGTERM) stops at the next step boundary, saves last.pt and returns a result with
+    ``interrupted=True``; ``--resume`` continues from there. Raises ConfigError / DataError /
+    CheckpointError with one clear message for bad options, data or checkpoints.
+    """
+    device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
+    dist = _Dist.from_env(device)
+    try:
+        return _Trainer(options, device, dist, progress).run()
+    finally:
+        dist.close()
+
+
+class _Trainer:
+    def __init__(self, opts: TrainOptions, device: torch.device, dist: _Dist,
+                 progress: ProgressCallback | None) -> None:
+        self.opts, self.device, self.dist = opts, device, dist
+        self.progress = progress if dist.is_main else None
+        self.out = Path(opts.out)
+        self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        self.state_path = self.out / "train_state.pt"
+        self.amp = bool(opts.amp and device.type == "cuda")
+        if opts.amp and not self.amp:
+            log.warning("--amp (bf16 autocast) applies on CUDA only; training in float32 on %s", device)
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _prepare_out_dir(self) -> dict[str, Any] | None:
+        opts = self.opts
+        if opts.resume:
+            if not self.last_path.exists():
+                raise ConfigError(f"{self.out}: nothing to resume (no last.pt); drop --resume to start "
+                                  "a new run")
+            return load_train_state(self.state_path)
+        if self.last_path.exists() or self.best_path.exists():
+            raise ConfigError(f"{self.out} already holds a training run; pass --resume to continue it "
+                              "or choose another --out")
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        return None
+
+    def _effective_options(self, state: dict[str, Any] | None) -> TrainOptions:
+        """On resume the data-defining options come from the original run."""
+        if state is None:
+            return self.opts
+        saved = state.get("options", {})
+        given = self.opts.to_dict()
+        defaults = TrainOptions(data=".", out=".").to_dict()
+        values = dict(given)
+        for name in DATA_OPTIONS:
+            if name not in saved:
+                continue
+            if given[name] != defaults[name] and given[name] != saved[name]:
+                log.warning("--resume keeps the original run's %s (%r), not %r", name, saved[name],
+                            given[name])
+            values[name] = saved[name]
+        return TrainOptions(**values)
+
+    def _build_data(self, opts: TrainOptions, policy_cls: type[Policy]) -> None:
+        chunk = opts.chunk_size or _config_default(policy_cls.config_class, "chunk_size") or 100
+        augment = ImageAugment(shift=opts.augment_shift, brightness=opts.augment_color,
+                               contrast=opts.augment_color, saturation=opts.augment_color)
+        self.train_ds, self.val_ds, self.stats, self.info = build_datasets(
+            opts.data, camera_names=opts.camera_names, chunk_size=chunk, val_fraction=opts.val_fraction,
+            seed=opts.seed, image_size=opts.image_size, augment=augment,
+            cache_bytes=int(opts.cache_gb * 1024**3), goal_images=opts.goal_images,
+            goal_camera=opts.policy_config.get("goal_camera") or None,
+            act_real_shift=opts.act_real_shift)
+        self.chunk_size = chunk
+
+    def _build_config(self, opts: TrainOptions, policy_cls: type[Policy]) -> PolicyConfig:
+        info = self.info
+        fps = opts.fps or info.fps
+        if fps is None:
+            fps = _config_default(policy_cls.config_class, "fps") or 30.0
+            log.warning("the episodes do not record their rate; assuming %g Hz (set it with --fps)", fps)
+        values = dict(opts.policy_config)
+        values.update(camera_names=list(info.camera_names), image_shape=tuple(info.image_shape),
+                      state_dim=info.state_dim, action_dim=info.action_dim,
+                      chunk_size=self.chunk_size, fps=float(fps))
+        return policy_cls.config_class.from_dict(values)
+
+    def _make_loader(self, ds: Any, batch_sampler: Any = None, batch_size: int | None = None) -> DataLoader:
+        workers = self.opts.num_workers
+        if workers is None:
+            workers = 0 if self.train_ds.cached else min(4, max(1, (os.cpu_count() or 2) // 2))
+        kwargs: dict[str, Any] = {"num_workers": workers, "pin_memory": self.device.type == "cuda",
+                                  "generator": torch.Generator().manual_seed(self.opts.seed)}
+        if workers > 0:
+            kwargs.update(worker_init_fn=_ignore_sigint_in_worker, prefetch_factor=4)
+        if batch_sampler is not None:
+            return DataLoader(ds, batch_sampler=batch_sampler, **kwargs)
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, **kwargs)
+
+    # -- main loop -----------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        state = self._prepare_out_dir()
+        opts = self._effective_options(state)
+        self.opts = opts
+        random.seed(opts.seed)
+        np.random.seed(opts.seed % 2**32)
+        torch.manual_seed(opts.seed)
+
+        policy_cls = get_policy_class(opts.policy)
+        self._build_data(opts, policy_cls)
+        config = self._build_config(opts, policy_cls)
+
+        if state is not None:
+            from robokit.policies.checkpoint import load_checkpoint
+
+            policy, meta = load_checkpoint(self.last_path, map_location="cpu", expected_type=opts.policy)
+            if int(meta.get("step", -1)) != int(state["step"]):
+                raise CheckpointError(f"{self.last_path} is at step {meta.get('step')} but "
+                                      f"{self.state_path} at step {state['step']}; the run was cut off "
+                                      "while saving: start a new run from best.pt's data")
+            if policy.config.to_dict() != config.to_dict():
+                log.warning("resuming with the checkpoint's policy config; the dataset now implies %s",
+                            config.to_dict())
+        else:
+            policy = policy_cls(config)
+            policy.set_norm_stats(self.stats)
+        policy.to(self.device)
+        policy.train()
+        self.policy = policy
+
+        lr = opts.lr or float(getattr(policy.config, "lr", 0) or 1e-4)
+        wd = opts.weight_decay if opts.weight_decay is not None else float(
+            getattr(policy.config, "weight_decay", 1e-4))
+        self.optimizer = torch.optim.AdamW(policy.optimizer_param_groups(lr, wd), lr=lr, weight_decay=wd)
+        self.lr = lr
+
+        start_step = 0
+        self.best_val = None
+        self.train_seconds_before = 0.0
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            start_step = int(state["step"])
+            self.best_val = state.get("best_val_loss")
+            self.train_seconds_before = float(state.get("train_seconds", 0.0))
+        self.model: nn.Module = _LossModule(policy)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+
+        sampler = _TrainBatches(len(self.train_ds), opts.batch_size, opts.seed, self.dist.rank,
+                                self.dist.world_size, start_step)
+        self.steps_per_epoch = sampler.steps_per_epoch
+        if opts.steps is not None:
+            total = int(opts.steps)
+        elif opts.epochs is not None:
+            total = max(1, math.ceil(opts.epochs * self.steps_per_epoch))
+        else:
+            total = DEFAULT_STEPS
+        if start_step >= total:
+            raise ConfigError(f"{self.out} has already trained {start_step} steps; to go on, pass "
+                              f"--steps larger than {start_step}")
+        self.total = total
+        self.val_every = opts.val_every or max(1, min(1000, total // 10))
+
+        self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        if self.dist.is_main:
+            self.metrics.load(up_to_step=start_step if state is not None else -1)
+        if state is not None:
+            self._restore_rng(state)
+        self.last_val: float | None = None
+        self.last_train: float | None = None
+        self._terms: dict[str, float] = {}
+        self._last_plot = -math.inf
+        return self._loop(sampler, start_step)
+
+    def _loop(self, sampler: _TrainBatches, start_step: int) -> TrainResult:
+        opts, device, dist = self.opts, self.device, self.dist
+        loader = self._make_loader(self.train_ds, batch_sampler=sampler)
+        step = start_step
+        sums: dict[str, torch.Tensor] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        run_start = time.perf_counter()
+        steps_per_s: float | None = None
+        interrupted = False
+        self._emit("start", step, steps_per_s)
+        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.amp
+                    else nullcontext())
+        with _StopRequest() as stop:
+            batches = iter(loader)
+            try:
+                while step < self.total:
+                    # Under DDP every rank must stop at the same step: agree on it at log steps.
+                    check = not dist.enabled or step % opts.log_every == 0
+                    if check and dist.any(stop.requested, device):
+                        interrupted = True
+                        break
+                    batch = _to_device(next(batches), device)
+                    with autocast:
+                        out = self.model(batch)
+                    loss = out["loss"]
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if opts.grad_clip:
+                        nn.utils.clip_grad_norm_(self.policy.parameters(), opts.grad_clip)
+                    self.optimizer.step()
+                    step += 1
+                    window_steps += 1
+                    for k, v in out.items():
+                        if torch.is_tensor(v) and v.numel() == 1:
+                            sums[k] = sums.get(k, 0) + v.detach().float()
+
+                    if step % opts.log_every == 0 or step == self.total:
+                        elapsed = time.perf_counter() - window_start
+                        steps_per_s = window_steps / elapsed if elapsed > 0 else None
+                        terms = {k: float(v.item()) / window_steps for k, v in sums.items()}
+                        if not all(math.isfinite(v) for v in terms.values()):
+                            raise ConfigError(f"the training loss became non-finite ({terms}) by step "
+                                              f"{step}; lower the learning rate (--lr) or check the data")
+                        self.last_train = terms.get("loss")
+                        if dist.is_main:
+                            self.metrics.append({"split": "train", "step": step, "epoch": self._epoch(step),
+                                                 "time": round(time.time(), 3), **terms, "lr": self._lr(),
+                                                 "steps_per_s": steps_per_s})
+                        sums, window_steps, window_start = {}, 0, time.perf_counter()
+                        self._terms = terms
+                    if step % self.val_every == 0 or step == self.total:
+                        self._validate_and_save(step, run_start)
+                        window_start = time.perf_counter()  # validation time is not training speed
+                    self._emit("train", step, steps_per_s)
+            finally:
+                del batches
+        if interrupted:
+            log.warning("stopped at step %d; saving %s", step, self.last_path)
+            self._save_last(step, run_start)
+            if dist.is_main:
+                self._plot(force=True)
+        result = TrainResult(
+            out_dir=self.out, step=step, total_steps=self.total, last_path=self.last_path,
+            best_path=self.best_path if self.best_path.exists() else None, best_val_loss=self.best_val,
+            last_val_loss=self.last_val, train_loss=self.last_train,
+            train_seconds=self._train_seconds(run_start), interrupted=interrupted,
+            dataset=self.info.to_dict(), device=str(device), world_size=dist.world_size)
+        dist.barrier()  # the others wait while rank 0 validates and saves the last time
+        self._emit("done", step, steps_per_s)
+        return result
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def _epoch(self, step: int) -> float:
+        return round(step / self.steps_per_epoch, 4)
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _train_seconds(self, run_start: float) -> float:
+        return self.train_seconds_before + (time.perf_counter() - run_start)
+
+    def _emit(self, phase: str, step: int, steps_per_s: float | None) -> None:
+        if self.progress is None:
+            return
+        remaining = self.total - step
+        self.progress(TrainProgress(
+            phase=phase, step=step, total_steps=self.total, epoch=self._epoch(step),
+            loss=self.last_train, lr=self._lr(), steps_per_s=steps_per_s,
+            eta_s=remaining / steps_per_s if steps_per_s else None, val_loss=self.last_val,
+            best_val_loss=self.best_val, terms=dict(self._terms)))
+
+    @contextmanager
+    def _fixed_rng(self) -> Iterator[None]:
+        # Validation draws the same noise every time (CVAE sampling, dropout off), so val losses
+        # are comparable between evaluations and the training RNG stream is left untouched.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.opts.seed + 12345)
+            yield
+
+    def _validate(self) -> dict[str, float] | None:
+        if self.val_ds is None or len(self.val_ds) == 0:
+            return None
+        n = min(len(self.val_ds), self.opts.val_samples)
+        idx = np.unique(np.linspace(0, len(self.val_ds) - 1, n).round().astype(int)).tolist()
+        loader = self._make_loader(Subset(self.val_ds, idx), batch_size=self.opts.batch_size)
+        sums: dict[str, float] = {}
+        count = 0
+        self.policy.eval()
+        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.amp
+                    else nullcontext())
+        try:
+            with torch.no_grad(), self._fixed_rng(), autocast:
+                for batch in loader:
+                    b = int(batch["qpos"].shape[0])
+                    out = self.policy.compute_loss(_to_device(batch, self.device))
+                    for k, v in out.items():
+                        if torch.is_tensor(v) and v.numel() == 1:
+                            sums[k] = sums.get(k, 0.0) + float(v.item()) * b
+                    count += b
+        finally:
+            self.policy.train()
+        return {k: v / count for k, v in sums.items()}
+
+    def _validate_and_save(self, step: int, run_start: float) -> None:
+        if not self.dist.is_main:
+            return  # rank 0 validates alone; the others wait for it in the next all-reduce
+        val = self._validate()
+        if val is not None:
+            self.last_val = val.get("loss")
+            score = self.last_val
+        else:
+            score = self.last_train  # no validation set: keep the lowest training loss
+        improved = score is not None and (self.best_val is None or score < self.best_val)
+        if val is not None:
+            self.metrics.append({"split": "val", "step": step, "epoch": self._epoch(step),
+                                 "time": round(time.time(), 3), **val, "best": improved})
+        if improved:
+            self.best_val = score
+            self._save(self.best_path, step, run_start)
+        self._save_last(step, run_start)
+        self._plot(force=step == self.total)
+        self._emit("val", step, None)
+
+    def _plot(self, force: bool = False) -> None:
+        # Four PNGs take about a second: at most one refresh per PLOT_INTERVAL_S, plus the last.
+        now = time.monotonic()
+        if not force and now - self._last_plot < PLOT_INTERVAL_S:
+            return
+        self._last_plot = now
+        try:
+            plot_history(self.metrics.records, self.out)
+        except Exception as exc:  # noqa: BLE001 - a plot must never cost a training run
+            log.warning("could not write plots: %s", exc)
+
+    def _meta(self, step: int, run_start: float) -> dict[str, Any]:
+        info = self.info
+        return {
+            "dataset": info.folder, "episodes": list(info.episodes), "num_episodes": len(info.episodes),
+            "train_episodes": list(info.train_episodes), "val_episodes": list(info.val_episodes),
+            "step": int(step), "epoch": self._epoch(step),
+            "val_loss": None if self.last_val is None else float(self.last_val),
+            "best_val_loss": None if self.best_val is None else float(self.best_val),
+            "train_loss": None if self.last_train is None else float(self.last_train),
+            "fps": float(self.policy.config.fps), "camera_names": list(info.camera_names),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "robokit_version": robokit.__version__,
+            "train_seconds": round(self._train_seconds(run_start), 2),
+            "policy": self.opts.policy, "seed": int(self.opts.seed), "batch_size": int(self.opts.batch_size),
+            "world_size": int(self.dist.world_size), "lr": float(self.lr), "device": str(self.device),
+            "total_steps": int(self.total),
+        }
+
+    def _save(self, path: Path, step: int, run_start: float) -> None:
+        from robokit.policies.checkpoint import save_checkpoint
+
+        save_checkpoint(path, self.policy, self._meta(step, run_start))
+
+    def _save_last(self, step: int, run_start: float) -> None:
+        if not self.dist.is_main:
+            return
+        # last.pt first: a crash between the two leaves train_state at an older step, which
+        # --resume detects instead of pairing new weights with an old optimizer.
+        self._save(self.last_path, step, run_start)
+        state = {
+            "format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION, "step": int(step),
+            "optimizer": self.optimizer.state_dict(), "best_val_loss": self.best_val,
+            "train_seconds": float(self._train_seconds(run_start)), "options": self.opts.to_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            **_host_rng_state(),
+        }
+        _atomic_torch_save(state, self.state_path)
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        if state.get("rng_cpu") is not None:
+            torch.set_rng_state(state["rng_cpu"])
+        if state.get("rng_cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        _set_host_rng_state(state)
+
+
+def _host_rng_state() -> dict[str, Any]:
+    """numpy's and Python's RNG states as tensors and ints (weights_only-loadable)."""
+    _kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {"rng_numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "rng_python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                           "gauss": py_gauss}}
+
+
+def _set_host_rng_state(state: dict[str, Any]) -> None:
+    rn = state.get("rng_numpy")
+    if rn is not None:
+        np.random.set_state(("MT19937", rn["keys"].numpy().astype(np.uint32), rn["pos"],
+                             rn["has_gauss"], rn["gauss"]))
+    rp = state.get("rng_python")
+    if rp is not None:
+        random.setstate((rp["version"], tuple(int(v) for v in rp["internal"].tolist()), rp["gauss"]))

@@ -1,0 +1,137 @@
+"""The trainer: ACT overfits two episodes, resume continues exactly, Ctrl-C saves, bad runs refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_data_layouts import write_v1
+from torch.utils.data import DataLoader
+
+from robokit.errors import CheckpointError, ConfigError, DataError
+from robokit.policies.checkpoint import load_checkpoint
+from robokit.policies.data import EpisodeDataset
+from robokit.policies.train import TrainOptions, TrainProgress, train
+
+# A tiny ACT: small backbone, one layer each, so a step takes milliseconds on a CPU.
+TINY_ACT = {"backbone": "small", "hidden_dim": 32, "nheads": 2, "dim_feedforward": 64, "enc_layers": 1,
+            "dec_layers": 1, "vae_enc_layers": 1, "latent_dim": 8, "dropout": 0.0}
+TINY_GRP = {"patch_size": 8, "n_embd": 32, "n_head": 2, "n_blocks": 1, "text_max_length": 8}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("train") / "data"
+    for i in range(3):
+        write_v1(folder, i, length=16 + 2 * i, cams={"top": (32, 32)}, task="pick the cube")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from a second thread, and on a busy 2-core machine two spinning
+    # OpenMP threads per process make every step many times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_act_overfits_two_short_episodes(tmp_path: Path):
+    folder = tmp_path / "two"
+    for i in range(2):
+        write_v1(folder, i, length=20, cams={"top": (32, 32)})
+    seen: list[TrainProgress] = []
+    result = train(TrainOptions(data=folder, out=tmp_path / "run", policy="act", steps=200, batch_size=8,
+                                chunk_size=5, lr=1e-3, val_fraction=0.0, log_every=10,
+                                policy_config=TINY_ACT, seed=0), progress=seen.append)
+    first = next(r for r in records(tmp_path / "run") if r["split"] == "train")["l1"]  # steps 1-10
+    policy, _ = load_checkpoint(tmp_path / "run" / "last.pt")
+    everything = EpisodeDataset(sorted(folder.glob("*.hdf5")), chunk_size=5)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        last = policy.compute_loss(next(iter(DataLoader(everything, batch_size=len(everything)))))["l1"]
+    assert last * 10 <= first, f"L1 went from {first:.4f} to {last:.4f}"
+    assert result.step == 200 and not result.interrupted
+    assert seen[-1].phase == "done" and seen[-1].step == 200 and seen[-1].loss is not None
+    assert any(p.steps_per_s for p in seen) and any(p.eta_s is not None for p in seen)
+    # Checkpoints are plain tensors and containers: torch.load(weights_only=True) reads them.
+    ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert ckpt["policy_type"] == "act" and ckpt["config"]["hidden_dim"] == 32
+    meta = ckpt["train_meta"]
+    assert meta["step"] <= 200 and meta["fps"] == 30.0 and meta["camera_names"] == ["top"]
+    assert meta["num_episodes"] == 2 and meta["dataset"] == str(folder.resolve())
+    for term in ("loss", "l1", "kl"):
+        assert (tmp_path / "run" / f"train_val_{term}.png").stat().st_size > 1000
+
+
+def _opts(data: Path, out: Path, steps: int, **kw) -> TrainOptions:
+    base = {"policy": "act", "batch_size": 4, "chunk_size": 4, "lr": 1e-3, "val_every": 3,
+            "log_every": 1, "policy_config": {**TINY_ACT, "dropout": 0.1}, "num_workers": 0, "seed": 5}
+    base.update(kw)
+    return TrainOptions(data=data, out=out, steps=steps, **base)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(data: Path, tmp_path: Path):
+    straight = train(_opts(data, tmp_path / "straight", 6))
+    train(_opts(data, tmp_path / "split", 3))
+    # The optimizer state travels in train_state.pt, readable with weights_only=True.
+    state = torch.load(tmp_path / "split" / "train_state.pt", weights_only=True)
+    assert state["step"] == 3 and state["optimizer"]["state"]
+    resumed = train(_opts(data, tmp_path / "split", 6, resume=True))
+    assert resumed.step == straight.step == 6
+    a, _ = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b, meta = load_checkpoint(tmp_path / "split" / "last.pt")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert meta["step"] == 6
+    steps = [r["step"] for r in records(tmp_path / "split") if r["split"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the log carries on, without duplicates
+    with pytest.raises(ConfigError, match="already trained 6 steps"):
+        train(_opts(data, tmp_path / "split", 6, resume=True))
+
+
+def test_an_existing_run_is_not_overwritten_and_resume_needs_one(data: Path, tmp_path: Path):
+    train(_opts(data, tmp_path / "run", 1))
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_opts(data, tmp_path / "run", 2))
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(_opts(data, tmp_path / "fresh", 2, resume=True))
+    (tmp_path / "run" / "train_state.pt").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="train_state.pt"):
+        train(_opts(data, tmp_path / "run", 2, resume=True))
+
+
+def test_bad_options_and_data_are_clear_errors(data: Path, tmp_path: Path):
+    with pytest.raises(DataError, match="no episode"):
+        train(_opts(tmp_path, tmp_path / "run", 1))
+    with pytest.raises(ConfigError, match="unknown ACTConfig option"):
+        train(_opts(data, tmp_path / "run", 1, policy_config={"no_such_option": 1}))
+    with pytest.raises(ConfigError, match="not both"):
+        _opts(data, tmp_path / "run", 1, epochs=2)
+    with pytest.raises(ConfigError, match="unknown policy"):
+        train(_opts(data, tmp_path / "run", 1, policy="nope"))
+    with pytest.raises(ConfigError, match="camera"):
+        _opts(data, tmp_path / "run", 1, policy_config={"camera_names": ["top"]})
+
+
+@pytest.mark.parametrize(("policy", "chunk", "overrides"), [
+    ("grp", 4, TINY_GRP),
+    ("cnnmlp", None, {"backbone": "small", "mlp_hidden_dim": 32, "mlp_depth": 1}),  # its default chunk: 1
+])
+def test_epochs_and_other_policies_through_the_same_trainer(data: Path, tmp_path: Path, policy: str,
+                                                            chunk: int | None, overrides: dict):
+    # The trainer only calls the Policy API: GRP (goal-conditioned) and CNN-MLP train the same way.
+    result = train(TrainOptions(data=data, out=tmp_path / policy, policy=policy, epochs=1, batch_size=8,
+                                chunk_size=chunk, policy_config=overrides, val_every=100))
+    # 3 episodes (16, 18, 20 steps): 2 for training, 1 for validation; one epoch = n_train // 8 batches.
+    ckpt, meta = load_checkpoint(tmp_path / policy / "best.pt", expected_type=policy)
+    n_train = sum(16 + 2 * int(name[8]) for name in meta["train_episodes"])
+    assert result.step == n_train // 8 and result.best_val_loss is not None
+    assert ckpt.config.image_shape == (32, 32, 3) and ckpt.config.chunk_size == (chunk or 1)
