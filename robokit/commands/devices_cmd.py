@@ -74,11 +74,12 @@ def _check_robot(hw: HardwareOptions) -> None:
     with robot:
         state = robot.read()
         q_min, q_max = robot.joint_limits
+        backend = getattr(robot, "backend", "?")
     np.set_printoptions(precision=3, suppress=True)
     table = Table(title=f"Franka at {hw.host}", title_justify="left", show_header=False)
     table.add_column("field")
     table.add_column("value")
-    table.add_row("backend", f"{getattr(robot, 'backend', '?')} (realtime {hw.realtime})")
+    table.add_row("backend", f"{backend} (realtime {hw.realtime})")
     table.add_row("joint positions (rad)", str(np.asarray(state.qpos)))
     table.add_row("joint velocities (rad/s)", str(np.asarray(state.qvel)))
     table.add_row("gripper (0 open .. 1 closed)", f"{state.gripper:.3f}")
