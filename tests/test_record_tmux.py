@@ -1,0 +1,201 @@
+"""`robokit record --sim --teleop keyboard` driven like a person would: in a terminal, with keys.
+
+Each test runs the recorder in its own tmux server (a real pseudo-terminal, so the raw-mode key
+reader and the live panel run exactly as over ssh) and sends keys with `tmux send-keys`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from robokit.cli import main
+from robokit.episodes.reader import open_episode
+from robokit.hardware.kinematics import fk
+from robokit.hardware.sim import list_tasks
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+
+class Pane:
+    """One recorder process in a private tmux server."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.server = f"robokit-test-{uuid.uuid4().hex[:8]}"
+        command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "robokit.cli", *args])
+        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+        self._tmux("new-session", "-d", "-s", "rec", "-x", "200", "-y", "50", f"exec {command}", env=env)
+        self._tmux("set-option", "-t", "rec", "remain-on-exit", "on")
+        self.pid = int(self._tmux("display-message", "-p", "-t", "rec", "#{pane_pid}").strip())
+
+    def _tmux(self, *args: str, env: dict | None = None) -> str:
+        return subprocess.run(["tmux", "-L", self.server, *args], check=True, capture_output=True, text=True,
+                              env=env, timeout=20).stdout
+
+    def keys(self, *keys: str) -> None:
+        for key in keys:
+            self._tmux("send-keys", "-t", "rec", key)
+            time.sleep(0.05)
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "rec", "-S", "-60")
+
+    def dead(self) -> bool:
+        return self._tmux("display-message", "-p", "-t", "rec", "#{pane_dead}").strip() == "1"
+
+    def exit_status(self) -> int:
+        """The exit code, or minus the signal number that killed the process."""
+        for _ in range(50):  # tmux fills these in just after it marks the pane dead
+            status, sig = self._tmux("display-message", "-p", "-t", "rec",
+                                     "#{pane_dead_status}:#{pane_dead_signal}").strip().split(":")
+            if status or sig:
+                return int(status) if status else -int(sig)
+            time.sleep(0.05)
+        raise AssertionError("tmux did not report how the recorder ended")
+
+    def wait_for(self, predicate, what: str, timeout_s: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if predicate(text):
+                return text
+            if self.dead():
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; screen:\n{self.screen()}")
+
+    def wait_text(self, text: str, timeout_s: float = 30.0) -> str:
+        return self.wait_for(lambda s: text in s, repr(text), timeout_s)
+
+    def wait_steps(self, n: int) -> int:
+        screen = self.wait_for(lambda s: "RECORDING" in s and _steps(s) >= n, f"{n} recorded steps")
+        return _steps(screen)
+
+    def wait_exit(self, timeout_s: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout_s
+        while not self.dead():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the recorder did not exit; screen:\n{self.screen()}")
+            time.sleep(0.1)
+        return self.exit_status()
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.server, "kill-server"], check=False, capture_output=True, timeout=20)
+
+
+def _steps(screen: str) -> int:
+    found = re.findall(r"steps (\d+)", screen)
+    return int(found[-1]) if found else -1
+
+
+@pytest.fixture
+def pane_factory():
+    panes: list[Pane] = []
+
+    def make(args: list[str]) -> Pane:
+        pane = Pane(args)
+        panes.append(pane)
+        return pane
+
+    yield make
+    for pane in panes:
+        pane.close()
+
+
+def test_keys_give_exactly_the_episodes_asked_for(tmp_path, pane_factory):
+    out = tmp_path / "demos"
+    task = list_tasks("multi")[0]
+    pane = pane_factory(["record", "--sim", "--teleop", "keyboard", "--task-set", "multi", "--task", task,
+                         "--out", str(out), "--image-size", "48x64", "--compress", "jpeg"])
+    pane.wait_text("IDLE")
+
+    # Episode 0: start, jog down and forward, close the gripper, stop and save.
+    pane.keys("s")
+    pane.wait_text("RECORDING")
+    pane.keys("o", "o", "o", "o", "o", "Up", "Up", "Space")
+    pane.wait_steps(45)
+    pane.keys("s")
+    pane.wait_text("saved episode_0.hdf5")
+
+    # A take that is discarded.
+    pane.keys("s")
+    pane.wait_steps(5)
+    pane.keys("d")
+    pane.wait_text("discarded episode_1")
+
+    # A take that is thrown away and re-recorded at once with r, then saved as episode_1.
+    pane.keys("s")
+    pane.wait_steps(5)
+    pane.keys("r")
+    pane.wait_text("re-recording")
+    pane.wait_steps(15)
+    pane.keys("s")
+    pane.wait_text("saved episode_1.hdf5")
+
+    # Quit in the middle of a take: it is saved, with its end frames.
+    pane.keys("s")
+    pane.wait_steps(10)
+    pane.keys("q")
+    assert pane.wait_exit() == 0, pane.screen()
+
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["episode_0.hdf5", "episode_1.hdf5", "episode_2.hdf5"], names
+    with open_episode(out / "episode_0.hdf5") as ep:
+        assert ep.check() == []
+        assert ep.attrs["source"] == "keyboard" and ep.task in (task, ep.attrs.get("task"))
+        assert ep.attrs["sim_task"] == task or ep.task == task
+        action = ep.action()
+        start, end = fk(action[0, :7])[0], fk(action[-1, :7])[0]
+        assert end[2] < start[2] - 0.035 and end[0] > start[0] + 0.012  # jogged down and forward
+        assert action[0, 7] == 0.0 and action[-1, 7] == 1.0  # gripper closed
+        assert ep.done().tolist()[-6:] == [False] + [True] * 5
+        assert ep.goal_image("top") is not None  # multi task set: goal-conditioned
+    with open_episode(out / "episode_2.hdf5") as ep:
+        assert ep.length >= 15 and ep.done()[-5:].all()
+
+
+def test_sigkill_mid_episode_is_recovered_on_the_next_start(tmp_path, pane_factory, capsys):
+    out = tmp_path / "demos"
+    pane = pane_factory(["record", "--sim", "--teleop", "keyboard", "--out", str(out),
+                         "--image-size", "48x64", "--compress", "lzf"])
+    pane.wait_text("IDLE")
+    pane.keys("s")
+    pane.wait_steps(20)
+    pane.keys("s")
+    pane.wait_text("saved episode_0.hdf5")
+    saved = out / "episode_0.hdf5"
+    digest = hashlib.sha256(saved.read_bytes()).hexdigest()
+
+    pane.keys("s")
+    pane.keys("u", "u", "u")
+    shown = pane.wait_steps(75)
+    os.kill(pane.pid, signal.SIGKILL)
+    pane.wait_exit()
+    assert (out / "episode_1.hdf5.partial").exists()
+
+    try:
+        main(["record", "--sim", "--teleop", "scripted", "--episodes", "1", "--out", str(out),
+              "--image-size", "48x64"])
+    except SystemExit as exc:
+        assert not exc.code
+    printed = capsys.readouterr().out
+    assert "recovered episode_1.hdf5 from an interrupted recording" in " ".join(printed.split())
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest  # saved episodes untouched
+    with open_episode(out / "episode_1.hdf5") as ep:
+        assert ep.check() == [] and ep.attrs["recovered"] is True
+        assert ep.length >= shown - 30, (ep.length, shown)  # at most one second (30 steps) lost
+        z = np.array([fk(q)[0][2] for q in ep.action()[:, :7]])
+        assert z[-1] > z[0] + 0.02  # the jog up was recorded
+    assert (out / "episode_2.hdf5").exists()  # numbering continues after the recovered episode
+    assert not list(out.glob("*.partial"))
