@@ -232,7 +232,11 @@ class _FrankyLink:
         return bool(self.robot.join_motion(timeout=timeout_s))
 
     def poll(self) -> None:
-        self.robot.poll_motion()
+        try:
+            self.robot.poll_motion()
+        except Exception as exc:
+            if not _is_preemption(exc):  # a stop() from another thread is not a fault
+                raise
 
     def stop(self) -> None:
         self.robot.stop()

@@ -162,6 +162,9 @@ class OpenCVCamera(ThreadedCamera):
                 cap.set(cv2.CAP_PROP_FPS, self.requested_fps)
             # Keep the driver queue short: we want the newest frame, not a backlog.
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            # Bound a read on a stalled device (backends without this property ignore it).
+            if hasattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC"):
+                cap.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, 2000)
         else:
             self._file_fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
         self._cap = cap

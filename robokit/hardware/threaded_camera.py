@@ -121,9 +121,14 @@ class ThreadedCamera(Camera):
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=5.0)
-            if thread.is_alive():  # a driver call that hangs; the daemon thread dies with the process
+            if thread.is_alive():
+                # A driver call that hangs: releasing the device under it could crash the driver, so
+                # leave it to the daemon thread's end (it dies with the process at the latest).
                 log.warning("%s: capture thread did not stop within 5 s", self.describe())
-        self._release_device()
+            else:
+                self._release_device()
+        else:
+            self._release_device()
         self._connected = False
         with self._cond:
             self._latest = None
