@@ -218,3 +218,32 @@ def test_slow_reply_times_out_and_the_late_reply_is_not_mistaken_for_the_next(tm
         policy.delay_s = 0.0
         result = client.infer(np.full(8, 2, np.float32), images(), timeout_s=3.0)
         assert result.actions[0, 1] == 2.0
+
+
+def test_a_client_written_from_the_docs_alone_works(server):
+    """Plain pyzmq + msgpack + numpy, no robokit code: what docs/deploy.md tells another language."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.address)
+
+    def request(header, arrays=()):
+        header["arrays"] = [{"name": n, "dtype": a.dtype.name, "shape": list(a.shape)} for n, a in arrays]
+        sock.send_multipart([msgpack.packb(header)] + [np.ascontiguousarray(a).tobytes() for _, a in arrays])
+        assert sock.poll(3000)
+        head, *frames = sock.recv_multipart()
+        reply = msgpack.unpackb(head)
+        out = {d["name"]: np.frombuffer(f, d["dtype"]).reshape(d["shape"])
+               for d, f in zip(reply.get("arrays", []), frames)}
+        return reply, out
+
+    try:
+        info = request({"type": "hello", "protocol": 1, "id": 1})[0]["policy"]
+        arrays = [("qpos", np.full(info["state_dim"], 2, np.float32))]
+        arrays += [(f"images/{c}", np.full((48, 64, 3), 5, np.uint8)) for c in info["camera_names"]]
+        reply, out = request({"type": "infer", "id": 2}, arrays)
+        assert reply["type"] == "infer" and reply["id"] == 2 and set(reply["timing"]) == {"model_ms", "server_ms"}
+        assert out["actions"].shape == (info["chunk_size"], info["action_dim"])
+        np.testing.assert_allclose(out["actions"][0], [5, 2, 2, 2, 2, 2, 2, 2])
+        assert request({"type": "reset", "id": 3})[0] == {"type": "reset", "id": 3}
+    finally:
+        sock.close(0)

@@ -153,6 +153,7 @@ class LoopConfig:
     camera_max_age_s: float | None = None  # default: 3 periods (at least 0.1 s)
     tick_budget: float = 0.8  # realtime blocking modes: fraction of a period to wait for a reply
     spin_s: float = 0.001  # realtime: busy-wait this long before each tick instead of sleeping
+    stats_window: int = 1000  # ticks kept for the jitter / loop-rate statistics
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
 
     def __post_init__(self) -> None:
@@ -248,7 +249,7 @@ class ControlLoop:
         self.max_age_s = config.camera_max_age_s or max(3 * self.dt, 0.1)
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: tuple[int, Future, float] | None = None
-        window = 1000
+        window = max(2, int(config.stats_window))
         self._jitter: collections.deque = collections.deque(maxlen=window)
         self._tick_wall: collections.deque = collections.deque(maxlen=window)
         self._model_ms: collections.deque = collections.deque(maxlen=200)
