@@ -215,7 +215,10 @@ def build_scene_xml(
     return f"""<mujoco model="robokit_panda_scene">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{physics_dt:.8g}" integrator="implicitfast" cone="elliptic" impratio="10"/>
+  <!-- Fixed scene scale: the renderer's near/far clipping planes are fractions of the extent. -->
+  <statistic extent="1.5" center="0.4 0 0.3"/>
   <visual>
+    <map znear="0.01" zfar="20"/>
     <global offwidth="{max(width, 640)}" offheight="{max(height, 480)}"/>
     <quality shadowsize="0" offsamples="0" numslices="16" numstacks="8" numquads="1"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.45 0.45 0.45" specular="0.05 0.05 0.05"/>
@@ -248,7 +251,7 @@ def build_scene_xml(
   <worldbody>
     <light name="sun" pos="0.4 -0.3 2.0" dir="0 0.2 -1" directional="true" castshadow="false"
            diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>
-    <geom name="floor" type="plane" size="3 3 0.1" pos="0 0 -0.76" rgba="0.42 0.44 0.47 1" contype="1" conaffinity="3"/>
+    <geom name="floor" type="box" size="20 20 0.01" pos="0 0 -0.77" rgba="0.42 0.44 0.47 1" contype="1" conaffinity="3"/>
     <geom name="table" class="scene" type="box" size="0.6 0.75 0.02" pos="0.35 0 {TABLE_TOP_Z - 0.02}"
           rgba="0.72 0.6 0.45 1"/>
     <geom name="table_leg" class="marker" type="box" size="0.5 0.6 0.36" pos="0.35 0 -0.4" rgba="0.5 0.42 0.32 1"/>

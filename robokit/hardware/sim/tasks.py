@@ -138,6 +138,8 @@ class SimTask:
     _RIM_MARGIN = 0.015
     _REST_HEIGHT = 0.015
     _REST_SPEED = 0.05
+    #: Suggested time limit for evaluating a policy on this task (twice the expert's 5 s).
+    max_duration_s = 10.0
 
     def __init__(self, env: PandaSimEnv, task_set: TaskSetSpec, name: str) -> None:
         self._env = env
