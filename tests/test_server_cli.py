@@ -1,0 +1,63 @@
+"""`robokit serve CKPT` serves a real checkpoint; Ctrl+C ends it cleanly."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from robokit.deploy.client import PolicyClient
+from robokit.errors import ServerUnavailable
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from robokit.policies.act import ACTConfig, ACTPolicy
+    from robokit.policies.checkpoint import save_checkpoint
+
+    config = ACTConfig(camera_names=["top", "wrist"], image_shape=(24, 32, 3), chunk_size=10, fps=25.0,
+                       backbone="small", hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1, dec_layers=1,
+                       vae_enc_layers=1, latent_dim=8)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, ACTPolicy(config), {"fps": 25.0})
+    return path
+
+
+def free_port():
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.bind("tcp://127.0.0.1:*")
+    port = int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+    sock.close(0)
+    return port
+
+
+def test_serve_command_answers_with_the_checkpoint_policy(tiny_checkpoint):
+    from robokit.deploy.server import file_sha256
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "robokit.cli", "serve", str(tiny_checkpoint), "--bind", address,
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with PolicyClient(address, timeout_s=1.0) as client:
+            deadline = time.monotonic() + 120
+            while True:  # the server needs a few seconds to import torch and load the checkpoint
+                try:
+                    info = client.hello()
+                    break
+                except ServerUnavailable:  # not up yet
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+            assert info.type == "act" and info.camera_names == ("top", "wrist") and info.fps == 25.0
+            assert info.chunk_size == 10 and info.checkpoint_sha256 == file_sha256(tiny_checkpoint)
+            images = {"top": np.zeros((48, 64, 3), np.uint8), "wrist": np.zeros((24, 32, 3), np.uint8)}
+            result = client.infer(np.zeros(8, np.float32), images, timeout_s=30)
+            assert result.actions.shape == (10, 8) and np.all(np.isfinite(result.actions))
+            client.reset()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "served 1 inferences to 1 client(s)" in output
