@@ -327,6 +327,10 @@ def render_tree(
     cams = [c for c in all_cams if not c.padded]
     cam_images = _check_images(images, all_cams)
     text_seg = layout.text()
+    if not cams and text_seg is None:
+        raise UserError("the layout has nothing to draw: no (unpadded) camera grid and no text segment")
+    if text_seg is None and text_tokens:
+        log.warning("text tokens given but the layout has no text segment; ignored")
     shown_tokens: list[str] = []
     text_note = ""
     text_idx = None

@@ -165,6 +165,10 @@ class TextStrip:
         index[glyph_px] += n + 1  # glyph of token k -> n + 1 + k; on background stays unused
         index[glyph_px & (index > 2 * n)] = n
         self._index = index
+        # Up to 127 tokens the palette index fits a byte: one cv2.LUT call renders the strip
+        # (~10x faster than numpy fancy indexing); longer prompts fall back to np.take.
+        self._index3 = (np.ascontiguousarray(np.repeat(index.astype(np.uint8)[:, :, None], 3, axis=2))
+                        if 2 * n + 1 < 256 else None)
         self.boxes = boxes
 
     def render(self, heat: np.ndarray, header: str = "") -> np.ndarray:
@@ -174,7 +178,12 @@ class TextStrip:
         lum = colours.astype(np.float32) @ np.array([0.114, 0.587, 0.299], np.float32)  # BGR
         glyph = np.where(lum[:, None] > 140, 0, 255).astype(np.uint8).repeat(3, axis=1)
         palette = np.concatenate([colours, np.full((1, 3), 32, np.uint8), glyph], axis=0)
-        out = palette[self._index]
+        if self._index3 is not None:
+            lut = np.zeros((256, 1, 3), np.uint8)
+            lut[: len(palette), 0] = palette
+            out = cv2.LUT(self._index3, lut)
+        else:
+            out = np.take(palette, self._index, axis=0)
         if header:
             cv2.putText(out, header, (3, self.HEADER - 5), _FONT, 0.4, (230, 230, 230), 1, cv2.LINE_AA)
         return out
