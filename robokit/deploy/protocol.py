@@ -47,6 +47,9 @@ DTYPES: dict[str, np.dtype] = {
                  "float16", "float32", "float64")
 }
 
+# numpy's dtype.name is slow (pure Python); these lookups keep encode/decode in the microseconds.
+_NAME_OF: dict[np.dtype, str] = {dt: name for name, dt in DTYPES.items()}
+
 # Error codes of ``{"type": "error", "code": ..., "message": ...}`` replies (documented in
 # docs/deploy.md; a client in another language switches on them).
 BAD_MESSAGE = "bad_message"        # frames cannot be parsed: header not msgpack/map, frame count
@@ -105,12 +108,13 @@ def encode(msg_type: str, fields: Mapping[str, Any] | None = None,
     descriptors = []
     for name, value in (arrays or {}).items():
         arr = np.asarray(value)
-        wire = DTYPES[dtype_name(arr.dtype)]
-        if arr.dtype != wire:  # big-endian input: the wire is little-endian
-            arr = arr.astype(wire)
+        wire_name = _NAME_OF.get(arr.dtype)
+        if wire_name is None:  # big-endian input (the wire is little-endian) or not allowed at all
+            wire_name = dtype_name(arr.dtype)
+            arr = arr.astype(DTYPES[wire_name])
         if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
             arr = arr.copy(order="C")
-        descriptors.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)})
+        descriptors.append({"name": name, "dtype": wire_name, "shape": list(arr.shape)})
         # A 0-d array has no buffer shape pyzmq likes; a 1-element view carries the same bytes.
         frames.append(arr.reshape(-1) if arr.ndim == 0 else arr)
     if descriptors:
@@ -211,7 +215,7 @@ def require_array(arrays: Mapping[str, np.ndarray], name: str, dtype: str,
     if name not in arrays:
         raise ProtocolError(f"missing array '{name}'", MISSING_ARRAY)
     arr = arrays[name]
-    if arr.dtype.name != dtype:
+    if arr.dtype != DTYPES[dtype]:
         raise ProtocolError(f"array '{name}' must be {dtype}, got {arr.dtype.name}", WRONG_DTYPE)
     if shape is not None:
         want = tuple(shape)
