@@ -230,3 +230,13 @@ def test_watchdog_stops_the_robot_when_the_server_is_killed(env, tmp_path, mode)
     for _ in range(10):
         env.step()
     np.testing.assert_allclose(env.robot.read().qpos, before, atol=1e-3)
+
+
+def test_realtime_priority_is_restored_after_the_episode(env):
+    if not hasattr(os, "sched_getscheduler"):
+        pytest.skip("no POSIX scheduling API here")
+    before = os.sched_getscheduler(0)
+    with make_loop(env, LocalRunner(GoToPolicy()), mode="async", realtime=True, max_steps=5, rt_priority=10) as loop:
+        result = loop.run_episode()
+    assert result.reason == StopReason.MAX_STEPS  # with or without the right to use SCHED_FIFO
+    assert os.sched_getscheduler(0) == before

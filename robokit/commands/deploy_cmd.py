@@ -127,6 +127,8 @@ def register(app: typer.Typer) -> None:
             "--done-threshold", help="Stop when the policy's done probability reaches this (>1: never).")] = 0.9,
         velocity_scale: Annotated[float, typer.Option(
             "--velocity-scale", help="Fraction of the joint velocity limits a command may use.")] = 1.0,
+        rt_priority: Annotated[int | None, typer.Option(
+            "--rt-priority", help="Run the control loop SCHED_FIFO at this priority (1-99; needs rtprio rights).")] = None,
         timeout: Annotated[float | None, typer.Option(
             "--timeout", help="Seconds a policy query may take (default 0.5 realtime, 5 in fast sim).")] = None,
         device: Annotated[str, typer.Option("--device", help="In-process policy: auto | cpu | cuda | mps.")] = "auto",
@@ -155,7 +157,7 @@ def register(app: typer.Typer) -> None:
             client_keys = load_client_keys(keys_dir)
         common = {"mode": mode, "query_every": query_every, "k": k, "fps": fps, "max_steps": max_steps,
                   "done_threshold": done_threshold, "timeout_s": timeout, "device": device,
-                  "client_keys": client_keys}
+                  "client_keys": client_keys, "rt_priority": rt_priority}
         if hw.sim:
             if hw.cameras:
                 raise UserError("with --sim the cameras are the policy's own sim cameras; drop --camera")
@@ -224,7 +226,8 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
     rate = float(common["fps"] or info.fps)
     config = LoopConfig(fps=rate, mode=common["mode"] or "async", k=common["k"], query_every=common["query_every"],
                         realtime=True, max_steps=int(common["max_steps"] or 60 * rate),
-                        done_threshold=common["done_threshold"], velocity_scale=velocity_scale)
+                        done_threshold=common["done_threshold"], velocity_scale=velocity_scale,
+                        rt_priority=common["rt_priority"])
     cameras = hw.make_cameras(None, fps=rate)
     arm = hw.make_robot(None)
     with contextlib.ExitStack() as stack:

@@ -247,6 +247,7 @@ def evaluate_in_sim(
     query_every: int | None = None,
     done_threshold: float = 0.9,
     velocity_scale: float = 1.0,
+    rt_priority: int | None = None,
     success_hold_s: float = 0.3,
     record_dir: str | Path | None = None,
     video_dir: str | Path | None = None,
@@ -284,7 +285,7 @@ def evaluate_in_sim(
                       control_hz=rate, realtime=False)
     config = LoopConfig(fps=rate, mode=mode, k=k, query_every=query_every, realtime=realtime,
                         max_steps=steps_limit, done_threshold=done_threshold, velocity_scale=velocity_scale,
-                        watchdog=watchdog or WatchdogConfig())
+                        rt_priority=rt_priority, watchdog=watchdog or WatchdogConfig())
     results = EvalResults(policy=info.to_header(), settings={
         "episodes": episodes, "seed_start": seed_start, "task_set": task_set, "goal": goal, "mode": mode,
         "realtime": realtime, "fps": rate, "max_steps": steps_limit, "k": k, "query_every": query_every,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -154,6 +155,7 @@ class LoopConfig:
     tick_budget: float = 0.8  # realtime blocking modes: fraction of a period to wait for a reply
     spin_s: float = 0.001  # realtime: busy-wait this long before each tick instead of sleeping
     stats_window: int = 1000  # ticks kept for the jitter / loop-rate statistics
+    rt_priority: int | None = None  # realtime: run the loop thread SCHED_FIFO at this priority (1..99)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
 
     def __post_init__(self) -> None:
@@ -163,6 +165,8 @@ class LoopConfig:
             raise ConfigError(f"--max-steps must be positive, got {self.max_steps}")
         if not 0 < self.tick_budget <= 1:
             raise ConfigError(f"tick_budget must be in (0, 1], got {self.tick_budget}")
+        if self.rt_priority is not None and not 1 <= self.rt_priority <= 99:
+            raise ConfigError(f"--rt-priority must be between 1 and 99, got {self.rt_priority}")
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,40 @@ def precise_wait(t_target: float, spin_s: float = 0.001) -> None:
         time.sleep(remaining - spin_s)
     while time.perf_counter() < t_target:
         pass
+
+
+class _RealtimePriority:
+    """Run the calling thread SCHED_FIFO for a while (Linux), restoring its policy afterwards.
+
+    A loaded machine delays a woken thread by milliseconds; a real-time thread is scheduled at once.
+    Needs the right to raise priority (root, CAP_SYS_NICE or an ``rtprio`` limit, as libfranka
+    needs anyway); without it the loop runs as before and says so in the log.
+    """
+
+    def __init__(self, priority: int | None) -> None:
+        self.priority = priority
+        self._saved: tuple[int, Any] | None = None
+
+    def __enter__(self) -> None:
+        if self.priority is None or not hasattr(os, "sched_setscheduler"):
+            return
+        try:
+            saved = (os.sched_getscheduler(0), os.sched_getparam(0))
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
+            self._saved = saved
+        except OSError as exc:
+            log.warning("cannot use real-time priority %d (%s); running at normal priority. Grant rtprio "
+                        "(e.g. '@realtime - rtprio 99' in /etc/security/limits.conf) to use it",
+                        self.priority, exc)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            policy, param = self._saved
+            try:
+                os.sched_setscheduler(0, policy, param)
+            except OSError:
+                log.warning("could not restore the loop thread's scheduling policy")
+            self._saved = None
 
 
 def _median(values: collections.deque) -> float:
@@ -299,7 +337,8 @@ class ControlLoop:
             # A background thread holding the GIL must not delay a tick by the default 5 ms.
             sys.setswitchinterval(min(old_interval, 0.0005))
         try:
-            return self._run(task, goal_image, on_step, goal_reached, on_tick)
+            with _RealtimePriority(self.config.rt_priority if self.config.realtime else None):
+                return self._run(task, goal_image, on_step, goal_reached, on_tick)
         except BaseException:
             self._safe_stop()
             raise
