@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         camera: Annotated[list[str], typer.Option("--camera", "-c",
                                                   help="Camera names in the original's order (repeat).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="robokit checkpoint to write (.pt).")],
-        nheads: Annotated[int, typer.Option(help="Attention heads (not visible in the weights; 8 in ACT).")] = 8,
+        nheads: Annotated[int, typer.Option(help="Attention heads: not visible in the weights, so it must be right (8 in ACT).")] = 8,
         chunk_size: Annotated[int | None, typer.Option(help="Expected chunk size (checked against the weights).")]
         = None,
         hidden_dim: Annotated[int | None, typer.Option(help="Expected hidden size (checked).")] = None,
@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
             meta["import_max_abs_diff"] = diff
             console.print(f"verified against the original layout: max |difference| {diff:.2e}")
             if diff > 1e-4:
-                raise UserError(f"the converted model differs from the original by {diff:.2e}; "
-                                "check --nheads (the only value not read from the weights)")
+                raise UserError(f"the converted model differs from the original layout by {diff:.2e}; "
+                                "nothing was written (please report this as a robokit bug)")
         save_checkpoint(out, policy, meta)
         console.print(f"wrote {out}  (the done head is untrained in original ACT: no done signal)")

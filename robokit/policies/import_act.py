@@ -37,6 +37,7 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
     ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # protocol-2 pickles store bytes as encode(str, "latin1"): harmless
 }
 
 
