@@ -170,6 +170,16 @@ def test_multi_task_drawn_from_seed_is_deterministic(multi_env):
     np.testing.assert_array_equal(multi_env.object_pose("green_cube")[0], layout)
 
 
+def test_reset_can_switch_task_set():
+    with PandaSimEnv(task="pick_place", seed=0, image_size=SMALL) as e:
+        e.reset(seed=1, task="put the green cube on the yellow plate")
+        assert e.task.task_set == "multi" and "green_cube" in e.task.object_names
+        assert e.cameras["top"].read_latest().image.std() > 5
+        e.reset(seed=1, task="pick_place")
+        assert e.task.object_names == ["cube"]
+        assert e.object_box("top", "cube") is not None
+
+
 def test_unknown_task_camera_and_object_are_clear_errors(env):
     with pytest.raises(UserError, match="put the red cube in the blue bowl"):
         env.reset(task="put the purple sphere in the box")
@@ -228,3 +238,19 @@ def test_cameras_can_be_read_from_another_thread(env):
     assert "error" not in result, result.get("error")
     np.testing.assert_array_equal(result["image"], main_image)
     assert env.render("wrist").std() > 5  # and the main thread can still render afterwards
+
+
+def test_rendering_then_importing_torchvision_does_not_crash():
+    # Regression: Mesa's llvmpipe loads LLVM when EGL starts, and Triton (imported by torchvision
+    # through torch._dynamo) used to segfault when it loaded afterwards (a deploy --sim does this).
+    import subprocess
+    import sys
+
+    code = ("from robokit.hardware.sim import PandaSimEnv\n"
+            "env = PandaSimEnv(image_size=(24, 32))\n"
+            "assert env.render('top').std() > 0\n"
+            "import torchvision\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")

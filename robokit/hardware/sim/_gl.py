@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import logging
 import os
 import sys
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,28 @@ def _egl_works() -> bool:
         return False
 
 
+def _preload_triton() -> None:
+    """Load Triton's compiler library before Mesa's software rasteriser brings in its own LLVM.
+
+    Mesa's llvmpipe (what EGL and OSMesa use without a GPU) loads libLLVM when the first display is
+    initialised; Triton (imported by ``torch._dynamo``, e.g. through ``import torchvision``) then
+    segfaults while loading its own LLVM-based library. In the other order both work, so load it
+    first (~0.1 s). Nothing happens when Triton is not installed.
+    """
+    try:
+        spec = importlib.util.find_spec("triton")
+    except (ImportError, ValueError):
+        return
+    if spec is None or not spec.origin:
+        return
+    library = Path(spec.origin).parent / "_C" / "libtriton.so"
+    if library.is_file():
+        try:
+            ctypes.CDLL(str(library))
+        except OSError as exc:
+            log.debug("could not preload %s: %s", library, exc)
+
+
 def configure() -> str:
     """Set ``MUJOCO_GL`` (and ``PYOPENGL_PLATFORM``) and return the chosen backend."""
     global _configured
@@ -64,6 +88,8 @@ def configure() -> str:
     # PyOpenGL logs an INFO line about its optional accelerator module on import: noise for users.
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     requested = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if requested in ("", "egl", "osmesa"):
+        _preload_triton()
     if "mujoco" in sys.modules:
         # Too late to choose: whoever imported mujoco first decided. Rendering may still work.
         _configured = requested or "unset"

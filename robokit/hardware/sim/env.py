@@ -27,7 +27,6 @@ from robokit.hardware.base import GRIPPER_MAX_WIDTH_M, PANDA_READY_POSE, RobotSt
 from robokit.hardware.sim.devices import SimCamera, SimRobot
 from robokit.hardware.sim.model import (
     ARM_JOINTS,
-    FINGER_GEOMS,
     FINGER_JOINTS,
     GRIPPER_ACTUATOR,
     PHYSICS_DT,
@@ -100,7 +99,6 @@ class PandaSimEnv:
         self._finger_qadr = np.array([m.joint(j).qposadr[0] for j in FINGER_JOINTS])
         self._arm_act = np.array([m.actuator(f"act{i + 1}").id for i in range(7)])
         self._grip_act = m.actuator(GRIPPER_ACTUATOR).id
-        self._finger_geoms = {m.geom(g).id for g in FINGER_GEOMS}
         self._finger_bodies = {m.body(b).id for b in ("finger_left_body", "finger_right_body")}
         self._objects = {o.name: o for o in spec.objects}
         self._targets = {t.name: t for t in spec.targets}
@@ -108,9 +106,10 @@ class PandaSimEnv:
         self._obj_qadr = {name: m.joint(f"{name}_free").qposadr[0] for name in self._objects}
         self._obj_vadr = {name: m.joint(f"{name}_free").dofadr[0] for name in self._objects}
         self._target_mocap = {name: m.body(name).mocapid[0] for name in self._targets}
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        with self._render_lock:  # a new model needs a new renderer
+            if self._renderer is not None:
+                self._renderer.close()
+                self._renderer = None
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None, task: str | None = None) -> None:

@@ -36,9 +36,9 @@ _FINGER_KP = 2000.0
 _FINGER_FORCE = 60.0  # tendon force limit; each finger gets half (≈ the Panda hand's 30 N each)
 
 TABLE_TOP_Z = 0.0
-# The fixed camera looks down at the workspace from in front of the robot (robot at the image top).
-TOP_CAM_POS = np.array([1.0, 0.0, 1.25])
-TOP_CAM_LOOK_AT = np.array([0.33, 0.0, 0.18])
+# The fixed camera looks down at the workspace from the front right, so the arm is seen in 3/4 view.
+TOP_CAM_POS = np.array([1.0, -0.4, 1.3])
+TOP_CAM_LOOK_AT = np.array([0.34, 0.0, 0.2])
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ def build_scene_xml(
     <geom name="table" class="scene" type="box" size="0.6 0.75 0.02" pos="0.35 0 {TABLE_TOP_Z - 0.02}"
           rgba="0.72 0.6 0.45 1"/>
     <geom name="table_leg" class="marker" type="box" size="0.5 0.6 0.36" pos="0.35 0 -0.4" rgba="0.5 0.42 0.32 1"/>
-    <camera name="top" pos="{_fmt(TOP_CAM_POS)}" xyaxes="{top_xyaxes}" fovy="45"/>
+    <camera name="top" pos="{_fmt(TOP_CAM_POS)}" xyaxes="{top_xyaxes}" fovy="46"/>
     {_arm_xml()}
     {"".join(_target_xml(t) for t in targets)}
     {"".join(_object_xml(o, k) for k, o in enumerate(objects))}
