@@ -154,3 +154,25 @@ def test_train_meta_must_be_plain(tmp_path):
     with pytest.raises(ConfigError, match="train_meta.bad"):
         save_checkpoint(tmp_path / "x.pt", tiny_act(), {"bad": object()})
     assert not list(tmp_path.iterdir())
+
+
+def test_pretrained_backbone_comes_only_from_a_local_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    net = torchvision.models.resnet18(weights=None)  # fc.* and num_batches_tracked, like a downloaded file
+    weights = tmp_path / "resnet18.pth"
+    torch.save(net.state_dict(), weights)
+    cfg = ACTConfig(camera_names=["top"], image_shape=(32, 32, 3), hidden_dim=32, nheads=2, dim_feedforward=32,
+                    enc_layers=1, dec_layers=1, vae_enc_layers=1, chunk_size=3, pretrained_backbone=str(weights))
+    policy = ACTPolicy(cfg)
+    torch.testing.assert_close(policy.model.backbone.body.conv1.weight, net.conv1.weight)
+    torch.testing.assert_close(policy.model.backbone.body.layer4[1].bn2.running_var, net.layer4[1].bn2.running_var)
+
+    save_checkpoint(tmp_path / "p.pt", policy, {})
+    weights.unlink()  # the checkpoint carries the weights; the file is not needed to load it
+    loaded, _ = load_checkpoint(tmp_path / "p.pt")
+    assert loaded.config.pretrained_backbone == str(weights)
+    torch.testing.assert_close(loaded.model.backbone.body.conv1.weight, net.conv1.weight)
+    with pytest.raises(ConfigError, match="never downloads"):
+        ACTPolicy(cfg)

@@ -141,15 +141,19 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", expected_type: 
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     values = dict(payload["config"])
-    # The weights are in the state dict: never go looking for the pretrained file used at training.
+    # The weights are in the state dict: never go looking for the pretrained file used at training
+    # (build without it, then put the recorded value back so the config round-trips unchanged).
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    if "pretrained_backbone" in fields:
+    pretrained = values.get("pretrained_backbone") if "pretrained_backbone" in fields else None
+    if pretrained is not None:
         values["pretrained_backbone"] = None
     try:
         config = cls.config_class.from_dict(values)
         policy = cls(config)
     except ConfigError as exc:
         raise CheckpointError(f"{path} has an invalid {policy_type} config: {exc}") from exc
+    if pretrained is not None:
+        policy.config.pretrained_backbone = pretrained
     try:
         result = policy.load_state_dict(payload["state_dict"], strict=False)
     except RuntimeError as exc:  # tensor shape mismatches
