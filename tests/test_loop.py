@@ -135,7 +135,7 @@ class ScriptedKeys:
 
 
 def test_keys_pause_resume_and_quit(env):
-    keys = ScriptedKeys({3: [" "], 12: [" "], 20: ["q"]})
+    keys = ScriptedKeys({3: ["space"], 12: [" "], 20: ["q"]})
     records = []
     loop = ControlLoop(env.robot, env.cameras, LocalRunner(GoToPolicy()), LoopConfig(fps=FPS, realtime=False),
                        step_fn=env.step, keys=keys)

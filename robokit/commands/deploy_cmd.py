@@ -141,8 +141,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from robokit.commands.hardware_options import HardwareOptions
-        from robokit.deploy.keyboard import TerminalKeys
         from robokit.errors import UserError
+        from robokit.record.keyboard import TerminalKeys
 
         console = Console(soft_wrap=True)
         hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime_kernel, camera=camera)
@@ -189,7 +189,7 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
         results = evaluate_in_sim(
             str(checkpoint) if checkpoint else None, episodes=episodes, seed_start=seed_start, server=server,
             task_set=task_set, goal=goal, realtime=realtime, record_dir=record, video_dir=video,
-            keys=keys if keys.active else None, on_episode=on_episode, on_tick=panel.on_tick,
+            keys=keys if keys.is_terminal else None, on_episode=on_episode, on_tick=panel.on_tick,
             velocity_scale=velocity_scale, **common)
     console.print(_results_table(results))
     if record is not None:
@@ -250,7 +250,7 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
                 recorder.start(task)
             panel.header = f"episode {i + 1}/{episodes} - space pause, r reset, q stop"
             with keys_cls() as keys, panel:
-                loop.keys = keys if keys.active else None
+                loop.keys = keys if keys.is_terminal else None
                 result = loop.run_episode(task=task, goal_image=goal_image, on_step=recorder, on_tick=panel.on_tick)
             if recorder is not None:
                 path = recorder.finish(None, {"stop_reason": result.reason.value, "policy": info.type})

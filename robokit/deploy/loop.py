@@ -261,7 +261,7 @@ class ControlLoop:
 
     ``cameras`` must include every camera the policy expects. ``step_fn`` advances a simulation by
     one period after each command (``env.step``); on hardware it is None. ``keys`` is anything with
-    ``poll() -> list[str]`` (a :class:`~robokit.deploy.keyboard.TerminalKeys`).
+    ``poll() -> list[str]`` (a :class:`~robokit.record.keyboard.TerminalKeys`).
     """
 
     def __init__(self, robot: Robot, cameras: Mapping[str, Camera], runner: PolicyRunner, config: LoopConfig,
@@ -474,7 +474,7 @@ class ControlLoop:
                     return self._end(StopReason.QUIT, "stopped from the keyboard (q)")
                 if key == "r":
                     return self._end(StopReason.RESET, "episode reset from the keyboard (r)")
-                if key == " ":
+                if key in (" ", "space"):
                     paused = not paused
                     if not paused:  # resume with a fresh plan from the current observation
                         self.safety.reset(self.robot.read().qpos)
