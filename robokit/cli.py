@@ -76,24 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map robokit errors to one line + exit code."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
-        app(args=argv, standalone_mode=False)
+        # Standalone mode: click itself reports usage errors (exit 2) and Ctrl-C (exit 1).
+        app(args=argv)
     except RobokitError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click's usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
 
 
 if __name__ == "__main__":
