@@ -357,7 +357,7 @@ def test_unreadable_partial_is_moved_aside_and_saved_episodes_untouched(tmp_path
     saved = write_v1(tmp_path, index=0, steps=5)
     before = saved.read_bytes()
     (tmp_path / "episode_1.hdf5.partial").write_bytes(b"\x89HDF garbage" * 100)
-    w = EpisodeWriter(tmp_path, 2, {"top": (H, W, 3)}, attrs=ATTRS)  # no step ever written
+    w = EpisodeWriter(tmp_path, 2, {"top": (H, W, 3)}, attrs=ATTRS, compress="jpeg")  # no step written
     w.close()
     messages = recover_partial_episodes(tmp_path)
     assert messages[0].startswith("moved episode_1.hdf5.partial to broken/: it cannot be recovered")

@@ -61,8 +61,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MIN_FREE_BYTES = 200 * 2**20
 BROKEN_DIR = "broken"
-#: JPEG rows are stored in chunks of at most this many bytes; only the chunks a frame touches are
-#: allocated, so a frame costs its JPEG size rounded up to a chunk.
+#: JPEG rows are stored in chunks of at most this many bytes (about 1/8 of the first frame); only the
+#: chunks a frame touches are allocated, so a frame costs its JPEG size rounded up to a chunk.
 JPEG_CHUNK_BYTES = 16384
 _STATE_CHUNK_ROWS = 256
 _DISK_CHECK_INTERVAL_S = 1.0
@@ -142,6 +142,7 @@ class EpisodeWriter:
 
         self._appended = 0
         self._written = 0
+        self._swmr = False
         self._error: BaseException | None = None
         self._low_disk: LowDiskSpace | None = None
         self._finished = False
@@ -264,16 +265,10 @@ class EpisodeWriter:
             _series(f, fmt.QPOS, (self.state_dim,), np.float32, fill=nan)
             _series(f, fmt.QVEL, (self.state_dim,), np.float32, fill=nan)
             for cam, (h, w, c) in self.camera_shapes.items():
-                key = f"{fmt.IMAGES}/{cam}"
-                if self.compress == "jpeg":
-                    width = h * w * c + 4096  # a JPEG row never needs more than the raw frame
-                    chunk = int(np.clip(h * w * c // 32, 512, JPEG_CHUNK_BYTES))
-                    ds = f.create_dataset(key, shape=(0, width), maxshape=(None, width), dtype=np.uint8,
-                                          chunks=(1, chunk), fillvalue=0)
-                    ds.attrs["image_shape"] = np.array([h, w, c], dtype=np.int64)
-                else:
-                    f.create_dataset(key, shape=(0, h, w, c), maxshape=(None, h, w, c), dtype=np.uint8,
-                                     chunks=(1, h, w, c), fillvalue=0,
+                # JPEG rows are created with the first frame, which tells their chunk size.
+                if self.compress != "jpeg":
+                    f.create_dataset(f"{fmt.IMAGES}/{cam}", shape=(0, h, w, c), maxshape=(None, h, w, c),
+                                     dtype=np.uint8, chunks=(1, h, w, c), fillvalue=0,
                                      compression="lzf" if self.compress == "lzf" else None)
                 _series(f, f"{fmt.TIMESTAMPS}/{cam}", (), np.float64, fill=np.float64(np.nan))
             _series(f, fmt.ROBOT_TIMESTAMPS, (), np.float64, fill=np.float64(np.nan))
@@ -293,8 +288,6 @@ class EpisodeWriter:
             for key, value in header.items():
                 if value is not None:
                     f.attrs[key] = value
-            # From here on the file on disk is consistent at every flush (no new objects allowed).
-            f.swmr_mode = True
         except BaseException:
             f.close()
             self.partial_path.unlink(missing_ok=True)
@@ -349,17 +342,32 @@ class EpisodeWriter:
         cams = list(self.camera_shapes)
         if self.compress == "jpeg":
             lengths = np.zeros((len(cams), n), dtype=np.float32)
+            encoded: dict[str, list[np.ndarray]] = {}
+            for cam in cams:
+                h, w, c = self.camera_shapes[cam]
+                width = h * w * c + 4096  # a JPEG row never needs more than the raw frame
+                encoded[cam] = [self._encode(cam, step.images[cam], width) for step in steps]
+                key = f"{fmt.IMAGES}/{cam}"
+                if key not in f:
+                    # Chunks of ~1/8 of a frame: a frame wastes half a chunk on average (~6%) and
+                    # only the chunks it touches are allocated; the padding costs nothing.
+                    chunk = int(np.clip(1 << int(np.log2(max(encoded[cam][0].size // 8, 1))), 1024,
+                                        JPEG_CHUNK_BYTES))
+                    ds = f.create_dataset(key, shape=(0, width), maxshape=(None, width), dtype=np.uint8,
+                                          chunks=(1, chunk), fillvalue=0)
+                    ds.attrs["image_shape"] = np.array([h, w, c], dtype=np.int64)
+            self._start_swmr()
             for k, cam in enumerate(cams):
                 ds = f[f"{fmt.IMAGES}/{cam}"]
                 ds.resize(i1, axis=0)
-                for j, step in enumerate(steps):
-                    data = self._encode(cam, step.images[cam], ds.shape[1])
+                for j, data in enumerate(encoded[cam]):
                     ds[i0 + j, : data.size] = data
                     lengths[k, j] = data.size
             lens = f[fmt.COMPRESS_LEN]
             lens.resize(i1, axis=1)
             lens[:, i0:i1] = lengths
         else:
+            self._start_swmr()
             for cam in cams:
                 ds = f[f"{fmt.IMAGES}/{cam}"]
                 ds.resize(i1, axis=0)
@@ -380,6 +388,13 @@ class EpisodeWriter:
             ds.resize(i1, axis=0)
             ds[i0:i1] = values
         self._written = i1
+
+    def _start_swmr(self) -> None:
+        """Every dataset exists now: from here on the file on disk is consistent at every flush
+        (SWMR mode forbids creating objects later)."""
+        if not self._swmr:
+            self._file.swmr_mode = True
+            self._swmr = True
 
     def _encode(self, cam: str, image: np.ndarray, width: int) -> np.ndarray:
         quality = self.jpeg_quality
@@ -547,8 +562,12 @@ def _per_step_keys(f: h5py.File) -> list[str]:
 def _consistent_length(f: h5py.File) -> int:
     """Number of leading steps present in every field (rows a crash left half-written excluded)."""
     keys = _per_step_keys(f)
-    if fmt.QPOS not in f or fmt.ACTION not in f or not any(k.startswith(fmt.IMAGES) for k in keys):
+    if fmt.QPOS not in f or fmt.ACTION not in f:
         raise DataError("it lacks the episode datasets")
+    if f[fmt.QPOS].shape[0] == 0:
+        return 0  # stopped before its first step was written
+    if not any(k.startswith(fmt.IMAGES) for k in keys):
+        raise DataError("it has steps but no images")
     n = min(int(f[k].shape[0]) for k in keys)
     if fmt.COMPRESS_LEN in f:
         n = min(n, int(f[fmt.COMPRESS_LEN].shape[1]))

@@ -76,26 +76,27 @@ class CameraGrabber:
     def grab(self) -> dict[str, Frame]:
         """The frame of every camera for this step.
 
-        Two passes: first the newest frame of every camera, then a short wait only for the cameras
-        whose newest frame was already used, so that waiting for one camera never delays reading
-        another (which would make it skip a frame).
+        Two passes: first the newest frame of every camera, then, for the cameras whose newest frame
+        was already used, a wait for the next one (half a period in total at most), so that waiting
+        for one camera never delays reading another (which would make it skip a frame).
         """
-        now = time.monotonic()
+        start = time.monotonic()
+        deadline = start + 0.5 * self.period
         frames: dict[str, Frame | None] = {}
         for name, cam in self.cameras.items():
-            frames[name] = self._read(name, cam, now)
+            frames[name] = self._read(name, cam, start)
         for name, cam in self.cameras.items():
-            last = self._last[name]
-            frame = frames[name]
-            if last is not None and (frame is None or frame.index <= last.index):
-                wait = getattr(cam, "wait_frame", None)
-                if wait is not None:
-                    try:
-                        frames[name] = wait(newer_than=last.index, timeout_s=0.5 * self.period)
-                    except StaleFrame:
-                        pass
-                    except HardwareFault as exc:
-                        raise HardwareFault(f"{_describe(cam, name)} failed: {exc}") from exc
+            wait = getattr(cam, "wait_frame", None)
+            frame, last = frames[name], self._last[name]
+            if wait is None or last is None or (frame is not None and frame.index > last.index):
+                continue
+            try:
+                # With the time used up (waiting for other cameras) still take what arrived meanwhile.
+                frames[name] = wait(newer_than=last.index, timeout_s=max(deadline - time.monotonic(), 0.0))
+            except StaleFrame:
+                pass
+            except HardwareFault as exc:
+                raise HardwareFault(f"{_describe(cam, name)} failed: {exc}") from exc
         return {name: self._account(name, self.cameras[name], frames[name]) for name in self.cameras}
 
     def _read(self, name: str, cam: Camera, now: float) -> Frame | None:

@@ -293,8 +293,8 @@ class RecordingSession:
             self._rate.wait()
         now = self._clock()
         self._tick_times.append(now)
+        frames = self.grabber.grab()  # first: it may wait a little for fresh frames
         state = self.robot.read()
-        frames = self.grabber.grab()
         images = {name: f.image for name, f in frames.items()}
         if self.state == ENDING:
             action = self._hold if self._hold is not None else _state_action(state)
