@@ -74,3 +74,19 @@ def test_prompt_objects_join_the_text_strip():
     )
     assert tokens == ["h", "i", "<red cube>", "<bowl>"] and layout == {"text": [0, 4]}
     assert att.shape == (1, 1, 1, 1, 2, 1, 4) and att[..., 3].min() == 1.0
+
+
+def test_act_attention_tree_matches_the_spec(tmp_path):
+    from robokit.policies.act import ACTConfig, ACTPolicy
+
+    ep = write_episode(tmp_path / "data", cams=("top", "wrist"))
+    cfg = ACTConfig(camera_names=["top", "wrist"], image_shape=(32, 48, 3), chunk_size=4, backbone="small",
+                    hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1, dec_layers=1, vae_enc_layers=1,
+                    latent_dim=4)
+    (s,) = render_policy_attention(ACTPolicy(cfg).eval(), ep, "7", tmp_path / "viz", history=False)
+    root = tmp_path / "viz" / "inference_timestep_7"
+    files = {str(p.relative_to(root)) for p in root.rglob("*.jpg") if "overview" not in p.parts}
+    # ACT: every action query of the chunk, its one decoder layer, one figure per camera, no text
+    assert files == {f"action_token_{i}/layer_0/fused_attention_on_{c}.jpg" for i in range(4)
+                     for c in ("top", "wrist")}
+    assert s.cameras == ["top", "wrist"] and s.text_tokens == 0 and (root / "index.html").exists()
