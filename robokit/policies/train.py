@@ -466,6 +466,13 @@ class _Trainer:
             fps = _config_default(policy_cls.config_class, "fps") or 30.0
             log.warning("the episodes do not record their rate; assuming %g Hz (set it with --fps)", fps)
         values = dict(opts.policy_config)
+        # --lr / --weight-decay are the policy's own lr / weight_decay where its config has them,
+        # so the checkpoint's config says what the run used.
+        fields = {f.name for f in dataclasses.fields(policy_cls.config_class)}
+        if opts.lr is not None and "lr" in fields:
+            values["lr"] = opts.lr
+        if opts.weight_decay is not None and "weight_decay" in fields:
+            values["weight_decay"] = opts.weight_decay
         values.update(camera_names=list(info.camera_names), image_shape=tuple(info.image_shape),
                       state_dim=info.state_dim, action_dim=info.action_dim,
                       chunk_size=self.chunk_size, fps=float(fps))
@@ -559,7 +566,7 @@ class _Trainer:
         self.last_val: float | None = None
         self.last_train: float | None = None
         self._terms: dict[str, float] = {}
-        self._last_plot = -math.inf
+        self._last_plot = time.monotonic()  # first refresh after PLOT_INTERVAL_S, or at the end
         return self._loop(sampler, start_step)
 
     def _loop(self, sampler: _TrainBatches, start_step: int) -> TrainResult:

@@ -75,7 +75,7 @@ def plot_history(records: list[dict[str, Any]], out_dir: str | Path) -> list[Pat
     out_dir = Path(out_dir)
     written = []
     for term in loss_terms(records):
-        fig = Figure(figsize=(6, 4), dpi=100)
+        fig = Figure(figsize=(6, 4), dpi=80)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         for split, style in (("train", "-"), ("val", "o-")):
@@ -91,7 +91,7 @@ def plot_history(records: list[dict[str, Any]], out_dir: str | Path) -> list[Pat
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend()
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)  # tight_layout costs more
         path = out_dir / f"train_val_{term}.png"
         tmp = path.with_suffix(".png.tmp")
         fig.savefig(tmp, format="png")
