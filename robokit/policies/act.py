@@ -125,6 +125,12 @@ class ACTModel(nn.Module):
         self.image_normalizer = ImageNormalizer()
         if cfg.lr_backbone == 0:
             self.backbone.requires_grad_(False)
+        # Parameters that can never receive a gradient: the decoder layers after the first (their
+        # output is discarded, as in the original) and an untrained done head. Frozen so that the
+        # optimizer and DDP do not carry them.
+        self.transformer.decoder.layers[1:].requires_grad_(False)
+        if cfg.done_weight == 0:
+            self.is_pad_head.requires_grad_(False)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -217,12 +223,13 @@ class ACTPolicy(Policy):
         latent = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
         pred, done_logits, _ = self.model.decode(images, qpos, latent)
 
+        pred, mu, logvar = pred.float(), mu.float(), logvar.float()  # losses in fp32 under autocast
         l1 = ((pred - actions).abs() * (~is_pad)[..., None]).mean()
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=1).mean()
         out = {"l1": l1, "kl": kl}
         loss = l1 + cfg.kl_weight * kl
         if cfg.done_weight > 0:
-            out["done_bce"] = F.binary_cross_entropy_with_logits(done_logits, done)
+            out["done_bce"] = F.binary_cross_entropy_with_logits(done_logits.float(), done)
             loss = loss + cfg.done_weight * out["done_bce"]
         out["loss"] = loss
         return out
