@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,13 +32,31 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux
 class Pane:
     """One recorder process in a private tmux server."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], status_file: Path) -> None:
         self.server = f"robokit-test-{uuid.uuid4().hex[:8]}"
+        self.status_file = status_file
         command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "robokit.cli", *args])
+        # The shell records the exit status (tmux's own report of it is unreliable across versions).
+        shell = f"{command}; echo $? > {shlex.quote(str(status_file))}"
         env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-        self._tmux("new-session", "-d", "-s", "rec", "-x", "200", "-y", "50", f"exec {command}", env=env)
+        self._tmux("new-session", "-d", "-s", "rec", "-x", "200", "-y", "50", shell, env=env)
         self._tmux("set-option", "-t", "rec", "remain-on-exit", "on")
-        self.pid = int(self._tmux("display-message", "-p", "-t", "rec", "#{pane_pid}").strip())
+        self.shell_pid = int(self._tmux("display-message", "-p", "-t", "rec", "#{pane_pid}").strip())
+
+    @property
+    def pid(self) -> int:
+        """The recorder's process id (the child of the pane's shell)."""
+        for _ in range(100):
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit():
+                    try:
+                        stat = (proc / "stat").read_text()
+                    except OSError:
+                        continue
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == self.shell_pid:
+                        return int(proc.name)
+            time.sleep(0.05)
+        raise AssertionError("the recorder process was not found")
 
     def _tmux(self, *args: str, env: dict | None = None) -> str:
         return subprocess.run(["tmux", "-L", self.server, *args], check=True, capture_output=True, text=True,
@@ -55,14 +74,12 @@ class Pane:
         return self._tmux("display-message", "-p", "-t", "rec", "#{pane_dead}").strip() == "1"
 
     def exit_status(self) -> int:
-        """The exit code, or minus the signal number that killed the process."""
-        for _ in range(50):  # tmux fills these in just after it marks the pane dead
-            status, sig = self._tmux("display-message", "-p", "-t", "rec",
-                                     "#{pane_dead_status}:#{pane_dead_signal}").strip().split(":")
-            if status or sig:
-                return int(status) if status else -int(sig)
+        """The exit code of a recorder that exited by itself."""
+        for _ in range(100):
+            if self.status_file.exists() and self.status_file.read_text().strip():
+                return int(self.status_file.read_text())
             time.sleep(0.05)
-        raise AssertionError("tmux did not report how the recorder ended")
+        raise AssertionError(f"no exit status was recorded; screen:\n{self.screen()}")
 
     def wait_for(self, predicate, what: str, timeout_s: float = 30.0) -> str:
         deadline = time.monotonic() + timeout_s
@@ -82,12 +99,15 @@ class Pane:
         screen = self.wait_for(lambda s: "RECORDING" in s and _steps(s) >= n, f"{n} recorded steps")
         return _steps(screen)
 
-    def wait_exit(self, timeout_s: float = 30.0) -> int:
+    def wait_dead(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while not self.dead():
             if time.monotonic() > deadline:
                 raise AssertionError(f"the recorder did not exit; screen:\n{self.screen()}")
             time.sleep(0.1)
+
+    def wait_exit(self, timeout_s: float = 30.0) -> int:
+        self.wait_dead(timeout_s)
         return self.exit_status()
 
     def close(self) -> None:
@@ -100,11 +120,11 @@ def _steps(screen: str) -> int:
 
 
 @pytest.fixture
-def pane_factory():
+def pane_factory(tmp_path):
     panes: list[Pane] = []
 
     def make(args: list[str]) -> Pane:
-        pane = Pane(args)
+        pane = Pane(args, tmp_path / f"exit-status-{len(panes)}")
         panes.append(pane)
         return pane
 
@@ -181,7 +201,7 @@ def test_sigkill_mid_episode_is_recovered_on_the_next_start(tmp_path, pane_facto
     pane.keys("u", "u", "u")
     shown = pane.wait_steps(75)
     os.kill(pane.pid, signal.SIGKILL)
-    pane.wait_exit()
+    pane.wait_for(lambda _: pane.status_file.exists(), "the recorder to die")
     assert (out / "episode_1.hdf5.partial").exists()
 
     try:
