@@ -23,6 +23,7 @@ from rich.text import Text
 
 from robokit.commands.hardware_options import (
     CameraOpt,
+    DynamicsOpt,
     HardwareOptions,
     HostOpt,
     RealtimeOpt,
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
         robot: RobotOpt = "franka",
         host: HostOpt = None,
         realtime: RealtimeOpt = "enforce",
+        dynamics: DynamicsOpt = 0.1,
         camera: CameraOpt = None,
         out: Annotated[Path | None, typer.Option(
             "--out", help="Dataset folder (default: data/<task-set> with --sim, data/recordings otherwise).")] = None,
@@ -84,7 +86,8 @@ def register(app: typer.Typer) -> None:
         from robokit.record.session import RecordConfig
         from robokit.record.teleop import check_teleop_spec
 
-        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime, camera=camera)
+        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime,
+                                      dynamics=dynamics, camera=camera)
         teleop_kind, _ = check_teleop_spec(teleop, sim)
         if task_set not in ("pick_place", "multi"):
             raise UserError(f"unknown --task-set {task_set!r}; choose pick_place or multi")

@@ -12,7 +12,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from robokit.commands.hardware_options import HardwareOptions, HostOpt, RealtimeOpt, RobotOpt, SimOpt
+from robokit.commands.hardware_options import (
+    DynamicsOpt,
+    HardwareOptions,
+    HostOpt,
+    RealtimeOpt,
+    RobotOpt,
+    SimOpt,
+)
 from robokit.errors import UserError
 
 
@@ -24,6 +31,7 @@ def register(app: typer.Typer) -> None:
         robot: RobotOpt = "franka",
         host: HostOpt = None,
         realtime: RealtimeOpt = "enforce",
+        dynamics: DynamicsOpt = 0.1,
         task_set: Annotated[str, typer.Option(
             "--task-set", help="Sim scene when the episode does not name its own.")] = "pick_place",
         seed: Annotated[int, typer.Option("--seed", help="Sim scene seed when the episode has none.")] = 0,
@@ -36,7 +44,7 @@ def register(app: typer.Typer) -> None:
         from robokit.record.teleop import Replay
 
         console = Console()
-        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime)
+        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime, dynamics=dynamics)
         source = Replay(episode)  # DataError for corrupt / foreign / unusable files
         fps = source.fps or 30.0
         console.print(f"{episode}: {len(source.actions)} steps at {fps:g} fps ({source.layout})"
