@@ -119,6 +119,11 @@ def test_bad_options_and_data_are_clear_errors(data: Path, tmp_path: Path):
         train(_opts(data, tmp_path / "run", 1, policy="nope"))
     with pytest.raises(ConfigError, match="camera"):
         _opts(data, tmp_path / "run", 1, policy_config={"camera_names": ["top"]})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            train(_opts(data, tmp_path / "run", 1, device="cuda"))
+    with pytest.raises(ConfigError, match="unknown device"):
+        train(_opts(data, tmp_path / "run", 1, device="tpu"))
 
 
 @pytest.mark.parametrize(("policy", "chunk", "overrides"), [
@@ -128,8 +133,9 @@ def test_bad_options_and_data_are_clear_errors(data: Path, tmp_path: Path):
 def test_epochs_and_other_policies_through_the_same_trainer(data: Path, tmp_path: Path, policy: str,
                                                             chunk: int | None, overrides: dict):
     # The trainer only calls the Policy API: GRP (goal-conditioned) and CNN-MLP train the same way.
+    # --amp is bf16 autocast on CUDA only: elsewhere it is ignored with a warning, not an error.
     result = train(TrainOptions(data=data, out=tmp_path / policy, policy=policy, epochs=1, batch_size=8,
-                                chunk_size=chunk, policy_config=overrides, val_every=100))
+                                chunk_size=chunk, policy_config=overrides, val_every=100, amp=True))
     # 3 episodes (16, 18, 20 steps): 2 for training, 1 for validation; one epoch = n_train // 8 batches.
     ckpt, meta = load_checkpoint(tmp_path / policy / "best.pt", expected_type=policy)
     n_train = sum(16 + 2 * int(name[8]) for name in meta["train_episodes"])

@@ -227,6 +227,8 @@ def register(app: typer.Typer) -> None:
         val_every: Annotated[int | None, typer.Option(help="Validate and save every N steps.")] = None,
         val_fraction: Annotated[float | None, typer.Option(
             help="Share of episodes held out for validation (default 0.2).")] = None,
+        val_samples: Annotated[int | None, typer.Option(
+            help="Validation samples per evaluation (default 512; fewer = faster on a CPU).")] = None,
         num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
         amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast (CUDA only).")] = None,
@@ -252,6 +254,7 @@ def register(app: typer.Typer) -> None:
             "steps": steps, "epochs": epochs, "batch_size": batch_size, "camera_names": camera or None,
             "chunk_size": chunk_size, "image_size": parse_image_size(image_size), "device": device,
             "seed": seed, "lr": lr, "val_every": val_every, "val_fraction": val_fraction,
+            "val_samples": val_samples,
             "num_workers": num_workers, "amp": amp, "fps": fps, "augment_shift": augment_shift,
             "augment_color": augment_color, "resume": resume or None, "policy_config": policy_config,
         }

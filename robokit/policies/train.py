@@ -574,7 +574,7 @@ class _Trainer:
         loader = self._make_loader(self.train_ds, batch_sampler=sampler)
         step = start_step
         sums: dict[str, torch.Tensor] = {}
-        window_steps, window_start = 0, time.perf_counter()
+        window_steps, window_time, window_start = 0, 0.0, time.perf_counter()
         run_start = time.perf_counter()
         steps_per_s: float | None = None
         interrupted = False
@@ -606,7 +606,7 @@ class _Trainer:
                             sums[k] = sums.get(k, 0) + v.detach().float()
 
                     if step % opts.log_every == 0 or step == self.total:
-                        elapsed = time.perf_counter() - window_start
+                        elapsed = window_time + time.perf_counter() - window_start
                         steps_per_s = window_steps / elapsed if elapsed > 0 else None
                         terms = {k: float(v.item()) / window_steps for k, v in sums.items()}
                         if not all(math.isfinite(v) for v in terms.values()):
@@ -617,9 +617,10 @@ class _Trainer:
                             self.metrics.append({"split": "train", "step": step, "epoch": self._epoch(step),
                                                  "time": round(time.time(), 3), **terms, "lr": self._lr(),
                                                  "steps_per_s": steps_per_s})
-                        sums, window_steps, window_start = {}, 0, time.perf_counter()
+                        sums, window_steps, window_time, window_start = {}, 0, 0.0, time.perf_counter()
                         self._terms = terms
                     if step % self.val_every == 0 or step == self.total:
+                        window_time += time.perf_counter() - window_start
                         self._validate_and_save(step, run_start)
                         window_start = time.perf_counter()  # validation time is not training speed
                     self._emit("train", step, steps_per_s)
