@@ -11,6 +11,16 @@ from robokit.policies.grp import GRPConfig, GRPPolicy
 TASK = "put the red cube in the blue bowl"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine torch's
+    two-thread barriers make each step 100x slower: run these tests single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny(**kw) -> GRPPolicy:
     base = {"camera_names": ["top"], "image_shape": (16, 24, 3), "patch_size": 8, "n_embd": 32, "n_head": 2,
                 "n_blocks": 2, "chunk_size": 4, "text_max_length": 12, "dropout": 0.0}
@@ -193,3 +203,18 @@ def test_tiny_overfit_follows_text_and_goal_image_and_learns_done():
     goal_red, _ = policy.predict_chunk({**o, "goal_image": goals[0].permute(1, 2, 0).numpy()})
     goal_blue, _ = policy.predict_chunk({**o, "goal_image": goals[1].permute(1, 2, 0).numpy()})
     assert goal_red.mean() > 0.5 and goal_blue.mean() < -0.5
+
+
+def test_checkpoint_round_trip(tmp_path):
+    from robokit.policies.checkpoint import load_checkpoint, save_checkpoint
+
+    policy = tiny(camera_names=["top", "wrist"], stem="conv", goal_camera="wrist")
+    stats = {k: np.full(8, v, np.float32) for k, v in
+             (("qpos_mean", 0.1), ("qpos_std", 2.0), ("qpos_min", -1), ("qpos_max", 1),
+              ("action_mean", 0.3), ("action_std", 0.5), ("action_min", -1), ("action_max", 1))}
+    policy.set_norm_stats(stats)
+    save_checkpoint(tmp_path / "grp.pt", policy, {"step": 3})
+    loaded, meta = load_checkpoint(tmp_path / "grp.pt", expected_type="grp")
+    assert meta["step"] == 3 and loaded.config == policy.config
+    o = obs(["top", "wrist"], task=TASK)
+    np.testing.assert_array_equal(policy.predict_chunk(o)[0], loaded.predict_chunk(o)[0])

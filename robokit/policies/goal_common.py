@@ -89,6 +89,41 @@ def patchify(x: torch.Tensor, patch: int) -> tuple[torch.Tensor, tuple[int, int]
     return x.reshape(n, h * w, c * patch * patch), (h, w)
 
 
+class PatchEmbed(nn.Module):
+    """Image -> one token per ``patch`` x ``patch`` square, raster order: ``(N, C, H, W) -> (N, h*w, D)``.
+
+    ``stem="linear"``: the ViT patch embedding (a linear map of the raw pixels of each patch, as the
+    GRP seed does). ``stem="conv"``: log2(patch) stride-2 3x3 convolutions reaching the same grid
+    (an "early convolutions" hybrid ViT; it learns much faster from a few dozen demonstrations).
+    """
+
+    def __init__(self, in_channels: int, dim: int, patch: int, stem: str = "linear") -> None:
+        super().__init__()
+        self.patch, self.stem = patch, stem
+        if stem == "linear":
+            self.proj: nn.Module = nn.Linear(in_channels * patch * patch, dim)
+            return
+        if stem != "conv":
+            raise ValueError(f"unknown stem {stem!r}")
+        n = patch.bit_length() - 1
+        if 2 ** n != patch:
+            raise ValueError(f"a conv stem needs a power-of-two patch size, got {patch}")
+        layers: list[nn.Module] = []
+        ch = in_channels
+        for i in range(n):
+            out = dim if i == n - 1 else min(dim, 16 * 2 ** i)
+            layers += [nn.Conv2d(ch, out, 3, 2, 1), nn.GELU()] if i < n - 1 else [nn.Conv2d(ch, out, 3, 2, 1)]
+            ch = out
+        self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stem == "linear":
+            return self.proj(patchify(x, self.patch)[0])
+        h, w = x.shape[-2] // self.patch, x.shape[-1] // self.patch
+        y = self.proj(x[..., : h * self.patch, : w * self.patch])
+        return y.flatten(2).transpose(1, 2)
+
+
 class Attention(nn.Module):
     """Multi-head attention (self or cross) with optional weight capture."""
 

@@ -35,13 +35,13 @@ from robokit.policies.base import Policy, PolicyConfig, register_policy
 from robokit.policies.goal_common import (
     MLP,
     Block,
+    PatchEmbed,
     batch_tasks,
     check_image,
     done_loss,
     masked_mean,
     obs_images,
     obs_qpos,
-    patchify,
     resize_hwc,
     uint8_images_to_float,
 )
@@ -59,6 +59,7 @@ class GRPConfig(PolicyConfig):
     image_shape: tuple[int, int, int] = (64, 80, 3)
     chunk_size: int = 20
     patch_size: int = 8
+    stem: str = "linear"           # patch embedding: "linear" (ViT, the seed's) or "conv" (hybrid)
     n_embd: int = 128
     n_head: int = 4
     n_blocks: int = 4
@@ -71,9 +72,14 @@ class GRPConfig(PolicyConfig):
     goal_image_prob: float = 0.5   # "random": chance of the goal image when a sample has both
     goal_camera: str = ""          # camera the goal image shows; "" = the first camera
     done_weight: float = 1.0       # weight of the done-head loss
+    lr: float = 3e-4               # AdamW learning rate (`robokit train --lr` overrides)
+    weight_decay: float = 1e-4
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError(f"lr must be positive and weight_decay not negative, "
+                              f"got {self.lr}, {self.weight_decay}")
         h, w, _ = self.image_shape
         if self.patch_size <= 0 or h % self.patch_size or w % self.patch_size:
             raise ConfigError(f"image_shape {h}x{w} must be a multiple of patch_size {self.patch_size}")
@@ -82,6 +88,10 @@ class GRPConfig(PolicyConfig):
         for name in ("n_blocks", "obs_stacking", "text_max_length", "n_head"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.stem not in ("linear", "conv"):
+            raise ConfigError(f"stem must be 'linear' or 'conv', got '{self.stem}'")
+        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ConfigError(f"stem='conv' needs a power-of-two patch_size, got {self.patch_size}")
         if self.goal_mode not in GOAL_MODES:
             raise ConfigError(f"goal_mode must be one of {', '.join(GOAL_MODES)}, got '{self.goal_mode}'")
         if not 0.0 <= self.goal_image_prob <= 1.0:
@@ -111,8 +121,11 @@ class GRPPolicy(Policy):
         self.grid = (h // c.patch_size, w // c.patch_size)
         n_patch = self.grid[0] * self.grid[1]
         d = c.n_embd
-        self.patch_embedding = nn.Linear(c.patch_size * c.patch_size * 3 * c.obs_stacking, d)
-        self.goal_patch_embedding = nn.Linear(c.patch_size * c.patch_size * 3, d)
+        self.patch_embedding = PatchEmbed(3 * c.obs_stacking, d, c.patch_size, c.stem)
+        # Without stacking the goal image goes through the observation's encoder: the model then
+        # compares like with like. With stacking the channel counts differ: a separate encoder.
+        self.goal_patch_embedding = (self.patch_embedding if c.obs_stacking == 1
+                                     else PatchEmbed(3, d, c.patch_size, c.stem))
         self.text_encoder = make_text_encoder(c.text_encoder, d, c.text_max_length)
         self.state_embedding = nn.Linear(c.state_dim, d)
         self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
@@ -165,13 +178,13 @@ class GRPPolicy(Policy):
         ``goal``: float (B, 3, H, W) normalised or None (then every sample must use text).
         """
         b, k = images.shape[:2]
-        patches, _ = patchify(images.flatten(0, 1), self.config.patch_size)
-        obs = self.patch_embedding(patches).reshape(b, k * patches.shape[1], -1)
+        patches = self.patch_embedding(images.flatten(0, 1))
+        obs = patches.reshape(b, k * patches.shape[1], -1)
         if goal is None:
             goal_tok = torch.zeros(b, self.layout["goal_image"][1] - self.layout["goal_image"][0],
                                    obs.shape[-1], device=obs.device)
         else:
-            goal_tok = self.goal_patch_embedding(patchify(goal, self.config.patch_size)[0])
+            goal_tok = self.goal_patch_embedding(goal)
         text, text_mask = self.text_encoder(tasks, obs.device)
         tokens = torch.cat([
             self.cls_token.expand(b, -1, -1),

@@ -1,0 +1,554 @@
+"""A VIMA-style prompt policy: a cross-attention GPT whose keys/values are a multimodal prompt.
+
+Prompt (keys and values), built per sample::
+
+    [PROMPT, instruction characters interleaved with object tokens]
+
+* instruction characters: the fixed character tokenizer's trainable embedding (or a local
+  pretrained encoder directory);
+* object tokens: for every object in ``obs["objects"]`` (``{"name", "box": [x0, y0, x1, y1] pixels,
+  "camera"}``, from ``env.object_box`` in sim or given by the user on a real robot) the crop of that
+  camera's image through a small ViT, fused with a bounding-box MLP. An object whose name (``_`` read
+  as a space) appears in the instruction sits right after that mention ("put the red cube <obj> in
+  the blue bowl <obj>"); the others follow the text. Interleaving is done through the position
+  embedding (the prompt encoder is bidirectional, so this is the same as reordering the tokens) which
+  keeps the text one contiguous segment for attention capture.
+* a small bidirectional transformer over the prompt.
+
+Queries, per step of history (oldest first, ``history_len`` steps, causal over steps)::
+
+    [camera tokens (a conv stem pooled to ``obs_grid`` per camera), END-EFFECTOR token, ACTION token]
+
+The end-effector token encodes the TCP pose ``fk(qpos)`` (relative orientation as two rotation
+columns), the gripper and the normalised joints. The ACTION token of a past step embeds the action
+taken then; the current step's is a learned query whose output feeds the heads. Layers
+(``n_layer``): causal self-attention (``n_head``) -> cross-attention to the prompt
+(``xattn_n_heads``) -> MLP (``xattn_ff_expanding``).
+
+Actions: each chunk step is discretised per dimension (``action_space="cartesian"``: TCP x, y, z,
+roll, pitch, yaw relative to the ready pose, gripper, with the seed's 50/100/50 position bins and 50
+rotation bins; ``"joint"``: every joint over the dataset's action range) and trained with
+cross-entropy; predicted bins decode to continuous targets, Cartesian ones through IK to joint
+targets, so ``predict_chunk`` returns joint targets (chunk, action_dim) like every other policy.
+A done head (the VLA note's end token) is trained on the batch's ``done``.
+
+Batch keys beyond base.py's, all optional (see docs/goal_policies.md):
+``object_boxes`` float (B, N, 4) normalised [0, 1] boxes, ``object_camera`` int64 (B, N) camera
+index, ``object_valid`` bool (B, N), ``object_names`` list (B) of lists (N) of str;
+``history_images`` uint8 (B, Hh, K, 3, H, W), ``history_qpos`` (B, Hh, S), ``history_action``
+(B, Hh, A), ``history_valid`` bool (B, Hh) for ``history_len = Hh + 1 > 1``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.ops import roi_align
+
+from robokit.errors import ConfigError, UserError
+from robokit.hardware.base import PANDA_READY_POSE
+from robokit.policies.base import Policy, PolicyConfig, register_policy
+from robokit.policies.goal_actions import CartesianCoder, UniformBins, kinematics
+from robokit.policies.goal_common import (
+    MLP,
+    Attention,
+    Block,
+    batch_tasks,
+    done_loss,
+    obs_images,
+    obs_qpos,
+    patchify,
+    uint8_images_to_float,
+)
+from robokit.policies.tokenizer import make_text_encoder
+
+log = logging.getLogger(__name__)
+
+ACTION_SPACES = ("cartesian", "joint")
+DECODE_MODES = ("argmax", "expectation")
+
+
+@dataclass
+class VIMAConfig(PolicyConfig):
+    """VIMA-style policy options (see the module docstring)."""
+
+    image_shape: tuple[int, int, int] = (64, 80, 3)
+    chunk_size: int = 10
+    n_embd: int = 128
+    n_layer: int = 2               # cross-attention GPT layers
+    n_head: int = 4                # heads of the (causal) self-attention over query tokens
+    xattn_n_heads: int = 4         # heads of the cross-attention to the prompt
+    xattn_ff_expanding: int = 4    # MLP expansion inside the cross-attention layers
+    prompt_layers: int = 1         # bidirectional self-attention layers over the prompt
+    dropout: float = 0.1
+    text_max_length: int = 48
+    text_encoder: str = "char"
+    max_objects: int = 8
+    obj_crop: int = 16             # object crops are resized to obj_crop x obj_crop
+    obj_patch: int = 4             # ... and cut into obj_patch squares for the object ViT
+    obs_grid: tuple[int, int] = (4, 5)  # camera tokens per camera (rows, cols) after pooling
+    history_len: int = 1           # steps of observation/action history (1 = the current step only)
+    use_ee: bool = True            # end-effector pose through fk (needs 7 joints first in qpos)
+    action_space: str = "cartesian"
+    bins_xyz: tuple[int, int, int] = (50, 100, 50)
+    bins_rot: int = 50
+    bins_gripper: int = 2
+    bins_joint: int = 100
+    workspace_low: tuple[float, float, float] = (0.2, -0.5, 0.0)   # TCP range, robot base frame (m)
+    workspace_high: tuple[float, float, float] = (0.8, 0.5, 0.6)
+    rot_range: float = math.pi     # relative roll/pitch/yaw range is [-rot_range, rot_range]
+    decode: str = "argmax"         # "argmax" bin or "expectation" over bins
+    label_smoothing: float = 0.0
+    done_weight: float = 1.0
+    lr: float = 3e-4               # AdamW learning rate (`robokit train --lr` overrides)
+    weight_decay: float = 1e-4
+    reference_q: list[float] = field(default_factory=lambda: PANDA_READY_POSE.tolist())
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError(f"lr must be positive and weight_decay not negative, "
+                              f"got {self.lr}, {self.weight_decay}")
+        self.obs_grid = tuple(int(v) for v in self.obs_grid)  # type: ignore[assignment]
+        self.bins_xyz = tuple(int(v) for v in self.bins_xyz)  # type: ignore[assignment]
+        self.workspace_low = tuple(float(v) for v in self.workspace_low)  # type: ignore[assignment]
+        self.workspace_high = tuple(float(v) for v in self.workspace_high)  # type: ignore[assignment]
+        self.reference_q = [float(v) for v in self.reference_q]
+        if self.action_space not in ACTION_SPACES:
+            raise ConfigError(f"action_space must be one of {', '.join(ACTION_SPACES)}, got '{self.action_space}'")
+        if self.decode not in DECODE_MODES:
+            raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, got '{self.decode}'")
+        if self.action_space == "cartesian" and self.action_dim != 8:
+            raise ConfigError(f"action_space='cartesian' needs Franka actions (7 joints + gripper, "
+                              f"action_dim 8), got action_dim {self.action_dim}; use action_space='joint'")
+        if self.use_ee and self.state_dim < 7:
+            raise ConfigError(f"use_ee needs the 7 joints first in qpos (state_dim >= 7), got {self.state_dim}")
+        for name in ("n_head", "xattn_n_heads"):
+            if self.n_embd % int(getattr(self, name)):
+                raise ConfigError(f"n_embd {self.n_embd} must be divisible by {name} {getattr(self, name)}")
+        for name in ("n_layer", "history_len", "text_max_length", "obj_crop", "obj_patch", "xattn_ff_expanding"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_objects < 0 or self.prompt_layers < 0:
+            raise ConfigError("max_objects and prompt_layers must not be negative")
+        if self.obj_crop % self.obj_patch:
+            raise ConfigError(f"obj_crop {self.obj_crop} must be a multiple of obj_patch {self.obj_patch}")
+        if len(self.obs_grid) != 2 or min(self.obs_grid) <= 0:
+            raise ConfigError(f"obs_grid must be two positive ints, got {self.obs_grid}")
+        if len(self.reference_q) != 7:
+            raise ConfigError("reference_q must hold 7 joint angles")
+        if not self.camera_names:
+            raise ConfigError("the VIMA-style policy needs at least one camera")
+
+
+def _norm_name(name: str) -> str:
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+def interleave_positions(text: str, text_len: int, names: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Prompt positions (after the PROMPT token at 0) of ``text_len`` text tokens and the objects.
+
+    An object named in ``text`` goes right after its (first) mention; the others follow the text.
+    """
+    lowered = text.lower()
+    inserts = []
+    for name in names:
+        at = lowered.find(_norm_name(name)) if name else -1
+        inserts.append(min(at + len(_norm_name(name)), text_len) if at >= 0 else text_len)
+    text_pos = [1 + i + sum(1 for e in inserts if e <= i) for i in range(text_len)]
+    obj_pos = []
+    for j, e in enumerate(inserts):
+        before = sum(1 for e2 in inserts if e2 < e) + sum(1 for e2 in inserts[:j] if e2 == e)
+        obj_pos.append(1 + e + before)
+    return text_pos, obj_pos
+
+
+class ObjectEncoder(nn.Module):
+    """Object crop -> small ViT; box -> MLP; fused into one token (VIMA's obj_encoder + bbox MLP)."""
+
+    def __init__(self, dim: int, crop: int, patch: int, n_cams: int, dropout: float) -> None:
+        super().__init__()
+        self.crop, self.patch = crop, patch
+        n = (crop // patch) ** 2
+        self.patch_embedding = nn.Linear(3 * patch * patch, dim)
+        self.pos = nn.Parameter(torch.randn(1, n, dim) * 0.02)
+        self.block = Block(dim, 4 if dim % 4 == 0 else 1, 2.0, dropout)
+        self.bbox_mlp = nn.Sequential(nn.Linear(4, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.cam = nn.Embedding(max(n_cams, 1), dim)
+        self.fuse = nn.Linear(2 * dim, dim)
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor, cams: torch.Tensor,
+                sample: torch.Tensor) -> torch.Tensor:
+        """``images`` float (B, K, 3, H, W); ``boxes`` (M, 4) normalised; ``cams``/``sample`` (M,)."""
+        _b, k, _, h, w = images.shape
+        scale = boxes.new_tensor([w, h, w, h])
+        rois = torch.cat([(sample * k + cams).to(boxes.dtype)[:, None], boxes * scale], dim=1)
+        crops = roi_align(images.flatten(0, 1), rois, output_size=self.crop, spatial_scale=1.0,
+                          sampling_ratio=2, aligned=True)
+        x = self.patch_embedding(patchify(crops, self.patch)[0]) + self.pos
+        x, _ = self.block(x)
+        return self.fuse(torch.cat([x.mean(1), self.bbox_mlp(boxes)], dim=-1)) + self.cam(cams)
+
+
+class XAttnLayer(nn.Module):
+    """Causal self-attention over queries, cross-attention to the prompt, MLP."""
+
+    def __init__(self, dim: int, heads: int, xheads: int, ff: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, heads, dropout)
+        self.xattn = Attention(dim, xheads, dropout)
+        self.mlp = MLP(dim, dim * ff, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, causal: torch.Tensor, prompt: torch.Tensor, prompt_mask: torch.Tensor,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = x + self.drop(self.self_attn(self.norm1(x), mask=causal)[0])
+        y, w = self.xattn(self.norm2(x), context=prompt, mask=prompt_mask, need_weights=need_weights)
+        x = x + self.drop(y)
+        return x + self.drop(self.mlp(self.norm3(x))), w
+
+
+@register_policy("vima")
+class VIMAPolicy(Policy):
+    """VIMA-style cross-attention prompt policy with discretised actions."""
+
+    config_class = VIMAConfig
+
+    def __init__(self, config: VIMAConfig) -> None:
+        super().__init__(config)
+        self.config: VIMAConfig = config
+        c = config
+        d = c.n_embd
+        k = len(c.camera_names)
+        # -- prompt
+        self.text_encoder = make_text_encoder(c.text_encoder, d, c.text_max_length)
+        self.obj_encoder = ObjectEncoder(d, c.obj_crop, c.obj_patch, k, c.dropout)
+        self.prompt_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.prompt_pos = nn.Embedding(1 + c.text_max_length + c.max_objects, d)
+        self.prompt_blocks = nn.ModuleList(Block(d, c.xattn_n_heads, 2.0, c.dropout) for _ in range(c.prompt_layers))
+        # -- queries
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 3, 2, 1), nn.GELU(),
+            nn.Conv2d(64, d, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(c.obs_grid))
+        self.tokens_per_step = k * c.obs_grid[0] * c.obs_grid[1] + 2
+        ee_in = c.state_dim + (10 if c.use_ee else 0)
+        self.ee_encoder = nn.Sequential(nn.Linear(ee_in, d), nn.GELU(), nn.Linear(d, d))
+        self.action_encoder = nn.Sequential(nn.Linear(c.action_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.action_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.token_pos = nn.Parameter(torch.randn(1, self.tokens_per_step, d) * 0.02)
+        self.step_pos = nn.Parameter(torch.randn(1, c.history_len, 1, d) * 0.02)
+        self.layers = nn.ModuleList(XAttnLayer(d, c.n_head, c.xattn_n_heads, c.xattn_ff_expanding, c.dropout)
+                                    for _ in range(c.n_layer))
+        self.norm = nn.LayerNorm(d)
+        # -- actions
+        self.bins = self._make_bins()
+        self.action_head = MLP(d, 2 * d, 0.0, out=c.chunk_size * self.bins.total)
+        self.done_head = nn.Linear(d, c.chunk_size)
+        # Whether training batches carried object boxes: a model trained without object tokens
+        # must not see any at inference (they would be inputs it never learnt), so obs["objects"]
+        # is ignored then. Saved with the weights.
+        self.register_buffer("objects_trained", torch.zeros((), dtype=torch.bool))
+        self._coder: CartesianCoder | None = None
+        self._reference_R: np.ndarray | None = None
+        if c.action_space == "cartesian" or c.use_ee:
+            kinematics()  # fail at construction, not in the middle of training
+        self._history: collections.deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = collections.deque(
+            maxlen=max(c.history_len - 1, 0))
+
+    # -- actions ---------------------------------------------------------------------------------
+    def _make_bins(self) -> UniformBins:
+        c = self.config
+        if c.action_space == "cartesian":
+            r = c.rot_range
+            return UniformBins([*c.workspace_low, -r, -r, -r, 0.0], [*c.workspace_high, r, r, r, 1.0],
+                               [*c.bins_xyz, c.bins_rot, c.bins_rot, c.bins_rot, c.bins_gripper])
+        # Joint bins span the dataset's action range, known once norm stats are set (rebuilt then).
+        lo = self.action_min.cpu().numpy().astype(np.float64)
+        hi = self.action_max.cpu().numpy().astype(np.float64)
+        hi = np.maximum(hi, lo + 1e-3)
+        return UniformBins(lo, hi, [c.bins_joint] * c.action_dim)
+
+    def set_norm_stats(self, stats: dict[str, np.ndarray]) -> None:
+        super().set_norm_stats(stats)
+        self.bins = self._make_bins()
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        # Loading a checkpoint replaces action_min/max: joint bins must follow them.
+        if self.config.action_space == "joint":
+            self.bins = self._make_bins()
+
+    @property
+    def coder(self) -> CartesianCoder:
+        if self._coder is None:
+            self._coder = CartesianCoder(self.bins, np.asarray(self.config.reference_q))
+        return self._coder
+
+    def action_targets(self, actions: np.ndarray) -> np.ndarray:
+        """Joint-space actions ``(..., A)`` -> bin indices ``(..., D)`` the heads are trained on."""
+        if self.config.action_space == "cartesian":
+            return self.bins.encode(self.coder.to_cartesian(actions))
+        return self.bins.encode(actions)
+
+    def decode_actions(self, logits: torch.Tensor, qpos: np.ndarray) -> np.ndarray:
+        """Logits (H, total) -> joint targets (H, A): bins to values, Cartesian ones through IK."""
+        values = self.bins.decode_logits(logits, self.config.decode)
+        if self.config.action_space == "cartesian":
+            return self.coder.to_joints(values, qpos)
+        return values.astype(np.float32)
+
+    # -- encoders --------------------------------------------------------------------------------
+    def ee_features(self, qpos: np.ndarray) -> np.ndarray:
+        """Raw qpos ``(..., S)`` -> end-effector encoder input (TCP pose features + normalised qpos)."""
+        q = np.asarray(qpos, dtype=np.float32)
+        qn = (q - self.qpos_mean.cpu().numpy()) / self.qpos_std.cpu().numpy()
+        if not self.config.use_ee:
+            return qn
+        pose = self.coder.pose_features(q[..., :7]).astype(np.float32)
+        grip = q[..., 7:8] if q.shape[-1] > 7 else np.zeros_like(q[..., :1])
+        return np.concatenate([pose, grip, qn], axis=-1)
+
+    def encode_prompt(self, images: torch.Tensor, tasks: list[str], objects: dict[str, Any] | None,
+                      need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[int]]]:
+        """Prompt tokens (B, P, D), key mask (B, P) and the token layout of sample 0."""
+        b = images.shape[0]
+        dev = images.device
+        text, text_mask = self.text_encoder(tasks, dev)
+        L = text.shape[1]
+        n_obj = 0 if objects is None else objects["boxes"].shape[1]
+        obj_tok = text.new_zeros(b, n_obj, text.shape[-1])
+        obj_valid = torch.zeros(b, n_obj, dtype=torch.bool, device=dev)
+        text_pos = torch.zeros(b, L, dtype=torch.long, device=dev)
+        obj_pos = torch.zeros(b, n_obj, dtype=torch.long, device=dev)
+        names: list[list[str]] = [[""] * n_obj for _ in range(b)]
+        if objects is not None:
+            names = objects["names"]
+            obj_valid = objects["valid"]
+            sel = obj_valid.nonzero(as_tuple=False)
+            if len(sel):
+                enc = self.obj_encoder(images, objects["boxes"][sel[:, 0], sel[:, 1]],
+                                       objects["camera"][sel[:, 0], sel[:, 1]], sel[:, 0])
+                obj_tok = obj_tok.index_put((sel[:, 0], sel[:, 1]), enc.to(obj_tok.dtype))
+        for i in range(b):
+            n_chars = int(text_mask[i].sum())
+            # Interleaving by character offsets only means something for the character encoder;
+            # with a pretrained (subword) encoder the objects follow the text.
+            nm = names[i] if n_obj and self.config.text_encoder == "char" else [""] * n_obj
+            tp, op = interleave_positions(tasks[i][:n_chars], n_chars, nm)
+            # Padding positions continue after the last real token (masked anyway).
+            tp = tp + list(range(1 + n_chars + n_obj, 1 + n_chars + n_obj + L - n_chars))
+            text_pos[i] = torch.tensor(tp[:L], device=dev)
+            if n_obj:
+                obj_pos[i] = torch.tensor(op, device=dev)
+        tokens = torch.cat([self.prompt_token.expand(b, -1, -1) + self.prompt_pos.weight[0],
+                            text + self.prompt_pos(text_pos.clamp_max(self.prompt_pos.num_embeddings - 1)),
+                            obj_tok + self.prompt_pos(obj_pos.clamp_max(self.prompt_pos.num_embeddings - 1))],
+                           dim=1)
+        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=dev), text_mask, obj_valid], dim=1)
+        for block in self.prompt_blocks:
+            tokens, _ = block(tokens, mask=mask[:, None, None, :])
+        layout: dict[str, list[int]] = {"prompt": [0, 1], "text": [1, 1 + L]}
+        for j in range(n_obj):
+            if n_obj and bool(obj_valid[0, j]):
+                layout[f"object/{names[0][j]}"] = [1 + L + j, 2 + L + j]
+        return tokens, mask, layout
+
+    def step_tokens(self, images: torch.Tensor, ee_in: torch.Tensor, action_tok: torch.Tensor) -> torch.Tensor:
+        """One step's query tokens (B, tokens_per_step, D) from images (B, K, 3, H, W)."""
+        b, _k = images.shape[:2]
+        feat = self.stem(images.flatten(0, 1))  # (B*K, D, gh, gw)
+        cam_tok = feat.flatten(2).transpose(1, 2).reshape(b, -1, feat.shape[1])
+        return torch.cat([cam_tok, self.ee_encoder(ee_in)[:, None], action_tok[:, None]], dim=1) + self.token_pos
+
+    def causal_mask(self, steps: int, device: torch.device) -> torch.Tensor:
+        """(T, T) bool: a token sees earlier steps, and its own step's observation tokens; only the
+        ACTION token of a step sees that step's action (VIMA's obs_t, act_t interleaving)."""
+        n = self.tokens_per_step
+        step = torch.arange(steps * n, device=device) // n
+        is_act = (torch.arange(steps * n, device=device) % n) == n - 1
+        same = step[:, None] == step[None, :]
+        return (step[None, :] < step[:, None]) | (same & (~is_act[None, :] | is_act[:, None]))
+
+    def forward_queries(self, images: torch.Tensor, ee_in: torch.Tensor, hist: dict[str, torch.Tensor] | None,
+                        prompt: torch.Tensor, prompt_mask: torch.Tensor,
+                        need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Output of the current step's ACTION token (B, D) and cross-attention maps per layer."""
+        b = images.shape[0]
+        cur = self.step_tokens(images, ee_in, self.action_query.expand(b, -1, -1)[:, 0])
+        seqs = []
+        valid = []
+        if hist is not None:
+            hh = hist["images"].shape[1]
+            for s in range(hh):
+                act = self.action_encoder(hist["action"][:, s])
+                seqs.append(self.step_tokens(hist["images"][:, s], hist["ee"][:, s], act))
+                valid.append(hist["valid"][:, s:s + 1].expand(-1, self.tokens_per_step))
+        seqs.append(cur)
+        valid.append(torch.ones(b, self.tokens_per_step, dtype=torch.bool, device=images.device))
+        n_steps = len(seqs)
+        # The current step always sits at the last step position.
+        x = torch.cat(seqs, dim=1).view(b, n_steps, self.tokens_per_step, -1)
+        x = (x + self.step_pos[:, self.config.history_len - n_steps:]).flatten(1, 2)
+        eye = torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
+        # A token always sees itself, so no attention row is empty (an all-masked row gives NaN).
+        mask = (self.causal_mask(n_steps, x.device) & torch.cat(valid, dim=1)[:, None, :]) | eye
+        mask = mask[:, None]
+        pmask = prompt_mask[:, None, None, :]
+        maps = []
+        for layer in self.layers:
+            x, w = layer(x, mask, prompt, pmask, need_weights=need_weights)
+            if w is not None:
+                maps.append(w)
+        return self.norm(x[:, -1]), maps
+
+    # -- batch / observation plumbing ------------------------------------------------------------
+    def _batch_objects(self, batch: dict[str, Any], b: int) -> dict[str, Any] | None:
+        if batch.get("object_boxes") is None:
+            return None
+        boxes = torch.as_tensor(batch["object_boxes"], device=self.device).float()
+        if boxes.ndim != 3 or boxes.shape[0] != b or boxes.shape[2] != 4:
+            raise UserError(f"batch 'object_boxes' must be (B, N, 4) normalised boxes, got {tuple(boxes.shape)}")
+        n = boxes.shape[1]
+        cams = torch.as_tensor(batch.get("object_camera", torch.zeros(b, n, dtype=torch.long)),
+                               device=self.device).long()
+        valid = torch.as_tensor(batch.get("object_valid", torch.ones(b, n, dtype=torch.bool)),
+                                device=self.device).bool()
+        names = batch.get("object_names") or [[""] * n for _ in range(b)]
+        if n > self.config.max_objects:
+            boxes, cams, valid = boxes[:, :self.config.max_objects], cams[:, :self.config.max_objects], \
+                valid[:, :self.config.max_objects]
+            names = [list(nm)[:self.config.max_objects] for nm in names]
+        return {"boxes": boxes.clamp(0.0, 1.0), "camera": cams, "valid": valid, "names": [list(nm) for nm in names]}
+
+    def _obs_objects(self, obs: dict[str, Any]) -> dict[str, Any] | None:
+        """``obs["objects"]`` (pixel boxes) -> the normalised tensor form used in batches."""
+        objs = obs.get("objects")
+        if not objs:
+            return None
+        if not bool(self.objects_trained):
+            log.debug("ignoring obs['objects']: this model was trained without object boxes")
+            return None
+        c = self.config
+        boxes, cams, names = [], [], []
+        for i, o in enumerate(objs[: c.max_objects]):
+            if not isinstance(o, dict) or "box" not in o:
+                raise UserError(f"observation object {i} must be a dict with 'name', 'box' and 'camera'")
+            cam = o.get("camera", c.camera_names[0])
+            if cam not in c.camera_names:
+                raise UserError(f"object '{o.get('name', i)}' refers to camera '{cam}', which the policy does "
+                                f"not use ({', '.join(c.camera_names)})")
+            img = obs["images"][cam]
+            h, w = np.asarray(img).shape[:2]
+            box = np.asarray(o["box"], dtype=np.float32).reshape(-1)
+            if box.shape != (4,):
+                raise UserError(f"box of object '{o.get('name', i)}' must be [x0, y0, x1, y1], got {o['box']}")
+            boxes.append(box / np.array([w, h, w, h], np.float32))
+            cams.append(c.camera_names.index(cam))
+            names.append(str(o.get("name", "")))
+        return {"boxes": torch.from_numpy(np.clip(np.stack(boxes), 0, 1))[None].to(self.device),
+                "camera": torch.tensor([cams], device=self.device),
+                "valid": torch.ones(1, len(boxes), dtype=torch.bool, device=self.device), "names": [names]}
+
+    def _batch_history(self, batch: dict[str, Any], size: tuple[int, int]) -> dict[str, torch.Tensor] | None:
+        hh = self.config.history_len - 1
+        if hh == 0:
+            return None
+        missing = [k for k in ("history_images", "history_qpos", "history_action") if batch.get(k) is None]
+        if missing:
+            raise ConfigError(f"history_len={self.config.history_len} needs {', '.join(missing)} in the training "
+                              f"batch, which this dataset does not provide; use history_len=1")
+        images = uint8_images_to_float(torch.as_tensor(batch["history_images"], device=self.device), size)
+        if images.shape[1] != hh:
+            raise ConfigError(f"'history_images' holds {images.shape[1]} steps, history_len "
+                              f"{self.config.history_len} needs {hh}")
+        qpos = np.asarray(batch["history_qpos"], dtype=np.float32)
+        action = torch.as_tensor(batch["history_action"], device=self.device).float()
+        valid = batch.get("history_valid")
+        valid = (torch.ones(images.shape[:2], dtype=torch.bool) if valid is None else torch.as_tensor(valid))
+        return {"images": images, "ee": torch.from_numpy(self.ee_features(qpos)).to(self.device),
+                "action": self.normalize_action(action), "valid": valid.to(self.device).bool()}
+
+    # -- training --------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        c = self.config
+        size = tuple(c.image_shape[:2])
+        images = torch.as_tensor(batch["images"], device=self.device)
+        if images.ndim != 5 or images.shape[1] != len(c.camera_names):
+            raise UserError(f"batch images must be (B, {len(c.camera_names)}, 3, H, W), got {tuple(images.shape)}")
+        images = uint8_images_to_float(images, size)
+        b = images.shape[0]
+        tasks = batch_tasks(batch, b)
+        if tasks is None:
+            raise UserError("the VIMA-style policy needs an instruction ('task') per sample; the dataset has none")
+        qpos = np.asarray(torch.as_tensor(batch["qpos"]).cpu(), dtype=np.float32)
+        ee_in = torch.from_numpy(self.ee_features(qpos)).to(self.device)
+        objects = self._batch_objects(batch, b)
+        if objects is not None and self.training:
+            self.objects_trained.fill_(True)
+        prompt, pmask, _ = self.encode_prompt(images, tasks, objects)
+        out, _ = self.forward_queries(images, ee_in, self._batch_history(batch, size), prompt, pmask)
+        logits = self.action_head(out).view(b, c.chunk_size, self.bins.total)
+        actions = np.asarray(torch.as_tensor(batch["action"]).cpu(), dtype=np.float32)
+        if actions.shape[1:] != (c.chunk_size, c.action_dim):
+            raise UserError(f"batch actions are {actions.shape}, the policy predicts "
+                            f"({c.chunk_size}, {c.action_dim}) per sample")
+        targets = torch.from_numpy(self.action_targets(actions)).to(self.device)
+        is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
+        ce = self.bins.cross_entropy(logits, targets, ~is_pad, c.label_smoothing)
+        done = done_loss(self.done_head(out), batch)
+        with torch.no_grad():
+            hit = (self._argmax_bins(logits) == targets).all(-1).float()
+            acc = (hit * (~is_pad)).sum() / (~is_pad).sum().clamp_min(1)
+        return {"loss": ce + c.done_weight * done, "ce": ce.detach(), "done_bce": done.detach(),
+                "bin_accuracy": acc}
+
+    def _argmax_bins(self, logits: torch.Tensor) -> torch.Tensor:
+        o = self.bins.offsets
+        return torch.stack([logits[..., o[d]:o[d + 1]].argmax(-1) for d in range(len(self.bins.counts))], -1)
+
+    # -- inference -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._history.clear()
+
+    @torch.no_grad()
+    def predict_chunk(self, obs: dict[str, Any],
+                      capture_attention: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+        c = self.config
+        size = tuple(c.image_shape[:2])
+        frames = obs_images(obs, c.camera_names, size)  # uint8 (K, 3, H, W)
+        qpos = obs_qpos(obs, c.state_dim)
+        task = obs.get("task") or ""
+        if not isinstance(task, str) or not task:
+            raise UserError("the VIMA-style policy needs an instruction: give the observation a 'task' string")
+        images = uint8_images_to_float(torch.from_numpy(frames).to(self.device)[None], size)
+        ee_in = torch.from_numpy(self.ee_features(qpos[None])).to(self.device)
+        objects = self._obs_objects(obs)
+        prompt, pmask, layout = self.encode_prompt(images, [task], objects)
+        hist = None
+        if c.history_len > 1 and self._history:
+            h_img = np.stack([h[0] for h in self._history])[None]
+            hist = {"images": uint8_images_to_float(torch.from_numpy(h_img).to(self.device), size),
+                    "ee": torch.from_numpy(self.ee_features(np.stack([h[1] for h in self._history])[None])).to(self.device),
+                    "action": self.normalize_action(torch.from_numpy(np.stack([h[2] for h in self._history])[None])
+                                                    .to(self.device)),
+                    "valid": torch.ones(1, len(self._history), dtype=torch.bool, device=self.device)}
+        out, maps = self.forward_queries(images, ee_in, hist, prompt, pmask, need_weights=capture_attention)
+        logits = self.action_head(out).view(c.chunk_size, self.bins.total)
+        chunk = self.decode_actions(logits, qpos)
+        if c.history_len > 1:
+            self._history.append((frames, qpos, chunk[0].astype(np.float32)))
+        extras: dict[str, Any] = {"done": float(torch.sigmoid(self.done_head(out)[0, 0]))}
+        if capture_attention:
+            rows = torch.stack([m[0, :, -1:, :] for m in maps])  # ACTION query -> prompt tokens
+            extras["attention"] = {"maps": rows.cpu().numpy().astype(np.float32), "query_kind": "action",
+                                   "layout": layout}
+        return chunk.astype(np.float32), extras

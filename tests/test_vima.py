@@ -1,0 +1,303 @@
+"""VIMA-style policy: bins, Cartesian coding through fk/ik, prompt, history, masks, overfit."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from robokit.errors import ConfigError, UserError
+from robokit.hardware.base import PANDA_READY_POSE
+from robokit.hardware.kinematics import fk
+from robokit.policies.base import get_policy_class
+from robokit.policies.goal_actions import (
+    CartesianCoder,
+    UniformBins,
+    euler_xyz_from_matrix,
+    matrix_from_euler_xyz,
+)
+from robokit.policies.vima import VIMAConfig, VIMAPolicy, interleave_positions
+
+TASK = "put the red cube in the blue bowl"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine torch's
+    two-thread barriers make each step 100x slower: run these tests single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+STATS = {"qpos_mean": np.zeros(8), "qpos_std": np.ones(8), "qpos_min": -np.ones(8), "qpos_max": np.ones(8),
+         "action_mean": np.zeros(8), "action_std": np.ones(8),
+         "action_min": np.r_[PANDA_READY_POSE - 0.5, 0.0], "action_max": np.r_[PANDA_READY_POSE + 0.5, 1.0]}
+
+
+def tiny(objects_trained=True, **kw) -> VIMAPolicy:
+    base = {"camera_names": ["top"], "image_shape": (16, 24, 3), "n_embd": 32, "n_head": 2, "xattn_n_heads": 2,
+            "n_layer": 1, "prompt_layers": 1, "chunk_size": 3, "text_max_length": 12, "obj_crop": 8,
+            "obj_patch": 4, "obs_grid": (1, 2), "dropout": 0.0, "bins_xyz": (20, 20, 20), "bins_rot": 10}
+    base.update(kw)
+    torch.manual_seed(0)
+    policy = VIMAPolicy(VIMAConfig(**base))
+    policy.set_norm_stats(STATS)
+    policy.objects_trained.fill_(objects_trained)
+    return policy.eval()
+
+
+def ready_qpos(rng=None, scale=0.05):
+    rng = rng or np.random.default_rng(0)
+    return np.r_[PANDA_READY_POSE + rng.normal(scale=scale, size=7), 0.0].astype(np.float32)
+
+
+def obs(cams, seed=0, **extra):
+    rng = np.random.default_rng(seed)
+    out = {"qpos": ready_qpos(rng), "task": TASK,
+           "images": {c: rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for c in cams}}
+    out.update(extra)
+    return out
+
+
+def batch(b=4, k=1, chunk=3, seed=0, objects=False, history=0):
+    rng = np.random.default_rng(seed)
+    q = np.stack([ready_qpos(rng) for _ in range(b)])
+    act = np.stack([[ready_qpos(rng) for _ in range(chunk)] for _ in range(b)])
+    out = {"images": torch.from_numpy(rng.integers(0, 256, (b, k, 3, 16, 24), dtype=np.uint8)),
+           "qpos": torch.from_numpy(q), "action": torch.from_numpy(act),
+           "is_pad": torch.zeros(b, chunk, dtype=torch.bool), "done": torch.zeros(b, chunk), "task": [TASK] * b}
+    if objects:
+        lo = rng.uniform(0, 0.5, (b, 2, 2))
+        out.update(object_boxes=torch.from_numpy(np.concatenate([lo, lo + 0.3], -1)).float(),
+                   object_camera=torch.zeros(b, 2, dtype=torch.long),
+                   object_valid=torch.ones(b, 2, dtype=torch.bool),
+                   object_names=[["red_cube", "blue_bowl"]] * b)
+    if history:
+        out.update(history_images=torch.from_numpy(rng.integers(0, 256, (b, history, k, 3, 16, 24), dtype=np.uint8)),
+                   history_qpos=torch.from_numpy(np.stack([[ready_qpos(rng) for _ in range(history)] for _ in range(b)])),
+                   history_action=torch.from_numpy(np.stack([[ready_qpos(rng) for _ in range(history)]
+                                                             for _ in range(b)])),
+                   history_valid=torch.ones(b, history, dtype=torch.bool))
+    return out
+
+
+def test_registered_as_vima():
+    assert get_policy_class("vima") is VIMAPolicy
+
+
+def test_bins_round_trip_within_half_a_bin():
+    bins = UniformBins([0.2, -0.5, 0.0, -math.pi], [0.8, 0.5, 0.6, math.pi], [50, 100, 50, 50])
+    values = np.random.default_rng(0).uniform(bins.low, bins.high, size=(1000, 4))
+    err = np.abs(bins.decode(bins.encode(values)) - values)
+    assert np.all(err <= bins.step / 2 + 1e-12)
+    np.testing.assert_allclose(bins.decode([[0, 0, 0, 0], [49, 99, 49, 49]]), [bins.low, bins.high])
+    # Out of range values clamp to the end bins; torch tensors encode the same as numpy.
+    assert bins.encode(np.array([[5.0, -5.0, 0.3, 0.0]]))[0, :2].tolist() == [49, 0]
+    assert torch.equal(bins.encode(torch.from_numpy(values)), torch.from_numpy(bins.encode(values)))
+
+
+def test_bins_decode_logits_argmax_and_expectation():
+    bins = UniformBins([0.0], [1.0], [11])
+    logits = torch.full((1, 11), -30.0)
+    logits[0, 3] = 30.0
+    assert bins.decode_logits(logits)[0, 0] == pytest.approx(0.3)
+    assert bins.decode_logits(logits, "expectation")[0, 0] == pytest.approx(0.3, abs=1e-6)
+
+
+def test_euler_round_trip():
+    angles = np.random.default_rng(1).uniform(-1.2, 1.2, size=(50, 3))
+    np.testing.assert_allclose(euler_xyz_from_matrix(matrix_from_euler_xyz(angles)), angles, atol=1e-9)
+
+
+def test_cartesian_targets_go_through_ik_back_to_the_pose():
+    bins = UniformBins([0.2, -0.5, 0.0, -math.pi, -math.pi, -math.pi, 0.0],
+                       [0.8, 0.5, 0.6, math.pi, math.pi, math.pi, 1.0], [50, 100, 50, 50, 50, 50, 2])
+    coder = CartesianCoder(bins, PANDA_READY_POSE)
+    rng = np.random.default_rng(2)
+    actions = np.stack([ready_qpos(rng, 0.1) for _ in range(5)])
+    actions[:, 7] = [0, 1, 1, 0, 1]
+    cart = bins.decode(bins.encode(coder.to_cartesian(actions)))
+    joints = coder.to_joints(cart, actions[0])
+    assert joints.shape == (5, 8)
+    np.testing.assert_array_equal(joints[:, 7], actions[:, 7])
+    for a, j in zip(actions, joints):
+        pos_a, R_a = fk(a[:7])
+        pos_j, R_j = fk(j[:7])
+        assert np.all(np.abs(pos_a - pos_j) <= bins.step[:3] / 2 + 1e-3)
+        angle = np.arccos(np.clip((np.trace(R_a.T @ R_j) - 1) / 2, -1, 1))
+        assert angle < np.linalg.norm(bins.step[3:6] / 2) + 1e-3
+
+
+def test_interleave_puts_objects_after_their_mention():
+    text = "put the red cube in the blue bowl"
+    tp, op = interleave_positions(text, len(text), ["blue_bowl", "red_cube", "green_cube"])
+    end_red = text.index("red cube") + len("red cube")
+    # red cube sits right after "red cube"; blue bowl after the text; green cube (not named) last.
+    assert op[1] == 1 + end_red and tp[end_red] == op[1] + 1
+    assert op[0] == 1 + len(text) + 1 and op[2] == op[0] + 1
+    assert sorted(tp + op) == list(range(1, 1 + len(text) + 3))
+
+
+@pytest.mark.parametrize("cams", [["top"], ["top", "wrist", "side"]])
+def test_chunk_shape_for_cameras_objects_and_long_instruction(cams):
+    policy = tiny(camera_names=cams)
+    objects = [{"name": "red_cube", "box": [2, 3, 12, 14], "camera": cams[-1]},
+               {"name": "blue_bowl", "box": [20, 10, 39, 29], "camera": cams[0]}]
+    long_task = TASK + " and then go back to where you started"
+    for o in (obs(cams), obs(cams, task=long_task, objects=objects)):
+        chunk, extras = policy.predict_chunk(o)
+        assert chunk.shape == (3, 8) and chunk.dtype == np.float32 and np.isfinite(chunk).all()
+        assert 0.0 <= extras["done"] <= 1.0
+    loss = policy.train().compute_loss(batch(k=len(cams), objects=True))
+    assert torch.isfinite(loss["loss"])
+
+
+def test_predicted_joint_targets_reach_a_decoded_cartesian_target():
+    policy = tiny()
+    o = obs(["top"])
+    chunk, _ = policy.predict_chunk(o)
+    # Every joint target is within the joint limits and near the current posture (warm-started IK).
+    assert np.abs(chunk[:, :7] - o["qpos"][:7]).max() < 2.0
+    assert set(np.unique(chunk[:, 7])) <= {0.0, 1.0}
+
+
+def test_joint_action_space_without_kinematics():
+    policy = tiny(action_space="joint", use_ee=False, bins_joint=30)
+    chunk, _ = policy.predict_chunk(obs(["top"]))
+    assert chunk.shape == (3, 8)
+    assert np.all(chunk >= STATS["action_min"] - 1e-5) and np.all(chunk <= STATS["action_max"] + 1e-5)
+    assert torch.isfinite(policy.train().compute_loss(batch())["loss"])
+
+
+def test_invalid_objects_and_padding_do_not_change_the_output():
+    policy = tiny()
+    b = batch(objects=True)
+    images = torch.randn(4, 1, 3, 16, 24)
+    objects = policy._batch_objects(b, 4)
+    with torch.no_grad():
+        ref, _, _ = policy.encode_prompt(images, b["task"], objects)
+        objects["valid"][:, 1] = False
+        hidden, _, _ = policy.encode_prompt(images, b["task"], objects)
+        objects["boxes"][:, 1] = 0.9  # a hidden object's box does not matter
+        moved, _, _ = policy.encode_prompt(images, b["task"], objects)
+    assert not torch.allclose(ref[:, 0], hidden[:, 0])  # the object was visible before
+    assert torch.allclose(hidden[:, 0], moved[:, 0], atol=1e-6, rtol=0)
+
+
+def test_history_is_causal_and_used():
+    policy = tiny(history_len=3)
+    mask = policy.causal_mask(3, torch.device("cpu"))
+    n = policy.tokens_per_step
+    assert not mask[:n, n:].any()  # step 0 never sees steps 1, 2
+    assert mask[-1].all()  # the current ACTION query sees everything
+    assert not mask[n - 2, n - 1]  # an observation token does not see its own step's action
+    b = batch(history=2)
+    torch.manual_seed(0)
+    assert torch.isfinite(policy.train().compute_loss(b)["loss"])
+    policy.eval()
+    images = torch.randn(4, 1, 3, 16, 24)
+    ee = torch.from_numpy(policy.ee_features(b["qpos"].numpy()))
+    prompt, pmask, _ = policy.encode_prompt(images, b["task"], None)
+    hist = policy._batch_history(b, (16, 24))
+    with torch.no_grad():
+        ref, _ = policy.forward_queries(images, ee, hist, prompt, pmask)
+        hist["action"] = hist["action"] + 1.0
+        changed, _ = policy.forward_queries(images, ee, hist, prompt, pmask)
+        hist["valid"][:] = False  # steps before the episode start are hidden entirely
+        hidden_a, _ = policy.forward_queries(images, ee, hist, prompt, pmask)
+        hist["images"] = torch.randn_like(hist["images"])
+        hidden_b, _ = policy.forward_queries(images, ee, hist, prompt, pmask)
+    assert not torch.allclose(ref, changed)
+    assert torch.allclose(hidden_a, hidden_b, atol=1e-6, rtol=0)
+    # At inference the policy keeps its own history; reset() clears it.
+    for step in range(4):
+        policy.predict_chunk(obs(["top"], seed=step))
+    assert len(policy._history) == 2
+    policy.reset()
+    assert not policy._history
+    with pytest.raises(ConfigError, match="history_qpos"):
+        policy.train().compute_loss({k: v for k, v in b.items() if k != "history_qpos"})
+
+
+def test_attention_capture_on_prompt_tokens():
+    policy = tiny()
+    objects = [{"name": "red_cube", "box": [2, 3, 12, 14], "camera": "top"}]
+    _, extras = policy.predict_chunk(obs(["top"], objects=objects))
+    assert "attention" not in extras
+    _, extras = policy.predict_chunk(obs(["top"], objects=objects), capture_attention=True)
+    att = extras["attention"]
+    layout = att["layout"]
+    assert att["maps"].shape == (1, 2, 1, 1 + 12 + 1) and att["query_kind"] == "action"
+    assert layout["text"] == [1, 13] and layout["object/red_cube"] == [13, 14]
+    np.testing.assert_allclose(att["maps"].sum(-1), 1.0, atol=1e-5)
+
+
+def test_objects_are_ignored_by_a_model_trained_without_them():
+    policy = tiny(objects_trained=False)
+    objects = [{"name": "red_cube", "box": [2, 3, 12, 14], "camera": "top"}]
+    with_objects, extras = policy.predict_chunk(obs(["top"], objects=objects), capture_attention=True)
+    assert not any(k.startswith("object/") for k in extras["attention"]["layout"])
+    np.testing.assert_array_equal(with_objects, policy.predict_chunk(obs(["top"]))[0])
+    policy.train().compute_loss(batch(objects=True))
+    assert bool(policy.objects_trained)
+
+
+def test_bad_input_is_a_clear_error():
+    policy = tiny()
+    with pytest.raises(UserError, match="instruction"):
+        policy.predict_chunk(obs(["top"], task=""))
+    with pytest.raises(UserError, match="camera 'side'"):
+        policy.predict_chunk(obs(["top"], objects=[{"name": "x", "box": [0, 0, 4, 4], "camera": "side"}]))
+    with pytest.raises(UserError, match="U\\+00E9"):
+        policy.predict_chunk(obs(["top"], task="put the cube in the caf\u00e9"))
+    with pytest.raises(ConfigError, match="action_space='joint'"):
+        VIMAConfig(action_dim=6)
+    with pytest.raises(ConfigError, match="obj_patch"):
+        VIMAConfig(obj_crop=10, obj_patch=4)
+
+
+def test_tiny_overfit_follows_the_instruction_and_learns_done():
+    """Two instructions on the SAME observation with different Cartesian targets."""
+    torch.manual_seed(0)
+    policy = tiny(n_embd=48).train()
+    rng = np.random.default_rng(5)
+    image = torch.from_numpy(rng.integers(0, 256, (1, 1, 3, 16, 24), dtype=np.uint8))
+    q0 = ready_qpos(rng, 0.0)
+    a_red = np.r_[PANDA_READY_POSE + np.array([0.3, 0.2, 0.0, 0.1, 0.0, 0.1, 0.0]), 1.0]
+    a_blue = np.r_[PANDA_READY_POSE + np.array([-0.3, 0.1, 0.0, 0.2, 0.0, -0.1, 0.0]), 0.0]
+    actions = torch.from_numpy(np.stack([np.stack([a_red] * 3), np.stack([a_blue] * 3)]).astype(np.float32))
+    b = {"images": image.expand(8, -1, -1, -1, -1), "qpos": torch.from_numpy(np.stack([q0] * 8)),
+         "action": actions.repeat(4, 1, 1), "is_pad": torch.zeros(8, 3, dtype=torch.bool),
+         "done": torch.tensor([[1.0] * 3, [0.0] * 3]).repeat(4, 1), "task": ["red", "blue"] * 4}
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    for _ in range(120):
+        loss = policy.compute_loss(b)
+        opt.zero_grad()
+        loss["loss"].backward()
+        opt.step()
+    assert float(loss["bin_accuracy"]) == 1.0
+    policy.eval()
+    o = {"qpos": q0, "images": {"top": image[0, 0].permute(1, 2, 0).numpy()}}
+    for task, target, done in (("red", a_red, True), ("blue", a_blue, False)):
+        chunk, extras = policy.predict_chunk({**o, "task": task})
+        pos_t, _ = fk(target[:7])
+        pos_p, _ = fk(chunk[0, :7].astype(np.float64))
+        assert np.linalg.norm(pos_t - pos_p) < 0.03  # within a bin or so of the demonstrated TCP
+        assert chunk[0, 7] == target[7]
+        assert (extras["done"] > 0.8) if done else (extras["done"] < 0.2)
+
+
+@pytest.mark.parametrize("space", ["cartesian", "joint"])
+def test_checkpoint_round_trip(tmp_path, space):
+    from robokit.policies.checkpoint import load_checkpoint, save_checkpoint
+
+    policy = tiny(action_space=space, workspace_low=(0.1, -0.4, 0.0), history_len=2)
+    save_checkpoint(tmp_path / "vima.pt", policy, {"step": 7})
+    loaded, meta = load_checkpoint(tmp_path / "vima.pt", expected_type="vima")
+    assert meta["step"] == 7 and loaded.config == policy.config
+    assert bool(loaded.objects_trained)
+    np.testing.assert_array_equal(loaded.bins.low, policy.bins.low)  # joint bins follow the stats
+    objects = [{"name": "red_cube", "box": [2, 3, 12, 14], "camera": "top"}]
+    for step in range(2):  # the second step uses the history
+        o = obs(["top"], seed=step, objects=objects)
+        np.testing.assert_array_equal(policy.predict_chunk(o)[0], loaded.predict_chunk(o)[0])
