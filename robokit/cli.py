@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # Standalone mode: click itself reports usage errors (exit 2) and Ctrl-C (exit 1).
         app(args=argv)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
     except RobokitError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
