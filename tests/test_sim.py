@@ -240,16 +240,19 @@ def test_cameras_can_be_read_from_another_thread(env):
     assert env.render("wrist").std() > 5  # and the main thread can still render afterwards
 
 
-def test_rendering_then_importing_torchvision_does_not_crash():
+def test_rendering_then_importing_triton_does_not_crash():
     # Regression: Mesa's llvmpipe loads LLVM when EGL starts, and Triton (imported by torchvision
     # through torch._dynamo) used to segfault when it loaded afterwards (a deploy --sim does this).
+    import importlib.util
     import subprocess
     import sys
 
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed, so it cannot clash with Mesa's LLVM")
     code = ("from robokit.hardware.sim import PandaSimEnv\n"
             "env = PandaSimEnv(image_size=(24, 32))\n"
             "assert env.render('top').std() > 0\n"
-            "import torchvision\n"
+            "import triton\n"
             "print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

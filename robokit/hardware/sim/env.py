@@ -153,11 +153,15 @@ class PandaSimEnv:
         self._steps = 0
         self._frames.clear()
         self._wall_start = time.monotonic()
+        self._lag_reported = False
         self.robot._on_reset()
 
     def step(self) -> None:
         """Advance physics by one control period (and, if ``realtime``, wait for the wall clock)."""
         self._check_open()
+        if self._steps == 0:
+            # The wall clock starts with the first step, not at reset: a person may wait in between.
+            self._wall_start = time.monotonic()
         mujoco.mj_step(self.model, self.data, nstep=self._substeps)
         # Recompute positions and contacts for the new state, so images, projections and success
         # checks all describe the same instant (mj_step leaves them one substep behind).
@@ -169,7 +173,10 @@ class PandaSimEnv:
             if lag < 0:
                 time.sleep(-lag)
             elif lag > 0.25:
-                log.warning("simulation is %.0f ms behind the wall clock; re-synchronising", lag * 1000)
+                if not self._lag_reported:
+                    log.warning("simulation is %.0f ms behind the wall clock (rendering too slow for "
+                                "real time?); re-synchronising", lag * 1000)
+                    self._lag_reported = True
                 self._wall_start = time.monotonic() - self._steps * self.control_dt
 
     @property
