@@ -47,7 +47,11 @@ def test_predicts_one_action_chunk_and_learns():
              "is_pad": torch.zeros(4, 5, dtype=torch.bool)}
     groups = policy.optimizer_param_groups(lr=1e-3, weight_decay=0.0)
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in policy.model.backbones.parameters()}
-    opt = torch.optim.AdamW(groups)
+    assert groups[1]["lr"] == policy.config.lr_backbone
+
+    policy = tiny(lr_backbone=0.0)  # frozen backbones: a cheaper learning check
+    assert len(policy.optimizer_param_groups(lr=1e-3, weight_decay=0.0)) == 1
+    opt = torch.optim.AdamW(policy.optimizer_param_groups(lr=1e-3, weight_decay=0.0))
     first = policy.compute_loss(batch)["mse"]
     for _ in range(15):
         loss = policy.compute_loss(batch)["loss"]
