@@ -261,3 +261,10 @@ def test_replay_source_refuses_actions_it_cannot_send(tmp_path):
 
 def _split(action):
     return action[:7], float(action[7])
+
+
+def test_terminal_key_parsing():
+    from robokit.record.keyboard import parse_keys
+
+    raw = "s\x1b[A\x1bOBk \x1b[5~\x1b[6~\x1b[1;5Cq\x03"
+    assert parse_keys(raw) == ["s", "up", "down", "k", "space", "pageup", "pagedown", "q", "ctrl-c"]

@@ -16,6 +16,7 @@ pressed in that window are returned by its :meth:`~PreviewWindow.show` too.
 from __future__ import annotations
 
 import os
+import re
 import select
 import sys
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ _ESCAPES = {
     "\x1bOA": "up", "\x1bOB": "down", "\x1bOC": "right", "\x1bOD": "left",
     "\x1b[5~": "pageup", "\x1b[6~": "pagedown",
 }
+_INCOMPLETE_ESCAPE = re.compile(r"\x1b(\[[0-9;]*|O)?$")
 _SINGLE = {" ": "space", "\r": "enter", "\n": "enter", "\x7f": "backspace", "\x03": "ctrl-c"}
 
 
@@ -106,7 +108,8 @@ class TerminalKeys:
                 self._fd = -1
                 break
             chunks.append(data)
-            wait = 0.0
+            # An arrow key split across reads (slow ssh link): wait briefly for the rest of it.
+            wait = 0.03 if _INCOMPLETE_ESCAPE.search(b"".join(chunks).decode("utf-8", "replace")) else 0.0
         return parse_keys(b"".join(chunks).decode("utf-8", "replace")) if chunks else []
 
 

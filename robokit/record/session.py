@@ -184,7 +184,7 @@ class RecordingSession:
 
     def handle_key(self, key: str) -> None:
         """Apply one key (session keys first, then the teleop source's jog keys)."""
-        if key in ("q", "ctrl-c", "esc"):
+        if key in ("q", "ctrl-c"):
             self.request_quit()
         elif key == "s":
             if self.state == IDLE:
