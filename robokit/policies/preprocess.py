@@ -17,7 +17,8 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
         return image
     import cv2
 
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    # OpenCV refuses views with negative strides (e.g. a BGR->RGB flip): hand it a contiguous copy
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
 
 
 def check_image(name: str, image: Any) -> np.ndarray:
