@@ -11,6 +11,8 @@ Two measurements per storage kind (raw, lzf, jpeg), in the same run on the same 
    jpeg encoded and padded — at the end). Steps per second, raw-equivalent MB/s, peak RSS growth,
    the pause after "stop" and the ratios streaming / seed.
 
+Every measurement runs in a fresh process, so memory freed by one run cannot hide another's growth.
+
     .venv/bin/python benchmarks/record_throughput.py            # full run (~5 min)
     .venv/bin/python benchmarks/record_throughput.py --quick    # smoke run (~30 s)
 
@@ -21,8 +23,10 @@ below 50 MB with lzf or jpeg for 3 cameras x 640x480 @ 30 fps over 60 s on the 2
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -76,7 +80,7 @@ def robot_state(t: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def live_run(compress: str, seconds: float, warmup_s: float, folder: Path, n_cams: int,
-             size: tuple[int, int], fps: float, monitor: RssMonitor) -> dict:
+             size: tuple[int, int], fps: float, *, monitor: RssMonitor) -> dict:
     names = [f"cam{i}" for i in range(n_cams)]
     with contextlib.ExitStack() as stack:
         cameras = {n: stack.enter_context(SyntheticCamera(n, size=size, fps=fps)) for n in names}
@@ -101,6 +105,7 @@ def live_run(compress: str, seconds: float, warmup_s: float, folder: Path, n_cam
             steps += 1
         elapsed = time.monotonic() - start
         growth = monitor.peak - (baseline or monitor.peak)
+        peak_total = monitor.peak
         t0 = time.monotonic()
         path = writer.save()
         save_s = time.monotonic() - t0
@@ -112,7 +117,7 @@ def live_run(compress: str, seconds: float, warmup_s: float, folder: Path, n_cam
         "steps": steps, "seconds": elapsed, "achieved_hz": steps / elapsed, "overruns": loop.overruns,
         "dropped_frames": sum(c["dropped"] for c in cams.values()),
         "repeated_frames": sum(c["repeated"] for c in cams.values()),
-        "cameras": cams, "rss_growth_mb": growth / MB, "save_after_stop_s": save_s,
+        "cameras": cams, "rss_growth_mb": growth / MB, "rss_peak_mb": peak_total / MB, "save_after_stop_s": save_s,
         "file_mb": size_bytes / MB, "mb_per_minute": size_bytes / MB / elapsed * 60,
     }
 
@@ -197,6 +202,29 @@ def _throughput(steps: int, n_cams: int, shape: tuple, seconds: float, growth: i
             "rss_growth_mb": growth / MB, "pause_after_stop_s": pause, "file_mb": path.stat().st_size / MB}
 
 
+def _child(kind: str, args: tuple) -> dict:
+    """Run one measurement in this (fresh) process, with its own RSS monitor."""
+    monitor = RssMonitor()
+    monitor.start()
+    try:
+        if kind == "live":
+            return live_run(*args, monitor=monitor)
+        compress, steps, n_cams, size, noise, folder, approach = args
+        frames = make_frames(30, size, noise)
+        fn = streaming_throughput if approach == "streaming" else seed_throughput
+        return fn(compress, frames, steps, n_cams, folder, monitor)
+    finally:
+        monitor.stop()
+
+
+def in_fresh_process(kind: str, *args: object) -> dict:
+    """Each measurement gets a new process: memory freed by an earlier one would otherwise be reused
+    without showing as RSS growth, hiding what a run really needs."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(_child, kind, args).result()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="live recording length per storage kind")
@@ -216,25 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(int(v) for v in args.size.lower().split("x"))
     kinds = [k.strip() for k in args.compress.split(",") if k.strip()]
 
-    monitor = RssMonitor()
-    monitor.start()
     folder = Path(tempfile.mkdtemp(prefix="robokit-bench-", dir=os.environ.get("BENCH_TMP")))
     results: dict = {"config": {**vars(args), "size": list(size), "machine": platform.machine(),
                                 "cpus": os.cpu_count(), "loadavg_before": os.getloadavg()},
                      "live": {}, "throughput": {}}
     try:
-        frames = make_frames(30, size, args.noise)
         for kind in kinds:
             print(f"== {kind}: live {args.cameras} x {size[1]}x{size[0]} @ {args.fps:g} fps for "
                   f"{args.seconds:g} s", flush=True)
-            live = live_run(kind, args.seconds, args.warmup, folder, args.cameras, size, args.fps, monitor)
+            live = in_fresh_process("live", kind, args.seconds, args.warmup, folder, args.cameras, size, args.fps)
             results["live"][kind] = live
             print(f"   steps {live['steps']}  achieved {live['achieved_hz']:.2f} Hz  dropped "
                   f"{live['dropped_frames']}  repeated {live['repeated_frames']}  overruns {live['overruns']}  "
                   f"RSS growth {live['rss_growth_mb']:.1f} MB  save {live['save_after_stop_s']:.2f} s  "
                   f"{live['mb_per_minute']:.0f} MB/min", flush=True)
-            stream = streaming_throughput(kind, frames, args.throughput_steps, args.cameras, folder, monitor)
-            seed = seed_throughput(kind, frames, args.throughput_steps, args.cameras, folder, monitor)
+            common = (kind, args.throughput_steps, args.cameras, size, args.noise, folder)
+            stream = in_fresh_process("throughput", *common, "streaming")
+            seed = in_fresh_process("throughput", *common, "seed")
             ratio = {"steps_per_s": stream["steps_per_s"] / seed["steps_per_s"],
                      "rss_growth": (stream["rss_growth_mb"] / seed["rss_growth_mb"]
                                     if seed["rss_growth_mb"] > 0 else None),
@@ -247,7 +273,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"(RSS +{seed['rss_growth_mb']:.0f} MB, pause {seed['pause_after_stop_s']:.2f} s) | "
                   f"ratio {ratio['steps_per_s']:.2f}x", flush=True)
     finally:
-        monitor.stop()
         shutil.rmtree(folder, ignore_errors=True)
     results["config"]["loadavg_after"] = os.getloadavg()
     targets = {k: {"zero_dropped": v["dropped_frames"] == 0, "rss_growth_below_50mb": v["rss_growth_mb"] < 50}
