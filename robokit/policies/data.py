@@ -377,8 +377,13 @@ class EpisodeDataset(Dataset):
             self.close()
 
     # -- reading -------------------------------------------------------------------------------
-    def _image(self, e: int, cam: str, t: int) -> np.ndarray:
-        return _to_chw(_resize(self._episode(e).image(cam, t), self.image_size))
+    def _frames(self, e: int, t: int) -> np.ndarray:
+        """uint8 (K, H, W, 3) frames of the chosen cameras at step t (from RAM or the file)."""
+        if self._cache is not None:
+            row = self._start_list[e] + t
+            return np.stack([self._cache[cam][row] for cam in self.camera_names])
+        ep = self._episode(e)
+        return np.stack([_resize(ep.image(cam, t), self.image_size) for cam in self.camera_names])
 
     def _read_goals(self) -> list[np.ndarray]:
         goals = []
@@ -394,15 +399,17 @@ class EpisodeDataset(Dataset):
 
     def _build_cache(self) -> dict[str, np.ndarray]:
         h, w, _ = self.image_shape
-        cache = {cam: np.empty((len(self), 3, h, w), dtype=np.uint8) for cam in self.camera_names}
+        cache = {cam: np.empty((len(self), h, w, 3), dtype=np.uint8) for cam in self.camera_names}
         for e, rec in enumerate(self.records):
             ep = self._episode(e)
             lo = self._start_list[e]
             for cam in self.camera_names:
-                frames = ep.images(cam, 0, rec.length)
                 dst = cache[cam][lo:lo + rec.length]
-                for t in range(rec.length):
-                    dst[t] = _to_chw(_resize(frames[t], self.image_size))
+                for t0 in range(0, rec.length, 64):  # a slab of frames per read
+                    frames = ep.images(cam, t0, min(rec.length, t0 + 64))
+                    if self.image_size is not None and frames.shape[1:3] != self.image_size:
+                        frames = np.stack([_resize(f, self.image_size) for f in frames])
+                    dst[t0:t0 + len(frames)] = frames
         log.info("decoded %d images (%.1f MB) into RAM", len(self) * len(self.camera_names),
                  self.decoded_bytes / 1e6)
         return cache
@@ -426,14 +433,12 @@ class EpisodeDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         e, t = self.locate(int(index))
         rec = self.records[e]
-        if self._cache is not None:
-            row = self._start_list[e] + t
-            images = np.stack([self._cache[cam][row] for cam in self.camera_names])
-        else:
-            images = np.stack([self._image(e, cam, t) for cam in self.camera_names])
+        # (K, H, W, 3) as stored, seen as (K, 3, H, W) without a copy: the one transposing copy
+        # happens when the DataLoader collates the batch.
+        images = torch.from_numpy(self._frames(e, t)).permute(0, 3, 1, 2)
         if self.augment is not None:
             rng = self._augment_rng()
-            images = np.stack([self.augment.apply(img, rng) for img in images])
+            images = torch.from_numpy(np.stack([self.augment.apply(img, rng) for img in images.numpy()]))
 
         h = self.chunk_size
         start = max(0, t - self._shift[e])
@@ -447,7 +452,7 @@ class EpisodeDataset(Dataset):
         done[:n] = rec.done[start:stop]
 
         sample: dict[str, Any] = {
-            "images": torch.from_numpy(images),
+            "images": images,
             "qpos": torch.from_numpy(rec.qpos[t].copy()),
             "action": torch.from_numpy(action),
             "is_pad": torch.from_numpy(is_pad),
