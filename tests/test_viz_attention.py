@@ -207,6 +207,7 @@ def test_cameras_folded_along_width(tmp_path):
         ("missing_image", "no image for camera(s) right"),
         ("bad_grid", "has 15 tokens but its grid 4x4"),
         ("queries", "outside the query axis"),
+        ("nothing", "nothing to draw"),
     ],
 )
 def test_bad_input_messages(tmp_path, case, message):
@@ -225,6 +226,8 @@ def test_bad_input_messages(tmp_path, case, message):
         images = black_images(CAMS[:2])
     elif case == "bad_grid":
         layout = {"cam": [0, 15, 4, 4]}
+    elif case == "nothing":
+        layout = {"state": [0, 1], "cam": [1, 17, 4, 4], "padded": ["cam"]}
     elif case == "queries":
         layout = {"cam": [0, 16, 4, 4], "action_queries": [2, 9]}
     with pytest.raises(UserError) as info:
