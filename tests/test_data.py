@@ -152,6 +152,24 @@ def test_act_real_files_shift_actions_one_step_as_act(tmp_path: Path):
     np.testing.assert_allclose(shifted[0]["action"].numpy(), lowdim(8, 14)[0:3], atol=1e-6)
 
 
+def test_history_steps_for_policies_that_look_back(tmp_path: Path):
+    write_v1(tmp_path, 0, length=8, cams={"top": (16, 20)})
+    ds = EpisodeDataset([tmp_path / "episode_0.hdf5"], chunk_size=3, history=2)
+    s = ds[5]  # steps 3 and 4 before step 5, oldest first
+    assert s["history_images"].shape == (2, 1, 3, 16, 20) and s["history_valid"].tolist() == [True, True]
+    assert [int(s["history_images"][i, 0, 0, 0, 0]) for i in range(2)] == [pixel_value(3, "top"),
+                                                                          pixel_value(4, "top")]
+    np.testing.assert_allclose(s["history_qpos"].numpy(), lowdim(8, 8, -1.0)[3:5], atol=1e-6)
+    np.testing.assert_allclose(s["history_action"].numpy(), lowdim(8, 8)[3:5], atol=1e-6)
+    assert torch.equal(s["image_history"], s["history_images"])
+    first = ds[1]  # one step before the start: invalid, repeats step 0, action 0
+    assert first["history_valid"].tolist() == [False, True]
+    assert int(first["history_images"][0, 0, 0, 0, 0]) == pixel_value(0, "top")
+    assert not first["history_action"][0].any() and first["history_action"][1].any()
+    batch = next(iter(DataLoader(ds, batch_size=4)))
+    assert batch["history_images"].shape == (4, 2, 1, 3, 16, 20)
+
+
 # -- bad input ---------------------------------------------------------------------------------
 def test_empty_or_missing_folder_is_a_clear_error(tmp_path: Path):
     with pytest.raises(DataError, match="episode"):

@@ -128,6 +128,7 @@ def test_bad_options_and_data_are_clear_errors(data: Path, tmp_path: Path):
 
 @pytest.mark.parametrize(("policy", "chunk", "overrides"), [
     ("grp", 4, TINY_GRP),
+    ("grp", 4, {**TINY_GRP, "obs_stacking": 2}),  # the dataset then returns one past frame too
     ("cnnmlp", None, {"backbone": "small", "mlp_hidden_dim": 32, "mlp_depth": 1}),  # its default chunk: 1
 ])
 def test_epochs_and_other_policies_through_the_same_trainer(data: Path, tmp_path: Path, policy: str,

@@ -264,6 +264,11 @@ class EpisodeDataset(Dataset):
     (0 disables). ``goal_images``: include ``goal_image`` (``/goal_images/<goal_camera>``, or the
     episode's last frame of that camera when the file has none); None = only when every episode
     has one. ``act_real_shift``: ACT's one-step action shift for real-robot ACT/ALOHA files.
+    ``history``: also return the ``history`` steps before t (oldest first) for policies that look
+    back (VIMA's ``history_len - 1``, GRP's ``obs_stacking - 1``): ``history_images`` uint8
+    (n, K, 3, H, W) (also under GRP's name ``image_history``), ``history_qpos`` (n, S),
+    ``history_action`` (n, A) (the action taken at each of those steps) and ``history_valid`` bool
+    (n,): False before the episode's start, where frames and qpos repeat step 0 and actions are 0.
     """
 
     def __init__(
@@ -278,6 +283,7 @@ class EpisodeDataset(Dataset):
         goal_camera: str | None = None,
         act_real_shift: bool = True,
         seed: int = 0,
+        history: int = 0,
     ) -> None:
         if len(episodes) == 0:
             raise DataError("the dataset has no episodes")
@@ -294,6 +300,12 @@ class EpisodeDataset(Dataset):
         self.augment = augment if augment is not None and augment.enabled else None
         self.act_real_shift = act_real_shift
         self.seed = int(seed)
+        self.history = int(history)
+        if self.history < 0:
+            raise ConfigError(f"history must be >= 0 steps, got {history}")
+        if self.history and self.augment is not None:
+            raise ConfigError("image augmentation with observation history is not supported; "
+                              "switch augmentation off or use a policy without history")
         self.state_dim, self.action_dim = first.state_dim, first.action_dim
         h, w = self.image_size or first.image_shapes[self.camera_names[0]][:2]
         self.image_shape = (int(h), int(w), 3)
@@ -421,6 +433,19 @@ class EpisodeDataset(Dataset):
         e = bisect.bisect_right(self._start_list, index) - 1
         return e, index - self._start_list[e]
 
+    def _history(self, e: int, t: int) -> dict[str, torch.Tensor]:
+        rec = self.records[e]
+        steps = np.arange(t - self.history, t)
+        valid = steps >= 0
+        rows = np.maximum(steps, 0)
+        frames = np.stack([self._frames(e, int(s)) for s in rows])  # (n, K, H, W, 3)
+        images = torch.from_numpy(frames).permute(0, 1, 4, 2, 3)
+        action = rec.action[rows] * valid[:, None]
+        return {"history_images": images, "image_history": images,
+                "history_qpos": torch.from_numpy(rec.qpos[rows]),
+                "history_action": torch.from_numpy(action.astype(np.float32)),
+                "history_valid": torch.from_numpy(valid)}
+
     def _augment_rng(self) -> np.random.Generator:
         if self._rng is None or self._pid != os.getpid():
             info = torch.utils.data.get_worker_info()
@@ -458,6 +483,8 @@ class EpisodeDataset(Dataset):
             "is_pad": torch.from_numpy(is_pad),
             "done": torch.from_numpy(done),
         }
+        if self.history:
+            sample.update(self._history(e, t))
         if self.has_task:
             sample["task"] = self.tasks[e]
         if self._goals is not None:
@@ -533,6 +560,7 @@ def build_datasets(
     goal_images: bool | None = None,
     goal_camera: str | None = None,
     act_real_shift: bool = True,
+    history: int = 0,
 ) -> tuple[EpisodeDataset, EpisodeDataset | None, dict[str, np.ndarray], DatasetInfo]:
     """Train/val datasets of a folder of episodes, normalisation statistics, and dataset info.
 
@@ -561,7 +589,7 @@ def build_datasets(
 
     common: dict[str, Any] = {"camera_names": cams, "chunk_size": chunk_size, "image_size": image_size,
                               "goal_images": goal_images, "goal_camera": goal_camera,
-                              "act_real_shift": act_real_shift, "seed": seed}
+                              "act_real_shift": act_real_shift, "seed": seed, "history": history}
     h, w = image_size or records[0].image_shapes[cams[0]][:2]
     total_bytes = int(h) * int(w) * 3 * len(cams) * sum(r.length for r in records)
     use_cache = total_bytes <= cache_bytes

@@ -26,8 +26,6 @@ import logging
 import math
 import os
 import random
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -45,6 +43,14 @@ from robokit.errors import CheckpointError, ConfigError
 from robokit.policies.base import Policy, PolicyConfig, get_policy_class
 from robokit.policies.data import DEFAULT_CACHE_BYTES, ImageAugment, build_datasets
 from robokit.policies.train_log import MetricsLog, plot_history
+from robokit.policies.train_runtime import (
+    Distributed,
+    StopRequest,
+    host_rng_state,
+    ignore_sigint_in_worker,
+    pick_device,
+    set_host_rng_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,127 +186,6 @@ ProgressCallback = Callable[[TrainProgress], None]
 
 
 # ---------------------------------------------------------------------------------------------
-# Devices and processes
-# ---------------------------------------------------------------------------------------------
-def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA if visible, else MPS, else CPU. Asking for a missing device is an error."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu "
-                              "(or check the driver / CUDA_VISIBLE_DEVICES)")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device(name)
-    if name == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ConfigError("--device mps: Apple's MPS backend is not available here; use --device cpu")
-        return torch.device("mps")
-    raise ConfigError(f"unknown device '{name}'; choose auto, cpu, cuda, cuda:N or mps")
-
-
-@dataclass
-class _Dist:
-    """The process group when run under torchrun (WORLD_SIZE > 1), else a single process."""
-
-    world_size: int = 1
-    rank: int = 0
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device: torch.device) -> _Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-        owns = False
-        if not dist.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            dist.init_process_group(backend=backend, timeout=_dt.timedelta(minutes=30))
-            owns = True
-        return cls(world_size=world, rank=rank, local_rank=local, owns_group=owns)
-
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank if ``flag`` is True on any (so all ranks stop at the same step)."""
-        if not self.enabled:
-            return flag
-        import torch.distributed as dist
-
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-class _StopRequest:
-    """First Ctrl-C (SIGINT/SIGTERM) asks the loop to stop at the next step boundary and save
-    last.pt; another one a second or more later aborts at once (without saving). Signals in quick
-    succession count as one: torchrun forwards a SIGTERM right after the terminal's SIGINT."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._at = 0.0
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            if time.monotonic() - self._at >= 1.0:
-                raise KeyboardInterrupt
-            return
-        self.requested = True
-        self._at = time.monotonic()
-        log.warning("stop requested: finishing this step and saving last.pt (Ctrl-C again to abort)")
-
-    def __enter__(self) -> _StopRequest:  # noqa: PYI034
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def _ignore_sigint_in_worker(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group; the main process decides when to stop, so a worker
-    # must not die mid-batch (the main process would then fail fetching instead of saving).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-# ---------------------------------------------------------------------------------------------
 # Batches
 # ---------------------------------------------------------------------------------------------
 class _TrainBatches(Sampler[list[int]]):
@@ -396,7 +281,7 @@ def train(options: TrainOptions, progress: ProgressCallback | None = None) -> Tr
     CheckpointError with one clear message for bad options, data or checkpoints.
     """
     device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
-    dist = _Dist.from_env(device)
+    dist = Distributed.from_env(device)
     try:
         return _Trainer(options, device, dist, progress).run()
     finally:
@@ -404,7 +289,7 @@ def train(options: TrainOptions, progress: ProgressCallback | None = None) -> Tr
 
 
 class _Trainer:
-    def __init__(self, opts: TrainOptions, device: torch.device, dist: _Dist,
+    def __init__(self, opts: TrainOptions, device: torch.device, dist: Distributed,
                  progress: ProgressCallback | None) -> None:
         self.opts, self.device, self.dist = opts, device, dist
         self.progress = progress if dist.is_main else None
@@ -451,12 +336,19 @@ class _Trainer:
         chunk = opts.chunk_size or _config_default(policy_cls.config_class, "chunk_size") or 100
         augment = ImageAugment(shift=opts.augment_shift, brightness=opts.augment_color,
                                contrast=opts.augment_color, saturation=opts.augment_color)
+        # Policies that look back ask for past steps through their config (VIMA: history_len,
+        # GRP: obs_stacking); the dataset then returns them with every sample.
+        history = 0
+        for name in ("history_len", "obs_stacking"):
+            steps = opts.policy_config.get(name, _config_default(policy_cls.config_class, name))
+            if isinstance(steps, int) and not isinstance(steps, bool):
+                history = max(history, steps - 1)
         self.train_ds, self.val_ds, self.stats, self.info = build_datasets(
             opts.data, camera_names=opts.camera_names, chunk_size=chunk, val_fraction=opts.val_fraction,
             seed=opts.seed, image_size=opts.image_size, augment=augment,
             cache_bytes=int(opts.cache_gb * 1024**3), goal_images=opts.goal_images,
             goal_camera=opts.policy_config.get("goal_camera") or None,
-            act_real_shift=opts.act_real_shift)
+            act_real_shift=opts.act_real_shift, history=history)
         self.chunk_size = chunk
 
     def _build_config(self, opts: TrainOptions, policy_cls: type[Policy]) -> PolicyConfig:
@@ -485,7 +377,7 @@ class _Trainer:
         kwargs: dict[str, Any] = {"num_workers": workers, "pin_memory": self.device.type == "cuda",
                                   "generator": torch.Generator().manual_seed(self.opts.seed)}
         if workers > 0:
-            kwargs.update(worker_init_fn=_ignore_sigint_in_worker, prefetch_factor=4)
+            kwargs.update(worker_init_fn=ignore_sigint_in_worker, prefetch_factor=4)
         if batch_sampler is not None:
             return DataLoader(ds, batch_sampler=batch_sampler, **kwargs)
         return DataLoader(ds, batch_size=batch_size, shuffle=False, **kwargs)
@@ -581,7 +473,7 @@ class _Trainer:
         self._emit("start", step, steps_per_s)
         autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.amp
                     else nullcontext())
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             batches = iter(loader)
             try:
                 while step < self.total:
@@ -760,7 +652,7 @@ class _Trainer:
             "train_seconds": float(self._train_seconds(run_start)), "options": self.opts.to_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            **_host_rng_state(),
+            **host_rng_state(),
         }
         _atomic_torch_save(state, self.state_path)
 
@@ -769,24 +661,4 @@ class _Trainer:
             torch.set_rng_state(state["rng_cpu"])
         if state.get("rng_cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        _set_host_rng_state(state)
-
-
-def _host_rng_state() -> dict[str, Any]:
-    """numpy's and Python's RNG states as tensors and ints (weights_only-loadable)."""
-    _kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, py_gauss = random.getstate()
-    return {"rng_numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                          "has_gauss": int(has_gauss), "gauss": float(gauss)},
-            "rng_python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
-                           "gauss": py_gauss}}
-
-
-def _set_host_rng_state(state: dict[str, Any]) -> None:
-    rn = state.get("rng_numpy")
-    if rn is not None:
-        np.random.set_state(("MT19937", rn["keys"].numpy().astype(np.uint32), rn["pos"],
-                             rn["has_gauss"], rn["gauss"]))
-    rp = state.get("rng_python")
-    if rp is not None:
-        random.setstate((rp["version"], tuple(int(v) for v in rp["internal"].tolist()), rp["gauss"]))
+        set_host_rng_state(state)
