@@ -207,9 +207,10 @@ def attention_array_command(
             f"inference step {idx}: {s.files} files in {s.seconds:.1f} s "
             f"(cameras {', '.join(s.cameras) or 'none'}"
             + (f"; skipped {', '.join(s.skipped_cameras)}" if s.skipped_cameras else "")
-            + f"; text tokens {s.text_tokens}) -> {s.root}"
+            + f"; text tokens {s.text_tokens}) -> {s.root}",
+            soft_wrap=True,
         )
-    console.print(f"[green]wrote {total} files; open {out / 'index.html'}[/]")
+    console.print(f"[green]wrote {total} files; open {out / 'index.html'}[/]", soft_wrap=True)
 
 
 def _load_npz(path: Path) -> dict[str, Any]:
@@ -299,12 +300,17 @@ def attention_command(
     opts = _render_options(fuse, scale, colormap, alpha, interpolation, quality, overview, workers, layers)
     console = Console(stderr=True)
     summaries = render_policy_attention(policy, episode, steps, out, task=task, history=history, **opts)
-    for s in summaries:
-        console.print(
-            f"{s.root.name}: {s.files} files ({s.action_tokens} action tokens x {s.layers} layers; "
-            f"cameras {', '.join(s.cameras) or 'none'}; text tokens {s.text_tokens})"
-        )
-    console.print(f"[green]wrote {sum(s.files for s in summaries)} files; open {out / 'index.html'}[/]")
+    first = summaries[0]
+    console.print(
+        f"{len(summaries)} step(s) ({', '.join(str(s.root.name.rsplit('_', 1)[1]) for s in summaries)}): "
+        f"{first.action_tokens} action token(s) x {first.layers} layer(s), cameras "
+        f"{', '.join(first.cameras) or 'none'}"
+        + (f" (skipped {', '.join(first.skipped_cameras)})" if first.skipped_cameras else "")
+        + f", text tokens {first.text_tokens}",
+        soft_wrap=True,
+    )
+    total = sum(s.files for s in summaries)
+    console.print(f"[green]wrote {total} files; open {out / 'index.html'}[/]", soft_wrap=True)
 
 
 # -- episode / rollout ------------------------------------------------------------------------------
@@ -360,4 +366,4 @@ def rollout_command(
 def _report(r: Any) -> None:
     console = Console(stderr=True)
     extra = f", {r.predicted_chunks} predicted chunks drawn" if r.predicted_chunks else ""
-    console.print(f"{r.steps} steps{extra}: {r.plot}" + (f", {r.video}" if r.video else ""))
+    console.print(f"{r.steps} steps{extra}: {r.plot}" + (f", {r.video}" if r.video else ""), soft_wrap=True)

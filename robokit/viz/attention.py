@@ -420,7 +420,7 @@ def render_tree(
         )
         summary.files += mosaics.files_written
     summary.seconds = time.perf_counter() - t0
-    log.info("wrote %d files under %s in %.1f s", summary.files, root, summary.seconds)
+    log.debug("wrote %d files under %s in %.1f s", summary.files, root, summary.seconds)
     return summary
 
 

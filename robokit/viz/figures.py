@@ -167,8 +167,11 @@ class TextStrip:
         self._index = index
         # Up to 127 tokens the palette index fits a byte: one cv2.LUT call renders the strip
         # (~10x faster than numpy fancy indexing); longer prompts fall back to np.take.
-        self._index3 = (np.ascontiguousarray(np.repeat(index.astype(np.uint8)[:, :, None], 3, axis=2))
-                        if 2 * n + 1 < 256 else None)
+        self._index3 = (
+            np.ascontiguousarray(np.repeat(index.astype(np.uint8)[:, :, None], 3, axis=2))
+            if 2 * n + 1 < 256
+            else None
+        )
         self.boxes = boxes
 
     def render(self, heat: np.ndarray, header: str = "") -> np.ndarray:

@@ -209,6 +209,6 @@ def render_policy_attention(
                 title=title,
                 **render_kwargs,
             )
-            log.info("step %d: %d files", t, summary.files)
+            log.debug("step %d: %d files", t, summary.files)
             out.append(summary)
     return out
