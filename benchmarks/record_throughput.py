@@ -13,8 +13,8 @@ Two measurements per storage kind (raw, lzf, jpeg), in the same run on the same 
 
 Every measurement runs in a fresh process, so memory freed by one run cannot hide another's growth.
 
-    .venv/bin/python benchmarks/record_throughput.py            # full run (~5 min)
-    .venv/bin/python benchmarks/record_throughput.py --quick    # smoke run (~30 s)
+    .venv/bin/python benchmarks/record_throughput.py            # full run (~7 min)
+    .venv/bin/python benchmarks/record_throughput.py --quick    # smoke run (~1 min)
 
 Writes benchmarks/results/record_throughput.json. Targets (issue 4): 0 dropped frames and RSS growth
 below 50 MB with lzf or jpeg for 3 cameras x 640x480 @ 30 fps over 60 s on the 2-core machine.
