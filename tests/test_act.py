@@ -84,20 +84,31 @@ def test_shorter_batch_chunks_are_padded():
     assert torch.isfinite(policy.compute_loss(batch)["loss"])
 
 
-def test_loss_decreases_on_a_tiny_batch():
+def test_loss_decreases_on_a_tiny_batch_and_the_done_head_learns():
     policy = seeded_policy(tiny_config(kl_weight=1.0, image_shape=(32, 32, 3)))
     batch = make_batch(hw=(32, 32))
+    batch["is_pad"][:] = False
+    batch["done"][:] = 0.0
+    batch["is_pad"][0, 1:] = True  # sample 0 is an episode's last frame
     opt = torch.optim.AdamW(policy.optimizer_param_groups(lr=3e-3, weight_decay=0.0))
     first = policy.compute_loss(batch)
-    for _ in range(30):
+    for _ in range(40):
         losses = policy.compute_loss(batch)
         opt.zero_grad()
         losses["loss"].backward()
         opt.step()
     last = policy.compute_loss(batch)
-    assert last["l1"] < 0.75 * first["l1"]
+    assert last["l1"] < 0.85 * first["l1"]
     assert last["loss"] < 0.5 * first["loss"]
-    assert last["done_bce"] < first["done_bce"]
+    assert last["done_bce"] < 0.25 * first["done_bce"]
+
+    def sample_obs(i):
+        return {"qpos": batch["qpos"][i].numpy(),
+                "images": {c: batch["images"][i, k].permute(1, 2, 0).numpy() for k, c in enumerate(CAMS)}}
+
+    # sample 0 is finished by the next step, the others are not
+    done = [policy.predict_chunk(sample_obs(i))[1]["done"] for i in range(4)]
+    assert done[0] > 0.5 > max(done[1:]), done
 
 
 def test_inference_is_deterministic_with_z_zero_and_restores_mode():

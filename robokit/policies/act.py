@@ -62,7 +62,7 @@ class ACTConfig(PolicyConfig):
     dropout: float = 0.1
     pre_norm: bool = False
     kl_weight: float = 10.0
-    done_weight: float = 0.1  # BCE weight of the done head; 0 = not trained, no extras["done"]
+    done_weight: float = 1.0  # BCE weight of the done head; 0 = not trained, no extras["done"]
     lr: float = 1e-5
     lr_backbone: float = 1e-5  # 0 freezes the backbone
     weight_decay: float = 1e-4
@@ -286,8 +286,9 @@ class ACTPolicy(Policy):
                       ) -> tuple[np.ndarray, dict[str, Any]]:
         """Action chunk float32 (chunk_size, action_dim), de-normalised, for one observation.
 
-        ``extras["done"]``: probability that the current step is a finished/end step (when the
-        done head was trained, ``done_weight > 0``); ``extras["done_chunk"]`` the same for every
+        ``extras["done"]``: probability that the episode is finished by the next step (the done
+        head's output for chunk step 1; only when it was trained, ``done_weight > 0``);
+        ``extras["done_chunk"]`` the probability of "done or past the end" for every
         step of the chunk. With ``capture_attention`` also ``extras["attention"]`` (contract §5):
         the decoder cross-attention of the one decoder layer ACT uses, per head, from each action
         query to every memory token.
@@ -298,7 +299,9 @@ class ACTPolicy(Policy):
         extras: dict[str, Any] = {}
         if self.config.done_weight > 0:
             done = out["done"][0].float().cpu().numpy()
-            extras["done"] = float(done[0])
+            # Step t+1, not t: "done or past the end" is never true for the current step of
+            # data without /done flags, but is for the step after an episode's last frame.
+            extras["done"] = float(done[min(1, len(done) - 1)])
             extras["done_chunk"] = done
         if capture_attention:
             extras["attention"] = {"maps": out["attention"][0].float().cpu().numpy(),
