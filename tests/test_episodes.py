@@ -402,3 +402,27 @@ def test_sigkill_loses_at_most_one_second(tmp_path, compress):
         assert appended - 30 <= ep.length <= appended + 1, (appended, ep.length)
         np.testing.assert_array_equal(ep.qpos()[:, 0], np.arange(ep.length))
         assert ep.check() == []
+
+
+def test_recovery_leaves_an_episode_being_recorded_alone(tmp_path):
+    """A second recorder starting in the same folder must not take over a live recording."""
+    fresh = EpisodeWriter(tmp_path, 0, {"top": (H, W, 3)}, attrs=ATTRS)  # no step yet
+    live = EpisodeWriter(tmp_path, 1, {"top": (H, W, 3)}, attrs=ATTRS, compress="jpeg")
+    for t in range(5):
+        live.append(np.zeros(8), np.zeros(8), np.zeros(8), {"top": pattern(t)}, float(t))
+    live.close()  # a closed writer's file is fair game ...
+    live = EpisodeWriter(tmp_path, 2, {"top": (H, W, 3)}, attrs=ATTRS)
+    for t in range(5):
+        live.append(np.zeros(8), np.zeros(8), np.zeros(8), {"top": pattern(t)}, float(t))
+    import time
+
+    while live._written < 5:  # ... but one still streaming is not, once SWMR has started
+        time.sleep(0.01)
+    messages = recover_partial_episodes(tmp_path)
+    assert "left episode_0.hdf5.partial alone: another recorder is writing it" in messages
+    assert "left episode_2.hdf5.partial alone: another recorder is writing it" in messages
+    assert any(m.startswith("recovered episode_1.hdf5") for m in messages)
+    assert live.save() == tmp_path / "episode_2.hdf5"
+    fresh.discard()
+    with open_episode(tmp_path / "episode_2.hdf5") as ep:
+        assert ep.length == 5

@@ -143,6 +143,7 @@ class EpisodeWriter:
         self._appended = 0
         self._written = 0
         self._swmr = False
+        self._lock_fd: int | None = None
         self._error: BaseException | None = None
         self._low_disk: LowDiskSpace | None = None
         self._finished = False
@@ -395,6 +396,9 @@ class EpisodeWriter:
         if not self._swmr:
             self._file.swmr_mode = True
             self._swmr = True
+            # HDF5 drops its own file lock in SWMR mode; hold one so that another recorder starting
+            # in this folder does not "recover" an episode that is still being written.
+            self._lock_fd = _try_lock(self.partial_path)
 
     def _encode(self, cam: str, image: np.ndarray, width: int) -> np.ndarray:
         quality = self.jpeg_quality
@@ -445,6 +449,9 @@ class EpisodeWriter:
             except OSError as exc:  # disk full while flushing the last metadata
                 if self._error is None:
                     self._error = exc
+        if self._lock_fd is not None:  # after the HDF5 close: finishing reopens the file (and locks it)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 # -- module functions ------------------------------------------------------------------------------
@@ -523,6 +530,9 @@ def recover_partial_episodes(folder: str | Path) -> list[str]:
         if index is None or not partial.is_file():
             continue
         final = folder / fmt.episode_filename(index)
+        if _in_use(partial):
+            messages.append(f"left {partial.name} alone: another recorder is writing it")
+            continue
         try:
             if final.exists():
                 raise DataError(f"{final.name} already exists")
@@ -640,6 +650,37 @@ def _copy_prefix(src: h5py.File, dst: h5py.File, n: int) -> None:
             out[start:stop] = ds[(slice(start, stop), *[slice(0, s) for s in shape[1:]])]
     if fmt.GOAL_IMAGES in src:
         src.copy(src[fmt.GOAL_IMAGES], dst, name=fmt.GOAL_IMAGES)
+
+
+def _try_lock(path: Path) -> int | None:
+    """An exclusive advisory lock on ``path`` (None if it cannot be had); released by closing the fd."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no protection against a second recorder, nothing else changes
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _in_use(path: Path) -> bool:
+    """True while a live writer holds ``path`` (our lock in SWMR mode, HDF5's own lock before)."""
+    fd = _try_lock(path)
+    if fd is None:
+        try:
+            import fcntl  # noqa: F401
+        except ImportError:
+            return False
+        return path.exists()
+    os.close(fd)
+    return False
 
 
 def _move_aside(path: Path, broken: Path) -> Path:
