@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import cv2
@@ -414,8 +415,6 @@ def test_recovery_leaves_an_episode_being_recorded_alone(tmp_path):
     live = EpisodeWriter(tmp_path, 2, {"top": (H, W, 3)}, attrs=ATTRS)
     for t in range(5):
         live.append(np.zeros(8), np.zeros(8), np.zeros(8), {"top": pattern(t)}, float(t))
-    import time
-
     while live._written < 5:  # ... but one still streaming is not, once SWMR has started
         time.sleep(0.01)
     messages = recover_partial_episodes(tmp_path)
