@@ -67,7 +67,8 @@ _SAME_TARGET_RAD = 1e-4
 _RT_HINT = (
     "this machine has no real-time kernel (or may not use real-time scheduling), which libfranka needs "
     "to drive a real robot safely. Install a PREEMPT_RT kernel and give your user rtprio (see "
-    "docs/hardware.md), or pass `--realtime ignore` for franky-sim and non-RT test machines "
+    "docs/hardware.md), or pass `--realtime ignore` (`--realtime-kernel ignore` for `robokit deploy`, "
+    "whose `--realtime` means wall-clock pacing) for franky-sim and non-RT test machines "
     "(control may jitter and trigger reflexes on real hardware)"
 )
 
