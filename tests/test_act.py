@@ -85,7 +85,7 @@ def test_shorter_batch_chunks_are_padded():
 
 
 def test_loss_decreases_on_a_tiny_batch_and_the_done_head_learns():
-    policy = seeded_policy(tiny_config(kl_weight=1.0, image_shape=(32, 32, 3)))
+    policy = seeded_policy(tiny_config(kl_weight=1.0, image_shape=(32, 32, 3), lr_backbone=0.0))
     batch = make_batch(hw=(32, 32))
     batch["is_pad"][:] = False
     batch["done"][:] = 0.0
