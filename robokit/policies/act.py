@@ -171,7 +171,7 @@ class ACTModel(nn.Module):
         x = self.image_normalizer(images.flatten(0, 1))
         if backbone is not None:
             x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.input_proj((backbone or self.backbone)(x))  # (B*K, D, h, w)
+        feats = self.input_proj((self.backbone if backbone is None else backbone)(x))  # (B*K, D, h, w)
         d, h, w = feats.shape[1:]
         img_tokens = feats.permute(0, 2, 3, 1).reshape(b, k * h * w, d)
         latent_tok = self.latent_out_proj(latent)
