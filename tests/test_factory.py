@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from robokit.commands.hardware_options import HardwareOptions
+from robokit.commands.hardware_options import HardwareOptions, parse_image_size
 from robokit.errors import UserError
 from robokit.hardware.factory import (
     CameraSpec,
@@ -117,6 +117,14 @@ def test_make_robot_needs_a_host_and_a_known_robot():
 def test_hardware_options_reject_bad_combinations(kwargs, message):
     with pytest.raises(UserError, match=message):
         HardwareOptions.from_cli(**kwargs)
+
+
+def test_image_size_option_parses_height_by_width():
+    assert parse_image_size("240x320") == (240, 320)
+    assert parse_image_size(" 48 X 64 ") == (48, 64)
+    for bad in ("big", "240", "240x", "4x4", "-1x20"):
+        with pytest.raises(UserError, match="image size"):
+            parse_image_size(bad)
 
 
 def test_hardware_options_build_the_simulation_with_the_cameras_asked_for():

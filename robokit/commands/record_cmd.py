@@ -29,21 +29,11 @@ from robokit.commands.hardware_options import (
     RealtimeOpt,
     RobotOpt,
     SimOpt,
+    parse_image_size,
 )
 from robokit.errors import UserError
 
 DEFAULT_EPISODES = {"scripted": 10, "replay": 1}
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"240x320"`` -> (240, 320) (height x width)."""
-    try:
-        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise UserError(f"image size must be HxW, e.g. 240x320, got {text!r}") from None
-    if h < 8 or w < 8:
-        raise UserError(f"image size {text!r} is too small (at least 8x8)")
-    return h, w
 
 
 def register(app: typer.Typer) -> None:
@@ -91,7 +81,7 @@ def register(app: typer.Typer) -> None:
         teleop_kind, _ = check_teleop_spec(teleop, sim)
         if task_set not in ("pick_place", "multi"):
             raise UserError(f"unknown --task-set {task_set!r}; choose pick_place or multi")
-        size = parse_size(image_size or ("240x320" if sim else "480x640"))
+        size = parse_image_size(image_size or ("240x320" if sim else "480x640"))
         if episodes is None:
             episodes = DEFAULT_EPISODES.get(teleop_kind)
         if compress == "auto":

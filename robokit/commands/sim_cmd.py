@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Annotated
@@ -12,19 +11,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from robokit.commands.hardware_options import parse_image_size
 from robokit.errors import UserError
 
 sim_app = typer.Typer(help="Simulation tools: render the scene, run the scripted expert.",
                       no_args_is_help=True)
 console = Console()
-
-
-def parse_image_size(text: str) -> tuple[int, int]:
-    """``"240x320"`` -> (240, 320) as (height, width)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not match:
-        raise UserError(f"image size must look like HEIGHTxWIDTH (e.g. 240x320), got {text!r}")
-    return int(match.group(1)), int(match.group(2))
 
 
 @sim_app.command("snapshot")

@@ -30,20 +30,7 @@ __all__ = [
     "SimRobot",
     "SimTask",
     "list_tasks",
-    "make_sim_env",
     "resolve_task",
     "run_expert_episode",
 ]
 
-
-def make_sim_env(
-    task: str = "pick_place",
-    seed: int = 0,
-    image_size: tuple[int, int] = (240, 320),
-    camera_names: tuple[str, ...] | list[str] = CAMERA_NAMES,
-    control_hz: float = 30.0,
-    realtime: bool = False,
-) -> PandaSimEnv:
-    """Build a :class:`PandaSimEnv` (a function for CLI code that wants one call site)."""
-    return PandaSimEnv(task=task, seed=seed, image_size=image_size, camera_names=camera_names,
-                       control_hz=control_hz, realtime=realtime)
