@@ -83,6 +83,12 @@ def test_replay_reproduces_a_scripted_episode_and_can_be_recorded(tmp_path, caps
     assert code == 0, err
     text = " ".join(stdout.split())
     assert "max 0.0000 rad" in text and "recorded scene: success" in text
+    code, stdout, err = cli(capsys, "replay", source, "--sim", "--speed", "10")  # paced, 10x real time
+    assert code == 0 and "recorded scene: success" in " ".join(stdout.split()), err
+    code, _, err = cli(capsys, "replay", source, "--sim", "--speed", "-1")
+    assert code == 2 and "replay speed" in err
+    code, _, err = cli(capsys, "replay", source, "--host", "10.0.0.2", "--speed", "2")
+    assert code == 2 and "--sim only" in err
 
     again = tmp_path / "again"
     code, _, err = cli(capsys, "record", "--sim", "--teleop", f"replay:{source}", "--out", again,

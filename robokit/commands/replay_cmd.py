@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
             "--task-set", help="Sim scene when the episode does not name its own.")] = "pick_place",
         seed: Annotated[int, typer.Option("--seed", help="Sim scene seed when the episode has none.")] = 0,
         speed: Annotated[float, typer.Option(
-            "--speed", help="Sim only: 1 = wall-clock rate, 0 = as fast as possible.")] = 0.0,
+            "--speed", help="Sim only: playback speed, 1 = as recorded, 2 = twice as fast, "
+                            "0 = as fast as possible.")] = 0.0,
         yes: Annotated[bool, typer.Option("--yes", help="Real robot: do not ask before moving.")] = False,
     ) -> None:
         """Replay an episode's actions (sim: rebuilds the recorded scene and reports tracking + success)."""
@@ -54,8 +55,10 @@ def register(app: typer.Typer) -> None:
             sim_task = source.attrs.get("sim_task")
             if not isinstance(sim_task, str):
                 sim_task = task_set
-            env = hw.make_sim_env(task=sim_task, seed=seed, image_size=(64, 80), control_hz=fps,
-                                  realtime=speed > 0)
+            # Replay renders nothing: the cameras' size does not matter. Pacing is replay_episode's.
+            env = hw.make_sim_env(task=sim_task, seed=seed, image_size=(64, 80), control_hz=fps)
+        elif speed:
+            raise UserError("--speed is for --sim only: a real robot replays at the recorded rate")
         elif not yes:
             import sys
 
@@ -66,7 +69,7 @@ def register(app: typer.Typer) -> None:
             arm = hw.make_robot(env)
             with arm, console.status("replaying...") as status:
                 result = replay_episode(
-                    source, arm, sim_env=env, fps=fps,
+                    source, arm, sim_env=env, fps=fps, sim_speed=speed,
                     on_step=lambda t, n: status.update(f"replaying step {t}/{n}") if t % 10 == 0 else None)
         finally:
             if env is not None:

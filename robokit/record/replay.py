@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from robokit.errors import UserError
 from robokit.hardware.base import Robot
 from robokit.record.capture import RateLoop
 from robokit.record.teleop import Replay
@@ -37,13 +38,18 @@ class ReplayResult:
 
 
 def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = None, fps: float | None = None,
-                   approach_speed: float = 0.3,
+                   approach_speed: float = 0.3, sim_speed: float = 0.0,
                    on_step: Callable[[int, int], None] | None = None) -> ReplayResult:
     """Send every action of ``source`` to ``robot``; see the module docs.
 
     ``fps`` paces a real robot (default: the episode's rate, else 30). ``approach_speed`` (rad/s)
-    limits the move to the first target on a real robot. ``on_step(t, total)`` reports progress.
+    limits the move to the first target on a real robot. In the simulation ``sim_speed`` is the
+    playback speed against the wall clock (1 = as recorded, 2 = twice as fast) and 0 runs as fast
+    as possible. ``on_step(t, total)`` reports progress.
     """
+    if sim_speed < 0:
+        raise UserError(f"replay speed must be 0 (as fast as possible) or positive, got {sim_speed}")
+    rate = fps or source.fps or 30.0
     actions = source.actions
     recorded = source.recorded_qpos[:, :7] if source.recorded_qpos.shape[1] >= 7 else None
     restored = False
@@ -53,8 +59,11 @@ def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = N
             sim_env.reset(seed=seed, task=task if isinstance(task, str) else None)
             restored = True
     else:
-        _approach(robot, actions[0], fps or source.fps or 30.0, approach_speed)
-    loop = RateLoop(fps or source.fps or 30.0) if sim_env is None else None
+        _approach(robot, actions[0], rate, approach_speed)
+    if sim_env is None:
+        loop: RateLoop | None = RateLoop(rate)
+    else:
+        loop = RateLoop(rate * sim_speed) if sim_speed > 0 else None
     errors = []
     start = time.monotonic()
     for t, action in enumerate(actions):
