@@ -51,6 +51,7 @@ __all__ = [
     "BROKEN_DIR",
     "DEFAULT_MIN_FREE_BYTES",
     "EmptyEpisode",
+    "EpisodeStep",
     "EpisodeWriter",
     "LowDiskSpace",
     "next_episode_index",
@@ -77,7 +78,10 @@ class EmptyEpisode(UserError):
 
 
 @dataclass
-class _Step:
+class EpisodeStep:
+    """One step of an episode as :meth:`EpisodeWriter.append` takes it (also what a recorder holds
+    back for a step whose action is only known one step later)."""
+
     qpos: np.ndarray
     qvel: np.ndarray
     action: np.ndarray
@@ -181,7 +185,7 @@ class EpisodeWriter:
         if self._finished:
             raise UserError("this episode writer is already saved, discarded or closed")
         self._raise_pending()
-        step = _Step(
+        step = EpisodeStep(
             qpos=_vector("qpos", qpos, self.state_dim),
             qvel=(_vector("qvel", qvel, self.state_dim) if qvel is not None
                   else np.full(self.state_dim, np.nan, np.float32)),
@@ -337,7 +341,7 @@ class EpisodeWriter:
             self._error = exc
             self._drain_queue()
 
-    def _write(self, steps: list[_Step]) -> None:
+    def _write(self, steps: list[EpisodeStep]) -> None:
         f, n, i0 = self._file, len(steps), self._written
         i1 = i0 + n
         cams = list(self.camera_shapes)

@@ -36,6 +36,7 @@ import numpy as np
 from robokit.episodes.writer import (
     DEFAULT_MIN_FREE_BYTES,
     EmptyEpisode,
+    EpisodeStep,
     EpisodeWriter,
     LowDiskSpace,
     check_free_space,
@@ -108,17 +109,6 @@ class SessionStatus:
     key_help: list[tuple[str, str]]
 
 
-@dataclass
-class _PendingStep:
-    qpos: np.ndarray
-    qvel: np.ndarray
-    action: np.ndarray
-    images: dict[str, np.ndarray]
-    t_robot: float
-    t_images: dict[str, float]
-    done: bool
-
-
 class RecordingSession:
     """Runs the capture loop for one ``robokit record`` invocation. See the module docs.
 
@@ -145,7 +135,7 @@ class RecordingSession:
         self._index = 0
         self._episode_start = 0.0
         self._end_left = 0
-        self._pending: _PendingStep | None = None
+        self._pending: EpisodeStep | None = None
         self._hold: np.ndarray | None = None
         self._last_images: dict[str, np.ndarray] = {}
         self._quit = False
@@ -357,7 +347,7 @@ class RecordingSession:
         self.messages.append(message)
 
     def _record(self, state: RobotState, frames: dict[str, Frame], action: np.ndarray, done: bool) -> None:
-        step = _PendingStep(qpos=state.as_vector(), qvel=state.velocity_vector(), action=action.copy(),
+        step = EpisodeStep(qpos=state.as_vector(), qvel=state.velocity_vector(), action=action.copy(),
                             images={n: f.image for n, f in frames.items()}, t_robot=float(state.t),
                             t_images={n: float(f.t_capture) for n, f in frames.items()}, done=done)
         if not self.teleop.action_is_next_state:
@@ -369,7 +359,7 @@ class RecordingSession:
             self._append(self._pending)
         self._pending = step
 
-    def _append(self, step: _PendingStep) -> None:
+    def _append(self, step: EpisodeStep) -> None:
         assert self._writer is not None
         self._writer.append(step.qpos, step.qvel, step.action, step.images, t_robot=step.t_robot,
                             t_images=step.t_images, done=step.done)
