@@ -174,6 +174,59 @@ def test_low_disk_space_while_recording_stops_cleanly(env, tmp_path):
         assert ep.length >= 10 and ep.check() == []
 
 
+# -- instruction per episode -------------------------------------------------------------------------
+def test_real_robot_session_stores_the_task_set_between_episodes(env, tmp_path):
+    # No sim_env: the session runs its own 30 Hz loop and stores any instruction as it is typed.
+    session = RecordingSession(env.robot, env.cameras, KeyboardJog(),
+                               RecordConfig(out=tmp_path, task="wipe the table", end_frames=0))
+    session.prepare()
+    assert session.task == "wipe the table"
+    assert session.set_task("  stack   the cups ") == "stack the cups"
+    session.start_episode()
+    with pytest.raises(UserError, match="before changing the task"):
+        session.set_task("something else")
+    for _ in range(3):
+        session.step()
+    session.stop_episode()
+    with pytest.raises(UserError, match="empty"):
+        session.set_task("   ")
+    with open_episode(tmp_path / "episode_0.hdf5") as ep:
+        assert ep.task == "stack the cups"
+
+
+def test_sim_session_task_must_be_one_of_the_scene_and_survives_new_scenes(tmp_path):
+    tasks = list_tasks("multi")
+    with PandaSimEnv(task="multi", seed=2, image_size=(32, 40), camera_names=("top",)) as env:
+        session = RecordingSession(env.robot, env.cameras, KeyboardJog(), RecordConfig(out=tmp_path), sim_env=env)
+        seed = env.seed
+        session.set_task(tasks[3])
+        assert env.task.name == tasks[3] and env.seed == seed  # same layout, new instruction
+        session.set_task("2")  # a number picks from the list
+        assert session.task == tasks[1]
+        session.handle_key("h")  # a new scene keeps the chosen task
+        assert env.seed != seed and env.task.name == tasks[1]
+        with pytest.raises(UserError, match=f"not a task of the multi scene.*1: {tasks[0]}"):
+            session.set_task("put the cube in the green zone")
+        assert env.task.name == tasks[1]
+
+
+def test_task_prompt_keeps_typed_keys_from_the_session(env, tmp_path):
+    from robokit.commands.record_cmd import TaskPrompt
+
+    session = RecordingSession(env.robot, env.cameras, KeyboardJog(), RecordConfig(out=tmp_path), sim_env=env)
+    prompt = TaskPrompt(session)
+    assert prompt.filter(["up", "t", "s", "q", "backspace", "x", "space", "esc", "g"]) == ["up", "g"]
+    assert prompt.text is None and session.messages[-1] == "task unchanged"
+    assert prompt.filter(["t", "9", "enter"]) == []
+    assert "not a task of the pick_place scene" in session.messages[-1]
+    assert prompt.filter(["t", *"put the RED cube in the green zone", "enter", "s"]) == ["s"]
+    assert session.messages[-1] == "task of the next episode: put the red cube in the green zone"
+    session.start_episode()
+    prompt.filter(["t"])
+    assert prompt.text is None and "before changing the task" in session.messages[-1]
+    session.discard_episode()
+
+
 # -- teleop sources ----------------------------------------------------------------------------------
 def _obs(env: PandaSimEnv) -> Observation:
     return Observation(env.robot.read(), {})

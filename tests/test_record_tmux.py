@@ -67,6 +67,11 @@ class Pane:
             self._tmux("send-keys", "-t", "rec", key)
             time.sleep(0.05)
 
+    def type(self, text: str) -> None:
+        """Type ``text`` literally (no key-name lookup)."""
+        self._tmux("send-keys", "-t", "rec", "-l", text)
+        time.sleep(0.05)
+
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", "rec", "-S", "-60")
 
@@ -219,3 +224,41 @@ def test_sigkill_mid_episode_is_recovered_on_the_next_start(tmp_path, pane_facto
         assert z[-1] > z[0] + 0.02  # the jog up was recorded
     assert (out / "episode_2.hdf5").exists()  # numbering continues after the recovered episode
     assert not list(out.glob("*.partial"))
+
+
+def test_instruction_of_the_next_episode_is_typed_after_t(tmp_path, pane_factory):
+    out = tmp_path / "demos"
+    tasks = list_tasks("multi")
+    pane = pane_factory(["record", "--sim", "--teleop", "keyboard", "--task-set", "multi", "--task", tasks[0],
+                         "--out", str(out), "--image-size", "32x40", "--end-frames", "0"])
+    pane.wait_text("IDLE")
+    # Typed text goes to the prompt: its s, d, r, h, t, q letters must not reach the session.
+    pane.keys("t")
+    pane.wait_text("new task")
+    pane.type(tasks[4])
+    pane.keys("Enter")
+    pane.wait_text(f"task of the next episode: {tasks[4]}")
+    pane.keys("s")
+    pane.wait_steps(5)
+    pane.keys("s")
+    pane.wait_text("saved episode_0.hdf5")
+
+    # A task the scene does not have is named in the panel and changes nothing; a number picks one.
+    pane.keys("t")
+    pane.type("juggle")
+    pane.keys("Enter")
+    pane.wait_text("not a task of the multi scene")
+    pane.keys("t")
+    pane.type("2")
+    pane.keys("Enter")
+    pane.wait_text(f"task of the next episode: {tasks[1]}")
+    pane.keys("s")
+    pane.wait_steps(5)
+    pane.keys("q")
+    assert pane.wait_exit() == 0, pane.screen()
+
+    assert sorted(p.name for p in out.iterdir()) == ["episode_0.hdf5", "episode_1.hdf5"]
+    with open_episode(out / "episode_0.hdf5") as ep:
+        assert ep.task == tasks[4] and ep.attrs["sim_task"] == tasks[4]
+    with open_episode(out / "episode_1.hdf5") as ep:
+        assert ep.task == tasks[1] and ep.attrs["sim_task"] == tasks[1]

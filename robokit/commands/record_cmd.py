@@ -1,6 +1,6 @@
 """`robokit record`: capture demonstrations into crash-safe HDF5 episodes.
 
-    robokit record --sim --teleop keyboard --out data/pick              # jog with keys, s/d/r/h/q
+    robokit record --sim --teleop keyboard --out data/pick              # jog with keys, s/d/r/h/t/q
     robokit record --sim --teleop scripted --episodes 50 --out data/pick
     robokit record --sim --task-set multi --teleop scripted --episodes 60 --out data/multi
     robokit record --robot franka --host 172.16.0.2 --teleop kinesthetic \\
@@ -72,7 +72,8 @@ def register(app: typer.Typer) -> None:
         min_free_mb: Annotated[float, typer.Option(
             "--min-free-mb", help="Stop recording when the disk has less free space than this.")] = 200.0,
     ) -> None:
-        """Record demonstrations (keys: s start/stop+save, d discard, r re-record, h home, q quit)."""
+        """Record demonstrations (keys: s start/stop+save, d discard, r re-record, h home,
+        t task of the next episode, q quit)."""
         from robokit.record.session import RecordConfig
         from robokit.record.teleop import check_teleop_spec
 
@@ -140,20 +141,23 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
             stack.callback(window.close)
         stack.enter_context(keys)
         stack.enter_context(_sigterm_as_interrupt())
+        # Keyboard-driven sessions can change the instruction between episodes (key t).
+        prompt = None if autonomous else TaskPrompt(session)
 
         def poll() -> list[str]:
-            return keys.poll()
+            pressed = keys.poll()
+            return prompt.filter(pressed) if prompt is not None else pressed
 
         def on_tick(s: RecordingSession) -> None:
             if window is not None:
-                extra = window.show(s._last_images, caption=f"{s.state}  episode_{s.status().episode_index}")
-                for key in extra:
+                extra = window.show(s.last_images, caption=f"{s.state}  episode_{s.status().episode_index}")
+                for key in prompt.filter(extra) if prompt is not None else extra:
                     s.handle_key(key)
 
-        if autonomous:
+        if prompt is None:
             saved = _run_with_progress(console, session, poll, on_tick)
         else:
-            saved = _run_with_panel(console, session, poll, on_tick)
+            saved = _run_with_panel(console, session, prompt, poll, on_tick)
     _summary(console, session, config.out)
     return saved
 
@@ -191,10 +195,65 @@ def _log_to(console: Console):
         root.handlers = saved
 
 
-def _run_with_panel(console: Console, session: Any, poll: Any, on_tick: Any) -> list[Path]:
+class TaskPrompt:
+    """A one-line prompt in the live panel for the next episode's instruction (key ``t``, when idle).
+
+    While it is open the keys typed go to the prompt, not to the session: Enter sets the task
+    (:meth:`RecordingSession.set_task`; a mistake is shown in the panel), Esc cancels. The control
+    loop keeps running meanwhile; the session itself never prompts.
+    """
+
+    KEY = "t"
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.text: str | None = None  # None: closed
+
+    def filter(self, keys: list[str]) -> list[str]:
+        """Consume the keys that belong to the prompt; return the others, in order, for the session."""
+        passed = []
+        for key in keys:
+            if self.text is None:
+                if key == self.KEY:
+                    self._open()
+                else:
+                    passed.append(key)
+            elif key == "enter":
+                self._submit()
+            elif key == "esc":
+                self.text = None
+                self.session.notify("task unchanged")
+            elif key == "backspace":
+                self.text = self.text[:-1]
+            elif key == "space":
+                self.text += " "
+            elif key == "ctrl-c":
+                passed.append(key)
+            elif len(key) == 1 and key.isprintable():
+                self.text += key
+        return passed
+
+    def _open(self) -> None:
+        if self.session.state != "idle":
+            self.session.notify("stop (s) or discard (d) the episode before changing the task (t)")
+        else:
+            self.text = ""
+
+    def _submit(self) -> None:
+        text, self.text = self.text or "", None
+        if not text.strip():
+            self.session.notify("task unchanged")
+            return
+        try:
+            self.session.set_task(text)
+        except UserError as exc:
+            self.session.notify(str(exc))
+
+
+def _run_with_panel(console: Console, session: Any, prompt: TaskPrompt, poll: Any, on_tick: Any) -> list[Path]:
     from rich.live import Live
 
-    with Live(get_renderable=lambda: render_panel(session.status()), console=console,
+    with Live(get_renderable=lambda: render_panel(session.status(), prompt.text), console=console,
               refresh_per_second=8, transient=False, redirect_stderr=False) as live, _log_to(live.console):
         return session.run(poll, on_tick)
 
@@ -218,8 +277,8 @@ def _run_with_progress(console: Console, session: Any, poll: Any, on_tick: Any) 
         return session.run(poll, tick)
 
 
-def render_panel(st: Any) -> Panel:
-    """The live panel of a keyboard/kinesthetic session."""
+def render_panel(st: Any, prompt: str | None = None) -> Panel:
+    """The live panel of a keyboard/kinesthetic session (``prompt``: the task being typed, if any)."""
     colour = {"idle": "cyan", "recording": "red", "ending": "magenta", "saving": "yellow"}.get(st.state, "white")
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
@@ -234,9 +293,13 @@ def render_panel(st: Any) -> Panel:
     grid.add_row("saved", f"{st.saved}{target}   discarded {st.discarded}   disk {st.disk_free_bytes / 2**30:.1f} GB free")
     if st.task:
         grid.add_row("task", st.task)
+    if prompt is not None:
+        grid.add_row("new task", Text.assemble((f"{prompt}▌", "bold yellow"),
+                                               ("   Enter: set for the next episode, Esc: cancel", "dim")))
     if st.teleop:
         grid.add_row("teleop", st.teleop)
-    grid.add_row("keys", "   ".join(f"[bold]{k}[/] {v}" for k, v in st.key_help))
+    key_help = [*st.key_help, (TaskPrompt.KEY, "task of next episode")]
+    grid.add_row("keys", "   ".join(f"[bold]{k}[/] {v}" for k, v in key_help))
     body = [grid]
     if st.messages:
         body.append(Text("\n".join(st.messages[-3:]), style="dim"))

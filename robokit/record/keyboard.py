@@ -34,7 +34,7 @@ _ESCAPES = {
     "\x1b[5~": "pageup", "\x1b[6~": "pagedown",
 }
 _INCOMPLETE_ESCAPE = re.compile(r"\x1b(\[[0-9;]*|O)?$")
-_SINGLE = {" ": "space", "\r": "enter", "\n": "enter", "\x7f": "backspace", "\x03": "ctrl-c"}
+_SINGLE = {" ": "space", "\r": "enter", "\n": "enter", "\x7f": "backspace", "\x08": "backspace", "\x03": "ctrl-c"}
 
 
 def parse_keys(text: str) -> list[str]:

@@ -11,6 +11,9 @@ States: ``idle`` (the arm can be jogged, nothing is written), ``recording``, ``e
     r  discard and re-record        h  home the robot / reset the sim scene (when idle)
     q  quit (an episode in progress is saved first)
 
+The instruction stored with each episode starts as ``RecordConfig.task`` and can be changed between
+episodes with :meth:`RecordingSession.set_task` (the CLI asks for it when the person presses ``t``).
+
 Autonomous sources (scripted expert, replay) record unattended: each episode starts on a fresh
 randomised scene, ends when the source finishes, and is saved with ``success`` from the simulator
 (failed scripted episodes are discarded unless ``keep_failed``).
@@ -138,6 +141,8 @@ class RecordingSession:
         self._pending: EpisodeStep | None = None
         self._hold: np.ndarray | None = None
         self._last_images: dict[str, np.ndarray] = {}
+        self._task_text = config.task  # real robot: the instruction stored with the next episode
+        self._sim_task: str | None = None  # sim: the task set_task pinned (None: the scene's own)
         self._quit = False
         self._quit_after_save = False
         self._tick_times: collections.deque[float] = collections.deque(maxlen=60)
@@ -164,13 +169,44 @@ class RecordingSession:
     # -- public control --------------------------------------------------------------------------
     @property
     def task(self) -> str:
+        """The instruction the next (or current) episode is stored with."""
         if self.sim_env is not None:
             return self.sim_env.task.instruction
-        return self.config.task
+        return self._task_text
 
     @property
     def done(self) -> bool:
         return self._quit
+
+    @property
+    def last_images(self) -> dict[str, np.ndarray]:
+        """The camera images of the latest step (RGB), e.g. for a preview window."""
+        return self._last_images
+
+    def notify(self, message: str) -> None:
+        """Show ``message`` among the session's messages (the live panel's last lines)."""
+        self._say(message)
+
+    def set_task(self, text: str) -> str:
+        """Set the instruction of the next episode (only between episodes); returns it.
+
+        On a real robot any text is stored as it is. In the simulation the text must name a task of
+        the scene's task set (its instruction, or its number from 1 in the order of
+        :func:`~robokit.hardware.sim.list_tasks`): the scene is reset to that task with the same
+        layout, and later resets keep it. Raises :class:`UserError` saying what to type instead.
+        """
+        text = " ".join(str(text).split())
+        if self.state != IDLE:
+            raise UserError("stop (s) or discard (d) the episode in progress before changing the task")
+        if not text:
+            raise UserError("the task is empty: type the instruction for the next episode")
+        if self.sim_env is None:
+            self._task_text = text
+        else:
+            self._sim_task = _sim_task_name(self.sim_env, text)
+            self._reset_scene(same=True)
+        self._say(f"task of the next episode: {self.task}")
+        return self.task
 
     def handle_key(self, key: str) -> None:
         """Apply one key (session keys first, then the teleop source's jog keys)."""
@@ -435,11 +471,12 @@ class RecordingSession:
     def _reset_scene(self, same: bool) -> None:
         """Sim: a new randomised scene (or the same one again); real robot: drive home."""
         if self.sim_env is not None:
-            # The same scene (and instruction) again, or a fresh draw of both.
+            # The same scene (and instruction) again, or a fresh draw of both; a task chosen with
+            # set_task stays.
             if same:
-                self.sim_env.reset(seed=self.sim_env.seed, task=self.sim_env.task.name)
+                self.sim_env.reset(seed=self.sim_env.seed, task=self._sim_task or self.sim_env.task.name)
             else:
-                self.sim_env.reset(seed=None)
+                self.sim_env.reset(seed=None, task=self._sim_task)
             self._say("scene reset" if same else f"new scene (seed {self.sim_env.seed})")
         elif not same:
             self._say("homing...")
@@ -461,6 +498,25 @@ class RecordingSession:
         self.teleop.reset()
         self._hold = None
         self.start_episode()
+
+
+def _sim_task_name(env: PandaSimEnv, text: str) -> str:
+    """The task of ``env``'s task set that ``text`` names (an instruction or its number from 1)."""
+    from robokit.hardware.sim import TASK_SETS, resolve_task
+
+    instructions = TASK_SETS[env.task_set].instructions  # task name -> instruction
+    names = list(instructions)
+    if text.isdigit() and 1 <= int(text) <= len(names):
+        return names[int(text) - 1]
+    try:
+        task_set, name = resolve_task(text)
+    except UserError:
+        task_set, name = None, None
+    if task_set != env.task_set or name is None:
+        numbered = "; ".join(f"{i}: {instructions[n]}" for i, n in enumerate(names, 1))
+        raise UserError(f"{text!r} is not a task of the {env.task_set} scene; type one of them or its "
+                        f"number: {numbered}")
+    return name
 
 
 def _state_action(state: RobotState) -> np.ndarray:
