@@ -340,6 +340,41 @@ def test_partial_file_given_to_reader_points_to_recovery(tmp_path):
         open_episode(tmp_path / "episode_0.hdf5.partial")
 
 
+# -- object boxes (sim recordings) --------------------------------------------------------------------
+def test_object_boxes_round_trip_and_survive_recovery(tmp_path):
+    cams = {"top": (H, W, 3), "wrist": (H, W, 3)}
+    with pytest.raises(UserError, match="camera 'side'"):
+        EpisodeWriter(tmp_path, 0, cams, attrs=ATTRS, box_objects={"side": ["cube"]})
+    w = EpisodeWriter(tmp_path, 0, cams, attrs=ATTRS, compress="lzf",
+                      box_objects={"top": ["cube", "bowl"], "wrist": ["cube"]})
+    frames = {c: pattern(0) for c in cams}
+    for t in range(6):
+        boxes = {"top": {"cube": (t, 2, t + 5, 9), "bowl": None}, "wrist": {"cube": None}}
+        w.append(np.zeros(8), np.zeros(8), np.zeros(8), frames, float(t), {c: float(t) for c in cams},
+                 object_boxes={} if t == 2 else boxes)  # a box not given is stored as not visible
+    with pytest.raises(DataError, match="'plate'.*not declared"):
+        w.append(np.zeros(8), np.zeros(8), np.zeros(8), frames, 9.0, object_boxes={"top": {"plate": (0, 0, 1, 1)}})
+    with pytest.raises(DataError, match="4 pixel numbers"):
+        w.append(np.zeros(8), np.zeros(8), np.zeros(8), frames, 9.0, object_boxes={"top": {"cube": (1, 2)}})
+    w.close()  # left as after a crash: recovery must keep the boxes
+    assert recover_partial_episodes(tmp_path)[0].startswith("recovered episode_0.hdf5")
+    path = tmp_path / "episode_0.hdf5"
+    with open_episode(path) as ep:
+        top = ep.object_boxes("top")
+        assert sorted(top) == ["bowl", "cube"] and top["cube"].dtype == np.int32 and top["cube"].shape == (6, 4)
+        np.testing.assert_array_equal(top["cube"][[0, 1, 3, 5]], [[0, 2, 5, 9], [1, 2, 6, 9], [3, 2, 8, 9],
+                                                                  [5, 2, 10, 9]])
+        assert (top["cube"][2] == -1).all() and (top["bowl"] == -1).all()
+        assert list(ep.object_boxes("wrist")) == ["cube"] and (ep.object_boxes("wrist")["cube"] == -1).all()
+        assert ep.check() == []
+    with open_episode(write_v1(tmp_path / "plain")) as ep:
+        assert ep.object_boxes("top") == {}
+    with h5py.File(path, "r+") as f:  # a hand-edited file whose boxes do not match the steps
+        f[fmt.object_box_key("cube", "top")].resize(4, axis=0)
+    with pytest.raises(DataError, match="objects/cube/box_top"):
+        open_episode(path)
+
+
 # -- crash recovery -----------------------------------------------------------------------------------
 def test_recover_a_closed_partial_file(tmp_path):
     w = EpisodeWriter(tmp_path, 4, {"top": (H, W, 3)}, attrs=ATTRS, compress="jpeg")

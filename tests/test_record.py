@@ -53,8 +53,22 @@ def test_scripted_multi_task_records_instruction_and_goal_images(tmp_path, capsy
             for cam in ep.camera_names:  # the final frame, kept lossless (the stream is JPEG)
                 goal = ep.goal_image(cam).astype(int)
                 assert goal.shape == (48, 64, 3) and np.abs(goal - ep.image(cam, -1)).mean() < 8
+            # Per-step object boxes: those of the recorded scene, and the carried cube's box moves.
+            with PandaSimEnv(task=ep.attrs["sim_task"], seed=ep.attrs["sim_seed"], image_size=(48, 64)) as env:
+                names = env.task.object_names
+                for cam in ep.camera_names:
+                    boxes = ep.object_boxes(cam)
+                    assert sorted(boxes) == sorted(names)
+                    for name in names:
+                        assert boxes[name].dtype == np.int32 and boxes[name].shape == (ep.length, 4)
+                        expected = env.object_box(cam, name)
+                        assert tuple(boxes[name][0]) == (expected if expected is not None else (-1,) * 4)
+                moved = ep.object_boxes("top")[env.task.object_name]
+                assert np.abs(moved[-1] - moved[0]).max() > 3
     code, stdout, _ = cli(capsys, "inspect", out)
     assert code == 0 and "2 episode(s)" in stdout
+    code, stdout, _ = cli(capsys, "inspect", paths[0])
+    assert code == 0 and "object boxes: blue_cube, green_cube, red_cube" in " ".join(stdout.split())
 
 
 def test_scripted_pick_place_numbers_continue_and_end_frames(tmp_path, capsys):

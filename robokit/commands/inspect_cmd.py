@@ -138,6 +138,9 @@ def _inspect_file(console: Console, path: Path, plot: bool, video: bool, output:
                 line += f", frame age median {med:.0f} ms / max {worst:.0f} ms"
             if ep.goal_image(cam) is not None:
                 line += ", goal image"
+            boxes = ep.object_boxes(cam)
+            if boxes:
+                line += f", object boxes: {', '.join(boxes)}"
             table.add_row(f"camera {cam}", line)
         table.add_row("done steps", str(info["done_steps"]))
         table.add_row("task", ep.task or "-")

@@ -12,6 +12,11 @@ A robokit v1 episode is one HDF5 file ``episode_<N>.hdf5``::
     /timestamps/<cam>            float64 (T,)    capture time of the frame used for step t
     /done                        bool (T,)       true on the final frames
     /goal_images/<cam>           uint8 (H, W, 3) optional: the goal (final) frame
+    /objects/<name>/box_<cam>    int32 (T, 4)    optional (sim recordings): pixel box [x0, y0, x1, y1]
+                                                 of object <name> in camera <cam>'s frame of step t
+                                                 (x right, y down, inclusive, clipped to the image;
+                                                 all -1 where it is outside the image; occlusion
+                                                 by the arm is not considered)
 
     attrs: format="robokit.episode", version=1, sim, robot, fps, task, camera_names,
            action_space="joint_pos", source, compress (bool, ALOHA's flag), image_compression
@@ -56,6 +61,7 @@ ROBOT_TIMESTAMPS = "timestamps/robot"
 DONE = "done"
 COMPRESS_LEN = "compress_len"
 GOAL_IMAGES = "goal_images"
+OBJECTS = "objects"
 
 #: Attributes every v1 file carries (``success`` only when known).
 REQUIRED_ATTRS = ("format", "version", "sim", "robot", "fps", "task", "camera_names", "action_space",
@@ -74,6 +80,11 @@ def episode_filename(index: int) -> str:
 def partial_filename(index: int) -> str:
     """Name of the file an episode is streamed into while it is recorded."""
     return episode_filename(index) + PARTIAL_SUFFIX
+
+
+def object_box_key(name: str, camera: str) -> str:
+    """Dataset of the per-step pixel boxes of object ``name`` in ``camera``: ``objects/<name>/box_<camera>``."""
+    return f"{OBJECTS}/{name}/box_{camera}"
 
 
 def episode_index(path: str | Path) -> int | None:

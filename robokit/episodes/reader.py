@@ -187,6 +187,7 @@ class Episode:
             for cam in self.camera_names:
                 if f"{fmt.TIMESTAMPS}/{cam}" in f:
                     per_step.append(f"{fmt.TIMESTAMPS}/{cam}")
+            per_step += self._box_keys()
         for key in per_step:
             ds = f[key]
             if not isinstance(ds, h5py.Dataset) or ds.ndim < 1 or ds.shape[0] != self.length:
@@ -303,6 +304,25 @@ class Episode:
             return out
         return self._to_rgb(self._read(f"{fmt.IMAGES}/{cam}", slice(start, stop)))
 
+    def object_boxes(self, cam: str) -> dict[str, np.ndarray]:
+        """Per-step pixel boxes of the objects in ``cam``: name -> int32 (T, 4) [x0, y0, x1, y1].
+
+        Rows are -1 where the object was outside the image (occlusion is not considered); an empty
+        dict when the file has no boxes for ``cam`` (only simulated robokit recordings have them).
+        """
+        self._check_cam(cam)
+        boxes = {}
+        for key in self._box_keys():
+            _, name, dataset = key.split("/")
+            if dataset != f"box_{cam}":
+                continue
+            values = self._read(key)
+            if values.shape != (self.length, 4) or values.dtype.kind not in "iu":
+                raise DataError(f"{self.path}: /{key} must be int32 ({self.length}, 4), got "
+                                f"{_describe(self._f[key])}")
+            boxes[name] = values.astype(np.int32)
+        return boxes
+
     def goal_image(self, cam: str) -> np.ndarray | None:
         """The stored goal frame of ``cam`` (uint8 (H, W, 3) RGB) or None if there is none."""
         key = f"{fmt.GOAL_IMAGES}/{cam}"
@@ -354,6 +374,10 @@ class Episode:
                 problems.append(f"{name}: /{field} is missing")
             elif f[field].dtype != np.dtype(kind):
                 problems.append(f"{name}: /{field} is {f[field].dtype}, expected {kind}")
+        for key in self._box_keys():
+            ds = f[key]
+            if ds.dtype != np.int32 or ds.shape != (self.length, 4):
+                problems.append(f"{name}: /{key} is {_describe(ds)}, expected int32 ({self.length}, 4)")
         for key in [fmt.ROBOT_TIMESTAMPS] + [f"{fmt.TIMESTAMPS}/{c}" for c in self.camera_names]:
             if key not in f:
                 if key != fmt.ROBOT_TIMESTAMPS:
@@ -368,6 +392,15 @@ class Episode:
         return problems
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _box_keys(self) -> list[str]:
+        """``objects/<name>/box_<cam>`` datasets of this file (v1 only) for its cameras."""
+        group = self._f.get(fmt.OBJECTS) if self.layout == fmt.LAYOUT_V1 else None
+        if not isinstance(group, h5py.Group):
+            return []
+        boxes = {f"box_{cam}" for cam in self.camera_names}
+        return [f"{fmt.OBJECTS}/{name}/{key}" for name, obj in group.items() if isinstance(obj, h5py.Group)
+                for key, ds in obj.items() if key in boxes and isinstance(ds, h5py.Dataset)]
+
     def _check_cam(self, cam: str) -> None:
         if cam not in self.camera_names:
             raise DataError(f"{self.path}: no camera '{cam}' (cameras: {', '.join(self.camera_names)})")

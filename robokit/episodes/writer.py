@@ -9,6 +9,10 @@
         w.append(qpos, qvel, action, images={"top": rgb}, t_robot=t, t_images={"top": t_cap})
     w.save(success=True)      # -> data/pick/episode_7.hdf5
 
+Simulated recordings also store where each object is in each camera's image: declare the objects
+with ``box_objects={"top": ["cube"]}`` and pass ``object_boxes={"top": {"cube": (x0, y0, x1, y1)}}``
+(or None when it is not visible) to every :meth:`~EpisodeWriter.append`.
+
 How it stays crash-safe and bounded:
 
 - Each step goes through a small bounded queue (``queue_s`` seconds of steps) to a writer thread
@@ -34,8 +38,8 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +93,12 @@ class EpisodeStep:
     t_robot: float
     t_images: dict[str, float]
     done: bool
+    #: camera -> object name -> pixel box (x0, y0, x1, y1), None when not visible
+    object_boxes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _STOP = object()
+_NO_BOX = np.full(4, -1, dtype=np.int32)
 
 
 class EpisodeWriter:
@@ -100,6 +107,8 @@ class EpisodeWriter:
     ``camera_shapes`` maps camera name -> (H, W, 3); ``attrs`` must give ``fps`` and should give
     ``task``, ``robot``, ``sim`` and ``source`` (DESIGN §4). ``compress`` is "none", "lzf"
     (lossless, HDF5 filter) or "jpeg" (ALOHA-compatible padded JPEG rows, ``jpeg_quality``).
+    ``box_objects`` (camera -> object names) declares the per-step object boxes the episode
+    stores in ``/objects/<name>/box_<cam>``.
     """
 
     def __init__(
@@ -116,6 +125,7 @@ class EpisodeWriter:
         flush_interval_s: float = 0.25,
         queue_s: float = 0.5,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        box_objects: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if compress not in fmt.COMPRESSIONS:
             raise UserError(f"unknown compression {compress!r}; choose one of {', '.join(fmt.COMPRESSIONS)}")
@@ -126,6 +136,7 @@ class EpisodeWriter:
         self.camera_shapes = {name: _check_shape(name, shape) for name, shape in camera_shapes.items()}
         if not self.camera_shapes:
             raise UserError("an episode needs at least one camera")
+        self.box_objects = _check_box_objects(box_objects or {}, self.camera_shapes)
         self.folder = Path(folder)
         self.index = int(index)
         self.state_dim, self.action_dim = int(state_dim), int(action_dim)
@@ -176,9 +187,12 @@ class EpisodeWriter:
         t_robot: float,
         t_images: Mapping[str, float] | None = None,
         done: bool = False,
+        object_boxes: Mapping[str, Mapping[str, Sequence[int] | None]] | None = None,
     ) -> None:
         """Queue one step. Blocks only if the disk falls behind by more than ``queue_s``.
 
+        ``object_boxes`` gives camera -> object -> (x0, y0, x1, y1) pixel box (None: not visible) for
+        the objects declared in ``box_objects``; a missing one is stored as not visible.
         Raises :class:`LowDiskSpace` when free space runs low (the episode can still be saved) and
         DataError if writing failed or a frame does not match the episode's camera shapes.
         """
@@ -194,6 +208,7 @@ class EpisodeWriter:
             t_robot=float(t_robot),
             t_images={cam: float((t_images or {}).get(cam, math.nan)) for cam in self.camera_shapes},
             done=bool(done),
+            object_boxes=self._boxes(object_boxes or {}),
         )
         for cam, shape in self.camera_shapes.items():
             if cam not in images:
@@ -278,6 +293,9 @@ class EpisodeWriter:
                 _series(f, f"{fmt.TIMESTAMPS}/{cam}", (), np.float64, fill=np.float64(np.nan))
             _series(f, fmt.ROBOT_TIMESTAMPS, (), np.float64, fill=np.float64(np.nan))
             _series(f, fmt.DONE, (), np.bool_, fill=False)
+            for cam, names in self.box_objects.items():
+                for name in names:
+                    _series(f, fmt.object_box_key(name, cam), (4,), np.int32, fill=np.int32(-1))
             if self.compress == "jpeg":
                 f.create_dataset(fmt.COMPRESS_LEN, shape=(len(cams), 0), maxshape=(len(cams), None),
                                  dtype=np.float32, chunks=(len(cams), _STATE_CHUNK_ROWS), fillvalue=0)
@@ -386,6 +404,8 @@ class EpisodeWriter:
         ]
         columns += [(f"{fmt.TIMESTAMPS}/{cam}", np.array([s.t_images[cam] for s in steps]))
                     for cam in cams]
+        columns += [(fmt.object_box_key(name, cam), np.stack([s.object_boxes[cam][name] for s in steps]))
+                    for cam, names in self.box_objects.items() for name in names]
         # The robot timestamp goes last: recovery treats a row without it as incomplete.
         columns.append((fmt.ROBOT_TIMESTAMPS, np.array([s.t_robot for s in steps], dtype=np.float64)))
         for key, values in columns:
@@ -418,6 +438,28 @@ class EpisodeWriter:
         return data.reshape(-1)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _boxes(self, given: Mapping[str, Mapping[str, Sequence[int] | None]]) -> dict[str, dict[str, np.ndarray]]:
+        """The declared boxes of one step as int32 (4,) arrays (-1 for not visible)."""
+        for cam, boxes in given.items():
+            unknown = [n for n in boxes if n not in self.box_objects.get(cam, ())]
+            if unknown:
+                raise DataError(f"step {self._appended}: boxes of {', '.join(map(repr, unknown))} in camera "
+                                f"'{cam}' were not declared in box_objects")
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for cam, names in self.box_objects.items():
+            out[cam] = {}
+            for name in names:
+                box = given.get(cam, {}).get(name)
+                if box is None:
+                    out[cam][name] = _NO_BOX
+                    continue
+                values = np.asarray(box).reshape(-1)
+                if values.shape != (4,) or not np.all(np.isfinite(values)):
+                    raise DataError(f"the box of '{name}' in camera '{cam}' must be 4 pixel numbers "
+                                    f"(x0, y0, x1, y1), got {box!r}")
+                out[cam][name] = values.astype(np.int32)
+        return out
+
     def _raise_pending(self) -> None:
         if self._error is not None:
             raise DataError(f"writing {self.partial_path} failed ({self._error}); save or discard the "
@@ -570,6 +612,8 @@ def _per_step_keys(f: h5py.File) -> list[str]:
     for group in (fmt.IMAGES, fmt.TIMESTAMPS):
         if group in f:
             keys += [f"{group}/{name}" for name in f[group]]
+    if fmt.OBJECTS in f:
+        keys += [f"{fmt.OBJECTS}/{name}/{box}" for name in f[fmt.OBJECTS] for box in f[fmt.OBJECTS][name]]
     return keys
 
 
@@ -716,6 +760,21 @@ def _check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
     if len(shape) != 3 or shape[2] != 3 or shape[0] <= 0 or shape[1] <= 0:
         raise UserError(f"camera '{name}': image shape must be (H, W, 3), got {shape}")
     return shape  # type: ignore[return-value]
+
+
+def _check_box_objects(box_objects: Mapping[str, Sequence[str]],
+                       camera_shapes: Mapping[str, tuple[int, int, int]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for cam, names in box_objects.items():
+        if cam not in camera_shapes:
+            raise UserError(f"object boxes for camera '{cam}', which the episode does not record "
+                            f"(cameras: {', '.join(camera_shapes)})")
+        names = [str(n) for n in names]
+        bad = [n for n in names if not n or "/" in n or n.startswith(".")]
+        if bad or len(set(names)) != len(names):
+            raise UserError(f"object names must be unique, non-empty and without '/', got {names}")
+        out[cam] = names
+    return out
 
 
 def _vector(name: str, value: Any, dim: int) -> np.ndarray:

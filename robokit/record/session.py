@@ -14,6 +14,10 @@ States: ``idle`` (the arm can be jogged, nothing is written), ``recording``, ``e
 The instruction stored with each episode starts as ``RecordConfig.task`` and can be changed between
 episodes with :meth:`RecordingSession.set_task` (the CLI asks for it when the person presses ``t``).
 
+In the simulation every step also stores the pixel box of each of the task's objects in each
+simulator camera (``/objects/<name>/box_<cam>``, from ``env.object_box``), for object-centric
+policies.
+
 Autonomous sources (scripted expert, replay) record unattended: each episode starts on a fresh
 randomised scene, ends when the source finishes, and is saved with ``success`` from the simulator
 (failed scripted episodes are discarded unless ``keep_failed``).
@@ -141,6 +145,7 @@ class RecordingSession:
         self._pending: EpisodeStep | None = None
         self._hold: np.ndarray | None = None
         self._last_images: dict[str, np.ndarray] = {}
+        self._box_cameras: dict[str, str] = {}  # episode camera -> sim camera whose object boxes are stored
         self._task_text = config.task  # real robot: the instruction stored with the next episode
         self._sim_task: str | None = None  # sim: the task set_task pinned (None: the scene's own)
         self._quit = False
@@ -240,12 +245,18 @@ class RecordingSession:
         self._index = max(self._index, next_episode_index(self.config.out))
         attrs = {"task": self.task, "fps": float(self.config.fps), "robot": self.robot.kind,
                  "sim": self.sim_env is not None, "source": self.teleop.name, **self.config.extra_attrs}
+        box_objects = None
         if self.sim_env is not None:
             attrs.update({"sim_seed": int(self.sim_env.seed), "sim_task": self.sim_env.task.name})
+            # Episode camera name -> simulator camera, for the cameras that render the scene.
+            self._box_cameras = {name: cam.name for name, cam in self.cameras.items()
+                                 if self.sim_env.cameras.get(cam.name) is cam}
+            box_objects = {name: list(self.sim_env.task.object_names) for name in self._box_cameras}
         self._writer = EpisodeWriter(
             self.config.out, self._index, {name: tuple(cam.shape) for name, cam in self.cameras.items()},
             state_dim=8, action_dim=8, attrs=attrs, compress=self.config.compress,
-            jpeg_quality=self.config.jpeg_quality, min_free_bytes=self.config.min_free_bytes)
+            jpeg_quality=self.config.jpeg_quality, min_free_bytes=self.config.min_free_bytes,
+            box_objects=box_objects)
         self.grabber.reset_stats()
         self._pending = None
         self._episode_start = self._clock()
@@ -384,8 +395,9 @@ class RecordingSession:
 
     def _record(self, state: RobotState, frames: dict[str, Frame], action: np.ndarray, done: bool) -> None:
         step = EpisodeStep(qpos=state.as_vector(), qvel=state.velocity_vector(), action=action.copy(),
-                            images={n: f.image for n, f in frames.items()}, t_robot=float(state.t),
-                            t_images={n: float(f.t_capture) for n, f in frames.items()}, done=done)
+                           images={n: f.image for n, f in frames.items()}, t_robot=float(state.t),
+                           t_images={n: float(f.t_capture) for n, f in frames.items()}, done=done,
+                           object_boxes=self._object_boxes())
         if not self.teleop.action_is_next_state:
             self._append(step)
             return
@@ -395,10 +407,18 @@ class RecordingSession:
             self._append(self._pending)
         self._pending = step
 
+    def _object_boxes(self) -> dict[str, dict[str, tuple[int, int, int, int] | None]]:
+        """Sim: where each of the task's objects is in each simulator camera's current frame."""
+        if self.sim_env is None or not self._box_cameras:
+            return {}
+        names = self.sim_env.task.object_names
+        return {cam: {name: self.sim_env.object_box(sim_cam, name) for name in names}
+                for cam, sim_cam in self._box_cameras.items()}
+
     def _append(self, step: EpisodeStep) -> None:
         assert self._writer is not None
         self._writer.append(step.qpos, step.qvel, step.action, step.images, t_robot=step.t_robot,
-                            t_images=step.t_images, done=step.done)
+                            t_images=step.t_images, done=step.done, object_boxes=step.object_boxes)
 
     def _flush_pending(self) -> None:
         if self._pending is not None and self._writer is not None:
