@@ -294,6 +294,7 @@ class _HandGuidedSimArm(Robot):
         self.env.robot.command(q, gripper)
 
     def home(self):
+        self.kinesthetic = False  # as the Franka: homing is a stiff motion that ends guiding mode
         self.env.robot.home()
 
     def stop(self):
@@ -323,6 +324,17 @@ def test_kinesthetic_action_is_the_next_measured_position(env, tmp_path):
         np.testing.assert_allclose(action[-1, :7], qpos[-1, :7], atol=1e-6)
         assert action[0, 7] == 0.0 and action[-1, 7] == 1.0
         assert ep.done().tolist()[-3:] == [False, True, True]
+
+
+def test_kinesthetic_teaching_resumes_after_homing(env, tmp_path):
+    arm = _HandGuidedSimArm(env)
+    session = RecordingSession(arm, env.cameras, Kinesthetic(arm), RecordConfig(out=tmp_path))  # a real arm
+    session.step()
+    assert arm.kinesthetic
+    session.handle_key("h")
+    assert arm.kinesthetic and "at home" in session.messages[-1]
+    session.teleop.close()
+    assert not arm.kinesthetic
 
 
 def test_replay_source_refuses_actions_it_cannot_send(tmp_path):

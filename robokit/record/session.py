@@ -501,6 +501,8 @@ class RecordingSession:
         elif not same:
             self._say("homing...")
             self.robot.home()
+            if self._rate is not None:  # the loop stood still while the arm moved: not a late tick
+                self._rate.restart()
             self._say("at home")
         self.grabber.forget()
         self.teleop.reset()

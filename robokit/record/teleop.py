@@ -211,6 +211,11 @@ class Kinesthetic(TeleopSource):
         self._set_mode(True)
         self._on = True
 
+    def reset(self) -> None:
+        """After a reset the arm must be guidable again: homing (key h) leaves zero-stiffness mode."""
+        if self._on:
+            self._set_mode(True)
+
     def handle_key(self, key: str) -> bool:
         if key in ("space", "g"):
             self.gripper = 0.0 if self.gripper > 0.5 else 1.0
