@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import h5py
 import pytest
 from test_episodes import write_act_sim, write_seed, write_v1
 
@@ -65,6 +66,19 @@ def test_single_episode_with_plot_and_video(tmp_path, capsys):
         frames += 1
         assert frame.shape[1] >= 2 * 64  # both cameras side by side
     assert frames == 9
+
+
+def test_an_empty_episode_is_reported_not_plotted(tmp_path, capsys):
+    write_v1(tmp_path, index=0, steps=3)
+    with h5py.File(tmp_path / "episode_1.hdf5", "w") as f:  # an ACT-layout file with no steps
+        f.create_dataset("action", shape=(0, 14), maxshape=(None, 14), dtype="f4")
+        f.create_dataset("observations/qpos", shape=(0, 14), maxshape=(None, 14), dtype="f4")
+        f.create_dataset("observations/images/top", shape=(0, 8, 8, 3), maxshape=(None, 8, 8, 3), dtype="u1")
+    code, out, err = run(capsys, tmp_path, "--plot")
+    assert code == 2 and "1 file(s)" in err
+    text = " ".join(out.split())
+    assert "episode_1.hdf5: the episode has no steps" in text and "episode_1.hdf5: no steps, nothing to plot" in text
+    assert (tmp_path / "episode_0_joints.png").exists()
 
 
 def test_missing_path_is_a_user_error(tmp_path, capsys):

@@ -162,6 +162,9 @@ def _inspect_file(console: Console, path: Path, plot: bool, video: bool, output:
 def _render(console: Console, ep: Any, plot: bool, video: bool, output: Path | None) -> None:
     from robokit.episodes.render import plot_episode, write_episode_video
 
+    if ep.length == 0:
+        console.print(f"{ep.path.name}: no steps, nothing to plot")
+        return
     out = output or ep.path.parent
     stem = ep.path.name.removesuffix(".hdf5")
     if plot:

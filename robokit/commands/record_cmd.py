@@ -274,7 +274,9 @@ def _run_with_progress(console: Console, session: Any, poll: Any, on_tick: Any) 
                             info=f"episode_{st.episode_index} step {st.steps} | failed {s.failed} | "
                                  f"{st.loop_hz:.0f} steps/s | {_short(st.task, 50)}")
 
-        return session.run(poll, tick)
+        saved = session.run(poll, tick)
+        progress.update(bar, completed=len(saved), info=f"done | failed {session.failed}")
+        return saved
 
 
 def render_panel(st: Any, prompt: str | None = None) -> Panel:
