@@ -149,6 +149,12 @@ def test_pickled_code_is_refused_and_foreign_files_are_explained(tmp_path):
     with pytest.raises(CheckpointError, match="notes.pt"):
         load_checkpoint(notpt)
 
+    text = tmp_path / "readme.pt"
+    text.write_bytes(b"hello world")  # torch.load's own error here is a bare KeyError
+    for read in (load_checkpoint, read_checkpoint_info):
+        with pytest.raises(CheckpointError, match=r"readme\.pt: the file is truncated or is not a checkpoint"):
+            read(text)
+
 
 def test_train_meta_must_be_plain(tmp_path):
     with pytest.raises(ConfigError, match="train_meta.bad"):

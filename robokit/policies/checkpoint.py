@@ -84,14 +84,19 @@ def _read(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> di
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    # torch.save always writes a zip archive; a file that is not one (truncated, or another kind of
+    # file) would otherwise fail deep inside torch.load with an unrelated error.
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or is not a "
+                              "checkpoint (not a torch zip archive)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain containers; robokit refuses to "
             f"unpickle them (it could run code). {str(exc).splitlines()[0]}") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # damaged archives fail in many ways: one clear message
+        first = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or is not a "
                               f"checkpoint ({first})") from exc
     if not isinstance(payload, dict):
