@@ -298,6 +298,8 @@ class RecordingSession:
     def run(self, poll_keys: Callable[[], list[str]] | None = None,
             on_tick: Callable[[RecordingSession], None] | None = None) -> list[Path]:
         """Run until quit (key q, ``episodes`` reached, source exhausted); returns the saved files."""
+        if self._rate is not None:  # set-up since construction (connecting, recovery) is not a late tick
+            self._rate.restart()
         try:
             while not self._quit:
                 if self.autonomous and self.state == IDLE:
@@ -364,6 +366,8 @@ class RecordingSession:
 
     # -- status ----------------------------------------------------------------------------------
     def status(self) -> SessionStatus:
+        """A snapshot of the session; safe to call from another thread (a live display)."""
+        writer = self._writer  # read once: the loop may finish the episode meanwhile
         now = self._clock()
         if now - self._disk_checked > 1.0:
             self._disk_checked = now
@@ -379,7 +383,7 @@ class RecordingSession:
         return SessionStatus(
             state=self.state, episode_index=self._index,
             elapsed_s=(now - self._episode_start) if recording else 0.0,
-            steps=self._writer.num_steps if self._writer is not None else 0,
+            steps=writer.num_steps if writer is not None else 0,
             loop_hz=loop_hz, camera_hz={n: s.rate() for n, s in stats.items()},
             dropped={n: s.dropped for n, s in stats.items()},
             repeated={n: s.repeated for n, s in stats.items()},
