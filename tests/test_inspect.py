@@ -6,18 +6,11 @@ import cv2
 import h5py
 import pytest
 from test_episodes import write_act_sim, write_seed, write_v1
+from test_record import cli
 
-from robokit.cli import main
 
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(["inspect", *map(str, args)])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+def run(capsys, *args) -> tuple[int, str, str]:
+    return cli(capsys, "inspect", *args)
 
 
 def test_folder_table_lists_every_episode(tmp_path, capsys):
