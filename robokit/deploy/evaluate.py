@@ -197,13 +197,14 @@ def make_runner(checkpoint_or_policy: Any = None, server: str | None = None, dev
     if checkpoint_or_policy is None:
         raise UserError("give a checkpoint to run in this process, or --server tcp://HOST:PORT")
     if isinstance(checkpoint_or_policy, (str, Path)):
-        from robokit.deploy.server import file_sha256, resolve_device
+        from robokit.deploy.server import file_sha256
         from robokit.policies.checkpoint import load_checkpoint
+        from robokit.policies.train_runtime import pick_device
 
         path = Path(checkpoint_or_policy)
         if not path.is_file():
             raise UserError(f"checkpoint {path} not found")
-        policy, _ = load_checkpoint(path, map_location=resolve_device(device))
+        policy, _ = load_checkpoint(path, map_location=pick_device(device))
         return LocalRunner(policy, checkpoint_sha256=file_sha256(path))
     return LocalRunner(checkpoint_or_policy)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from robokit.deploy.client import InferResult, PolicyClient
 from robokit.deploy.protocol import PolicyInfo
+from robokit.policies.preprocess import resize_image
 
 
 @dataclass
@@ -66,8 +67,6 @@ class LocalRunner:
         self.info = policy_info(policy, checkpoint_sha256)
 
     def infer(self, obs: Observation) -> InferResult:
-        from robokit.deploy.server import resize_image
-
         h, w, _ = self.info.image_shape
         policy_obs: dict[str, Any] = {
             "qpos": np.asarray(obs.qpos, dtype=np.float32),

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import zmq
 
 from robokit.deploy import protocol as P
 from robokit.deploy.keys import ServerKeys
 from robokit.errors import ConfigError, ProtocolError, RobokitError, UserError
+from robokit.policies.preprocess import resize_image
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -66,26 +66,6 @@ class ServerStats:
     clients: dict[str, ClientRecord] = field(default_factory=OrderedDict)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda if available, else mps, else cpu; other names are checked."""
-    import torch
-
-    device = device.lower()
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but torch sees no CUDA GPU; use --device auto or cpu")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps was requested but MPS is not available; use --device auto or cpu")
-    if device != "cpu" and not device.startswith(("cuda", "mps")):
-        raise ConfigError(f"unknown device '{device}'; choose auto, cpu, cuda or mps")
-    return device
-
-
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -102,13 +82,6 @@ def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | 
         camera_names=tuple(cfg.camera_names), image_shape=tuple(int(v) for v in cfg.image_shape),  # type: ignore[arg-type]
         state_dim=int(cfg.state_dim), action_dim=int(cfg.action_dim), chunk_size=int(cfg.chunk_size),
         fps=float(fps if fps is not None else cfg.fps), checkpoint_sha256=checkpoint_sha256)
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``image`` at (height, width) (cv2.INTER_AREA); returned unchanged when it already is."""
-    if image.shape[0] == height and image.shape[1] == width:
-        return image
-    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
 
 
 class PolicyServer:
@@ -164,11 +137,10 @@ class PolicyServer:
         if not path.is_file():
             raise UserError(f"checkpoint {path} not found")
         from robokit.policies.checkpoint import load_checkpoint
+        from robokit.policies.train_runtime import pick_device
 
-        dev = resolve_device(device)
-        policy, meta = load_checkpoint(path, map_location=dev)
-        policy.to(dev)
-        policy.eval()
+        dev = pick_device(device)
+        policy, meta = load_checkpoint(path, map_location=dev)  # on dev, in eval mode
         fps = kwargs.pop("fps", None) or getattr(policy.config, "fps", None) or meta.get("fps")
         log.info("loaded %s from %s on %s (trained %s steps)", getattr(policy, "name", "policy"), path,
                  dev, meta.get("step", "?"))

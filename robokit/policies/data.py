@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -44,6 +43,7 @@ from torch.utils.data import Dataset
 from robokit.episodes.reader import Episode, list_episodes, open_episode
 from robokit.errors import ConfigError, DataError
 from robokit.policies.base import NormStats
+from robokit.policies.preprocess import resize_image
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +244,7 @@ def compute_norm_stats(qpos: Sequence[np.ndarray], action: Sequence[np.ndarray],
 # Dataset
 # ---------------------------------------------------------------------------------------------
 def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is None or image.shape[:2] == tuple(size):
-        return image
-    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return image if size is None else resize_image(image, *size)
 
 
 def _to_chw(image_hwc: np.ndarray) -> np.ndarray:

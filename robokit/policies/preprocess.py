@@ -1,14 +1,21 @@
-"""Turning one observation dict (base.py's format) into model tensors, with clear errors."""
+"""Turning one observation dict (base.py's format) into model tensors, with clear errors.
+
+Importing this module does not import torch, so the policy server and the control loop share
+:func:`resize_image` with the policies without loading torch for it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from robokit.errors import UserError
-from robokit.policies.base import PolicyConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from robokit.policies.base import PolicyConfig
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -62,6 +69,8 @@ def observation_to_tensors(obs: dict[str, Any], config: PolicyConfig, device: to
 
     Images stay uint8 until they are on the device: a quarter of the bytes to copy.
     """
+    import torch
+
     images = torch.from_numpy(stack_camera_images(obs, config)).unsqueeze(0).to(device, non_blocking=True)
     qpos = torch.from_numpy(check_qpos(obs, config)).unsqueeze(0).to(device)
     return images, qpos
