@@ -13,17 +13,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from robokit.commands.train_cmd import parse_image_size
 from robokit.errors import UserError
-
-
-def _parse_hw(text: str) -> tuple[int, int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--image-size must look like 480x640, got '{text}'") from None
-    if h <= 0 or w <= 0:
-        raise UserError(f"--image-size must be positive, got '{text}'")
-    return h, w, 3
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +45,7 @@ def register(app: typer.Typer) -> None:
         if out.exists() and not force:
             raise UserError(f"{out} exists; pass --force to overwrite it")
         policy, sd = build_imported_policy(
-            ckpt, stats, camera, nheads=nheads, image_shape=_parse_hw(image_size), fps=fps,
+            ckpt, stats, camera, nheads=nheads, image_shape=(*parse_image_size(image_size), 3), fps=fps,
             expect={"chunk_size": chunk_size, "hidden_dim": hidden_dim, "dim_feedforward": dim_feedforward})
         cfg = policy.config
         console.print(f"ACT: {cfg.backbone}, hidden {cfg.hidden_dim}, {cfg.nheads} heads, ff {cfg.dim_feedforward}, "
