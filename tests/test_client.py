@@ -1,5 +1,6 @@
 """PolicyClient: no torch, timeouts, reconnect after a server restart, background mode, CurveZMQ."""
 
+import socket
 import subprocess
 import sys
 import time
@@ -39,11 +40,11 @@ OBS = (np.zeros(8, np.float32), {"top": np.zeros((8, 8, 3), np.uint8)})
 
 
 def free_port():
-    sock = zmq.Context.instance().socket(zmq.ROUTER)
-    sock.bind("tcp://127.0.0.1:*")
-    port = int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
-    sock.close(0)
-    return port
+    # A plain socket releases its port when close() returns; a ZeroMQ socket does so later, in
+    # libzmq's I/O thread, so a server binding the port right after could find it still taken.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_importing_the_client_does_not_import_torch():

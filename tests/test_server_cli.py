@@ -1,13 +1,13 @@
 """`robokit serve CKPT` serves a real checkpoint; Ctrl+C ends it cleanly."""
 
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
-import zmq
 
 from robokit.deploy.client import PolicyClient
 from robokit.errors import ServerUnavailable
@@ -27,11 +27,11 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def free_port():
-    sock = zmq.Context.instance().socket(zmq.ROUTER)
-    sock.bind("tcp://127.0.0.1:*")
-    port = int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
-    sock.close(0)
-    return port
+    # A plain socket releases its port when close() returns; a ZeroMQ socket does so later, in
+    # libzmq's I/O thread, so a server binding the port right after could find it still taken.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_serve_command_answers_with_the_checkpoint_policy(tiny_checkpoint):
