@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from types import SimpleNamespace
 
@@ -161,6 +162,38 @@ def test_chunk_and_async_modes_drive_the_arm(env, mode):
         assert policy.calls == 60 // 8 + 1  # one query per chunk of 8 (the last covers the end)
     else:
         assert policy.calls > 60 // 8
+
+
+class OverlapPolicy(GoToPolicy):
+    """Records whether two inferences, or an inference and a reset, ever ran at the same time."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.lock = threading.Lock()
+        self.running = 0
+        self.overlaps = 0
+
+    def predict_chunk(self, obs):
+        with self.lock:
+            self.running += 1
+            self.overlaps += self.running > 1
+        try:
+            return super().predict_chunk(obs)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def reset(self):
+        with self.lock:
+            self.overlaps += self.running > 0  # a stateful policy would lose or mix its history
+
+
+def test_a_query_left_running_at_the_end_of_an_episode_never_overlaps_the_next(env):
+    policy = OverlapPolicy(delay_s=0.05)
+    with make_loop(env, LocalRunner(policy), mode="async", max_steps=3) as loop:
+        for _ in range(3):  # each episode ends with a background query still running
+            assert loop.run_episode().reason == StopReason.MAX_STEPS
+    assert policy.calls > 3 and policy.overlaps == 0
 
 
 def test_realtime_async_loop_runs_at_the_wall_clock(env):

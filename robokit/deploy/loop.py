@@ -23,6 +23,7 @@ last answer), the ensembler covers the step and the action is finite.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import os
@@ -287,6 +288,7 @@ class ControlLoop:
         self.max_age_s = config.camera_max_age_s or max(3 * self.dt, 0.1)
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: tuple[int, Future, float] | None = None
+        self._abandoned: Future | None = None  # a query given up on that may still be running
         window = max(2, int(config.stats_window))
         self._jitter: collections.deque = collections.deque(maxlen=window)
         self._tick_wall: collections.deque = collections.deque(maxlen=window)
@@ -355,8 +357,24 @@ class ControlLoop:
 
     def _abandon_inflight(self) -> None:
         if self._inflight is not None:
-            self._inflight[1].cancel()
+            future = self._inflight[1]
+            if not future.cancel():  # already running: its answer is dropped, but it still runs
+                self._abandoned = future
             self._inflight = None
+
+    def _settle_queries(self) -> None:
+        """Give up on the in-flight query and wait until it has stopped running.
+
+        Called before the runner is reset or asked inline for a first chunk: a policy must never
+        run two inferences at once, nor be reset mid-inference (it would mix two episodes'
+        observation histories). A remote query ends within the client's timeout.
+        """
+        self._abandon_inflight()
+        future, self._abandoned = self._abandoned, None
+        if future is not None:
+            deadline = self._deadline_s()
+            with contextlib.suppress(Exception):  # its outcome no longer matters
+                future.result(timeout=None if math.isinf(deadline) else deadline + 1.0)
 
     def _observe(self, task: str | None, goal_image: np.ndarray | None
                  ) -> tuple[RobotState, dict[str, Frame], Observation | None]:
@@ -424,7 +442,7 @@ class ControlLoop:
 
     def _first_chunk(self, task: str | None, goal_image: np.ndarray | None) -> None:
         """Block for the first chunk of an episode (or after a pause): the arm is at rest meanwhile."""
-        self._abandon_inflight()
+        self._settle_queries()
         self.queue.reset(self._step)
         _, _, obs = self._observe(task, goal_image)
         if obs is None:
@@ -441,6 +459,7 @@ class ControlLoop:
         self._done = False
         self._link_ok = True
         self._last_error = None
+        self._settle_queries()
         self.runner.reset()
         self.safety.reset(self.robot.read().qpos)
         self._first_chunk(task, goal_image)
