@@ -278,26 +278,30 @@ def evaluate_in_sim(
     if timeout_s is None:
         timeout_s = 0.5 if realtime else 5.0  # fast simulation waits for slow CPU policies
     runner = make_runner(checkpoint_or_policy, server, device, timeout_s, client_keys)
-    info: PolicyInfo = runner.info
-    rate = float(fps or info.fps)
-    steps_limit = int(max_steps or math.ceil(max_seconds * rate))
-    h, w, _ = info.image_shape
-    env = PandaSimEnv(task=task_set, seed=seed_start, image_size=(h, w), camera_names=tuple(info.camera_names),
-                      control_hz=rate, realtime=False)
-    config = LoopConfig(fps=rate, mode=mode, k=k, query_every=query_every, realtime=realtime,
-                        max_steps=steps_limit, done_threshold=done_threshold, velocity_scale=velocity_scale,
-                        rt_priority=rt_priority, watchdog=watchdog or WatchdogConfig())
-    results = EvalResults(policy=info.to_header(), settings={
-        "episodes": episodes, "seed_start": seed_start, "task_set": task_set, "goal": goal, "mode": mode,
-        "realtime": realtime, "fps": rate, "max_steps": steps_limit, "k": k, "query_every": query_every,
-        "server": server, "done_threshold": done_threshold})
-    recorder = (RolloutRecorder(record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True)
-                if record_dir else None)
-    video = VideoRecorder(video_dir, rate) if video_dir else None
-    goal_cam = goal_camera(runner)
-    hold_steps = max(1, round(success_hold_s * rate))
-    loop = ControlLoop(env.robot, env.cameras, runner, config, step_fn=env.step, keys=keys)
-    try:
+    env: Any = None
+    loop: ControlLoop | None = None
+    recorder: RolloutRecorder | None = None
+    video: VideoRecorder | None = None
+    try:  # everything opened from here on is closed in the finally, whatever fails
+        info: PolicyInfo = runner.info
+        rate = float(fps or info.fps)
+        steps_limit = int(max_steps or math.ceil(max_seconds * rate))
+        h, w, _ = info.image_shape
+        env = PandaSimEnv(task=task_set, seed=seed_start, image_size=(h, w), camera_names=tuple(info.camera_names),
+                          control_hz=rate, realtime=False)
+        config = LoopConfig(fps=rate, mode=mode, k=k, query_every=query_every, realtime=realtime,
+                            max_steps=steps_limit, done_threshold=done_threshold, velocity_scale=velocity_scale,
+                            rt_priority=rt_priority, watchdog=watchdog or WatchdogConfig())
+        results = EvalResults(policy=info.to_header(), settings={
+            "episodes": episodes, "seed_start": seed_start, "task_set": task_set, "goal": goal, "mode": mode,
+            "realtime": realtime, "fps": rate, "max_steps": steps_limit, "k": k, "query_every": query_every,
+            "server": server, "done_threshold": done_threshold})
+        recorder = (RolloutRecorder(record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True)
+                    if record_dir else None)
+        video = VideoRecorder(video_dir, rate) if video_dir else None
+        goal_cam = goal_camera(runner)
+        hold_steps = max(1, round(success_hold_s * rate))
+        loop = ControlLoop(env.robot, env.cameras, runner, config, step_fn=env.step, keys=keys)
         for i in range(episodes):
             seed = seed_start + i
             task_name = instructions[i % len(instructions)] if len(instructions) > 1 else None
@@ -334,18 +338,20 @@ def evaluate_in_sim(
                                      wall_s=time.perf_counter() - t0, episode_file=episode_file,
                                      video_file=video_file)
             results.outcomes.append(outcome)
-            log.info("episode %d (seed %d, %s): %s after %d steps (%s)", i, seed, instruction,
+            log.debug("episode %d (seed %d, %s): %s after %d steps (%s)", i, seed, instruction,
                      "success" if success else "failure", result.steps, result.message)
             if on_episode is not None:
                 on_episode(outcome)
             if result.reason == StopReason.QUIT:
                 break
     finally:
-        loop.close()
+        if loop is not None:
+            loop.close()
         if recorder is not None:
             recorder.finish(None, {"interrupted": "evaluation stopped"})
         if video is not None:
             video.finish("interrupted")
         runner.close()
-        env.close()
+        if env is not None:
+            env.close()
     return results

@@ -585,5 +585,5 @@ class ControlLoop:
         self._abandon_inflight()
         self._state = reason.value
         seconds = self._step * self.dt
-        log.info("episode ended after %d steps: %s", self._step, message)
+        log.debug("episode ended after %d steps: %s", self._step, message)  # callers report it
         return EpisodeResult(reason=reason, message=message, steps=self._step, seconds=seconds, stats=self.stats())
