@@ -220,18 +220,19 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
             raise UserError(f"cannot read goal image {goal_image_path}")
         goal_image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     timeout = common["timeout_s"] if common["timeout_s"] is not None else 0.5
-    runner = make_runner(str(checkpoint) if checkpoint else None, server, common["device"], timeout,
-                         common["client_keys"])
-    info = runner.info
-    rate = float(common["fps"] or info.fps)
-    config = LoopConfig(fps=rate, mode=common["mode"] or "async", k=common["k"], query_every=common["query_every"],
-                        realtime=True, max_steps=int(common["max_steps"] or 60 * rate),
-                        done_threshold=common["done_threshold"], velocity_scale=velocity_scale,
-                        rt_priority=common["rt_priority"])
-    cameras = hw.make_cameras(None, fps=rate)
-    arm = hw.make_robot(None)
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:  # closes whatever was opened, also when a later step fails
+        runner = make_runner(str(checkpoint) if checkpoint else None, server, common["device"], timeout,
+                             common["client_keys"])
         stack.callback(runner.close)
+        info = runner.info
+        rate = float(common["fps"] or info.fps)
+        config = LoopConfig(fps=rate, mode=common["mode"] or "async", k=common["k"],
+                            query_every=common["query_every"], realtime=True,
+                            max_steps=int(common["max_steps"] or 60 * rate),
+                            done_threshold=common["done_threshold"], velocity_scale=velocity_scale,
+                            rt_priority=common["rt_priority"])
+        cameras = hw.make_cameras(None, fps=rate)
+        arm = hw.make_robot(None)
         stack.enter_context(arm)
         for cam in cameras.values():
             stack.enter_context(cam)
