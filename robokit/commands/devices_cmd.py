@@ -75,18 +75,21 @@ def _check_robot(hw: HardwareOptions) -> None:
         state = robot.read()
         q_min, q_max = robot.joint_limits
         backend = getattr(robot, "backend", "?")
-    np.set_printoptions(precision=3, suppress=True)
     table = Table(title=f"Franka at {hw.host}", title_justify="left", show_header=False)
     table.add_column("field")
     table.add_column("value")
     table.add_row("backend", f"{backend} (realtime {hw.realtime})")
-    table.add_row("joint positions (rad)", str(np.asarray(state.qpos)))
-    table.add_row("joint velocities (rad/s)", str(np.asarray(state.qvel)))
+    table.add_row("joint positions (rad)", _vector(state.qpos))
+    table.add_row("joint velocities (rad/s)", _vector(state.qvel))
     table.add_row("gripper (0 open .. 1 closed)", f"{state.gripper:.3f}")
-    table.add_row("joint limits min (rad)", str(np.asarray(q_min)))
-    table.add_row("joint limits max (rad)", str(np.asarray(q_max)))
+    table.add_row("joint limits min (rad)", _vector(q_min))
+    table.add_row("joint limits max (rad)", _vector(q_max))
     console.print(table)
     console.print(f"[green]robot connection OK[/] ({hw.host})")
+
+
+def _vector(values: np.ndarray) -> str:
+    return np.array2string(np.asarray(values, dtype=float), precision=3, suppress_small=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -152,7 +152,7 @@ class PreviewWindow:
         if code < 0:
             return []
         special = {65362: "up", 65364: "down", 65361: "left", 65363: "right", 65365: "pageup",
-                   65366: "pagedown", 27: "esc", 13: "enter", 32: "space"}
+                   65366: "pagedown", 27: "esc", 13: "enter", 32: "space", 8: "backspace", 127: "backspace"}
         if code in special:
             return [special[code]]
         return [chr(code & 0xFF)] if 0 < (code & 0xFF) < 128 else []
