@@ -34,7 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from robokit.errors import ConfigError
-from robokit.policies.backbones import BACKBONES, FusedBackboneCache, ImageNormalizer, build_backbone
+from robokit.policies.backbones import (
+    BACKBONES,
+    FusedBackboneCache,
+    ImageNormalizer,
+    backbone_param_groups,
+    build_backbone,
+)
 from robokit.policies.base import Policy, PolicyConfig, register_policy
 from robokit.policies.preprocess import observation_to_tensors
 from robokit.policies.transformer import (
@@ -236,14 +242,7 @@ class ACTPolicy(Policy):
 
     def optimizer_param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Two AdamW groups as the original: the backbone at ``config.lr_backbone``, the rest at ``lr``."""
-        backbone, rest = [], []
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                (backbone if name.startswith("model.backbone.") else rest).append(p)
-        groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
-        if backbone:
-            groups.append({"params": backbone, "lr": self.config.lr_backbone, "weight_decay": weight_decay})
-        return groups
+        return backbone_param_groups(self, "model.backbone.", lr, self.config.lr_backbone, weight_decay)
 
     # -- inference ------------------------------------------------------------------------------
     def infer(self, images: torch.Tensor, qpos: torch.Tensor, capture_attention: bool = False,

@@ -218,6 +218,20 @@ class FusedBackboneCache:
         return FusedBackboneCache()  # a copied policy builds its own
 
 
+def backbone_param_groups(module: nn.Module, backbone_prefix: str, lr: float, lr_backbone: float,
+                          weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups as the original ACT code makes them: parameters whose name starts with
+    ``backbone_prefix`` at ``lr_backbone``, the rest at ``lr``; frozen parameters are left out."""
+    backbone, rest = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (backbone if name.startswith(backbone_prefix) else rest).append(p)
+    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
+    if backbone:
+        groups.append({"params": backbone, "lr": lr_backbone, "weight_decay": weight_decay})
+    return groups
+
+
 def feature_grid(name: str, height: int, width: int) -> tuple[int, int]:
     """(h, w) of the feature map the backbone ``name`` makes from an (height, width) image."""
     halvings = 4 if name == "small" else 5  # every stride-2 stage maps n -> ceil(n / 2)

@@ -29,6 +29,7 @@ from robokit.policies.backbones import (
     BACKBONES,
     FusedBackboneCache,
     ImageNormalizer,
+    backbone_param_groups,
     build_backbone,
     feature_grid,
 )
@@ -141,14 +142,8 @@ class CNNMLPPolicy(Policy):
         return {"mse": mse, "loss": mse}
 
     def optimizer_param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        backbone, rest = [], []
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                (backbone if name.startswith("model.backbones.") else rest).append(p)
-        groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
-        if backbone:
-            groups.append({"params": backbone, "lr": self.config.lr_backbone, "weight_decay": weight_decay})
-        return groups
+        """The backbones at ``config.lr_backbone``, the rest at ``lr`` (as the original)."""
+        return backbone_param_groups(self, "model.backbones.", lr, self.config.lr_backbone, weight_decay)
 
     def infer(self, images: torch.Tensor, qpos: torch.Tensor) -> torch.Tensor:
         """De-normalised actions (B, 1, A) for uint8 images (B, K, 3, H, W) and raw qpos (B, S)."""
