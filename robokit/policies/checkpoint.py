@@ -67,11 +67,18 @@ def save_checkpoint(path: str | Path, policy: Policy, train_meta: dict[str, Any]
         "state_dict": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},
         "train_meta": plain(dict(train_meta or {})),
     }
+    atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file, flushed to disk, then renamed: a reader (or a crash)
+    sees the old file or the new one, never half of one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(payload, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

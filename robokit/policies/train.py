@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 import robokit
 from robokit.errors import CheckpointError, ConfigError
 from robokit.policies.base import Policy, PolicyConfig, get_policy_class
+from robokit.policies.checkpoint import atomic_torch_save
 from robokit.policies.data import DEFAULT_CACHE_BYTES, ImageAugment, build_datasets
 from robokit.policies.train_log import MetricsLog, plot_history
 from robokit.policies.train_runtime import (
@@ -235,12 +236,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------------
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_train_state(path: str | Path) -> dict[str, Any]:
     """Read train_state.pt (weights_only); CheckpointError naming the file if unusable."""
     path = Path(path)
@@ -654,7 +649,7 @@ class _Trainer:
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             **host_rng_state(),
         }
-        _atomic_torch_save(state, self.state_path)
+        atomic_torch_save(state, self.state_path)
 
     def _restore_rng(self, state: dict[str, Any]) -> None:
         if state.get("rng_cpu") is not None:
