@@ -11,12 +11,15 @@ import sys
 
 import numpy as np
 import pytest
+import test_franka_sim
 
 from robokit.deploy.client import PolicyClient
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason, WatchdogConfig
 from robokit.deploy.runner import RemoteRunner
 
 pytestmark = pytest.mark.franka
+
+sim_host = test_franka_sim.sim_host  # fixture: franky-sim on loopback, started once for this module
 
 SERVER_SCRIPT = """
 from types import SimpleNamespace
@@ -37,20 +40,6 @@ server = PolicyServer(Nudge(), "tcp://127.0.0.1:0")
 print(server.address, flush=True)
 server.serve_forever()
 """
-
-
-@pytest.fixture(scope="module")
-def sim_host():
-    pytest.importorskip("franky", reason="franky (PyPI franky-control) is not installed")
-    pytest.importorskip("franky_sim", reason="franky-sim is not installed (pip install 'robokit[dev]')")
-    from franky_sim import SimulationServer
-    from franky_sim.mujoco_simulator import MujocoSimulator
-
-    with MujocoSimulator() as sim:
-        sim.add_robot()
-        with SimulationServer(sim) as server:
-            server.run_async()
-            yield server.robot_servers[0].hostname
 
 
 def test_watchdog_stops_the_franka_when_the_server_is_killed(sim_host, tmp_path):
