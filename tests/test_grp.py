@@ -55,7 +55,7 @@ def test_registered_as_grp():
 
 @pytest.mark.parametrize("cams", [["top"], ["top", "wrist", "side"]])
 def test_chunk_shape_for_one_or_three_cameras_and_long_instruction(cams):
-    policy = tiny(camera_names=cams)
+    policy = tiny(camera_names=cams, film=len(cams) == 1)  # with and without FiLM conditioning
     long_task = TASK + " and then go home and wait there for a while"  # far past text_max_length
     chunk, extras = policy.predict_chunk(obs(cams, task=long_task))
     assert chunk.shape == (4, 8) and chunk.dtype == np.float32

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robokit.errors import ConfigError, UserError
-from robokit.hardware.base import PANDA_READY_POSE
+from robokit.hardware.base import PANDA_Q_MAX, PANDA_Q_MIN, PANDA_READY_POSE
 from robokit.hardware.kinematics import fk
 from robokit.policies.base import get_policy_class
 from robokit.policies.goal_actions import (
@@ -140,7 +140,7 @@ def test_interleave_puts_objects_after_their_mention():
 
 @pytest.mark.parametrize("cams", [["top"], ["top", "wrist", "side"]])
 def test_chunk_shape_for_cameras_objects_and_long_instruction(cams):
-    policy = tiny(camera_names=cams)
+    policy = tiny(camera_names=cams, film=len(cams) == 1)  # with and without FiLM conditioning
     objects = [{"name": "red_cube", "box": [2, 3, 12, 14], "camera": cams[-1]},
                {"name": "blue_bowl", "box": [20, 10, 39, 29], "camera": cams[0]}]
     long_task = TASK + " and then go back to where you started"
@@ -152,12 +152,12 @@ def test_chunk_shape_for_cameras_objects_and_long_instruction(cams):
     assert torch.isfinite(loss["loss"])
 
 
-def test_predicted_joint_targets_reach_a_decoded_cartesian_target():
+def test_predicted_joint_targets_are_within_the_limits():
     policy = tiny()
     o = obs(["top"])
     chunk, _ = policy.predict_chunk(o)
-    # Every joint target is within the joint limits and near the current posture (warm-started IK).
-    assert np.abs(chunk[:, :7] - o["qpos"][:7]).max() < 2.0
+    # Even an untrained model's targets are valid joint targets (IK respects the limits).
+    assert np.all(chunk[:, :7] >= PANDA_Q_MIN - 1e-6) and np.all(chunk[:, :7] <= PANDA_Q_MAX + 1e-6)
     assert set(np.unique(chunk[:, 7])) <= {0.0, 1.0}
 
 

@@ -89,19 +89,44 @@ def patchify(x: torch.Tensor, patch: int) -> tuple[torch.Tensor, tuple[int, int]
     return x.reshape(n, h * w, c * patch * patch), (h, w)
 
 
+class FiLM(nn.Module):
+    """Feature-wise linear modulation ``x * (1 + gamma(c)) + beta(c)`` over the channel axis.
+
+    Zero-initialised, so a model starts out unconditioned and learns how much the goal should
+    steer its visual features (RT-1 / BC-Z condition their image encoders on the instruction this
+    way; without it a small policy learns to ignore the goal for a long time).
+    """
+
+    def __init__(self, cond_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        gamma, beta = self.proj(cond).chunk(2, dim=-1)
+        shape = [cond.shape[0]] + [1] * (x.ndim - 1)
+        shape[channel_dim] = gamma.shape[-1]
+        return x * (1 + gamma.view(shape)) + beta.view(shape)
+
+
 class PatchEmbed(nn.Module):
     """Image -> one token per ``patch`` x ``patch`` square, raster order: ``(N, C, H, W) -> (N, h*w, D)``.
 
     ``stem="linear"``: the ViT patch embedding (a linear map of the raw pixels of each patch, as the
     GRP seed does). ``stem="conv"``: log2(patch) stride-2 3x3 convolutions reaching the same grid
     (an "early convolutions" hybrid ViT; it learns much faster from a few dozen demonstrations).
+    ``film_dim > 0`` adds a :class:`FiLM` conditioning input (before the last convolution, or on
+    the linear stem's output); ``forward(x, cond)`` with ``cond`` (N, film_dim), or None = none.
     """
 
-    def __init__(self, in_channels: int, dim: int, patch: int, stem: str = "linear") -> None:
+    def __init__(self, in_channels: int, dim: int, patch: int, stem: str = "linear", film_dim: int = 0) -> None:
         super().__init__()
         self.patch, self.stem = patch, stem
+        self.film: FiLM | None = None
         if stem == "linear":
             self.proj: nn.Module = nn.Linear(in_channels * patch * patch, dim)
+            self.film = FiLM(film_dim, dim) if film_dim else None
             return
         if stem != "conv":
             raise ValueError(f"unknown stem {stem!r}")
@@ -110,18 +135,23 @@ class PatchEmbed(nn.Module):
             raise ValueError(f"a conv stem needs a power-of-two patch size, got {patch}")
         layers: list[nn.Module] = []
         ch = in_channels
-        for i in range(n):
-            out = dim if i == n - 1 else min(dim, 16 * 2 ** i)
-            layers += [nn.Conv2d(ch, out, 3, 2, 1), nn.GELU()] if i < n - 1 else [nn.Conv2d(ch, out, 3, 2, 1)]
+        for i in range(n - 1):
+            out = min(dim, 16 * 2 ** i)
+            layers += [nn.Conv2d(ch, out, 3, 2, 1), nn.GELU()]
             ch = out
-        self.proj = nn.Sequential(*layers)
+        self.body = nn.Sequential(*layers)
+        self.film = FiLM(film_dim, ch) if film_dim else None
+        self.proj = nn.Conv2d(ch, dim, 3, 2, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if self.stem == "linear":
-            return self.proj(patchify(x, self.patch)[0])
+            y = self.proj(patchify(x, self.patch)[0])
+            return y if cond is None or self.film is None else self.film(y, cond, channel_dim=2)
         h, w = x.shape[-2] // self.patch, x.shape[-1] // self.patch
-        y = self.proj(x[..., : h * self.patch, : w * self.patch])
-        return y.flatten(2).transpose(1, 2)
+        y = self.body(x[..., : h * self.patch, : w * self.patch])
+        if cond is not None and self.film is not None:
+            y = self.film(y, cond, channel_dim=1)
+        return self.proj(y).flatten(2).transpose(1, 2)
 
 
 class Attention(nn.Module):

@@ -60,6 +60,7 @@ class GRPConfig(PolicyConfig):
     chunk_size: int = 20
     patch_size: int = 8
     stem: str = "linear"           # patch embedding: "linear" (ViT, the seed's) or "conv" (hybrid)
+    film: bool = True              # FiLM-condition the observation encoder on the pooled goal
     n_embd: int = 128
     n_head: int = 4
     n_blocks: int = 4
@@ -121,7 +122,11 @@ class GRPPolicy(Policy):
         self.grid = (h // c.patch_size, w // c.patch_size)
         n_patch = self.grid[0] * self.grid[1]
         d = c.n_embd
-        self.patch_embedding = PatchEmbed(3 * c.obs_stacking, d, c.patch_size, c.stem)
+        self.patch_embedding = PatchEmbed(3 * c.obs_stacking, d, c.patch_size, c.stem,
+                                          film_dim=d if c.film else 0)
+        if c.film:
+            self.text_pool_block = Block(d, c.n_head, c.mlp_ratio, c.dropout)
+            self.film_norm = nn.LayerNorm(d)
         # Without stacking the goal image goes through the observation's encoder: the model then
         # compares like with like. With stacking the channel counts differ: a separate encoder.
         self.goal_patch_embedding = (self.patch_embedding if c.obs_stacking == 1
@@ -178,14 +183,17 @@ class GRPPolicy(Policy):
         ``goal``: float (B, 3, H, W) normalised or None (then every sample must use text).
         """
         b, k = images.shape[:2]
-        patches = self.patch_embedding(images.flatten(0, 1))
-        obs = patches.reshape(b, k * patches.shape[1], -1)
+        dev = images.device
+        n_goal = self.layout["goal_image"][1] - self.layout["goal_image"][0]
         if goal is None:
-            goal_tok = torch.zeros(b, self.layout["goal_image"][1] - self.layout["goal_image"][0],
-                                   obs.shape[-1], device=obs.device)
+            goal_tok = torch.zeros(b, n_goal, self.config.n_embd, device=dev)
         else:
             goal_tok = self.goal_patch_embedding(goal)
-        text, text_mask = self.text_encoder(tasks, obs.device)
+        text, text_mask = self.text_encoder(tasks, dev)
+        cond = self.goal_vector(text, text_mask, goal_tok, use_text) if self.config.film else None
+        patches = self.patch_embedding(images.flatten(0, 1),
+                                       None if cond is None else cond.repeat_interleave(k, dim=0))
+        obs = patches.reshape(b, k * patches.shape[1], -1)
         tokens = torch.cat([
             self.cls_token.expand(b, -1, -1),
             self.state_embedding(qpos)[:, None],
@@ -202,6 +210,21 @@ class GRPPolicy(Policy):
             if w is not None:
                 maps.append(w)
         return self.norm(x[:, 0]), maps
+
+    def goal_vector(self, text: torch.Tensor, text_mask: torch.Tensor, goal_tok: torch.Tensor,
+                    use_text: torch.Tensor) -> torch.Tensor:
+        """Pooled goal (B, D) that FiLM-conditions the observation encoder: the instruction (one
+        transformer block over the characters, mean over real ones) or the goal image (mean of its
+        patch tokens), per sample by the same choice as the block mask, so hidden tokens stay
+        without influence."""
+        t0, t1 = self.layout["text"]
+        # A sample without characters (following its goal image) would have no key to attend to.
+        keys = text_mask | ~text_mask.any(dim=1, keepdim=True)
+        t, _ = self.text_pool_block(text + self.pos_embedding[:, t0:t1], mask=keys[:, None, None, :])
+        m = text_mask.unsqueeze(-1).to(t.dtype)
+        text_vec = (t * m).sum(1) / m.sum(1).clamp_min(1.0)
+        goal_vec = goal_tok.mean(1)
+        return self.film_norm(torch.where(use_text[:, None], text_vec, goal_vec))
 
     def heads(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised action chunk (B, H, A) and done logits (B, H)."""

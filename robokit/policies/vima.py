@@ -61,6 +61,7 @@ from robokit.policies.goal_common import (
     MLP,
     Attention,
     Block,
+    FiLM,
     batch_tasks,
     done_loss,
     obs_images,
@@ -110,6 +111,7 @@ class VIMAConfig(PolicyConfig):
     done_weight: float = 1.0
     lr: float = 3e-4               # AdamW learning rate (`robokit train --lr` overrides)
     weight_decay: float = 1e-4
+    film: bool = True              # FiLM-condition the camera encoder on the pooled prompt
     reference_q: list[float] = field(default_factory=lambda: PANDA_READY_POSE.tolist())
 
     def __post_init__(self) -> None:
@@ -236,9 +238,11 @@ class VIMAPolicy(Policy):
         self.prompt_pos = nn.Embedding(1 + c.text_max_length + c.max_objects, d)
         self.prompt_blocks = nn.ModuleList(Block(d, c.xattn_n_heads, 2.0, c.dropout) for _ in range(c.prompt_layers))
         # -- queries
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, 32, 3, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 3, 2, 1), nn.GELU(),
-            nn.Conv2d(64, d, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(c.obs_grid))
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 3, 2, 1), nn.GELU())
+        # The prompt steers what the camera encoder extracts (pooled prompt -> FiLM) when ``film``.
+        self.stem_film = FiLM(d, 64) if c.film else None
+        self.stem_head = nn.Sequential(nn.Conv2d(64, d, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(c.obs_grid))
+        self.prompt_norm = nn.LayerNorm(d) if c.film else None
         self.tokens_per_step = k * c.obs_grid[0] * c.obs_grid[1] + 2
         ee_in = c.state_dim + (10 if c.use_ee else 0)
         self.ee_encoder = nn.Sequential(nn.Linear(ee_in, d), nn.GELU(), nn.Linear(d, d))
@@ -362,10 +366,15 @@ class VIMAPolicy(Policy):
                 layout[f"object/{names[0][j]}"] = [1 + L + j, 2 + L + j]
         return tokens, mask, layout
 
-    def step_tokens(self, images: torch.Tensor, ee_in: torch.Tensor, action_tok: torch.Tensor) -> torch.Tensor:
-        """One step's query tokens (B, tokens_per_step, D) from images (B, K, 3, H, W)."""
-        b, _k = images.shape[:2]
-        feat = self.stem(images.flatten(0, 1))  # (B*K, D, gh, gw)
+    def step_tokens(self, images: torch.Tensor, ee_in: torch.Tensor, action_tok: torch.Tensor,
+                    cond: torch.Tensor | None = None) -> torch.Tensor:
+        """One step's query tokens (B, tokens_per_step, D) from images (B, K, 3, H, W); ``cond``
+        (B, D) is the pooled prompt that FiLM-conditions the camera encoder."""
+        b, k = images.shape[:2]
+        feat = self.stem(images.flatten(0, 1))
+        if cond is not None and self.stem_film is not None:
+            feat = self.stem_film(feat, cond.repeat_interleave(k, dim=0), channel_dim=1)
+        feat = self.stem_head(feat)  # (B*K, D, gh, gw)
         cam_tok = feat.flatten(2).transpose(1, 2).reshape(b, -1, feat.shape[1])
         return torch.cat([cam_tok, self.ee_encoder(ee_in)[:, None], action_tok[:, None]], dim=1) + self.token_pos
 
@@ -383,14 +392,18 @@ class VIMAPolicy(Policy):
                         need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Output of the current step's ACTION token (B, D) and cross-attention maps per layer."""
         b = images.shape[0]
-        cur = self.step_tokens(images, ee_in, self.action_query.expand(b, -1, -1)[:, 0])
+        cond = None
+        if self.prompt_norm is not None:
+            m = prompt_mask.unsqueeze(-1).to(prompt.dtype)
+            cond = self.prompt_norm((prompt * m).sum(1) / m.sum(1).clamp_min(1.0))
+        cur = self.step_tokens(images, ee_in, self.action_query.expand(b, -1, -1)[:, 0], cond)
         seqs = []
         valid = []
         if hist is not None:
             hh = hist["images"].shape[1]
             for s in range(hh):
                 act = self.action_encoder(hist["action"][:, s])
-                seqs.append(self.step_tokens(hist["images"][:, s], hist["ee"][:, s], act))
+                seqs.append(self.step_tokens(hist["images"][:, s], hist["ee"][:, s], act, cond))
                 valid.append(hist["valid"][:, s:s + 1].expand(-1, self.tokens_per_step))
         seqs.append(cur)
         valid.append(torch.ones(b, self.tokens_per_step, dtype=torch.bool, device=images.device))
