@@ -5,6 +5,11 @@ Interactive keyboard recording is driven through tmux in test_record_tmux.py.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from test_episodes import write_act_sim
@@ -149,6 +154,55 @@ def test_option_mistakes_are_named(tmp_path, capsys):
     assert code == 2 and "unknown sim task" in err
     code, _, err = cli(capsys, "record", "--sim", "--teleop", "joystick", "--out", tmp_path)
     assert code == 2 and "unknown --teleop" in err
+
+
+def test_sigterm_saves_the_episode_in_progress(tmp_path):
+    out = tmp_path / "d"
+    proc = subprocess.Popen([sys.executable, "-m", "robokit.cli", "record", "--sim", "--teleop", "scripted",
+                             "--episodes", "50", "--out", str(out), "--image-size", "32x40"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "episode_1.hdf5.partial").exists():  # the second episode has started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert not list(out.glob("*.partial"))
+    interrupted = []
+    for path in list_episodes(out):
+        with open_episode(path) as ep:
+            assert ep.check() == [] and ep.length > 0
+            if "interrupted" in ep.attrs:
+                interrupted.append(path.name)
+    assert len(interrupted) == 1 and interrupted[0] in stdout, stdout  # the summary names it
+
+
+def test_interrupt_during_a_save_waits_for_the_file(env, tmp_path):
+    session = RecordingSession(env.robot, env.cameras, KeyboardJog(), RecordConfig(out=tmp_path, end_frames=0),
+                               sim_env=env)
+    session.prepare()
+    with pytest.raises(KeyboardInterrupt):  # between saves: at once
+        session.interrupt()
+    session.start_episode()
+    for _ in range(5):
+        session.step()
+    check = env.task.success
+
+    def ctrl_c_while_saving() -> bool:  # the task check runs in the middle of saving the episode
+        session.interrupt()  # what the CLI's SIGINT/SIGTERM handler calls
+        return check()
+
+    env.task.success = ctrl_c_while_saving
+    with pytest.raises(KeyboardInterrupt):
+        session.stop_episode()
+    assert session.saved == [tmp_path / "episode_0.hdf5"] and not list(tmp_path.glob("*.partial"))
+    with open_episode(tmp_path / "episode_0.hdf5") as ep:
+        assert ep.length == 5 and ep.check() == []
 
 
 # -- faults during recording (library level) ---------------------------------------------------------

@@ -140,7 +140,7 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
         if window is not None:
             stack.callback(window.close)
         stack.enter_context(keys)
-        stack.enter_context(_sigterm_as_interrupt())
+        stack.enter_context(_signals_interrupt(session))
         # Keyboard-driven sessions can change the instruction between episodes (key t).
         prompt = None if autonomous else TaskPrompt(session)
 
@@ -154,30 +154,41 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
                 for key in prompt.filter(extra) if prompt is not None else extra:
                     s.handle_key(key)
 
-        if prompt is None:
-            saved = _run_with_progress(console, session, poll, on_tick)
-        else:
-            saved = _run_with_panel(console, session, prompt, poll, on_tick)
+        interrupted = False
+        try:
+            if prompt is None:
+                saved = _run_with_progress(console, session, poll, on_tick)
+            else:
+                saved = _run_with_panel(console, session, prompt, poll, on_tick)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the session saved the episode in progress
+            interrupted, saved = True, list(session.saved)
+    if interrupted and session.interrupt_note:
+        console.print(f"interrupted: {session.interrupt_note}", highlight=False)
     _summary(console, session, config.out)
+    if interrupted:
+        raise KeyboardInterrupt
     return saved
 
 
 # -- UIs --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (e.g. `kill`, a closing tmux pane) saves the episode in progress like Ctrl-C does."""
+def _signals_interrupt(session: Any):
+    """Ctrl-C and SIGTERM (`kill`, a closing tmux pane) stop the session, which saves the episode in
+    progress; one that arrives while a file is being saved waits for the save to finish."""
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        session.interrupt()
 
+    signums = (signal.SIGINT, signal.SIGTERM)
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
+        previous = {signum: signal.signal(signum, handler) for signum in signums}
+    except ValueError:  # not the main thread: leave the signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @contextlib.contextmanager

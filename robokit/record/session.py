@@ -30,10 +30,11 @@ The session prints nothing; the CLI renders :meth:`RecordingSession.status` as a
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,10 @@ class RecordingSession:
         self.saved: list[Path] = []
         self.discarded = 0
         self.failed = 0
+        #: After Ctrl-C / SIGTERM: what became of the episode in progress ("" if there was none).
+        self.interrupt_note = ""
+        self._critical = 0  # > 0 while an episode file is being finished (saved or discarded)
+        self._interrupt_pending = False
         self.messages: collections.deque[str] = collections.deque(maxlen=6)
         self._writer: EpisodeWriter | None = None
         self._index = 0
@@ -276,13 +281,26 @@ class RecordingSession:
     def discard_episode(self, quiet: bool = False) -> None:
         if self._writer is None:
             return
-        self._writer.discard()
-        self._writer = None
-        self._pending = None
-        self.state = IDLE
-        self.discarded += 1
+        with self._uninterruptible():
+            self._writer.discard()
+            self._writer = None
+            self._pending = None
+            self.state = IDLE
+            self.discarded += 1
         if not quiet:
             self._say(f"discarded episode_{self._index}")
+
+    def interrupt(self) -> None:
+        """Stop the session as Ctrl-C does; meant for signal handlers (the CLI routes SIGINT/SIGTERM here).
+
+        Raises KeyboardInterrupt at once (:meth:`run` then saves the episode in progress), except
+        while an episode file is being saved or discarded: then right after it, so that no file is
+        left half finished. A second interrupt meanwhile raises at once (an escape from a stuck disk).
+        """
+        if self._critical and not self._interrupt_pending:
+            self._interrupt_pending = True
+            return
+        raise KeyboardInterrupt
 
     def request_quit(self) -> None:
         """Quit after saving an episode in progress (with its end frames)."""
@@ -317,7 +335,7 @@ class RecordingSession:
             where = self._save_after_fault(str(exc))
             raise type(exc)(f"{exc}{where}") from exc
         except KeyboardInterrupt:
-            self._save_after_fault("interrupted")
+            self.interrupt_note = self._save_after_fault("interrupted").removeprefix("; ")
             raise
         finally:
             if self._writer is not None:  # an unexpected error: keep the partial file for recovery
@@ -439,8 +457,24 @@ class RecordingSession:
             log.exception("the task's success check failed")
             return None
 
+    @contextlib.contextmanager
+    def _uninterruptible(self) -> Iterator[None]:
+        """Defer :meth:`interrupt` to the end of the block (see there)."""
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if not self._critical and self._interrupt_pending:
+            self._interrupt_pending = False
+            raise KeyboardInterrupt
+
     def _finish(self, reason: str | None = None) -> Path | None:
         """Save (or, for a failed scripted run, discard) the episode in progress."""
+        with self._uninterruptible():
+            return self._finish_now(reason)
+
+    def _finish_now(self, reason: str | None) -> Path | None:
         writer = self._writer
         if writer is None:
             return None
