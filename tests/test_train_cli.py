@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_data_layouts import write_v1
+from test_train import one_thread  # noqa: F401 -- autouse fixture: tiny models run single-threaded
 
 from robokit.cli import main
 from robokit.commands.train_cmd import build_options
@@ -24,15 +25,6 @@ TINY_ACT = {"backbone": "small", "hidden_dim": 32, "nheads": 2, "dim_feedforward
             "dec_layers": 1, "vae_enc_layers": 1, "latent_dim": 8}
 SETS = [arg for k, v in TINY_ACT.items() for arg in ("--set", f"{k}={v}")]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from a second thread; on a busy 2-core machine it costs a lot.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
