@@ -79,6 +79,12 @@ def test_missing_path_is_a_user_error(tmp_path, capsys):
     assert code == 2 and "no such file or folder" in err
 
 
+def test_unusable_output_folder_is_a_user_error(tmp_path, capsys):
+    path = write_v1(tmp_path, steps=3)
+    code, _, err = run(capsys, path, "--plot", "-o", path / "plots")  # under a file
+    assert code == 2 and "cannot create the output folder" in err and "--output" in err
+
+
 def test_checkpoint_summary(tmp_path, capsys):
     checkpoint = pytest.importorskip("robokit.policies.checkpoint")
     from robokit.policies.base import get_policy_class

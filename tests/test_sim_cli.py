@@ -22,11 +22,13 @@ def test_snapshot_of_a_multi_instruction(tmp_path):
 
 
 def test_bad_inputs_exit_with_code_2(tmp_path, capsys):
-    for args in (["--task", "juggle"], ["--size", "big"]):
+    (tmp_path / "file").write_text("x")
+    for args in (["--task", "juggle"], ["--size", "big"], ["--out", str(tmp_path / "file" / "x.png")]):
         with pytest.raises(SystemExit) as exc:
             main(["sim", "snapshot", "--out", str(tmp_path / "x.png"), *args])
         assert exc.value.code == 2
-    assert "juggle" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "juggle" in err and "cannot create the output folder" in err
 
 
 def test_expert_command_prints_success_rate(capsys):

@@ -161,11 +161,12 @@ def _inspect_file(console: Console, path: Path, plot: bool, video: bool, output:
 
 def _render(console: Console, ep: Any, plot: bool, video: bool, output: Path | None) -> None:
     from robokit.episodes.render import plot_episode, write_episode_video
+    from robokit.episodes.writer import prepare_folder
 
     if ep.length == 0:
         console.print(f"{ep.path.name}: no steps, nothing to plot")
         return
-    out = output or ep.path.parent
+    out = prepare_folder(output, "--output") if output is not None else ep.path.parent
     stem = ep.path.name.removesuffix(".hdf5")
     if plot:
         console.print(f"plot: {plot_episode(ep, out / f'{stem}_joints.png')}")

@@ -30,6 +30,7 @@ def snapshot_command(
     import cv2
     import numpy as np
 
+    from robokit.episodes.writer import prepare_folder
     from robokit.hardware.sim import CAMERA_NAMES, PandaSimEnv
 
     if out.suffix.lower() != ".png":
@@ -38,7 +39,7 @@ def snapshot_command(
     with PandaSimEnv(task=task, seed=seed, image_size=(height, width)) as env:
         image = np.concatenate([env.render(cam) for cam in CAMERA_NAMES], axis=1)
         instruction = env.task.instruction
-    out.parent.mkdir(parents=True, exist_ok=True)
+    prepare_folder(out.parent)
     if not cv2.imwrite(str(out), np.ascontiguousarray(image[:, :, ::-1])):
         raise UserError(f"could not write {out}; check the folder is writable")
     console.print(f"wrote {out} ({image.shape[1]}x{image.shape[0]}: {', '.join(CAMERA_NAMES)}) "

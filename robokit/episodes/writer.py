@@ -59,6 +59,7 @@ __all__ = [
     "EpisodeWriter",
     "LowDiskSpace",
     "next_episode_index",
+    "prepare_folder",
     "recover_partial_episodes",
 ]
 
@@ -147,7 +148,7 @@ class EpisodeWriter:
         self.final_path = self.folder / fmt.episode_filename(self.index)
         self.partial_path = self.folder / fmt.partial_filename(self.index)
 
-        _prepare_folder(self.folder)
+        prepare_folder(self.folder)
         check_free_space(self.folder, self.min_free_bytes)
         for existing in (self.final_path, self.partial_path):
             if existing.exists():
@@ -784,17 +785,21 @@ def _vector(name: str, value: Any, dim: int) -> np.ndarray:
     return out
 
 
-def _prepare_folder(folder: Path) -> None:
+def prepare_folder(folder: str | Path, option: str = "--out") -> Path:
+    """Create ``folder`` (with its parents) and check it is writable; raises :class:`UserError`
+    naming the folder and the command-line ``option`` that chooses another."""
+    folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output folder {folder} ({exc.strerror or exc}); "
-                        "choose another with --out") from None
+                        f"choose another with {option}") from None
     if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder; choose another with --out")
+        raise UserError(f"{folder} is not a folder; choose another with {option}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"the output folder {folder} is not writable; fix its permissions or choose "
-                        "another with --out")
+                        f"another with {option}")
+    return folder
 
 
 def _fsync(path: Path) -> None:

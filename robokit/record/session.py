@@ -49,6 +49,7 @@ from robokit.episodes.writer import (
     LowDiskSpace,
     check_free_space,
     next_episode_index,
+    prepare_folder,
     recover_partial_episodes,
 )
 from robokit.errors import HardwareFault, UserError
@@ -163,12 +164,7 @@ class RecordingSession:
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> list[str]:
         """Check the output folder, recover what a crash left there; returns messages to show."""
-        out = self.config.out
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the output folder {out} ({exc.strerror or exc}); choose "
-                            "another with --out") from None
+        out = prepare_folder(self.config.out)
         messages = recover_partial_episodes(out)
         check_free_space(out, self.config.min_free_bytes)
         self._index = next_episode_index(out)
