@@ -154,6 +154,10 @@ def test_option_mistakes_are_named(tmp_path, capsys):
     assert code == 2 and "unknown sim task" in err
     code, _, err = cli(capsys, "record", "--sim", "--teleop", "joystick", "--out", tmp_path)
     assert code == 2 and "unknown --teleop" in err
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", "scripted", "--jpeg-quality", "500", "--out", tmp_path)
+    assert code == 2 and "--jpeg-quality must be 1..100" in err
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", "scripted", "--seed", "-1", "--out", tmp_path)
+    assert code == 2 and "seed must be a whole number >= 0" in err
 
 
 def test_sigterm_saves_the_episode_in_progress(tmp_path):

@@ -189,6 +189,8 @@ def test_unknown_task_camera_and_object_are_clear_errors(env):
         PandaSimEnv(camera_names=("side",))
     with pytest.raises(UserError, match="cube"):
         env.object_box("top", "banana")
+    with pytest.raises(UserError, match="seed must be a whole number >= 0"):
+        env.reset(seed=-3)
 
 
 def test_object_box_covers_the_rendered_object(multi_env):

@@ -142,6 +142,8 @@ class EpisodeWriter:
         self.index = int(index)
         self.state_dim, self.action_dim = int(state_dim), int(action_dim)
         self.compress = compress
+        if not 1 <= int(jpeg_quality) <= 100:
+            raise UserError(f"JPEG quality must be 1..100, got {jpeg_quality}")
         self.jpeg_quality = int(jpeg_quality)
         self.flush_interval_s = float(flush_interval_s)
         self.min_free_bytes = int(min_free_bytes)

@@ -93,6 +93,8 @@ class RecordConfig:
             raise UserError(f"--end-frames must be 0 or more, got {self.end_frames}")
         if self.episodes is not None and self.episodes < 1:
             raise UserError(f"--episodes must be at least 1, got {self.episodes}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise UserError(f"--jpeg-quality must be 1..100, got {self.jpeg_quality}")
 
 
 @dataclass

@@ -73,7 +73,7 @@ class PandaSimEnv:
         self.realtime = bool(realtime)
         self._substeps = max(1, math.ceil(self.control_dt / PHYSICS_DT - 1e-9))
         self._task_set, self._default_task = resolve_task(task)
-        self._seed_rng = np.random.default_rng(seed)
+        self._seed_rng = np.random.default_rng(_check_seed(seed))
         self._render_lock = threading.Lock()
         self._renderer: mujoco.Renderer | None = None
         self._closed = False
@@ -122,6 +122,7 @@ class PandaSimEnv:
         self._check_open()
         if seed is None:
             seed = int(self._seed_rng.integers(0, 2**31 - 1))
+        seed = _check_seed(seed)
         if task is not None:
             task_set, name = resolve_task(task)
             if task_set != self._task_set:
@@ -362,3 +363,9 @@ class PandaSimEnv:
         if x0 >= x1 or y0 >= y1:
             return None
         return x0, y0, x1, y1
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"a sim seed must be a whole number >= 0, got {seed!r}")
+    return int(seed)
