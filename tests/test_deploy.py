@@ -72,10 +72,20 @@ def test_deploy_sim_command_end_to_end(tiny_checkpoint, tmp_path):
     assert len(list((tmp_path / "videos").glob("*_fail.mp4"))) == 2
 
 
-def test_deploy_without_a_policy_is_a_user_error():
-    out = subprocess.run([sys.executable, "-m", "robokit.cli", "deploy", "--sim"], capture_output=True,
-                         text=True, timeout=120, check=False)
-    assert out.returncode == 2 and "--server" in (out.stdout + out.stderr)
+@pytest.mark.parametrize("args, message", [
+    ([], "--server"),  # no policy at all
+    (["CKPT", "--episodes", "0"], "--episodes must be positive"),
+    (["CKPT", "--fps", "0"], "--fps must be positive"),
+    (["CKPT", "--max-steps", "0"], "--max-steps must be positive"),
+])
+def test_bad_deploy_arguments_are_one_line_user_errors(tiny_checkpoint, capsys, args, message):
+    from robokit.cli import main
+
+    argv = ["deploy", "--sim", *(str(tiny_checkpoint) if a == "CKPT" else a for a in args)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_multi_task_set_reports_every_instruction_with_text_goals():

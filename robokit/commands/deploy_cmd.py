@@ -146,6 +146,8 @@ def register(app: typer.Typer) -> None:
 
         console = Console(soft_wrap=True)
         hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime_kernel, camera=camera)
+        if episodes is not None and episodes <= 0:
+            raise UserError(f"--episodes must be positive, got {episodes}")
         if checkpoint is None and server is None:
             raise UserError("give a CHECKPOINT to run in this process, or --server tcp://HOST:PORT")
         client_keys = None
@@ -161,13 +163,13 @@ def register(app: typer.Typer) -> None:
         if hw.sim:
             if hw.cameras:
                 raise UserError("with --sim the cameras are the policy's own sim cameras; drop --camera")
-            _deploy_sim(console, checkpoint, server, episodes or 10, seed_start, realtime, task_set, goal, record,
+            _deploy_sim(console, checkpoint, server, 10 if episodes is None else episodes, seed_start, realtime, task_set, goal, record,
                         video, json_out, velocity_scale, common, TerminalKeys)
         else:
             if realtime or video is not None or json_out is not None or task_set != "pick_place":
                 raise UserError("--realtime, --video, --json and --task-set apply to --sim; on hardware the "
                                 "loop always runs at wall-clock rate")
-            _deploy_robot(console, hw, checkpoint, server, episodes or 1, task, goal_image, record,
+            _deploy_robot(console, hw, checkpoint, server, 1 if episodes is None else episodes, task, goal_image, record,
                           velocity_scale, yes, common, TerminalKeys)
 
 
@@ -225,10 +227,10 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
                              common["client_keys"])
         stack.callback(runner.close)
         info = runner.info
-        rate = float(common["fps"] or info.fps)
+        rate = float(info.fps if common["fps"] is None else common["fps"])
         config = LoopConfig(fps=rate, mode=common["mode"] or "async", k=common["k"],
                             query_every=common["query_every"], realtime=True,
-                            max_steps=int(common["max_steps"] or 60 * rate),
+                            max_steps=int(60 * rate if common["max_steps"] is None else common["max_steps"]),
                             done_threshold=common["done_threshold"], velocity_scale=velocity_scale,
                             rt_priority=common["rt_priority"])
         cameras = hw.make_cameras(None, fps=rate)

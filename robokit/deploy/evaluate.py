@@ -284,14 +284,15 @@ def evaluate_in_sim(
     video: VideoRecorder | None = None
     try:  # everything opened from here on is closed in the finally, whatever fails
         info: PolicyInfo = runner.info
-        rate = float(fps or info.fps)
-        steps_limit = int(max_steps or math.ceil(max_seconds * rate))
-        h, w, _ = info.image_shape
-        env = PandaSimEnv(task=task_set, seed=seed_start, image_size=(h, w), camera_names=tuple(info.camera_names),
-                          control_hz=rate, realtime=False)
+        rate = float(info.fps if fps is None else fps)
+        steps_limit = int(math.ceil(max_seconds * rate) if max_steps is None else max_steps)
+        # (checked before the simulation is built with this rate)
         config = LoopConfig(fps=rate, mode=mode, k=k, query_every=query_every, realtime=realtime,
                             max_steps=steps_limit, done_threshold=done_threshold, velocity_scale=velocity_scale,
                             rt_priority=rt_priority, watchdog=watchdog or WatchdogConfig())
+        h, w, _ = info.image_shape
+        env = PandaSimEnv(task=task_set, seed=seed_start, image_size=(h, w), camera_names=tuple(info.camera_names),
+                          control_hz=rate, realtime=False)
         results = EvalResults(policy=info.to_header(), settings={
             "episodes": episodes, "seed_start": seed_start, "task_set": task_set, "goal": goal, "mode": mode,
             "realtime": realtime, "fps": rate, "max_steps": steps_limit, "k": k, "query_every": query_every,
