@@ -12,7 +12,7 @@ import zmq
 from robokit.deploy import protocol as P
 from robokit.deploy.client import PolicyClient
 from robokit.deploy.server import PolicyServer
-from robokit.errors import ProtocolError, ServerUnavailable
+from robokit.errors import ConfigError, ProtocolError, ServerUnavailable
 
 H, W = 24, 32
 
@@ -168,6 +168,10 @@ def test_oversized_messages(server, client):
     # One frame over the limit: libzmq drops the connection, no reply; the server carries on.
     assert raw_request(server.address, [b"\x00" * 3_000_000], timeout_ms=500) is None
     assert client.infer(np.zeros(8, np.float32), images()).actions.shape == (5, 8)
+    # A limit of 0 (libzmq: refuse everything) or below (libzmq: no limit at all) is refused.
+    for limit in (0, -1):
+        with pytest.raises(ConfigError, match="maximum message size"):
+            PolicyServer(EchoPolicy(), "tcp://127.0.0.1:0", max_message_bytes=limit, warmup=False)
 
 
 def test_client_that_vanishes_mid_request_does_not_hurt_the_server():

@@ -95,6 +95,8 @@ class PolicyServer:
                  fps: float | None = None, max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES,
                  curve: ServerKeys | None = None, warmup: bool = True,
                  context: zmq.Context | None = None) -> None:
+        if max_message_bytes <= 0:
+            raise ConfigError(f"the maximum message size must be positive, got {max_message_bytes} bytes")
         self.policy = policy
         self.info = policy_info(policy, checkpoint_sha256, fps)
         self.max_message_bytes = int(max_message_bytes)
