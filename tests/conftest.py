@@ -5,6 +5,6 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(2)

@@ -5,7 +5,7 @@ import sys
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "robokit.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "robokit.cli", *args], capture_output=True, text=True, check=False,
                           timeout=120)
 
 

@@ -7,9 +7,15 @@ action space: a command is 7 joint targets plus a normalised gripper value (0 op
 from __future__ import annotations
 
 import abc
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Self
 
 # Franka Panda / FR3 limits (DESIGN §7). Backends may override with what the robot reports.
 PANDA_Q_MIN = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973])
@@ -67,7 +73,7 @@ class Robot(abc.ABC):
     #: A short name stored in episode attributes ("sim", "franka").
     kind: str = "robot"
 
-    def __enter__(self) -> "Robot":
+    def __enter__(self) -> Self:
         self.connect()
         return self
 
@@ -116,7 +122,7 @@ class Camera(abc.ABC):
 
     name: str = "camera"
 
-    def __enter__(self) -> "Camera":
+    def __enter__(self) -> Self:
         self.start()
         return self
 

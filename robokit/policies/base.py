@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ class PolicyConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PolicyConfig":
+    def from_dict(cls, values: dict[str, Any]) -> PolicyConfig:
         """Build from a dict, rejecting unknown keys with a clear message."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
