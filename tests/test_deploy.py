@@ -1,12 +1,11 @@
 """`robokit deploy --sim` end to end, evaluate_in_sim's bookkeeping, and the expert through the loop."""
 
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from test_train import one_thread  # noqa: F401 -- autouse fixture: tiny models run single-threaded
 
 from robokit.deploy.evaluate import evaluate_in_sim
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
@@ -49,14 +48,14 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
-def test_deploy_sim_command_end_to_end(tiny_checkpoint, tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "robokit.cli", "deploy", "--sim", str(tiny_checkpoint), "--episodes", "2",
-         "--max-steps", "12", "--mode", "chunk", "--device", "cpu", "--json", str(tmp_path / "r.json"),
-         "--record", str(tmp_path / "rollouts"), "--video", str(tmp_path / "videos")],
-        capture_output=True, text=True, timeout=240, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "overall" in out.stdout and "0/2" in out.stdout
+def test_deploy_sim_command_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    from robokit.cli import main
+
+    main(["deploy", "--sim", str(tiny_checkpoint), "--episodes", "2", "--max-steps", "12", "--mode", "chunk",
+          "--device", "cpu", "--json", str(tmp_path / "r.json"), "--record", str(tmp_path / "rollouts"),
+          "--video", str(tmp_path / "videos")])
+    out = capsys.readouterr().out
+    assert "overall" in out and "0/2" in out
     results = json.loads((tmp_path / "r.json").read_text())
     assert results["episodes"] == 2 and results["settings"]["seed_start"] == 1000
     assert [o["seed"] for o in results["outcomes"]] == [1000, 1001]
