@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from robokit.commands.hardware_options import parse_image_size as parse_hw_size
 from robokit.errors import ConfigError
 
 # TOML key -> TrainOptions field, where the file uses the flag's name.
@@ -33,20 +34,14 @@ _NOT_IN_FILE = {"resume"}  # a property of one invocation, not of a run's config
 
 
 def parse_image_size(text: str | list | tuple | None) -> tuple[int, int] | None:
-    """``"96x128"`` (H x W) or ``[96, 128]`` -> (96, 128)."""
+    """``"96x128"`` (H x W), or ``[96, 128]`` from a config file, -> (96, 128); None stays None."""
     if text is None:
         return None
     if isinstance(text, (list, tuple)):
-        parts = list(text)
-    else:
-        parts = str(text).lower().replace("×", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts[:2]) if len(parts) in (2, 3) else (None, None)
-    except (TypeError, ValueError):
-        h = w = None
-    if h is None or w is None or h <= 0 or w <= 0:
-        raise ConfigError(f"image size must be HEIGHTxWIDTH such as 96x128, got {text!r}")
-    return h, w
+        if len(text) not in (2, 3):
+            raise ConfigError(f"image size must be [HEIGHT, WIDTH] such as [96, 128], got {text!r}")
+        text = f"{text[0]}x{text[1]}"
+    return parse_hw_size(str(text))
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
