@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_train import one_thread  # noqa: F401 -- autouse fixture: tiny models run single-threaded
 
 from robokit.errors import ConfigError, UserError
 from robokit.policies.act import ACTConfig, ACTPolicy

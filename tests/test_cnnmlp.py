@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_train import one_thread  # noqa: F401 -- autouse fixture: tiny models run single-threaded
 
 from robokit.errors import ConfigError
 from robokit.policies.base import get_policy_class

@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_train import one_thread  # noqa: F401 -- autouse fixture: tiny models run single-threaded
 
 from robokit.deploy.evaluate import evaluate_in_sim
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason

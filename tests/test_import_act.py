@@ -8,7 +8,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from test_train import one_thread  # noqa: F401 -- autouse fixture: tiny models run single-threaded
 
 from robokit.cli import main
 from robokit.errors import CheckpointError

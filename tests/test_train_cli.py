@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from test_data_layouts import write_v1
-from test_train import one_thread  # noqa: F401 -- autouse fixture: tiny models run single-threaded
 
 from robokit.cli import main
 from robokit.commands.train_cmd import build_options
