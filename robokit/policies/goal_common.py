@@ -110,6 +110,26 @@ class FiLM(nn.Module):
         return x * (1 + gamma.view(shape)) + beta.view(shape)
 
 
+class AttentionPool(nn.Module):
+    """Pool a token set (B, T, D) into one vector (B, D) with ``queries`` learned queries.
+
+    A mean over an instruction's characters drowns the few that matter ("red" vs "blue" are 3-4
+    of ~35 characters); learned queries can attend to them instead.
+    """
+
+    def __init__(self, dim: int, heads: int, queries: int = 4) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(1, queries, dim) * 0.02)
+        self.attn = Attention(dim, heads)
+        self.out = nn.Linear(queries * dim, dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``mask`` (B, T) True = may be pooled; every row needs at least one True."""
+        q = self.queries.expand(tokens.shape[0], -1, -1)
+        y, _ = self.attn(q, context=tokens, mask=mask[:, None, None, :])
+        return self.out(y.flatten(1))
+
+
 class PatchEmbed(nn.Module):
     """Image -> one token per ``patch`` x ``patch`` square, raster order: ``(N, C, H, W) -> (N, h*w, D)``.
 

@@ -34,6 +34,7 @@ from robokit.errors import ConfigError, UserError
 from robokit.policies.base import Policy, PolicyConfig, register_policy
 from robokit.policies.goal_common import (
     MLP,
+    AttentionPool,
     Block,
     PatchEmbed,
     batch_tasks,
@@ -126,6 +127,8 @@ class GRPPolicy(Policy):
                                           film_dim=d if c.film else 0)
         if c.film:
             self.text_pool_block = Block(d, c.n_head, c.mlp_ratio, c.dropout)
+            self.text_pool = AttentionPool(d, c.n_head)
+            self.goal_pool = AttentionPool(d, c.n_head)
             self.film_norm = nn.LayerNorm(d)
         # Without stacking the goal image goes through the observation's encoder: the model then
         # compares like with like. With stacking the channel counts differ: a separate encoder.
@@ -214,16 +217,15 @@ class GRPPolicy(Policy):
     def goal_vector(self, text: torch.Tensor, text_mask: torch.Tensor, goal_tok: torch.Tensor,
                     use_text: torch.Tensor) -> torch.Tensor:
         """Pooled goal (B, D) that FiLM-conditions the observation encoder: the instruction (one
-        transformer block over the characters, mean over real ones) or the goal image (mean of its
-        patch tokens), per sample by the same choice as the block mask, so hidden tokens stay
+        transformer block over the characters, attention-pooled) or the goal image (its patch tokens,
+        attention-pooled), per sample by the same choice as the block mask, so hidden tokens stay
         without influence."""
         t0, t1 = self.layout["text"]
         # A sample without characters (following its goal image) would have no key to attend to.
         keys = text_mask | ~text_mask.any(dim=1, keepdim=True)
         t, _ = self.text_pool_block(text + self.pos_embedding[:, t0:t1], mask=keys[:, None, None, :])
-        m = text_mask.unsqueeze(-1).to(t.dtype)
-        text_vec = (t * m).sum(1) / m.sum(1).clamp_min(1.0)
-        goal_vec = goal_tok.mean(1)
+        text_vec = self.text_pool(t, keys)
+        goal_vec = self.goal_pool(goal_tok, torch.ones(goal_tok.shape[:2], dtype=torch.bool, device=goal_tok.device))
         return self.film_norm(torch.where(use_text[:, None], text_vec, goal_vec))
 
     def heads(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

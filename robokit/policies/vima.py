@@ -60,6 +60,7 @@ from robokit.policies.goal_actions import CartesianCoder, UniformBins, kinematic
 from robokit.policies.goal_common import (
     MLP,
     Attention,
+    AttentionPool,
     Block,
     FiLM,
     batch_tasks,
@@ -242,6 +243,7 @@ class VIMAPolicy(Policy):
         # The prompt steers what the camera encoder extracts (pooled prompt -> FiLM) when ``film``.
         self.stem_film = FiLM(d, 64) if c.film else None
         self.stem_head = nn.Sequential(nn.Conv2d(64, d, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(c.obs_grid))
+        self.prompt_pool = AttentionPool(d, c.xattn_n_heads) if c.film else None
         self.prompt_norm = nn.LayerNorm(d) if c.film else None
         self.tokens_per_step = k * c.obs_grid[0] * c.obs_grid[1] + 2
         ee_in = c.state_dim + (10 if c.use_ee else 0)
@@ -394,8 +396,7 @@ class VIMAPolicy(Policy):
         b = images.shape[0]
         cond = None
         if self.prompt_norm is not None:
-            m = prompt_mask.unsqueeze(-1).to(prompt.dtype)
-            cond = self.prompt_norm((prompt * m).sum(1) / m.sum(1).clamp_min(1.0))
+            cond = self.prompt_norm(self.prompt_pool(prompt, prompt_mask))
         cur = self.step_tokens(images, ee_in, self.action_query.expand(b, -1, -1)[:, 0], cond)
         seqs = []
         valid = []
