@@ -375,6 +375,53 @@ def test_object_boxes_round_trip_and_survive_recovery(tmp_path):
         open_episode(path)
 
 
+# -- extra per-step datasets (deploy rollouts' predicted chunks) --------------------------------------
+def test_extra_step_datasets_round_trip_late_rows_and_survive_recovery(tmp_path):
+    cams = {"top": (H, W, 3)}
+    for bad, message in (({"action": (3,)}, "already uses"), ({"a/b": (3,)}, "plain dataset name"),
+                         ({"chunks": (0, 8)}, "positive sizes")):
+        with pytest.raises(UserError, match=message):
+            EpisodeWriter(tmp_path, 0, cams, attrs=ATTRS, extra_step_datasets=bad)
+    w = EpisodeWriter(tmp_path, 0, cams, attrs=ATTRS, compress="jpeg",
+                      extra_step_datasets={"predicted_chunks": (5, 8), "score": ()})
+    buffer = np.zeros((5, 8), np.float32)
+    for t in range(7):
+        buffer[:] = t  # one buffer reused by the caller: the writer must have copied each row
+        w.append(np.zeros(8), np.zeros(8), np.zeros(8), {"top": pattern(t)}, float(t), {"top": float(t)},
+                 extras={"predicted_chunks": buffer if t % 3 == 0 else None, "score": t / 10})
+    w.set_extra(4, "predicted_chunks", np.full((5, 8), 40.0))  # a row filled in after its step
+    with pytest.raises(DataError, match="'plate'.*not declared"):
+        w.append(np.zeros(8), np.zeros(8), np.zeros(8), {"top": pattern(0)}, 9.0, extras={"plate": 1.0})
+    with pytest.raises(DataError, match=r"rows are \(5, 8\), got \(4, 8\)"):
+        w.set_extra(1, "predicted_chunks", np.zeros((4, 8)))
+    with pytest.raises(DataError, match="row 7 .* not a step"):
+        w.set_extra(7, "predicted_chunks", buffer)
+    w.close()  # left as after a crash: recovery must keep the extras and their late rows
+    assert recover_partial_episodes(tmp_path)[0].startswith("recovered episode_0.hdf5")
+    path = tmp_path / "episode_0.hdf5"
+    with open_episode(path) as ep:
+        assert ep.step_extra_names == ["predicted_chunks", "score"] and ep.check() == []
+        chunks = ep.predicted_chunks()
+        assert chunks.dtype == np.float32 and chunks.shape == (7, 5, 8)
+        queried = [t for t in range(7) if not np.isnan(chunks[t]).any()]
+        assert queried == [0, 3, 4, 6] and np.isnan(chunks[[1, 2, 5]]).all()
+        assert [chunks[t, 0, 0] for t in queried] == [0, 3, 40, 6]
+        np.testing.assert_allclose(ep.step_extra("score"), np.arange(7) / 10)
+        assert ep.step_extra("nothing") is None
+    with open_episode(write_v1(tmp_path / "plain")) as ep:
+        assert ep.predicted_chunks() is None and ep.step_extra_names == []
+    with h5py.File(path, "r+") as f:  # hand-edited: a listed dataset gone, chunks of another width
+        del f["score"]
+        del f["predicted_chunks"]
+        f.create_dataset("predicted_chunks", data=np.zeros((7, 5, 3), np.float32))
+    with open_episode(path) as ep:
+        problems = ep.check()
+        assert any("/score is listed" in p for p in problems)
+        assert any("predicted_chunks must be (7, H, 8)" in p for p in problems)
+        with pytest.raises(DataError, match="predicted_chunks must be"):
+            ep.predicted_chunks()
+
+
 # -- crash recovery -----------------------------------------------------------------------------------
 def test_recover_a_closed_partial_file(tmp_path):
     w = EpisodeWriter(tmp_path, 4, {"top": (H, W, 3)}, attrs=ATTRS, compress="jpeg")

@@ -113,3 +113,8 @@ def test_deploy_command_drives_the_franka_through_a_policy_server(sim_host, tmp_
     with open_episode(list_episodes(tmp_path / "rollouts")[0]) as ep:
         assert ep.length == 20 and ep.attrs.get("robot") == "franka"
         np.testing.assert_allclose(ep.action()[:, :7], np.tile(PANDA_READY_POSE, (20, 1)), atol=0.05)
+        chunks = ep.predicted_chunks()  # async on hardware: each reply stored at its observation's step
+        queried = np.isfinite(chunks).all(axis=(1, 2))
+        assert chunks.shape == (20, 10, 8) and queried[0] and queried.sum() >= 2
+        ready = np.broadcast_to(PANDA_READY_POSE, (int(queried.sum()), 10, 7))
+        np.testing.assert_allclose(chunks[queried][:, :, :7], ready, atol=1e-6)

@@ -17,12 +17,14 @@ from robokit.viz.episode import render_episode
 T, H, W = 24, 48, 64
 
 
-def write_episode(folder: Path, index: int = 0, cams=("top", "wrist")) -> Path:
+def write_episode(folder: Path, index: int = 0, cams=("top", "wrist"), chunks=None) -> Path:
+    """A small episode; ``chunks`` (T, H, A), NaN rows for steps without a query, makes it a rollout."""
     w = EpisodeWriter(
         folder,
         index,
         camera_shapes={c: (H, W, 3) for c in cams},
         attrs={"fps": 10.0, "task": "pick the cube", "robot": "sim", "sim": True, "source": "test"},
+        extra_step_datasets=None if chunks is None else {"predicted_chunks": chunks.shape[1:]},
     )
     for t in range(T):
         q = np.full(8, np.sin(t / 5.0), np.float32)
@@ -39,6 +41,7 @@ def write_episode(folder: Path, index: int = 0, cams=("top", "wrist")) -> Path:
             t_robot=100.0 + t / 10.0,
             t_images={c: 100.0 + t / 10.0 for c in cams},
             done=t >= T - 3,
+            extras=None if chunks is None or np.isnan(chunks[t]).all() else {"predicted_chunks": chunks[t]},
         )
     return w.save(success=True)
 
@@ -66,22 +69,23 @@ def test_episode_plot_and_video(tmp_path):
 
 def test_rollout_with_predicted_chunks_via_cli(tmp_path, capsys):
     folder = tmp_path / "rollouts"
-    ep = write_episode(folder)
     chunks = np.full((T, 10, 8), np.nan, np.float32)
     chunks[::5] = 0.5  # queried every 5 steps (chunked execution)
-    with h5py.File(ep, "a") as f:
-        f.create_dataset("predicted_chunks", data=chunks)
+    write_episode(folder, chunks=chunks)
     main(["viz", "rollout", str(folder), "--no-video"])
     out = folder / "viz" / "episode_0"
     assert (out / "joints.png").exists() and not (out / "cameras.mp4").exists()
     assert "5 predicted chunks drawn" in capsys.readouterr().err
 
 
-def test_rollout_chunks_of_wrong_length_are_refused(tmp_path):
+def test_rollout_chunks_of_wrong_length_or_width_are_refused(tmp_path):
     ep = write_episode(tmp_path / "data")
-    with h5py.File(ep, "a") as f:
+    with h5py.File(ep, "a") as f:  # hand-edited files: the writer cannot produce these
         f.create_dataset("predicted_chunks", data=np.zeros((T - 1, 10, 8), np.float32))
-    with pytest.raises(DataError, match="predicted_chunks has 23 rows"):
+    with pytest.raises(DataError, match=r"predicted_chunks has shape \(23, 10, 8\).*24 steps"):
+        render_episode(ep, tmp_path / "viz")
+    ep = write_episode(tmp_path / "data", index=1, chunks=np.zeros((T, 10, 7), np.float32))
+    with pytest.raises(DataError, match=r"predicted_chunks must be \(24, H, 8\)"):
         render_episode(ep, tmp_path / "viz")
 
 

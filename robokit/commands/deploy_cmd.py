@@ -242,7 +242,8 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
         recorder = None
         if record is not None:
             shapes = {name: tuple(cameras[name].shape) for name in info.camera_names}
-            recorder = RolloutRecorder(record, shapes, rate, arm.kind, sim=False)
+            recorder = RolloutRecorder(record, shapes, rate, arm.kind, sim=False,
+                                       chunk_shape=(info.chunk_size, info.action_dim))
         panel = LivePanel(console, enabled=console.is_terminal)
         for i in range(episodes):
             if not yes and not typer.confirm(f"Move the arm to its ready pose and run episode {i + 1}/{episodes}?",

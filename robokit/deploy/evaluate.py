@@ -89,18 +89,29 @@ class EvalResults:
 
 # -- recording and video -----------------------------------------------------------------------------
 class RolloutRecorder:
-    """Save each rollout as a robokit episode (``--record DIR``) via the episodes writer."""
+    """Save each rollout as a robokit episode (``--record DIR``) via the episodes writer.
+
+    With ``chunk_shape`` (the policy's (chunk_size, action_dim)) the episode also stores
+    ``/predicted_chunks`` float32 (T, chunk_size, action_dim): row t is the chunk the policy
+    predicted from the observation of step t, whenever it arrived (``async`` chunks arrive some
+    steps later and are filled in then), all NaN where no query was made at step t.
+    """
 
     def __init__(self, folder: str | Path, camera_shapes: dict[str, tuple[int, int, int]], fps: float,
-                 robot_kind: str, sim: bool, compress: str = "none") -> None:
+                 robot_kind: str, sim: bool, compress: str = "none",
+                 chunk_shape: tuple[int, int] | None = None) -> None:
         self.folder = Path(folder)
         self.camera_shapes = camera_shapes
         self.fps = fps
         self.robot_kind = robot_kind
         self.sim = sim
         self.compress = compress
+        self.chunk_shape = tuple(chunk_shape) if chunk_shape is not None else None
         self._writer: Any = None
-        self._last: StepRecord | None = None
+        self._rows: dict[int, int] = {}  # loop step -> episode row (steps without frames are not recorded)
+        from robokit.episodes.format import PREDICTED_CHUNKS  # here: h5py only when recording
+
+        self._chunks_key = PREDICTED_CHUNKS
 
     def start(self, task: str | None) -> None:
         from robokit.episodes.writer import EpisodeWriter, next_episode_index
@@ -109,20 +120,38 @@ class RolloutRecorder:
                  "camera_names": list(self.camera_shapes)}
         if task:
             attrs["task"] = task
+        extras = {self._chunks_key: self.chunk_shape} if self.chunk_shape is not None else None
         self._writer = EpisodeWriter(self.folder, next_episode_index(self.folder), self.camera_shapes,
-                                     attrs=attrs, compress=self.compress)
+                                     attrs=attrs, compress=self.compress, extra_step_datasets=extras)
+        self._rows = {}
 
     def __call__(self, record: StepRecord) -> None:
-        if self._writer is None or not record.frames:
+        writer = self._writer
+        if writer is None:
             return
-        st = record.state
-        self._writer.append(st.as_vector(), st.velocity_vector(), record.command.astype(np.float32),
-                            {c: f.image for c, f in record.frames.items()}, t_robot=float(st.t),
-                            t_images={c: float(f.t_capture) for c, f in record.frames.items()})
+        own = None  # the chunk predicted from this step's observation, if it is already here
+        late = []
+        for start, chunk in record.chunks if self.chunk_shape is not None else ():
+            if start == record.step:
+                own = chunk
+            else:
+                late.append((start, chunk))
+        if record.frames:
+            st = record.state
+            self._rows[record.step] = writer.num_steps
+            writer.append(st.as_vector(), st.velocity_vector(), record.command.astype(np.float32),
+                          {c: f.image for c, f in record.frames.items()}, t_robot=float(st.t),
+                          t_images={c: float(f.t_capture) for c, f in record.frames.items()},
+                          extras={self._chunks_key: own} if own is not None else None)
+        for start, chunk in late:  # async: the row of its observation step was written earlier
+            row = self._rows.get(start)
+            if row is not None:
+                writer.set_extra(row, self._chunks_key, chunk)
 
     def finish(self, success: bool | None, extra: dict[str, Any],
                goal_images: dict[str, np.ndarray] | None = None) -> str | None:
         writer, self._writer = self._writer, None
+        self._rows = {}
         if writer is None:
             return None
         if writer.num_steps == 0:
@@ -297,7 +326,8 @@ def evaluate_in_sim(
             "episodes": episodes, "seed_start": seed_start, "task_set": task_set, "goal": goal, "mode": mode,
             "realtime": realtime, "fps": rate, "max_steps": steps_limit, "k": k, "query_every": query_every,
             "server": server, "done_threshold": done_threshold})
-        recorder = (RolloutRecorder(record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True)
+        recorder = (RolloutRecorder(record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
+                                    chunk_shape=(info.chunk_size, info.action_dim))
                     if record_dir else None)
         video = VideoRecorder(video_dir, rate) if video_dir else None
         goal_cam = goal_camera(runner)

@@ -18,6 +18,12 @@ One code path for the simulation and the real arm. Each tick:
 
 A tick has a fresh action when the policy link is healthy (no failed or overdue query since the
 last answer), the ensembler covers the step and the action is finite.
+
+Every chunk the policy returns is also handed to ``on_step`` (:attr:`StepRecord.chunks`, by
+reference, in the record of the tick it arrived at) together with the step of the observation it
+was predicted from: row 0 of a chunk is the action for that step. In ``ensemble`` and ``chunk``
+mode that is the tick itself; in ``async`` mode a chunk arrives some ticks after its observation.
+A chunk the loop gave up on (overdue at a pause or at the end of the episode) is not handed over.
 """
 
 from __future__ import annotations
@@ -179,6 +185,9 @@ class StepRecord:
     frames: dict[str, Frame]
     command: np.ndarray  # (8,) what was sent: 7 joint targets + gripper
     fresh: bool
+    #: chunks the policy returned since the previous record: (step of the observation each was
+    #: predicted from, its (chunk_size, action_dim) actions as returned, row 0 = that step's action)
+    chunks: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -300,6 +309,7 @@ class ControlLoop:
         self._last_error: str | None = None
         self._link_ok = True
         self._done = False
+        self._arrived: list[tuple[int, np.ndarray]] = []  # chunks for the next StepRecord
 
     # -- public -----------------------------------------------------------------------------------
     def stats(self) -> LoopStats:
@@ -419,6 +429,7 @@ class ControlLoop:
                             f"({info.chunk_size}, {info.action_dim})")
         self._link_ok = True
         self.queue.add(result.actions, start)
+        self._arrived.append((start, result.actions))
         self._model_ms.append(result.model_ms)
         self._rtt_ms.append(result.rtt_ms)
         if result.done is not None and result.done >= self.config.done_threshold:
@@ -460,6 +471,7 @@ class ControlLoop:
         self._link_ok = True
         self._last_error = None
         self._settle_queries()
+        self._arrived = []
         self.runner.reset()
         self.safety.reset(self.robot.read().qpos)
         self._first_chunk(task, goal_image)
@@ -508,7 +520,8 @@ class ControlLoop:
                 cmd = self._hold(state, last_cmd)
                 self._command(cmd)
                 last_cmd = cmd
-                self._after_command(on_step, on_tick, StepRecord(step, state, frames, cmd, False))
+                self._after_command(on_step, on_tick, StepRecord(step, state, frames, cmd, False,
+                                                                 self._take_arrived()))
                 continue
             # 4. queries
             self._collect(0.0)
@@ -552,11 +565,17 @@ class ControlLoop:
                     cmd = self._hold(state, last_cmd)
             self._command(cmd)
             last_cmd = cmd
-            self._after_command(on_step, on_tick, StepRecord(step, state, frames, cmd, starved == 0))
+            self._after_command(on_step, on_tick, StepRecord(step, state, frames, cmd, starved == 0,
+                                                             self._take_arrived()))
             if goal_reached is not None and goal_reached():
                 return self._end(StopReason.SUCCESS, "goal reached")
             if self._done:
                 return self._end(StopReason.DONE, "the policy signalled that the task is done")
+
+    def _take_arrived(self) -> list[tuple[int, np.ndarray]]:
+        """The chunks accepted since the last record (handed over as they are, not copied)."""
+        arrived, self._arrived = self._arrived, []
+        return arrived
 
     def _deadline_s(self) -> float:
         client = getattr(self.runner, "client", None)

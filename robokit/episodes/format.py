@@ -17,10 +17,18 @@ A robokit v1 episode is one HDF5 file ``episode_<N>.hdf5``::
                                                  (x right, y down, inclusive, clipped to the image;
                                                  all -1 where it is outside the image; occlusion
                                                  by the arm is not considered)
+    /predicted_chunks            float32 (T, H, A) optional (deploy rollouts): row t = the action chunk the
+                                                 policy predicted from the observation of step t
+                                                 (de-normalised; row 0 of the chunk is the action for
+                                                 step t); all NaN where no query was made at step t
+    /<name>                      float32 (T, ...) optional extra per-step arrays (the writer's
+                                                 ``extra_step_datasets``, listed in the attribute
+                                                 ``extra_step_datasets``); NaN rows where not given
 
     attrs: format="robokit.episode", version=1, sim, robot, fps, task, camera_names,
            action_space="joint_pos", source, compress (bool, ALOHA's flag), image_compression
-           ("none"|"lzf"|"jpeg"), num_steps, success (only if known)
+           ("none"|"lzf"|"jpeg"), num_steps, success (only if known),
+           extra_step_datasets (list of names, only when there are some)
 
 The JPEG variant uses ALOHA's names (``compress`` attribute, padded rows, ``/compress_len``) so that
 ALOHA/ACT++ loaders decode it too. Files being recorded are ``episode_<N>.hdf5.partial``.
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 FORMAT_NAME = "robokit.episode"
 FORMAT_VERSION = 1
@@ -62,6 +71,13 @@ DONE = "done"
 COMPRESS_LEN = "compress_len"
 GOAL_IMAGES = "goal_images"
 OBJECTS = "objects"
+PREDICTED_CHUNKS = "predicted_chunks"
+
+#: File attribute listing the extra per-step float32 datasets (``/<name>``, T rows) of a v1 file.
+EXTRA_STEP_DATASETS = "extra_step_datasets"
+#: Top-level names the format itself uses: never the name of an extra per-step dataset.
+RESERVED_NAMES = frozenset({ACTION, "observations", TIMESTAMPS, DONE, COMPRESS_LEN, GOAL_IMAGES, OBJECTS})
+_EXTRA_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Attributes every v1 file carries (``success`` only when known).
 REQUIRED_ATTRS = ("format", "version", "sim", "robot", "fps", "task", "camera_names", "action_space",
@@ -85,6 +101,28 @@ def partial_filename(index: int) -> str:
 def object_box_key(name: str, camera: str) -> str:
     """Dataset of the per-step pixel boxes of object ``name`` in ``camera``: ``objects/<name>/box_<camera>``."""
     return f"{OBJECTS}/{name}/box_{camera}"
+
+
+def check_extra_name(name: str) -> str | None:
+    """Why ``name`` cannot be an extra per-step dataset (None if it can)."""
+    if not isinstance(name, str) or not _EXTRA_NAME_RE.match(name):
+        return f"{name!r} is not a plain dataset name (letters, digits, '_'; not starting with a digit)"
+    if name in RESERVED_NAMES:
+        return f"{name!r} is a name the episode format already uses"
+    return None
+
+
+def extra_step_names(f: Any) -> list[str]:
+    """Names of the extra per-step datasets of an open v1 file (``h5py.File``): those the attribute
+    :data:`EXTRA_STEP_DATASETS` lists that exist, plus ``predicted_chunks`` wherever it is present
+    (files written before the attribute, or by hand)."""
+    listed = f.attrs.get(EXTRA_STEP_DATASETS, [])
+    if isinstance(listed, (str, bytes)):
+        listed = [listed]
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in listed]
+    if PREDICTED_CHUNKS not in names:
+        names.append(PREDICTED_CHUNKS)
+    return [n for n in names if check_extra_name(n) is None and n in f]
 
 
 def episode_index(path: str | Path) -> int | None:

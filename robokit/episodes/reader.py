@@ -188,6 +188,7 @@ class Episode:
                 if f"{fmt.TIMESTAMPS}/{cam}" in f:
                     per_step.append(f"{fmt.TIMESTAMPS}/{cam}")
             per_step += self._box_keys()
+            per_step += self.step_extra_names
         for key in per_step:
             ds = f[key]
             if not isinstance(ds, h5py.Dataset) or ds.ndim < 1 or ds.shape[0] != self.length:
@@ -205,6 +206,11 @@ class Episode:
         self._shapes: dict[str, tuple[int, int, int]] = {}
 
     # -- metadata --------------------------------------------------------------------------------
+    @property
+    def step_extra_names(self) -> list[str]:
+        """Names of the extra per-step datasets (``/<name>``, e.g. ``predicted_chunks``); v1 only."""
+        return fmt.extra_step_names(self._f) if self.layout == fmt.LAYOUT_V1 else []
+
     @property
     def fps(self) -> float | None:
         value = self.attrs.get("fps")
@@ -323,6 +329,31 @@ class Episode:
             boxes[name] = values.astype(np.int32)
         return boxes
 
+    def step_extra(self, name: str) -> np.ndarray | None:
+        """Extra per-step dataset ``/<name>`` as float32 (T, ...), or None if the file has none.
+
+        NaN rows are steps the recorder gave no value for.
+        """
+        if name not in self.step_extra_names:
+            return None
+        ds = self._f[name]
+        if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f":
+            raise DataError(f"{self.path}: /{name} must be a float32 (T, ...) dataset, got {_describe(ds)}")
+        return np.asarray(self._read(name), dtype=np.float32)
+
+    def predicted_chunks(self) -> np.ndarray | None:
+        """A deploy rollout's predicted action chunks: float32 (T, H, A), or None if not recorded.
+
+        Row t is the chunk the policy predicted from the observation of step t (de-normalised joint
+        targets + gripper; its row 0 is the action for step t); rows where no query was made at
+        step t are all NaN.
+        """
+        chunks = self.step_extra(fmt.PREDICTED_CHUNKS)
+        if chunks is not None and (chunks.ndim != 3 or chunks.shape[2] != self.action_dim):
+            raise DataError(f"{self.path}: /{fmt.PREDICTED_CHUNKS} must be ({self.length}, H, {self.action_dim}) "
+                            f"(one chunk of actions per step), got {_describe(self._f[fmt.PREDICTED_CHUNKS])}")
+        return chunks
+
     def goal_image(self, cam: str) -> np.ndarray | None:
         """The stored goal frame of ``cam`` (uint8 (H, W, 3) RGB) or None if there is none."""
         key = f"{fmt.GOAL_IMAGES}/{cam}"
@@ -378,6 +409,22 @@ class Episode:
             ds = f[key]
             if ds.dtype != np.int32 or ds.shape != (self.length, 4):
                 problems.append(f"{name}: /{key} is {_describe(ds)}, expected int32 ({self.length}, 4)")
+        listed = attrs.get(fmt.EXTRA_STEP_DATASETS, [])
+        for extra in [listed] if isinstance(listed, str) else listed:
+            problem = fmt.check_extra_name(extra)
+            if problem is not None:
+                problems.append(f"{name}: attribute '{fmt.EXTRA_STEP_DATASETS}': {problem}")
+            elif extra not in f:
+                problems.append(f"{name}: /{extra} is listed in '{fmt.EXTRA_STEP_DATASETS}' but missing")
+        for extra in self.step_extra_names:
+            ds = f[extra]
+            if ds.dtype != np.float32:
+                problems.append(f"{name}: /{extra} is {_describe(ds)}, expected float32 ({self.length}, ...)")
+            elif extra == fmt.PREDICTED_CHUNKS:
+                try:
+                    self.predicted_chunks()
+                except DataError as exc:
+                    problems.append(str(exc))
         for key in [fmt.ROBOT_TIMESTAMPS] + [f"{fmt.TIMESTAMPS}/{c}" for c in self.camera_names]:
             if key not in f:
                 if key != fmt.ROBOT_TIMESTAMPS:

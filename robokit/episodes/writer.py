@@ -13,6 +13,12 @@ Simulated recordings also store where each object is in each camera's image: dec
 with ``box_objects={"top": ["cube"]}`` and pass ``object_boxes={"top": {"cube": (x0, y0, x1, y1)}}``
 (or None when it is not visible) to every :meth:`~EpisodeWriter.append`.
 
+Extra per-step float arrays (a deploy rollout's predicted action chunks) are declared the same way,
+``extra_step_datasets={"predicted_chunks": (H, A)}``, and given per step with
+``append(..., extras={"predicted_chunks": chunk})`` (None or absent: a NaN row). A value that is
+only known some steps later (a chunk from an asynchronous query) is filled in with
+:meth:`~EpisodeWriter.set_extra`, streamed like the rest.
+
 How it stays crash-safe and bounded:
 
 - Each step goes through a small bounded queue (``queue_s`` seconds of steps) to a writer thread
@@ -96,6 +102,17 @@ class EpisodeStep:
     done: bool
     #: camera -> object name -> pixel box (x0, y0, x1, y1), None when not visible
     object_boxes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: extra per-step dataset name -> float array of its declared row shape (None: a NaN row)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _ExtraUpdate:
+    """A late value for row ``row`` of the extra dataset ``name`` (:meth:`EpisodeWriter.set_extra`)."""
+
+    row: int
+    name: str
+    values: np.ndarray
 
 
 _STOP = object()
@@ -109,7 +126,8 @@ class EpisodeWriter:
     ``task``, ``robot``, ``sim`` and ``source`` (DESIGN §4). ``compress`` is "none", "lzf"
     (lossless, HDF5 filter) or "jpeg" (ALOHA-compatible padded JPEG rows, ``jpeg_quality``).
     ``box_objects`` (camera -> object names) declares the per-step object boxes the episode
-    stores in ``/objects/<name>/box_<cam>``.
+    stores in ``/objects/<name>/box_<cam>``. ``extra_step_datasets`` (name -> row shape) declares
+    extra per-step float32 datasets ``/<name>`` of shape (T, *row shape), NaN where not given.
     """
 
     def __init__(
@@ -127,6 +145,7 @@ class EpisodeWriter:
         queue_s: float = 0.5,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
         box_objects: Mapping[str, Sequence[str]] | None = None,
+        extra_step_datasets: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         if compress not in fmt.COMPRESSIONS:
             raise UserError(f"unknown compression {compress!r}; choose one of {', '.join(fmt.COMPRESSIONS)}")
@@ -138,6 +157,8 @@ class EpisodeWriter:
         if not self.camera_shapes:
             raise UserError("an episode needs at least one camera")
         self.box_objects = _check_box_objects(box_objects or {}, self.camera_shapes)
+        self.extra_shapes = _check_extra_datasets(extra_step_datasets or {})
+        self._nan_rows = {name: np.full(shape, np.nan, np.float32) for name, shape in self.extra_shapes.items()}
         self.folder = Path(folder)
         self.index = int(index)
         self.state_dim, self.action_dim = int(state_dim), int(action_dim)
@@ -191,11 +212,14 @@ class EpisodeWriter:
         t_images: Mapping[str, float] | None = None,
         done: bool = False,
         object_boxes: Mapping[str, Mapping[str, Sequence[int] | None]] | None = None,
+        extras: Mapping[str, Any] | None = None,
     ) -> None:
         """Queue one step. Blocks only if the disk falls behind by more than ``queue_s``.
 
         ``object_boxes`` gives camera -> object -> (x0, y0, x1, y1) pixel box (None: not visible) for
         the objects declared in ``box_objects``; a missing one is stored as not visible.
+        ``extras`` gives name -> array of the declared row shape for the ``extra_step_datasets``
+        (copied; None or a missing name: a NaN row).
         Raises :class:`LowDiskSpace` when free space runs low (the episode can still be saved) and
         DataError if writing failed or a frame does not match the episode's camera shapes.
         """
@@ -212,7 +236,13 @@ class EpisodeWriter:
             t_images={cam: float((t_images or {}).get(cam, math.nan)) for cam in self.camera_shapes},
             done=bool(done),
             object_boxes=self._boxes(object_boxes or {}),
+            extras={name: self._extra_row(name, (extras or {}).get(name), self._appended)
+                    for name in self.extra_shapes},
         )
+        unknown = [n for n in (extras or {}) if n not in self.extra_shapes]
+        if unknown:
+            raise DataError(f"step {self._appended}: extra dataset(s) {', '.join(map(repr, unknown))} were not "
+                            "declared in extra_step_datasets")
         for cam, shape in self.camera_shapes.items():
             if cam not in images:
                 raise DataError(f"step {self._appended} has no frame from camera '{cam}'")
@@ -229,6 +259,29 @@ class EpisodeWriter:
             except queue.Full:
                 self._raise_pending()
         self._appended += 1
+
+    def set_extra(self, row: int, name: str, values: Any) -> None:
+        """Set row ``row`` (a step appended earlier) of the extra dataset ``name`` to ``values``.
+
+        For values known only after their step was appended, e.g. the chunk of an asynchronous
+        policy query that returns some steps after the observation it was asked for. Streamed
+        through the same queue as the steps (``values`` is copied); a crash before it reaches the
+        disk leaves that row NaN.
+        """
+        if self._finished:
+            raise UserError("this episode writer is already saved, discarded or closed")
+        if name not in self.extra_shapes:
+            raise DataError(f"extra dataset {name!r} was not declared in extra_step_datasets")
+        if not 0 <= int(row) < self._appended:
+            raise DataError(f"row {row} of /{name} is not a step of this episode (0..{self._appended - 1})")
+        self._raise_pending()
+        update = _ExtraUpdate(int(row), name, self._extra_row(name, values, int(row)))
+        while True:
+            try:
+                self._queue.put(update, timeout=0.5)
+                return
+            except queue.Full:
+                self._raise_pending()
 
     def save(
         self,
@@ -299,6 +352,11 @@ class EpisodeWriter:
             for cam, names in self.box_objects.items():
                 for name in names:
                     _series(f, fmt.object_box_key(name, cam), (4,), np.int32, fill=np.int32(-1))
+            for name, shape in self.extra_shapes.items():
+                # ~64 KB chunks: a chunk per step would bloat the index, 256 rows of a
+                # (100, 8) chunk would make every flush rewrite 800 KB.
+                rows = int(np.clip(2**16 // (4 * max(1, math.prod(shape))), 1, _STATE_CHUNK_ROWS))
+                _series(f, name, shape, np.float32, fill=np.float32(np.nan), chunk_rows=rows)
             if self.compress == "jpeg":
                 f.create_dataset(fmt.COMPRESS_LEN, shape=(len(cams), 0), maxshape=(len(cams), None),
                                  dtype=np.float32, chunks=(len(cams), _STATE_CHUNK_ROWS), fillvalue=0)
@@ -311,6 +369,8 @@ class EpisodeWriter:
                 "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                 "robokit_version": robokit.__version__,
             }
+            if self.extra_shapes:
+                header[fmt.EXTRA_STEP_DATASETS] = list(self.extra_shapes)
             for key, value in header.items():
                 if value is not None:
                     f.attrs[key] = value
@@ -362,7 +422,16 @@ class EpisodeWriter:
             self._error = exc
             self._drain_queue()
 
-    def _write(self, steps: list[EpisodeStep]) -> None:
+    def _write(self, items: list[EpisodeStep | _ExtraUpdate]) -> None:
+        steps = [s for s in items if isinstance(s, EpisodeStep)]
+        if steps:
+            self._write_steps(steps)
+        # Updates name rows appended before them: written by now (this batch or an earlier one).
+        for update in items:
+            if isinstance(update, _ExtraUpdate):
+                self._file[update.name][update.row] = update.values
+
+    def _write_steps(self, steps: list[EpisodeStep]) -> None:
         f, n, i0 = self._file, len(steps), self._written
         i1 = i0 + n
         cams = list(self.camera_shapes)
@@ -409,6 +478,7 @@ class EpisodeWriter:
                     for cam in cams]
         columns += [(fmt.object_box_key(name, cam), np.stack([s.object_boxes[cam][name] for s in steps]))
                     for cam, names in self.box_objects.items() for name in names]
+        columns += [(name, np.stack([s.extras[name] for s in steps])) for name in self.extra_shapes]
         # The robot timestamp goes last: recovery treats a row without it as incomplete.
         columns.append((fmt.ROBOT_TIMESTAMPS, np.array([s.t_robot for s in steps], dtype=np.float64)))
         for key, values in columns:
@@ -461,6 +531,15 @@ class EpisodeWriter:
                     raise DataError(f"the box of '{name}' in camera '{cam}' must be 4 pixel numbers "
                                     f"(x0, y0, x1, y1), got {box!r}")
                 out[cam][name] = values.astype(np.int32)
+        return out
+
+    def _extra_row(self, name: str, values: Any, row: int) -> np.ndarray:
+        """One row of an extra dataset as a float32 copy (the shared NaN row for None)."""
+        if values is None:
+            return self._nan_rows[name]
+        out = np.array(values, dtype=np.float32)  # a copy: the caller may reuse its buffer
+        if out.shape != self.extra_shapes[name]:
+            raise DataError(f"step {row}: /{name} rows are {self.extra_shapes[name]}, got {out.shape}")
         return out
 
     def _raise_pending(self) -> None:
@@ -617,6 +696,7 @@ def _per_step_keys(f: h5py.File) -> list[str]:
             keys += [f"{group}/{name}" for name in f[group]]
     if fmt.OBJECTS in f:
         keys += [f"{fmt.OBJECTS}/{name}/{box}" for name in f[fmt.OBJECTS] for box in f[fmt.OBJECTS][name]]
+    keys += fmt.extra_step_names(f)
     return keys
 
 
@@ -753,9 +833,10 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- small utilities -------------------------------------------------------------------------------
-def _series(f: h5py.File, key: str, row_shape: tuple[int, ...], dtype: Any, fill: Any) -> h5py.Dataset:
+def _series(f: h5py.File, key: str, row_shape: tuple[int, ...], dtype: Any, fill: Any,
+            chunk_rows: int = _STATE_CHUNK_ROWS) -> h5py.Dataset:
     return f.create_dataset(key, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-                            chunks=(_STATE_CHUNK_ROWS, *row_shape), fillvalue=fill)
+                            chunks=(chunk_rows, *row_shape), fillvalue=fill)
 
 
 def _check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -777,6 +858,22 @@ def _check_box_objects(box_objects: Mapping[str, Sequence[str]],
         if bad or len(set(names)) != len(names):
             raise UserError(f"object names must be unique, non-empty and without '/', got {names}")
         out[cam] = names
+    return out
+
+
+def _check_extra_datasets(extras: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {}
+    for name, shape in extras.items():
+        problem = fmt.check_extra_name(name)
+        if problem is not None:
+            raise UserError(f"extra per-step dataset: {problem}")
+        try:
+            row = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(v) for v in shape)
+        except (TypeError, ValueError):
+            row = (0,)
+        if any(v <= 0 for v in row):  # () is fine: one number per step
+            raise UserError(f"extra per-step dataset {name!r}: row shape must be positive sizes, got {shape!r}")
+        out[name] = row
     return out
 
 

@@ -8,9 +8,10 @@
     cameras.mp4    every camera side by side (same height), step / time / task drawn on top
                    (MPEG-4 part 2, 'mp4v': VLC, mpv, ffplay play it; browsers may not)
 
-Deploy rollouts are episode files (``robokit deploy --record``) that may also hold
-``/predicted_chunks`` float32 (T, H, A): row t is the de-normalised chunk the policy returned for
-the observation of step t, NaN where no query was made at that step (chunked execution).
+Deploy rollouts are episode files (``robokit deploy --record``) that also hold
+``/predicted_chunks`` float32 (T, H, A), read with :meth:`robokit.episodes.reader.Episode.predicted_chunks`:
+row t is the de-normalised chunk the policy returned for the observation of step t, NaN where no
+query was made at that step (chunked or asynchronous execution).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from robokit.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
 
-PREDICTED_CHUNKS = "predicted_chunks"
 MAX_CHUNKS_DRAWN = 40  # more than this and the chunk lines hide the trajectories
 
 
@@ -37,22 +37,6 @@ class EpisodeVizResult:
     video: Path | None
     steps: int
     predicted_chunks: int  # chunks drawn (0 for a recorded demonstration)
-
-
-def read_predicted_chunks(path: str | Path) -> np.ndarray | None:
-    """``/predicted_chunks`` float32 (T, H, A) of a rollout file, or None when absent."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            if PREDICTED_CHUNKS not in f:
-                return None
-            data = f[PREDICTED_CHUNKS]
-            if data.ndim != 3:
-                raise DataError(f"{path}: /{PREDICTED_CHUNKS} must be (T, H, A), got shape {data.shape}")
-            return np.asarray(data, dtype=np.float32)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read /{PREDICTED_CHUNKS} ({exc})") from None
 
 
 def dim_names(n: int) -> list[str]:
@@ -210,9 +194,9 @@ def render_episode(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    predicted = read_predicted_chunks(path)
     with open_episode(path) as ep:
         qpos, action = ep.qpos(), ep.action()
+        predicted = ep.predicted_chunks()  # the reader checks its length and action width
         stamps = ep.timestamps("robot")
         if stamps is not None and len(stamps) == ep.length and np.all(np.isfinite(stamps)):
             times, label = stamps - stamps[0], "time [s]"
@@ -220,15 +204,6 @@ def render_episode(
             times, label = np.arange(ep.length) / float(ep.fps), "time [s] (from fps)"
         else:
             times, label = np.arange(ep.length, dtype=np.float64), "step"
-        if predicted is not None and predicted.shape[0] != ep.length:
-            raise DataError(
-                f"{ep.path}: /{PREDICTED_CHUNKS} has {predicted.shape[0]} rows, the episode {ep.length} steps"
-            )
-        if predicted is not None and predicted.shape[2] != ep.action_dim:
-            raise DataError(
-                f"{ep.path}: /{PREDICTED_CHUNKS} has {predicted.shape[2]} action values, "
-                f"/action {ep.action_dim}"
-            )
         title = (
             f"{Path(ep.path).name}"
             + (f" - {ep.task}" if ep.task else "")
