@@ -1,0 +1,89 @@
+"""`python -m robokit.demo` (what `make demo` runs), end to end at a tiny size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+
+from robokit.demo import MARKER, main, prepare_output
+from robokit.errors import UserError
+from robokit.policies.checkpoint import read_checkpoint_info
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    # The demo runs with --threads 1 (a tiny model gains nothing from a second thread on a busy
+    # 2-core machine); give the other tests their thread count back.
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_demo_runs_every_stage_and_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "demo"
+    code = main(["--out", str(out), "--episodes", "2", "--steps", "4", "--batch-size", "8",
+                 "--eval-episodes", "1", "--image-size", "32x40", "--expert-seeds", "1", "--videos", "1",
+                 "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+
+    for n, stage in enumerate(("scene", "scripted expert", "record", "train ACT", "deploy"), start=1):
+        assert f"{n}/5 {stage}" in printed
+    assert "success rate: " in printed and "demo finished in" in printed
+
+    assert (out / "scene.png").stat().st_size > 0
+    episodes = sorted((out / "data").glob("episode_*.hdf5"))
+    assert len(episodes) == 2
+    with h5py.File(episodes[0]) as f:
+        assert f["observations/images/top"].shape[1:] == (32, 40, 3)
+        assert f["observations/images/wrist"].shape[1:] == (32, 40, 3)
+
+    info = read_checkpoint_info(out / "run" / "last.pt")
+    assert info["policy_type"] == "act"
+    assert info["train_meta"]["step"] == 4
+    assert list(info["config"]["camera_names"]) == ["top", "wrist"]
+    assert (out / "run" / "train_val_loss.png").is_file()
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_episodes"] == 1 and summary["recorded_episodes"] == 2
+    assert 0.0 <= summary["success_rate"] <= 1.0
+    assert [s["name"] for s in summary["stages"]] == ["scene", "expert", "record", "train", "deploy"]
+    assert len(summary["videos"]) == 1 and Path(summary["videos"][0]).stat().st_size > 0
+    assert Path(summary["rollout_plots"][0]).is_file()
+    assert json.loads((out / "eval.json").read_text())["episodes"] == 1
+    for path in (summary["checkpoint"], summary["scene_png"], summary["videos"][0]):
+        assert path in printed
+
+
+def test_output_folder_is_replaced_only_when_it_is_an_earlier_demo(tmp_path: Path):
+    earlier = tmp_path / "demo"
+    earlier.mkdir()
+    (earlier / MARKER).write_text("{}")
+    (earlier / "stale.txt").write_text("from the last run")
+    assert "removed" in (prepare_output(earlier) or "")
+    assert earlier.is_dir() and not any(earlier.iterdir())
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match="not written by the demo"):
+        prepare_output(foreign)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+
+    assert prepare_output(tmp_path / "new") is None
+
+
+def test_bad_options_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "x"), "--image-size", "8x8"])
+    assert exc.value.code == 2
+    assert "stride" in capsys.readouterr().err
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    assert main(["--out", str(foreign)]) == 2
+    assert "not written by the demo" in capsys.readouterr().out
