@@ -55,7 +55,8 @@ def test_registered_as_grp():
 
 @pytest.mark.parametrize("cams", [["top"], ["top", "wrist", "side"]])
 def test_chunk_shape_for_one_or_three_cameras_and_long_instruction(cams):
-    policy = tiny(camera_names=cams, film=len(cams) == 1)  # with and without FiLM conditioning
+    # with and without FiLM conditioning and keypoints
+    policy = tiny(camera_names=cams, film=len(cams) == 1, keypoints=4 if len(cams) == 1 else 0)
     long_task = TASK + " and then go home and wait there for a while"  # far past text_max_length
     chunk, extras = policy.predict_chunk(obs(cams, task=long_task))
     assert chunk.shape == (4, 8) and chunk.dtype == np.float32
@@ -218,3 +219,16 @@ def test_checkpoint_round_trip(tmp_path):
     assert meta["step"] == 3 and loaded.config == policy.config
     o = obs(["top", "wrist"], task=TASK)
     np.testing.assert_array_equal(policy.predict_chunk(o)[0], loaded.predict_chunk(o)[0])
+
+
+def test_spatial_softmax_finds_a_hot_spot():
+    from robokit.policies.goal_common import SpatialSoftmax
+
+    ssm = SpatialSoftmax(1, 1)
+    with torch.no_grad():
+        ssm.conv.weight.fill_(1.0)
+        ssm.conv.bias.zero_()
+    feat = torch.zeros(1, 1, 5, 9)
+    feat[0, 0, 4, 2] = 50.0  # bottom row, third column
+    x, y = ssm(feat)[0].tolist()
+    assert x == pytest.approx(-1 + 2 * 2 / 8, abs=1e-3) and y == pytest.approx(1.0, abs=1e-3)

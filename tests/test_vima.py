@@ -140,7 +140,8 @@ def test_interleave_puts_objects_after_their_mention():
 
 @pytest.mark.parametrize("cams", [["top"], ["top", "wrist", "side"]])
 def test_chunk_shape_for_cameras_objects_and_long_instruction(cams):
-    policy = tiny(camera_names=cams, film=len(cams) == 1)  # with and without FiLM conditioning
+    # with and without FiLM conditioning and keypoints
+    policy = tiny(camera_names=cams, film=len(cams) == 1, keypoints=4 if len(cams) == 1 else 0)
     objects = [{"name": "red_cube", "box": [2, 3, 12, 14], "camera": cams[-1]},
                {"name": "blue_bowl", "box": [20, 10, 39, 29], "camera": cams[0]}]
     long_task = TASK + " and then go back to where you started"

@@ -136,14 +136,14 @@ class PatchEmbed(nn.Module):
     ``stem="linear"``: the ViT patch embedding (a linear map of the raw pixels of each patch, as the
     GRP seed does). ``stem="conv"``: log2(patch) stride-2 3x3 convolutions reaching the same grid
     (an "early convolutions" hybrid ViT; it learns much faster from a few dozen demonstrations).
-    ``film_dim > 0`` adds a :class:`FiLM` conditioning input (before the last convolution, or on
-    the linear stem's output); ``forward(x, cond)`` with ``cond`` (N, film_dim), or None = none.
+    ``film_dim > 0`` adds :class:`FiLM` conditioning (after every stem convolution but the last,
+    or on the linear stem's output); ``forward(x, cond)`` with ``cond`` (N, film_dim), or None = none.
     """
 
     def __init__(self, in_channels: int, dim: int, patch: int, stem: str = "linear", film_dim: int = 0) -> None:
         super().__init__()
         self.patch, self.stem = patch, stem
-        self.film: FiLM | None = None
+        self.film: FiLM | None = None  # linear stem only
         if stem == "linear":
             self.proj: nn.Module = nn.Linear(in_channels * patch * patch, dim)
             self.film = FiLM(film_dim, dim) if film_dim else None
@@ -153,25 +153,68 @@ class PatchEmbed(nn.Module):
         n = patch.bit_length() - 1
         if 2 ** n != patch:
             raise ValueError(f"a conv stem needs a power-of-two patch size, got {patch}")
-        layers: list[nn.Module] = []
+        convs: list[nn.Module] = []
+        films: list[FiLM] = []
         ch = in_channels
         for i in range(n - 1):
             out = min(dim, 16 * 2 ** i)
-            layers += [nn.Conv2d(ch, out, 3, 2, 1), nn.GELU()]
+            convs.append(nn.Conv2d(ch, out, 3, 2, 1))
+            if film_dim:
+                films.append(FiLM(film_dim, out))
             ch = out
-        self.body = nn.Sequential(*layers)
-        self.film = FiLM(film_dim, ch) if film_dim else None
+        self.convs = nn.ModuleList(convs)
+        # One FiLM per layer (as the FiLM paper): the first ones can select colours directly.
+        self.films = nn.ModuleList(films)
         self.proj = nn.Conv2d(ch, dim, 3, 2, 1)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the feature map :meth:`features` returns."""
+        if self.stem == "linear":
+            return self.proj.out_features
+        return self.proj.in_channels
+
+    def features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (N, h*w, D) and a feature map (N, C, h', w'): the conv stem's last map before
+        the token projection (twice the token grid's resolution), or the linear stem's token grid."""
+        h, w = x.shape[-2] // self.patch, x.shape[-1] // self.patch
         if self.stem == "linear":
             y = self.proj(patchify(x, self.patch)[0])
-            return y if cond is None or self.film is None else self.film(y, cond, channel_dim=2)
-        h, w = x.shape[-2] // self.patch, x.shape[-1] // self.patch
-        y = self.body(x[..., : h * self.patch, : w * self.patch])
-        if cond is not None and self.film is not None:
-            y = self.film(y, cond, channel_dim=1)
-        return self.proj(y).flatten(2).transpose(1, 2)
+            if cond is not None and self.film is not None:
+                y = self.film(y, cond, channel_dim=2)
+            return y, y.transpose(1, 2).reshape(y.shape[0], -1, h, w)
+        y = x[..., : h * self.patch, : w * self.patch]
+        for i, conv in enumerate(self.convs):
+            y = conv(y)
+            if cond is not None and len(self.films):
+                y = self.films[i](y, cond, channel_dim=1)
+            y = F.gelu(y)
+        return self.proj(y).flatten(2).transpose(1, 2), y
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.features(x, cond)[0]
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map (N, C, h, w) -> ``keypoints`` expected image coordinates (N, 2 * keypoints).
+
+    Each keypoint is a 1x1-conv channel turned into a probability map over the image whose
+    expected (x, y) in [-1, 1] is returned (Levine et al. 2016; robomimic, diffusion policy). A
+    policy learnt from scratch localises objects far faster through these coordinates than through
+    attention over patch tokens.
+    """
+
+    def __init__(self, channels: int, keypoints: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, keypoints, 1)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        k = self.conv(feat)
+        n, c, h, w = k.shape
+        p = k.flatten(2).softmax(-1).view(n, c, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=k.device, dtype=k.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=k.device, dtype=k.dtype)
+        return torch.cat([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=1)
 
 
 class Attention(nn.Module):

@@ -37,6 +37,7 @@ from robokit.policies.goal_common import (
     AttentionPool,
     Block,
     PatchEmbed,
+    SpatialSoftmax,
     batch_tasks,
     check_image,
     done_loss,
@@ -62,6 +63,7 @@ class GRPConfig(PolicyConfig):
     patch_size: int = 8
     stem: str = "linear"           # patch embedding: "linear" (ViT, the seed's) or "conv" (hybrid)
     film: bool = True              # FiLM-condition the observation encoder on the pooled goal
+    keypoints: int = 32            # spatial-softmax keypoints per camera -> one token each (0 = off)
     n_embd: int = 128
     n_head: int = 4
     n_blocks: int = 4
@@ -100,6 +102,8 @@ class GRPConfig(PolicyConfig):
             raise ConfigError(f"goal_image_prob must be in [0, 1], got {self.goal_image_prob}")
         if not self.camera_names:
             raise ConfigError("GRP needs at least one camera")
+        if self.keypoints < 0:
+            raise ConfigError(f"keypoints must not be negative, got {self.keypoints}")
         if self.goal_camera and self.goal_camera not in self.camera_names:
             raise ConfigError(f"goal_camera '{self.goal_camera}' is not one of the cameras "
                               f"{', '.join(self.camera_names)}")
@@ -143,6 +147,12 @@ class GRPPolicy(Policy):
         k = len(c.camera_names)
         self.layout: dict[str, list[int]] = {"cls": [0, 1], "state": [1, 2]}
         pos = 2
+        if c.keypoints:
+            # One token per camera carrying its keypoints' coordinates (after the goal FiLM).
+            self.spatial_softmax = SpatialSoftmax(self.patch_embedding.feature_channels, c.keypoints)
+            self.kp_embedding = nn.Linear(2 * c.keypoints, d)
+            self.layout["keypoints"] = [pos, pos + k]
+            pos += k
         for cam in c.camera_names:
             self.layout[cam] = [pos, pos + n_patch, *self.grid]
             pos += n_patch
@@ -157,8 +167,11 @@ class GRPPolicy(Policy):
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(d, c.n_head, c.mlp_ratio, c.dropout) for _ in range(c.n_blocks))
         self.norm = nn.LayerNorm(d)
-        self.mlp_head = MLP(d, d * 2, 0.0, out=c.chunk_size * c.action_dim)
-        self.done_head = nn.Linear(d, c.chunk_size)
+        # The heads read the CLS output and, directly, the keypoint coordinates: through attention
+        # alone (a CLS attending to ~100 tokens) the keypoints' gradient is too weak to learn from.
+        self.readout_dim = d + (2 * c.keypoints * (k + 1) if c.keypoints else 0)
+        self.mlp_head = MLP(self.readout_dim, d * 2, 0.0, out=c.chunk_size * c.action_dim)
+        self.done_head = nn.Linear(self.readout_dim, c.chunk_size)
         self._frames: collections.deque[np.ndarray] = collections.deque(maxlen=c.obs_stacking)
 
     # -- the network -----------------------------------------------------------------------------
@@ -180,28 +193,44 @@ class GRPPolicy(Policy):
     def forward_tokens(self, images: torch.Tensor, qpos: torch.Tensor, tasks: list[str],
                        goal: torch.Tensor | None, use_text: torch.Tensor,
                        need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """CLS output (B, D) and, with ``need_weights``, per-layer attention (B, heads, T, T).
+        """Readout (B, readout_dim): the CLS output and the keypoints, and with ``need_weights``
+        per-layer attention (B, heads, T, T).
 
         ``images``: float (B, K, 3*S, H, W) normalised; ``qpos`` normalised (B, S);
         ``goal``: float (B, 3, H, W) normalised or None (then every sample must use text).
         """
         b, k = images.shape[:2]
         dev = images.device
+        d = self.config.n_embd
         n_goal = self.layout["goal_image"][1] - self.layout["goal_image"][0]
+        n_kp = 2 * self.config.keypoints
+        goal_head = self.goal_img_token.expand(b, -1, -1)
+        goal_kp = torch.zeros(b, n_kp, device=dev)
         if goal is None:
-            goal_tok = torch.zeros(b, n_goal, self.config.n_embd, device=dev)
+            goal_tok = torch.zeros(b, n_goal, d, device=dev)
         else:
-            goal_tok = self.goal_patch_embedding(goal)
+            goal_tok, goal_feat = self.goal_patch_embedding.features(goal)
+            if self.config.keypoints and self.config.obs_stacking == 1:
+                # Zeroed where the goal image is hidden, so it cannot leak past the block mask.
+                goal_kp = self.spatial_softmax(goal_feat) * (~use_text)[:, None]
+                goal_head = goal_head + self.kp_embedding(goal_kp)[:, None]
         text, text_mask = self.text_encoder(tasks, dev)
         cond = self.goal_vector(text, text_mask, goal_tok, use_text) if self.config.film else None
-        patches = self.patch_embedding(images.flatten(0, 1),
-                                       None if cond is None else cond.repeat_interleave(k, dim=0))
+        patches, feat = self.patch_embedding.features(images.flatten(0, 1),
+                                                      None if cond is None else cond.repeat_interleave(k, dim=0))
         obs = patches.reshape(b, k * patches.shape[1], -1)
+        extra = []
+        readout = []
+        if self.config.keypoints:
+            kp = self.spatial_softmax(feat)  # (B*K, 2*keypoints)
+            extra.append(self.kp_embedding(kp).view(b, k, d))
+            readout = [kp.view(b, -1), goal_kp]
         tokens = torch.cat([
             self.cls_token.expand(b, -1, -1),
             self.state_embedding(qpos)[:, None],
+            *extra,
             obs,
-            self.goal_img_token.expand(b, -1, -1),
+            goal_head,
             goal_tok,
             text,
         ], dim=1)
@@ -212,7 +241,7 @@ class GRPPolicy(Policy):
             x, w = block(x, mask=attn_mask, need_weights=need_weights)
             if w is not None:
                 maps.append(w)
-        return self.norm(x[:, 0]), maps
+        return torch.cat([self.norm(x[:, 0]), *readout], dim=1), maps
 
     def goal_vector(self, text: torch.Tensor, text_mask: torch.Tensor, goal_tok: torch.Tensor,
                     use_text: torch.Tensor) -> torch.Tensor:
@@ -228,10 +257,10 @@ class GRPPolicy(Policy):
         goal_vec = self.goal_pool(goal_tok, torch.ones(goal_tok.shape[:2], dtype=torch.bool, device=goal_tok.device))
         return self.film_norm(torch.where(use_text[:, None], text_vec, goal_vec))
 
-    def heads(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(self, readout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised action chunk (B, H, A) and done logits (B, H)."""
         c = self.config
-        return self.mlp_head(cls).view(-1, c.chunk_size, c.action_dim), self.done_head(cls)
+        return self.mlp_head(readout).view(-1, c.chunk_size, c.action_dim), self.done_head(readout)
 
     # -- training --------------------------------------------------------------------------------
     def _stacked_batch_images(self, batch: dict[str, Any]) -> torch.Tensor:

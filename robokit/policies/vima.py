@@ -62,7 +62,8 @@ from robokit.policies.goal_common import (
     Attention,
     AttentionPool,
     Block,
-    FiLM,
+    PatchEmbed,
+    SpatialSoftmax,
     batch_tasks,
     done_loss,
     obs_images,
@@ -113,6 +114,7 @@ class VIMAConfig(PolicyConfig):
     lr: float = 3e-4               # AdamW learning rate (`robokit train --lr` overrides)
     weight_decay: float = 1e-4
     film: bool = True              # FiLM-condition the camera encoder on the pooled prompt
+    keypoints: int = 32            # spatial-softmax keypoints per camera (0 = off)
     reference_q: list[float] = field(default_factory=lambda: PANDA_READY_POSE.tolist())
 
     def __post_init__(self) -> None:
@@ -140,8 +142,8 @@ class VIMAConfig(PolicyConfig):
         for name in ("n_layer", "history_len", "text_max_length", "obj_crop", "obj_patch", "xattn_ff_expanding"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.max_objects < 0 or self.prompt_layers < 0:
-            raise ConfigError("max_objects and prompt_layers must not be negative")
+        if self.max_objects < 0 or self.prompt_layers < 0 or self.keypoints < 0:
+            raise ConfigError("max_objects, prompt_layers and keypoints must not be negative")
         if self.obj_crop % self.obj_patch:
             raise ConfigError(f"obj_crop {self.obj_crop} must be a multiple of obj_patch {self.obj_patch}")
         if len(self.obs_grid) != 2 or min(self.obs_grid) <= 0:
@@ -239,13 +241,16 @@ class VIMAPolicy(Policy):
         self.prompt_pos = nn.Embedding(1 + c.text_max_length + c.max_objects, d)
         self.prompt_blocks = nn.ModuleList(Block(d, c.xattn_n_heads, 2.0, c.dropout) for _ in range(c.prompt_layers))
         # -- queries
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 3, 2, 1), nn.GELU())
-        # The prompt steers what the camera encoder extracts (pooled prompt -> FiLM) when ``film``.
-        self.stem_film = FiLM(d, 64) if c.film else None
-        self.stem_head = nn.Sequential(nn.Conv2d(64, d, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(c.obs_grid))
+        # The prompt steers what the camera encoder extracts (pooled prompt -> FiLM per layer).
+        self.stem = PatchEmbed(3, d, 8, "conv", film_dim=d if c.film else 0)
+        self.stem_head = nn.Sequential(nn.GELU(), nn.AdaptiveAvgPool2d(c.obs_grid))
         self.prompt_pool = AttentionPool(d, c.xattn_n_heads) if c.film else None
         self.prompt_norm = nn.LayerNorm(d) if c.film else None
-        self.tokens_per_step = k * c.obs_grid[0] * c.obs_grid[1] + 2
+        # Spatial-softmax keypoints per camera: one token each, and read directly by the heads.
+        self.spatial_softmax = SpatialSoftmax(self.stem.feature_channels, c.keypoints) if c.keypoints else None
+        self.kp_embedding = nn.Linear(2 * c.keypoints, d) if c.keypoints else None
+        n_kp_tok = k if c.keypoints else 0
+        self.tokens_per_step = k * c.obs_grid[0] * c.obs_grid[1] + n_kp_tok + 2
         ee_in = c.state_dim + (10 if c.use_ee else 0)
         self.ee_encoder = nn.Sequential(nn.Linear(ee_in, d), nn.GELU(), nn.Linear(d, d))
         self.action_encoder = nn.Sequential(nn.Linear(c.action_dim, d), nn.GELU(), nn.Linear(d, d))
@@ -257,8 +262,9 @@ class VIMAPolicy(Policy):
         self.norm = nn.LayerNorm(d)
         # -- actions
         self.bins = self._make_bins()
-        self.action_head = MLP(d, 2 * d, 0.0, out=c.chunk_size * self.bins.total)
-        self.done_head = nn.Linear(d, c.chunk_size)
+        self.readout_dim = d + 2 * c.keypoints * k
+        self.action_head = MLP(self.readout_dim, 2 * d, 0.0, out=c.chunk_size * self.bins.total)
+        self.done_head = nn.Linear(self.readout_dim, c.chunk_size)
         # Whether training batches carried object boxes: a model trained without object tokens
         # must not see any at inference (they would be inputs it never learnt), so obs["objects"]
         # is ignored then. Saved with the weights.
@@ -369,16 +375,23 @@ class VIMAPolicy(Policy):
         return tokens, mask, layout
 
     def step_tokens(self, images: torch.Tensor, ee_in: torch.Tensor, action_tok: torch.Tensor,
-                    cond: torch.Tensor | None = None) -> torch.Tensor:
-        """One step's query tokens (B, tokens_per_step, D) from images (B, K, 3, H, W); ``cond``
-        (B, D) is the pooled prompt that FiLM-conditions the camera encoder."""
+                    cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's query tokens (B, tokens_per_step, D) and keypoints (B, K*2*keypoints) from
+        images (B, K, 3, H, W); ``cond`` (B, D) is the pooled prompt that FiLM-conditions the
+        camera encoder."""
         b, k = images.shape[:2]
-        feat = self.stem(images.flatten(0, 1))
-        if cond is not None and self.stem_film is not None:
-            feat = self.stem_film(feat, cond.repeat_interleave(k, dim=0), channel_dim=1)
-        feat = self.stem_head(feat)  # (B*K, D, gh, gw)
-        cam_tok = feat.flatten(2).transpose(1, 2).reshape(b, -1, feat.shape[1])
-        return torch.cat([cam_tok, self.ee_encoder(ee_in)[:, None], action_tok[:, None]], dim=1) + self.token_pos
+        h, w = images.shape[-2] // 8, images.shape[-1] // 8
+        tok, fmap = self.stem.features(images.flatten(0, 1),
+                                       None if cond is None else cond.repeat_interleave(k, dim=0))
+        feat = self.stem_head(tok.transpose(1, 2).reshape(b * k, -1, h, w))  # (B*K, D, gh, gw)
+        parts = [feat.flatten(2).transpose(1, 2).reshape(b, -1, feat.shape[1])]
+        kp = images.new_zeros(b, 0)
+        if self.spatial_softmax is not None:
+            kp_k = self.spatial_softmax(fmap)  # (B*K, 2*keypoints)
+            parts.append(self.kp_embedding(kp_k).view(b, k, -1))
+            kp = kp_k.view(b, -1)
+        parts += [self.ee_encoder(ee_in)[:, None], action_tok[:, None]]
+        return torch.cat(parts, dim=1) + self.token_pos, kp
 
     def causal_mask(self, steps: int, device: torch.device) -> torch.Tensor:
         """(T, T) bool: a token sees earlier steps, and its own step's observation tokens; only the
@@ -392,19 +405,20 @@ class VIMAPolicy(Policy):
     def forward_queries(self, images: torch.Tensor, ee_in: torch.Tensor, hist: dict[str, torch.Tensor] | None,
                         prompt: torch.Tensor, prompt_mask: torch.Tensor,
                         need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Output of the current step's ACTION token (B, D) and cross-attention maps per layer."""
+        """Readout (B, readout_dim): the current step's ACTION token output and keypoints (the heads
+        read them directly, as GRP's), and the cross-attention maps per layer."""
         b = images.shape[0]
         cond = None
         if self.prompt_norm is not None:
             cond = self.prompt_norm(self.prompt_pool(prompt, prompt_mask))
-        cur = self.step_tokens(images, ee_in, self.action_query.expand(b, -1, -1)[:, 0], cond)
+        cur, kp = self.step_tokens(images, ee_in, self.action_query.expand(b, -1, -1)[:, 0], cond)
         seqs = []
         valid = []
         if hist is not None:
             hh = hist["images"].shape[1]
             for s in range(hh):
                 act = self.action_encoder(hist["action"][:, s])
-                seqs.append(self.step_tokens(hist["images"][:, s], hist["ee"][:, s], act, cond))
+                seqs.append(self.step_tokens(hist["images"][:, s], hist["ee"][:, s], act, cond)[0])
                 valid.append(hist["valid"][:, s:s + 1].expand(-1, self.tokens_per_step))
         seqs.append(cur)
         valid.append(torch.ones(b, self.tokens_per_step, dtype=torch.bool, device=images.device))
@@ -422,7 +436,7 @@ class VIMAPolicy(Policy):
             x, w = layer(x, mask, prompt, pmask, need_weights=need_weights)
             if w is not None:
                 maps.append(w)
-        return self.norm(x[:, -1]), maps
+        return torch.cat([self.norm(x[:, -1]), kp], dim=1), maps
 
     # -- batch / observation plumbing ------------------------------------------------------------
     def _batch_objects(self, batch: dict[str, Any], b: int) -> dict[str, Any] | None:
