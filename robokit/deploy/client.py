@@ -22,7 +22,7 @@ import logging
 import socket as _socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -179,14 +179,23 @@ class PolicyClient:
         self.request("reset", timeout_s=timeout_s)
 
     def infer(self, qpos: np.ndarray, images: Mapping[str, np.ndarray], task: str | None = None,
-              goal_image: np.ndarray | None = None, timeout_s: float | None = None) -> InferResult:
-        """Ask for an action chunk for one observation (images uint8 (H, W, 3) RGB by camera name)."""
+              goal_image: np.ndarray | None = None, timeout_s: float | None = None,
+              objects: Sequence[Mapping[str, Any]] | None = None) -> InferResult:
+        """Ask for an action chunk for one observation (images uint8 (H, W, 3) RGB by camera name).
+
+        ``objects``: optional ``[{"name", "box": [x0, y0, x1, y1] pixels of that camera's image,
+        "camera"}]`` for policies with object tokens (``info.objects`` after :meth:`hello`).
+        """
         arrays: dict[str, np.ndarray] = {"qpos": np.asarray(qpos, dtype=np.float32)}
         for cam, image in images.items():
             arrays[f"images/{cam}"] = _uint8_image(image, cam)
         if goal_image is not None:
             arrays["goal_image"] = _uint8_image(goal_image, "goal_image")
-        fields = {"task": task} if task is not None else None
+        fields: dict[str, Any] = {}
+        if task is not None:
+            fields["task"] = task
+        if objects is not None:
+            fields["objects"] = _wire_objects(objects)
         t0 = time.perf_counter()
         reply = self.request("infer", fields, arrays, timeout_s=timeout_s)
         rtt_ms = (time.perf_counter() - t0) * 1e3
@@ -198,14 +207,28 @@ class PolicyClient:
                            server_ms=float(timing.get("server_ms", float("nan"))), rtt_ms=rtt_ms)
 
     def submit_infer(self, qpos: np.ndarray, images: Mapping[str, np.ndarray], task: str | None = None,
-                     goal_image: np.ndarray | None = None, timeout_s: float | None = None) -> Future:
+                     goal_image: np.ndarray | None = None, timeout_s: float | None = None,
+                     objects: Sequence[Mapping[str, Any]] | None = None) -> Future:
         """Run :meth:`infer` on the background thread; returns a Future of :class:`InferResult`.
 
         The arrays must not be modified until the future is done.
         """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-client")
-        return self._executor.submit(self.infer, qpos, images, task, goal_image, timeout_s)
+        return self._executor.submit(self.infer, qpos, images, task, goal_image, timeout_s, objects)
+
+
+def _wire_objects(objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Objects as plain msgpack values (numpy boxes and scalars become Python numbers)."""
+    out = []
+    for i, obj in enumerate(objects):
+        try:
+            out.append({"name": str(obj["name"]), "box": np.asarray(obj["box"]).reshape(-1).tolist(),
+                        "camera": str(obj["camera"])})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"object {i} must be a mapping with 'name', 'box' [x0, y0, x1, y1] and "
+                            f"'camera' ({exc!r})") from None
+    return out
 
 
 def _uint8_image(image: Any, name: str) -> np.ndarray:

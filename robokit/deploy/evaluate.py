@@ -12,6 +12,11 @@ success when the task's check holds (for ``success_hold_s``) or holds after the 
 With ``task_set="multi"`` the instructions are taken in turn, so each gets the same number of
 episodes; ``goal="image"`` gives the policy a goal image instead of the instruction (the final
 frame of the scripted expert on the same seed, as recorded datasets store it).
+
+A policy with object tokens that was trained with object boxes (``runner.info.objects``: a local
+policy's :func:`~robokit.deploy.server.policy_wants_objects`, or the ``hello`` reply of a server)
+gets, with every observation, the boxes of the scene's objects from ``env.object_box`` in pixels
+of the rendered images (:func:`scene_objects`), as the sim recorder stores them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,6 +264,20 @@ def expert_goal_image(env: Any, seed: int, task: str, camera: str, settle_steps:
     return image
 
 
+def scene_objects(env: Any, camera_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Boxes of the task's objects as the policy is trained on them: per object (sorted by name, the
+    order of a dataset's object slots) the box in the first of ``camera_names`` that sees it, in
+    pixels of the rendered image; objects no camera sees are left out."""
+    found = []
+    for name in sorted(env.task.object_names):
+        for cam in camera_names:
+            box = env.object_box(cam, name)
+            if box is not None:
+                found.append({"name": name, "box": [int(v) for v in box], "camera": cam})
+                break
+    return found
+
+
 # -- evaluation --------------------------------------------------------------------------------------
 def evaluate_in_sim(
     checkpoint_or_policy: Any = None,
@@ -325,7 +344,7 @@ def evaluate_in_sim(
         results = EvalResults(policy=info.to_header(), settings={
             "episodes": episodes, "seed_start": seed_start, "task_set": task_set, "goal": goal, "mode": mode,
             "realtime": realtime, "fps": rate, "max_steps": steps_limit, "k": k, "query_every": query_every,
-            "server": server, "done_threshold": done_threshold})
+            "server": server, "done_threshold": done_threshold, "objects": info.objects})
         recorder = (RolloutRecorder(record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
                                     chunk_shape=(info.chunk_size, info.action_dim))
                     if record_dir else None)
@@ -333,6 +352,8 @@ def evaluate_in_sim(
         goal_cam = goal_camera(runner)
         hold_steps = max(1, round(success_hold_s * rate))
         loop = ControlLoop(env.robot, env.cameras, runner, config, step_fn=env.step, keys=keys)
+        cams = tuple(info.camera_names)
+        objects_fn = (lambda: scene_objects(env, cams)) if info.objects else None
         for i in range(episodes):
             seed = seed_start + i
             task_name = instructions[i % len(instructions)] if len(instructions) > 1 else None
@@ -354,7 +375,8 @@ def evaluate_in_sim(
             t0 = time.perf_counter()
             result: EpisodeResult = loop.run_episode(
                 task=instruction if goal == "text" else None, goal_image=goal_image,
-                on_step=_chain(recorder, video), goal_reached=goal_reached, on_tick=on_tick)
+                on_step=_chain(recorder, video), goal_reached=goal_reached, on_tick=on_tick,
+                objects=objects_fn)
             success = result.reason == StopReason.SUCCESS
             if not success and result.reason not in (StopReason.WATCHDOG, StopReason.QUIT):
                 for _ in range(5):  # let a released object come to rest before judging

@@ -310,6 +310,7 @@ class ControlLoop:
         self._link_ok = True
         self._done = False
         self._arrived: list[tuple[int, np.ndarray]] = []  # chunks for the next StepRecord
+        self._objects_fn: Callable[[], list[dict[str, Any]]] | None = None  # of the running episode
 
     # -- public -----------------------------------------------------------------------------------
     def stats(self) -> LoopStats:
@@ -342,8 +343,15 @@ class ControlLoop:
     def run_episode(self, task: str | None = None, goal_image: np.ndarray | None = None,
                     on_step: Callable[[StepRecord], None] | None = None,
                     goal_reached: Callable[[], bool] | None = None,
-                    on_tick: Callable[[ControlLoop], None] | None = None) -> EpisodeResult:
-        """Run one episode from the robot's current state; the robot is stopped on faults and Ctrl+C."""
+                    on_tick: Callable[[ControlLoop], None] | None = None,
+                    objects: Callable[[], list[dict[str, Any]]] | None = None) -> EpisodeResult:
+        """Run one episode from the robot's current state; the robot is stopped on faults and Ctrl+C.
+
+        ``objects``, if given, is called right after each observation's frames are read and returns
+        the objects' boxes in them (``[{"name", "box": [x0, y0, x1, y1] pixels, "camera"}]``; in
+        simulation from ``env.object_box``); they travel with that observation to the policy.
+        """
+        self._objects_fn = objects
         old_interval = sys.getswitchinterval()
         if self.config.realtime:
             # A background thread holding the GIL must not delay a tick by the default 5 ms.
@@ -395,7 +403,8 @@ class ControlLoop:
             self._last_error = str(exc)
             return state, {}, None
         obs = Observation(qpos=state.as_vector(), images={n: f.image for n, f in frames.items()},
-                          task=task, goal_image=goal_image)
+                          task=task, goal_image=goal_image,
+                          objects=None if self._objects_fn is None else list(self._objects_fn()))
         return state, frames, obs
 
     def _submit(self, obs: Observation) -> None:

@@ -37,8 +37,10 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 32
 #: Most dimensions an array may have.
 MAX_NDIM = 8
-#: Longest array name / message type.
+#: Longest array name / message type / object name.
 MAX_NAME_CHARS = 128
+#: Most objects one ``infer`` request may describe.
+MAX_OBJECTS = 64
 
 #: dtype names accepted on the wire, each mapped to its little-endian numpy dtype.
 DTYPES: dict[str, np.dtype] = {
@@ -226,6 +228,56 @@ def require_array(arrays: Mapping[str, np.ndarray], name: str, dtype: str,
     return arr
 
 
+def parse_objects(value: Any, camera_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Validate the optional ``objects`` header field of an ``infer`` request.
+
+    ``value``: a list of at most :data:`MAX_OBJECTS` maps ``{"name": str, "box": [x0, y0, x1, y1],
+    "camera": str}``, the box in pixels of that camera's image as sent (4 finite numbers,
+    x0 <= x1, y0 <= y1), the camera one of ``camera_names``. Returns them as plain dicts with float
+    boxes; :class:`ProtocolError` (``bad_request``) naming the offending field otherwise.
+    """
+    if not isinstance(value, list):
+        raise ProtocolError(f"'objects' must be a list of {{name, box, camera}} maps, got "
+                            f"{type(value).__name__}", BAD_REQUEST)
+    if len(value) > MAX_OBJECTS:
+        raise ProtocolError(f"'objects' lists {len(value)} objects, at most {MAX_OBJECTS} are allowed", TOO_LARGE)
+    parsed = []
+    for i, obj in enumerate(value):
+        where = f"objects[{i}]"
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"'{where}' must be a map with name, box and camera", BAD_REQUEST)
+        name, box, camera = obj.get("name"), obj.get("box"), obj.get("camera")
+        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+            raise ProtocolError(f"'{where}.name' must be a string of at most {MAX_NAME_CHARS} characters",
+                                BAD_REQUEST)
+        if (not isinstance(box, list) or len(box) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+                or not all(math.isfinite(v) for v in box)):
+            raise ProtocolError(f"'{where}.box' of object '{name[:64]}' must be 4 finite numbers "
+                                f"[x0, y0, x1, y1] (pixels), got {str(box)[:80]}", BAD_REQUEST)
+        if box[2] < box[0] or box[3] < box[1]:
+            raise ProtocolError(f"'{where}.box' of object '{name[:64]}' must have x0 <= x1 and y0 <= y1, "
+                                f"got {box}", BAD_REQUEST)
+        if not isinstance(camera, str) or camera not in camera_names:
+            raise ProtocolError(f"'{where}.camera' of object '{name[:64]}' must be one of the policy's cameras "
+                                f"({', '.join(camera_names)}), got {str(camera)[:64]!r}", BAD_REQUEST)
+        parsed.append({"name": name, "box": [float(v) for v in box], "camera": camera})
+    return parsed
+
+
+def scale_object_boxes(objects: Sequence[Mapping[str, Any]], sizes: Mapping[str, tuple[int, int]],
+                       size: tuple[int, int]) -> list[dict[str, Any]]:
+    """Objects with boxes moved from pixels of their camera's image (``sizes[camera]`` = (H, W))
+    to pixels of that image resized to ``size`` (H, W), as the policy sees it."""
+    out = []
+    for obj in objects:
+        h0, w0 = sizes[obj["camera"]]
+        sx, sy = size[1] / w0, size[0] / h0
+        x0, y0, x1, y1 = (float(v) for v in obj["box"])
+        out.append({**obj, "box": [x0 * sx, y0 * sy, x1 * sx, y1 * sy]})
+    return out
+
+
 @dataclass(frozen=True)
 class PolicyInfo:
     """What a server announces in its ``hello`` reply about the policy it serves."""
@@ -238,12 +290,15 @@ class PolicyInfo:
     chunk_size: int
     fps: float
     checkpoint_sha256: str | None = None
+    #: The policy reads object boxes: send ``objects`` with every ``infer`` (absent in a hello
+    #: reply = False, so older servers need nothing).
+    objects: bool = False
 
     def to_header(self) -> dict[str, Any]:
         return {"type": self.type, "camera_names": list(self.camera_names),
                 "image_shape": list(self.image_shape), "state_dim": self.state_dim,
                 "action_dim": self.action_dim, "chunk_size": self.chunk_size, "fps": self.fps,
-                "checkpoint_sha256": self.checkpoint_sha256}
+                "checkpoint_sha256": self.checkpoint_sha256, "objects": self.objects}
 
     @classmethod
     def from_header(cls, value: Any) -> PolicyInfo:
@@ -253,7 +308,8 @@ class PolicyInfo:
                        image_shape=tuple(int(v) for v in value["image_shape"]),  # type: ignore[arg-type]
                        state_dim=int(value["state_dim"]), action_dim=int(value["action_dim"]),
                        chunk_size=int(value["chunk_size"]), fps=float(value["fps"]),
-                       checkpoint_sha256=value.get("checkpoint_sha256"))
+                       checkpoint_sha256=value.get("checkpoint_sha256"),
+                       objects=value.get("objects", False) is True)
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed policy description in hello reply ({exc!r})", BAD_MESSAGE) from exc
         if len(info.image_shape) != 3 or min(info.state_dim, info.action_dim, info.chunk_size) <= 0:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from robokit.deploy.client import InferResult, PolicyClient
-from robokit.deploy.protocol import PolicyInfo
+from robokit.deploy.protocol import PolicyInfo, scale_object_boxes
 from robokit.policies.preprocess import resize_image
 
 
@@ -25,6 +25,8 @@ class Observation:
     images: dict[str, np.ndarray] = field(default_factory=dict)
     task: str | None = None
     goal_image: np.ndarray | None = None
+    #: ``[{"name", "box": [x0, y0, x1, y1] pixels of that camera's image, "camera"}]`` or None
+    objects: list[dict[str, Any]] | None = None
 
 
 class PolicyRunner(Protocol):
@@ -47,7 +49,8 @@ class RemoteRunner:
         self.info = client.info or client.hello(timeout_s=hello_timeout_s)
 
     def infer(self, obs: Observation) -> InferResult:
-        return self.client.infer(obs.qpos, obs.images, task=obs.task, goal_image=obs.goal_image)
+        return self.client.infer(obs.qpos, obs.images, task=obs.task, goal_image=obs.goal_image,
+                                 objects=obs.objects)
 
     def reset(self) -> None:
         self.client.reset()
@@ -76,6 +79,9 @@ class LocalRunner:
             policy_obs["task"] = obs.task
         if obs.goal_image is not None:
             policy_obs["goal_image"] = resize_image(obs.goal_image, h, w)
+        if obs.objects is not None:  # boxes follow their images to the policy's size, as the server does
+            sizes = {cam: obs.images[cam].shape[:2] for cam in self.info.camera_names}
+            policy_obs["objects"] = scale_object_boxes(obs.objects, sizes, (h, w))
         t0 = time.perf_counter()
         with _no_grad():
             chunk, extras = self.policy.predict_chunk(policy_obs)

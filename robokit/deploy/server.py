@@ -8,7 +8,9 @@ and the server carries on.
 
 The policy can be any object with a ``config`` (``camera_names``, ``image_shape``, ``state_dim``,
 ``action_dim``, ``chunk_size``, ``fps``), ``predict_chunk(obs) -> (chunk, extras)`` and ``reset()``;
-:meth:`PolicyServer.from_checkpoint` loads a robokit checkpoint.
+:meth:`PolicyServer.from_checkpoint` loads a robokit checkpoint. A policy that reads object boxes
+(:func:`policy_wants_objects`) says so in the hello reply (``policy.objects: true``); the
+``objects`` of an ``infer`` request reach it as ``obs["objects"]``, boxes scaled to the resized image.
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def policy_wants_objects(policy: Any) -> bool:
+    """Whether ``policy`` reads ``obs["objects"]``: it has object slots (``config.max_objects > 0``)
+    and was trained with object boxes (an ``objects_trained`` flag, as the VIMA-style policy keeps
+    in its checkpoint). A model trained without boxes ignores them, so nobody needs to send any."""
+    max_objects = getattr(policy.config, "max_objects", 0)
+    if isinstance(max_objects, bool) or not isinstance(max_objects, int) or max_objects <= 0:
+        return False
+    flag = getattr(policy, "objects_trained", None)
+    return flag is not None and bool(flag)
+
+
 def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | None = None) -> P.PolicyInfo:
     """The hello description of ``policy`` from its config."""
     cfg = policy.config
@@ -81,7 +94,8 @@ def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | 
         type=getattr(policy, "name", "") or type(policy).__name__,
         camera_names=tuple(cfg.camera_names), image_shape=tuple(int(v) for v in cfg.image_shape),  # type: ignore[arg-type]
         state_dim=int(cfg.state_dim), action_dim=int(cfg.action_dim), chunk_size=int(cfg.chunk_size),
-        fps=float(fps if fps is not None else cfg.fps), checkpoint_sha256=checkpoint_sha256)
+        fps=float(fps if fps is not None else cfg.fps), checkpoint_sha256=checkpoint_sha256,
+        objects=policy_wants_objects(policy))
 
 
 class PolicyServer:
@@ -345,6 +359,12 @@ class PolicyServer:
             obs["task"] = task
         if "goal_image" in msg.arrays:
             obs["goal_image"] = self._image(msg.arrays, "goal_image")
+        objects = msg.header.get("objects")
+        if objects is not None:
+            # Boxes arrive in pixels of the images as sent; the policy sees them resized.
+            sent = {cam: msg.arrays[f"images/{cam}"].shape[:2] for cam in info.camera_names}
+            obs["objects"] = P.scale_object_boxes(P.parse_objects(objects, info.camera_names), sent,
+                                                  info.image_shape[:2])
         if not np.all(np.isfinite(obs["qpos"])):
             raise ProtocolError("array 'qpos' holds NaN or infinite values", P.BAD_REQUEST)
         t_model = time.perf_counter()

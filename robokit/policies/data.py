@@ -16,7 +16,9 @@ every episode (``len(ds) == total steps``): a shuffled pass visits every start s
 so epochs and validation are well defined, and the per-index contents are exactly ACT's.
 
 Each sample also carries ``done`` (the episode's ``/done`` for the chunk's steps; 1 past the end),
-and, for goal-conditioned datasets, ``task`` (instruction text) and ``goal_image``.
+and, for goal-conditioned datasets, ``task`` (instruction text) and ``goal_image``. Asked for
+(``object_boxes``), samples of simulated recordings carry the objects' boxes at step ``t`` from
+``/objects/<name>/box_<cam>`` (see :class:`EpisodeDataset`); batch them with :func:`collate_samples`.
 
 Speed: the low-dimensional arrays (qpos, action, done) of every episode are read once into RAM;
 per sample only the image rows at ``t`` are read, through file handles that each DataLoader worker
@@ -38,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from robokit.episodes.reader import Episode, list_episodes, open_episode
 from robokit.errors import ConfigError, DataError
@@ -82,12 +84,18 @@ class ImageAugment:
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Augment one uint8 (3, H, W) image; returns a new uint8 (3, H, W) array."""
+        return self.apply_with_shift(image, rng)[0]
+
+    def apply_with_shift(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
+        """:meth:`apply`, also returning the (x, y) pixels the content moved by (for object boxes)."""
         out = image
+        moved = (0, 0)
         if self.shift:
             s = self.shift
             padded = np.pad(image, ((0, 0), (s, s), (s, s)), mode="edge")
             dy, dx = rng.integers(0, 2 * s + 1, size=2)
             out = padded[:, dy:dy + image.shape[1], dx:dx + image.shape[2]]
+            moved = (s - int(dx), s - int(dy))
         if self.brightness or self.contrast or self.saturation:
             x = out.astype(np.float32)
             if self.brightness:
@@ -99,7 +107,7 @@ class ImageAugment:
                 grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
                 x = (x - grey) * rng.uniform(1 - self.saturation, 1 + self.saturation) + grey
             out = np.clip(x, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(out)
+        return np.ascontiguousarray(out), moved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,6 +131,9 @@ class EpisodeRecord:
     action: np.ndarray  # float32 (T, A)
     done: np.ndarray  # bool (T,)
     goal_cameras: list[str] = field(default_factory=list)
+    # camera -> object name -> int32 (T, 4) pixel boxes [x0, y0, x1, y1], -1 rows = not visible
+    # (simulated robokit recordings only; a few bytes per step, so always read).
+    object_boxes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def _close_episode(ep: Episode) -> None:
@@ -158,12 +169,13 @@ def read_episode_record(path: str | Path) -> EpisodeRecord:
         cams = list(ep.camera_names)
         shapes = {cam: tuple(int(v) for v in ep.image_shape(cam)) for cam in cams}
         goal_cams = [cam for cam in cams if _has_goal_image(ep, cam)]
+        boxes = {cam: found for cam in cams if (found := ep.object_boxes(cam))}
         record = EpisodeRecord(
             path=path, layout=str(ep.layout), length=length, camera_names=cams, image_shapes=shapes,
             state_dim=int(ep.state_dim), action_dim=int(ep.action_dim),
             fps=None if ep.fps is None else float(ep.fps), task=ep.task or None,
             sim=_as_bool(ep.attrs.get("sim")), qpos=qpos, action=action, done=done,
-            goal_cameras=goal_cams)
+            goal_cameras=goal_cams, object_boxes=boxes)
     for name, values in (("/action", action), ("/observations/qpos", qpos)):
         bad = ~np.isfinite(values)
         if bad.any():
@@ -241,6 +253,58 @@ def compute_norm_stats(qpos: Sequence[np.ndarray], action: Sequence[np.ndarray],
 
 
 # ---------------------------------------------------------------------------------------------
+# Object boxes
+# ---------------------------------------------------------------------------------------------
+def dataset_object_names(records: Sequence[EpisodeRecord], camera_names: Sequence[str]) -> list[str]:
+    """Sorted names of the objects any episode has boxes for in any of ``camera_names``.
+
+    These are a dataset's N object slots: every sample has all N, invalid where the object is not
+    in its episode or not visible. Deploy sends a scene's objects in the same (sorted) order.
+    """
+    return sorted({name for rec in records for cam in camera_names for name in rec.object_boxes.get(cam, {})})
+
+
+def episode_object_arrays(rec: EpisodeRecord, camera_names: Sequence[str], names: Sequence[str]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step object slots of one episode: boxes float32 (T, N, 4), camera int64 (T, N), valid bool (T, N).
+
+    At each step an object's box is the one of the first camera (in ``camera_names`` order) that
+    sees it, divided by that camera's recorded width/height, so boxes are in [0, 1] whatever size
+    the images are resized to. Invalid slots hold a zero box and camera 0.
+    """
+    t, n = rec.length, len(names)
+    boxes = np.zeros((t, n, 4), np.float32)
+    cams = np.zeros((t, n), np.int64)
+    valid = np.zeros((t, n), bool)
+    for j, name in enumerate(names):
+        for k, cam in enumerate(camera_names):
+            raw = rec.object_boxes.get(cam, {}).get(name)
+            if raw is None:
+                continue
+            if raw.shape != (t, 4):
+                raise DataError(f"{rec.path}: /objects/{name}/box_{cam} has shape {raw.shape}, "
+                                f"expected ({t}, 4)")
+            seen = (raw[:, 0] >= 0) & (raw[:, 1] >= 0) & (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1])
+            take = seen & ~valid[:, j]
+            h, w = rec.image_shapes[cam][:2]
+            boxes[take, j] = np.clip(raw[take] / np.array([w, h, w, h], np.float32), 0.0, 1.0)
+            cams[take, j] = k
+            valid[take, j] = True
+    return boxes, cams, valid
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """DataLoader ``collate_fn`` for dataset samples: torch's default collation, except that
+    ``object_names`` becomes a list (B) of lists (N) of names (default collation would transpose it)."""
+    names = [s["object_names"] for s in samples] if samples and "object_names" in samples[0] else None
+    batch = default_collate([{k: v for k, v in s.items() if k != "object_names"} for s in samples]
+                            if names is not None else samples)
+    if names is not None:
+        batch["object_names"] = [list(n) for n in names]
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
 # Dataset
 # ---------------------------------------------------------------------------------------------
 def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -267,6 +331,13 @@ class EpisodeDataset(Dataset):
     (n, K, 3, H, W) (also under GRP's name ``image_history``), ``history_qpos`` (n, S),
     ``history_action`` (n, A) (the action taken at each of those steps) and ``history_valid`` bool
     (n,): False before the episode's start, where frames and qpos repeat step 0 and actions are 0.
+    ``object_boxes``: add the objects' boxes at step t from the episodes' ``/objects/<name>/box_<cam>``
+    (False, the default: no; None: when some episode has them; True: required, DataError if none
+    has): ``object_boxes`` float32 (N, 4) normalised [x0, y0, x1, y1], ``object_camera`` int64 (N,)
+    (index into ``camera_names``), ``object_valid`` bool (N,), ``object_names`` list (N) of str.
+    N is the same for every sample: ``object_names`` (default :func:`dataset_object_names` of these
+    episodes; give the whole dataset's so train and validation splits agree). Batch such samples
+    with :func:`collate_samples`. Boxes are in RAM with the other low-dimensional arrays.
     """
 
     def __init__(
@@ -282,6 +353,8 @@ class EpisodeDataset(Dataset):
         act_real_shift: bool = True,
         seed: int = 0,
         history: int = 0,
+        object_boxes: bool | None = False,
+        object_names: Sequence[str] | None = None,
     ) -> None:
         if len(episodes) == 0:
             raise DataError("the dataset has no episodes")
@@ -319,6 +392,19 @@ class EpisodeDataset(Dataset):
         has_goal = all(self.goal_camera in r.goal_cameras for r in self.records)
         self.has_goal = has_goal if goal_images is None else bool(goal_images)
         self._goals: list[np.ndarray] | None = self._read_goals() if self.has_goal else None
+
+        self.object_names: list[str] = []
+        self._objects: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        if object_boxes is not False:
+            names = (list(object_names) if object_names is not None
+                     else dataset_object_names(self.records, self.camera_names))
+            if object_boxes and not names:
+                raise DataError(f"{first.path.parent}: no episode has object boxes (/objects/<name>/box_<cam>) "
+                                f"for camera(s) {', '.join(self.camera_names)}; record them in the simulation "
+                                "or train without object boxes")
+            if names:
+                self.object_names = names
+                self._objects = [episode_object_arrays(r, self.camera_names, names) for r in self.records]
 
         # Per-process state: never pickled into DataLoader workers (see __getstate__).
         self._handles: dict[int, Episode] = {}
@@ -459,9 +545,12 @@ class EpisodeDataset(Dataset):
         # (K, H, W, 3) as stored, seen as (K, 3, H, W) without a copy: the one transposing copy
         # happens when the DataLoader collates the batch.
         images = torch.from_numpy(self._frames(e, t)).permute(0, 3, 1, 2)
+        moved: list[tuple[int, int]] = []
         if self.augment is not None:
             rng = self._augment_rng()
-            images = torch.from_numpy(np.stack([self.augment.apply(img, rng) for img in images.numpy()]))
+            augmented = [self.augment.apply_with_shift(img, rng) for img in images.numpy()]
+            images = torch.from_numpy(np.stack([img for img, _ in augmented]))
+            moved = [shift for _, shift in augmented]
 
         h = self.chunk_size
         start = max(0, t - self._shift[e])
@@ -487,7 +576,19 @@ class EpisodeDataset(Dataset):
             sample["task"] = self.tasks[e]
         if self._goals is not None:
             sample["goal_image"] = torch.from_numpy(self._goals[e])
+        if self._objects is not None:
+            sample.update(self._object_sample(e, t, moved))
         return sample
+
+    def _object_sample(self, e: int, t: int, moved: Sequence[tuple[int, int]]) -> dict[str, Any]:
+        boxes, cams, valid = (a[t] for a in self._objects[e])  # type: ignore[index]
+        if any(moved):  # shift augmentation moved the image content: move the boxes with it
+            h, w = self.image_shape[:2]
+            offset = np.array([(dx / w, dy / h, dx / w, dy / h) for dx, dy in moved], np.float32)[cams]
+            boxes = np.where(valid[:, None], np.clip(boxes + offset, 0.0, 1.0), boxes)
+        return {"object_boxes": torch.from_numpy(np.array(boxes, np.float32)),
+                "object_camera": torch.from_numpy(cams.copy()), "object_valid": torch.from_numpy(valid.copy()),
+                "object_names": list(self.object_names)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,6 +612,7 @@ class DatasetInfo:
     num_steps: int
     tasks: list[str]
     cached: bool
+    object_names: list[str] = field(default_factory=list)  # object slots of the samples (none: no boxes)
 
     def __getitem__(self, key: str) -> Any:  # info["camera_names"] works as in the contract
         return getattr(self, key)
@@ -559,6 +661,7 @@ def build_datasets(
     goal_camera: str | None = None,
     act_real_shift: bool = True,
     history: int = 0,
+    object_boxes: bool | None = False,
 ) -> tuple[EpisodeDataset, EpisodeDataset | None, dict[str, np.ndarray], DatasetInfo]:
     """Train/val datasets of a folder of episodes, normalisation statistics, and dataset info.
 
@@ -566,6 +669,8 @@ def build_datasets(
     episode (as ACT). With one episode it is used for both (``info.val_is_train``); with
     ``val_fraction == 0`` there is no validation set (``val_ds`` is None). Augmentation applies to
     the training set only. The RAM cache is used when train and val together fit ``cache_bytes``.
+    ``object_boxes`` as :class:`EpisodeDataset`'s, with the object slots of the whole folder, so
+    train and validation samples have the same N (``info.object_names``).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -587,7 +692,8 @@ def build_datasets(
 
     common: dict[str, Any] = {"camera_names": cams, "chunk_size": chunk_size, "image_size": image_size,
                               "goal_images": goal_images, "goal_camera": goal_camera,
-                              "act_real_shift": act_real_shift, "seed": seed, "history": history}
+                              "act_real_shift": act_real_shift, "seed": seed, "history": history,
+                              "object_boxes": object_boxes, "object_names": dataset_object_names(records, cams)}
     h, w = image_size or records[0].image_shapes[cams[0]][:2]
     total_bytes = int(h) * int(w) * 3 * len(cams) * sum(r.length for r in records)
     use_cache = total_bytes <= cache_bytes
@@ -606,5 +712,6 @@ def build_datasets(
         episodes=[p.name for p in paths], train_episodes=[paths[i].name for i in train_idx],
         val_episodes=[paths[i].name for i in val_idx], val_is_train=val_is_train,
         layouts=sorted({r.layout for r in records}), num_steps=sum(r.length for r in records),
-        tasks=sorted({r.task for r in records if r.task}), cached=use_cache)
+        tasks=sorted({r.task for r in records if r.task}), cached=use_cache,
+        object_names=list(train_ds.object_names))
     return train_ds, val_ds, stats, info

@@ -42,7 +42,7 @@ import robokit
 from robokit.errors import CheckpointError, ConfigError
 from robokit.policies.base import Policy, PolicyConfig, get_policy_class
 from robokit.policies.checkpoint import atomic_torch_save
-from robokit.policies.data import DEFAULT_CACHE_BYTES, ImageAugment, build_datasets
+from robokit.policies.data import DEFAULT_CACHE_BYTES, ImageAugment, build_datasets, collate_samples
 from robokit.policies.train_log import MetricsLog, plot_history
 from robokit.policies.train_runtime import (
     Distributed,
@@ -338,12 +338,17 @@ class _Trainer:
             steps = opts.policy_config.get(name, _config_default(policy_cls.config_class, name))
             if isinstance(steps, int) and not isinstance(steps, bool):
                 history = max(history, steps - 1)
+        # Policies with object tokens (VIMA: max_objects > 0) get the episodes' object boxes when
+        # the recordings have them (simulated ones do); the others never pay for them.
+        max_objects = opts.policy_config.get("max_objects", _config_default(policy_cls.config_class, "max_objects"))
+        wants_objects = isinstance(max_objects, int) and not isinstance(max_objects, bool) and max_objects > 0
         self.train_ds, self.val_ds, self.stats, self.info = build_datasets(
             opts.data, camera_names=opts.camera_names, chunk_size=chunk, val_fraction=opts.val_fraction,
             seed=opts.seed, image_size=opts.image_size, augment=augment,
             cache_bytes=int(opts.cache_gb * 1024**3), goal_images=opts.goal_images,
             goal_camera=opts.policy_config.get("goal_camera") or None,
-            act_real_shift=opts.act_real_shift, history=history)
+            act_real_shift=opts.act_real_shift, history=history,
+            object_boxes=None if wants_objects else False)
         self.chunk_size = chunk
 
     def _build_config(self, opts: TrainOptions, policy_cls: type[Policy]) -> PolicyConfig:
@@ -370,6 +375,7 @@ class _Trainer:
         if workers is None:
             workers = 0 if self.train_ds.cached else min(4, max(1, (os.cpu_count() or 2) // 2))
         kwargs: dict[str, Any] = {"num_workers": workers, "pin_memory": self.device.type == "cuda",
+                                  "collate_fn": collate_samples,
                                   "generator": torch.Generator().manual_seed(self.opts.seed)}
         if workers > 0:
             kwargs.update(worker_init_fn=ignore_sigint_in_worker, prefetch_factor=4)
