@@ -73,17 +73,18 @@ class DemoConfig:
     out: Path = Path("demo_out")
     # data
     episodes: int = 50  # scripted demonstrations recorded
-    image_size: tuple[int, int] = (96, 128)  # (H, W) recorded, trained on and rendered at deploy
+    image_size: tuple[int, int] = (64, 80)  # (H, W) recorded, trained on and rendered at deploy
     cameras: tuple[str, ...] = ("top", "wrist")
     fps: float = 15.0  # control/recording rate: the 5 s expert episode is 75 steps (+5 end frames)
     record_seed: int = 0  # seeds the scene draws of the recording (random 31-bit scene seeds)
     expert_seeds: int = 5  # seeds of the scripted-expert check
     # model and training
-    steps: int = 1500
+    steps: int = 2500
     batch_size: int = 32
     chunk_size: int = 20  # 1.3 s at 15 Hz
     lr: float = 3e-4
-    val_fraction: float = 0.1
+    augment_shift: int = 0  # random image shift (pixels) while training
+    val_fraction: float = 0.0  # every demonstration trains; the held-out seeds in simulation test
     val_samples: int = 128
     seed: int = 0
     device: str = "auto"
@@ -96,7 +97,8 @@ class DemoConfig:
     # deploy
     eval_episodes: int = 20
     eval_seed_start: int = 1000  # held out: recorded scenes use random 31-bit seeds
-    mode: str = "ensemble"  # ensemble | chunk
+    mode: str = "chunk"  # ensemble | chunk (see docs/demo.md for why chunk)
+    query_every: int | None = 10  # chunk mode: a new chunk every N steps, blended with the last one
     videos: int = 2  # rollouts recorded and rendered into a plot + MP4
     video_height: int = 240
 
@@ -312,7 +314,7 @@ def train_policy(cfg: DemoConfig, data: Path, console: Console) -> Any:
         data=data, out=cfg.out / "run", policy="act", steps=cfg.steps, batch_size=cfg.batch_size,
         lr=cfg.lr, camera_names=list(cfg.cameras), chunk_size=cfg.chunk_size, device=cfg.device,
         seed=cfg.seed, val_fraction=cfg.val_fraction, val_samples=cfg.val_samples,
-        policy_config=dict(cfg.policy_config), num_workers=0)
+        augment_shift=cfg.augment_shift, policy_config=dict(cfg.policy_config), num_workers=0)
     model = ", ".join(f"{k}={v}" for k, v in cfg.policy_config.items())
     console.print(f"ACT ({model}), chunk {cfg.chunk_size}, batch {cfg.batch_size}, lr {cfg.lr:g}, "
                   f"{cfg.steps} steps", highlight=False)
@@ -356,8 +358,8 @@ def deploy_in_sim(cfg: DemoConfig, checkpoint: Path, console: Console) -> tuple[
             progress.update(bar, advance=1, info=f"success {results.successes}/{results.episodes}  "
                                                  f"(seed {o.seed}: {'ok' if o.success else o.reason})")
 
-        common = {"mode": cfg.mode, "device": cfg.device if cfg.device != "auto" else "cpu",
-                  "on_episode": on_episode}
+        common = {"mode": cfg.mode, "query_every": cfg.query_every if cfg.mode == "chunk" else None,
+                  "device": cfg.device, "on_episode": on_episode}
         parts = [(cfg.eval_seed_start, recorded, rollouts), (cfg.eval_seed_start + recorded,
                                                              cfg.eval_episodes - recorded, None)]
         for seed_start, n, record_dir in parts:
@@ -448,6 +450,12 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def _mode_text(cfg: DemoConfig) -> str:
+    if cfg.mode == "chunk" and cfg.query_every:
+        return f"chunk mode, a chunk of {cfg.chunk_size} every {cfg.query_every} steps"
+    return f"{cfg.mode} mode"
+
+
 def print_summary(result: DemoResult, console: Console) -> None:
     """The closing summary: success rate, stage times, where the files are."""
     cfg = result.config
@@ -457,7 +465,7 @@ def print_summary(result: DemoResult, console: Console) -> None:
     colour = "green" if rate is not None and rate >= 0.8 else "red"
     console.print(f"[bold {colour}]success rate: {result.successes}/{result.eval_episodes} = "
                   f"{100 * (rate or 0):.0f}%[/] on held-out seeds {cfg.eval_seed_start}.."
-                  f"{cfg.eval_seed_start + cfg.eval_episodes - 1} ({cfg.mode} mode)", highlight=False)
+                  f"{cfg.eval_seed_start + cfg.eval_episodes - 1} ({_mode_text(cfg)})", highlight=False)
     if result.failed_seeds:
         console.print(f"failed seeds: {', '.join(map(str, result.failed_seeds))}", highlight=False)
     times = Table("stage", "wall", "CPU (this process)", box=None)
@@ -510,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "is replaced (default %(default)s)")
     p.add_argument("--episodes", type=_positive, default=d.episodes, help="demonstrations (default %(default)s)")
     p.add_argument("--image-size", type=_size, default=d.image_size, metavar="HxW",
-                   help="camera images, recorded and trained on (default 96x128)")
+                   help="camera images, recorded and trained on (default 64x80)")
     p.add_argument("--cameras", default=",".join(d.cameras), help="comma-separated (default %(default)s)")
     p.add_argument("--fps", type=float, default=d.fps, help="control rate (default %(default)s)")
     p.add_argument("--steps", type=_positive, default=d.steps, help="training steps (default %(default)s)")
@@ -521,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed-start", type=int, default=d.eval_seed_start, help="(default %(default)s)")
     p.add_argument("--mode", choices=("ensemble", "chunk"), default=d.mode,
                    help="how deploy blends action chunks (default %(default)s)")
+    p.add_argument("--query-every", type=_positive, default=d.query_every,
+                   help="chunk mode: steps between queries (default %(default)s)")
     p.add_argument("--videos", type=int, default=d.videos, help="rollouts rendered to MP4 (default %(default)s)")
     p.add_argument("--expert-seeds", type=_positive, default=d.expert_seeds, help="(default %(default)s)")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | mps (default %(default)s)")
@@ -538,6 +548,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     return DemoConfig(out=args.out, episodes=args.episodes, image_size=args.image_size, cameras=cameras,
                       fps=args.fps, steps=args.steps, batch_size=args.batch_size, chunk_size=args.chunk_size,
                       eval_episodes=args.eval_episodes, eval_seed_start=args.eval_seed_start, mode=args.mode,
+                      query_every=args.query_every,
                       videos=max(0, args.videos), expert_seeds=args.expert_seeds, device=args.device,
                       seed=args.seed)
 

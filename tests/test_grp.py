@@ -11,15 +11,6 @@ from robokit.policies.grp import GRPConfig, GRPPolicy
 TASK = "put the red cube in the blue bowl"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine torch's
-    two-thread barriers make each step 100x slower: run these tests single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(**kw) -> GRPPolicy:
     base = {"camera_names": ["top"], "image_shape": (16, 24, 3), "patch_size": 8, "n_embd": 32, "n_head": 2,

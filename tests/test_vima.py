@@ -20,15 +20,6 @@ from robokit.policies.vima import VIMAConfig, VIMAPolicy, interleave_positions
 
 TASK = "put the red cube in the blue bowl"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine torch's
-    two-thread barriers make each step 100x slower: run these tests single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 STATS = {"qpos_mean": np.zeros(8), "qpos_std": np.ones(8), "qpos_min": -np.ones(8), "qpos_max": np.ones(8),
          "action_mean": np.zeros(8), "action_std": np.ones(8),
          "action_min": np.r_[PANDA_READY_POSE - 0.5, 0.0], "action_max": np.r_[PANDA_READY_POSE + 0.5, 1.0]}
