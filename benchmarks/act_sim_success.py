@@ -32,9 +32,9 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from rich.console import Console  # noqa: E402
+from rich.console import Console
 
-from robokit.demo import DemoConfig, run_demo  # noqa: E402  (imports the simulator first)
+from robokit.demo import DemoConfig, run_demo
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -83,6 +83,7 @@ class DemoConfig:
     batch_size: int = 32
     chunk_size: int = 20  # 1.3 s at 15 Hz
     lr: float = 3e-4
+    lr_schedule: str = "constant"  # constant | cosine
     augment_shift: int = 0  # random image shift (pixels) while training
     val_fraction: float = 0.0  # every demonstration trains; the held-out seeds in simulation test
     val_samples: int = 128
@@ -312,7 +313,7 @@ def train_policy(cfg: DemoConfig, data: Path, console: Console) -> Any:
 
     options = TrainOptions(
         data=data, out=cfg.out / "run", policy="act", steps=cfg.steps, batch_size=cfg.batch_size,
-        lr=cfg.lr, camera_names=list(cfg.cameras), chunk_size=cfg.chunk_size, device=cfg.device,
+        lr=cfg.lr, lr_schedule=cfg.lr_schedule, camera_names=list(cfg.cameras), chunk_size=cfg.chunk_size, device=cfg.device,
         seed=cfg.seed, val_fraction=cfg.val_fraction, val_samples=cfg.val_samples,
         augment_shift=cfg.augment_shift, policy_config=dict(cfg.policy_config), num_workers=0)
     model = ", ".join(f"{k}={v}" for k, v in cfg.policy_config.items())
@@ -527,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=_positive, default=d.eval_episodes,
                    help="held-out evaluation episodes (default %(default)s)")
     p.add_argument("--eval-seed-start", type=int, default=d.eval_seed_start, help="(default %(default)s)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule,
+                   help="learning-rate schedule (default %(default)s)")
+    p.add_argument("--augment-shift", type=int, default=d.augment_shift,
+                   help="random image shift in pixels while training (default %(default)s)")
     p.add_argument("--mode", choices=("ensemble", "chunk"), default=d.mode,
                    help="how deploy blends action chunks (default %(default)s)")
     p.add_argument("--query-every", type=_positive, default=d.query_every,
@@ -548,7 +553,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     return DemoConfig(out=args.out, episodes=args.episodes, image_size=args.image_size, cameras=cameras,
                       fps=args.fps, steps=args.steps, batch_size=args.batch_size, chunk_size=args.chunk_size,
                       eval_episodes=args.eval_episodes, eval_seed_start=args.eval_seed_start, mode=args.mode,
-                      query_every=args.query_every,
+                      query_every=args.query_every, lr_schedule=args.lr_schedule, augment_shift=max(0, args.augment_shift),
                       videos=max(0, args.videos), expert_seeds=args.expert_seeds, device=args.device,
                       seed=args.seed)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,24 @@ def test_epochs_and_other_policies_through_the_same_trainer(data: Path, tmp_path
     n_train = sum(16 + 2 * int(name[8]) for name in meta["train_episodes"])
     assert result.step == n_train // 8 and result.best_val_loss is not None
     assert ckpt.config.image_shape == (32, 32, 3) and ckpt.config.chunk_size == (chunk or 1)
+
+
+def test_cosine_schedule_decays_the_rate_and_resume_follows_the_curve(data: Path, tmp_path: Path):
+    # lr_backbone differs from lr: each param group keeps its ratio while the schedule scales both.
+    cfg = {**TINY_ACT, "lr_backbone": 1e-4}
+    straight = _opts(data, tmp_path / "straight", 8, lr_schedule="cosine", policy_config=cfg)
+    train(straight)
+    lrs = [r["lr"] for r in records(tmp_path / "straight") if r["split"] == "train"]
+    assert lrs[0] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(0)))  # logged for step 1 = rate of step 0
+    assert all(a > b for a, b in itertools.pairwise(lrs))
+    assert lrs[-1] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    groups = torch.load(tmp_path / "straight" / "train_state.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert sorted(g["lr"] for g in groups) == pytest.approx([1e-4 * lrs[-1] / 1e-3, lrs[-1]])  # backbone keeps 1/10
+    # The curve is a function of the step and the run's total: a 4-step run extended to 8 by
+    # --resume follows the 8-step curve from step 5 on.
+    train(_opts(data, tmp_path / "split", 4, lr_schedule="cosine", policy_config=cfg))
+    train(_opts(data, tmp_path / "split", 8, lr_schedule="cosine", policy_config=cfg, resume=True))
+    resumed = [r["lr"] for r in records(tmp_path / "split") if r["split"] == "train"]
+    assert resumed[4:] == pytest.approx(lrs[4:])
+    with pytest.raises(ConfigError, match="unknown lr schedule"):
+        _opts(data, tmp_path / "x", 1, lr_schedule="step")

@@ -219,6 +219,8 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = None,
         seed: Annotated[int | None, typer.Option(help="Seed of the split, init and sampling.")] = None,
         lr: Annotated[float | None, typer.Option(help="Learning rate (default: the policy's).")] = None,
+        lr_schedule: Annotated[str | None, typer.Option(
+            help="constant (the original ACT's) or cosine (decays to 0 at the last step).")] = None,
         val_every: Annotated[int | None, typer.Option(help="Validate and save every N steps.")] = None,
         val_fraction: Annotated[float | None, typer.Option(
             help="Share of episodes held out for validation (default 0.2).")] = None,
@@ -248,7 +250,7 @@ def register(app: typer.Typer) -> None:
             "data": str(data) if data else None, "policy": policy, "out": str(out) if out else None,
             "steps": steps, "epochs": epochs, "batch_size": batch_size, "camera_names": camera or None,
             "chunk_size": chunk_size, "image_size": parse_image_size(image_size), "device": device,
-            "seed": seed, "lr": lr, "val_every": val_every, "val_fraction": val_fraction,
+            "seed": seed, "lr": lr, "lr_schedule": lr_schedule, "val_every": val_every, "val_fraction": val_fraction,
             "val_samples": val_samples,
             "num_workers": num_workers, "amp": amp, "fps": fps, "augment_shift": augment_shift,
             "augment_color": augment_color, "resume": resume or None, "policy_config": policy_config,

@@ -66,6 +66,17 @@ DATA_OPTIONS = ("camera_names", "chunk_size", "image_size", "val_fraction", "see
 DATASET_FIELDS = ("camera_names", "state_dim", "action_dim", "image_shape")
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` of ``total``: 1 for
+    ``constant``; for ``cosine`` half a cosine from 1 at step 0 to 0 after the last step."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    return 1.0
+
+
 @dataclass
 class TrainOptions:
     """Everything one training run needs. ``robokit train`` builds this from flags and a TOML file."""
@@ -77,6 +88,7 @@ class TrainOptions:
     epochs: float | None = None  # passes over the training start steps (alternative to steps)
     batch_size: int = 8  # per process
     lr: float | None = None  # default: the policy config's `lr`, else 1e-4
+    lr_schedule: str = "constant"  # constant (as the original ACT) | cosine (to 0 at the last step)
     weight_decay: float | None = None  # default: the policy config's `weight_decay`, else 1e-4
     grad_clip: float | None = None  # max gradient norm (ACT does not clip)
     camera_names: list[str] | None = None  # default: every camera of the first episode
@@ -103,6 +115,8 @@ class TrainOptions:
         self.data, self.out = Path(self.data), Path(self.out)
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("give --steps or --epochs, not both")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         for name in ("steps", "epochs", "batch_size", "val_every", "log_every", "val_samples",
                      "chunk_size", "lr", "fps"):
             value = getattr(self, name)
@@ -419,6 +433,8 @@ class _Trainer:
             getattr(policy.config, "weight_decay", 1e-4))
         self.optimizer = torch.optim.AdamW(policy.optimizer_param_groups(lr, wd), lr=lr, weight_decay=wd)
         self.lr = lr
+        # Each group's own base rate (a backbone may train slower); the schedule scales them all.
+        self.base_lrs = [float(group["lr"]) for group in self.optimizer.param_groups]
 
         start_step = 0
         self.best_val = None
@@ -484,6 +500,7 @@ class _Trainer:
                         interrupted = True
                         break
                     batch = _to_device(next(batches), device)
+                    self._apply_lr_schedule(step)
                     with autocast:
                         out = self.model(batch)
                     loss = out["loss"]
@@ -537,6 +554,12 @@ class _Trainer:
     # -- pieces ----------------------------------------------------------------------------------
     def _epoch(self, step: int) -> float:
         return round(step / self.steps_per_epoch, 4)
+
+    def _apply_lr_schedule(self, step: int) -> None:
+        """Set every group's rate for optimizer step ``step`` (0-based) from its base rate."""
+        factor = lr_factor(self.opts.lr_schedule, step, self.total)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
