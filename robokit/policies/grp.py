@@ -35,6 +35,7 @@ from robokit.policies.base import Policy, PolicyConfig, register_policy
 from robokit.policies.goal_common import (
     MLP,
     AttentionPool,
+    BatchStandardize,
     Block,
     PatchEmbed,
     SpatialSoftmax,
@@ -133,6 +134,8 @@ class GRPPolicy(Policy):
             self.text_pool_block = Block(d, c.n_head, c.mlp_ratio, c.dropout)
             self.text_pool = AttentionPool(d, c.n_head)
             self.goal_pool = AttentionPool(d, c.n_head)
+            self.text_standardize = BatchStandardize(d)
+            self.goal_standardize = BatchStandardize(d)
             self.film_norm = nn.LayerNorm(d)
         # Without stacking the goal image goes through the observation's encoder: the model then
         # compares like with like. With stacking the channel counts differ: a separate encoder.
@@ -263,10 +266,17 @@ class GRPPolicy(Policy):
         # away from a word before anything downstream needs it (measured: after 1000 steps the
         # pooled vectors of "red" / "green" / "blue" instructions had cosine similarity 0.999, only
         # the target word was kept), and then the colour never gets a gradient. The mean keeps
-        # every word's contribution in the vector the heads read.
+        # every word's contribution in the vector the heads read; standardising across the batch
+        # (BatchStandardize) then lifts what differs between instructions above what they share.
         text_vec = self.text_pool(t, keys) + _mean_over(text, text_mask)
         goal_vec = (self.goal_pool(goal_tok, torch.ones(goal_tok.shape[:2], dtype=torch.bool, device=goal_tok.device))
                     + goal_tok.mean(dim=1))
+        # Only a kind of goal some sample follows updates its statistics (a text-only batch has
+        # zero goal-image tokens, which would poison the goal statistics).
+        if use_text.any():
+            text_vec = self.text_standardize(text_vec)
+        if not use_text.all():
+            goal_vec = self.goal_standardize(goal_vec)
         return self.film_norm(torch.where(use_text[:, None], text_vec, goal_vec))
 
     def heads(self, readout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
