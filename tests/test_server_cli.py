@@ -34,7 +34,8 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_serve_command_answers_with_the_checkpoint_policy(tiny_checkpoint):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_serve_command_answers_with_the_checkpoint_policy(tiny_checkpoint, stop_signal):
     from robokit.deploy.server import file_sha256
 
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -57,7 +58,7 @@ def test_serve_command_answers_with_the_checkpoint_policy(tiny_checkpoint):
             assert result.actions.shape == (10, 8) and np.all(np.isfinite(result.actions))
             client.reset()
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert "served 1 inferences to 1 client(s)" in output
