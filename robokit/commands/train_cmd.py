@@ -269,10 +269,12 @@ def register(app: typer.Typer) -> None:
         if not is_main:
             return
         best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
+        # Without a validation split best.pt is chosen by the training loss: say which it is.
+        best_label = "best val loss" if options.val_fraction > 0 else "lowest train loss"
         console.print(
             f"{'stopped' if result.interrupted else 'done'} at step {result.step}/{result.total_steps} "
             f"in {_fmt_seconds(result.train_seconds)} on {result.device}"
-            f"{f' x{result.world_size}' if result.world_size > 1 else ''}; best val loss {best}",
+            f"{f' x{result.world_size}' if result.world_size > 1 else ''}; {best_label} {best}",
             highlight=False)
         console.print(f"checkpoints: {result.last_path}"
                       f"{f', {result.best_path}' if result.best_path else ''}; "
