@@ -252,12 +252,7 @@ class EpisodeWriter:
                                 f"this episode stores {shape} uint8")
             # A copy: cameras may reuse their buffers before the writer thread gets to this frame.
             step.images[cam] = image.copy()
-        while True:
-            try:
-                self._queue.put(step, timeout=0.5)
-                break
-            except queue.Full:
-                self._raise_pending()
+        self._enqueue(step)
         self._appended += 1
 
     def set_extra(self, row: int, name: str, values: Any) -> None:
@@ -275,10 +270,14 @@ class EpisodeWriter:
         if not 0 <= int(row) < self._appended:
             raise DataError(f"row {row} of /{name} is not a step of this episode (0..{self._appended - 1})")
         self._raise_pending()
-        update = _ExtraUpdate(int(row), name, self._extra_row(name, values, int(row)))
+        self._enqueue(_ExtraUpdate(int(row), name, self._extra_row(name, values, int(row))))
+
+    def _enqueue(self, item: Any) -> None:
+        """Hand ``item`` to the writer thread, waiting while the queue is full; a writer-thread
+        error raised meanwhile (disk full, ...) surfaces here instead of blocking forever."""
         while True:
             try:
-                self._queue.put(update, timeout=0.5)
+                self._queue.put(item, timeout=0.5)
                 return
             except queue.Full:
                 self._raise_pending()
