@@ -2,10 +2,13 @@
 
 Two measurements per storage kind (raw, lzf, jpeg), in the same run on the same machine:
 
-1. **Live**: three synthetic 640x480 cameras at 30 fps plus a robot state, recorded for ``--seconds``
-   (default 60) by the recorder's fixed-rate loop (``robokit.record.capture``) into the streaming
-   :class:`~robokit.episodes.writer.EpisodeWriter`: frames dropped, achieved loop and camera rates,
-   loop overruns, peak RSS growth after a warm-up, and how long saving takes after "stop".
+1. **Live**: three synthetic 640x480 cameras at 30 fps plus a robot state, recorded by the
+   recorder's loop (``robokit.record.capture``: fixed-rate ticks phase-locked to the first camera,
+   each step storing the frame due at its tick) into the streaming
+   :class:`~robokit.episodes.writer.EpisodeWriter` for ``--seconds`` (default 60), counted after a
+   ``--warmup`` of 5 s (as an episode starts after the recorder's idle loop has run): frames
+   dropped, achieved loop and camera rates, loop overruns, peak RSS growth, and how long saving
+   takes after "stop".
 2. **Throughput**: ``--throughput-steps`` steps pushed as fast as possible (a) through the streaming
    writer and (b) the seed's way (live_record.py / ALOHA: frames kept in a list, written — and for
    jpeg encoded and padded — at the end). Steps per second, raw-equivalent MB/s, peak RSS growth,
@@ -91,19 +94,27 @@ def live_run(compress: str, seconds: float, warmup_s: float, folder: Path, n_cam
         loop = RateLoop(fps)
         start = time.monotonic()
         baseline = None
+        warmup_dropped, counted_from, overruns_before = 0, start, 0
         steps = 0
         while True:
             tick = loop.wait()
-            if tick - start >= seconds:
+            if tick - start >= warmup_s + seconds:
                 break
             if baseline is None and tick - start >= warmup_s:
+                # The recorder's loop runs (idle) before an episode starts and counts each episode
+                # afresh; the warm-up covers the tick grid locking onto the first camera.
                 baseline = monitor.mark()
-            frames = grabber.grab()
+                warmup_dropped = sum(s.dropped for s in grabber.stats.values())
+                grabber.reset_stats()
+                counted_from, steps, overruns_before = tick, 0, loop.overruns
+            frames = grabber.grab(tick)
+            loop.follow(frames[names[0]])  # as the recorder does: ticks follow the first camera
             q, dq = robot_state(tick)
             writer.append(q, dq, q, {n: f.image for n, f in frames.items()}, t_robot=time.monotonic(),
                           t_images={n: f.t_capture for n, f in frames.items()})
             steps += 1
         elapsed = time.monotonic() - start
+        counted_s = time.monotonic() - counted_from
         growth = monitor.peak - (baseline or monitor.peak)
         peak_total = monitor.peak
         t0 = time.monotonic()
@@ -112,9 +123,11 @@ def live_run(compress: str, seconds: float, warmup_s: float, folder: Path, n_cam
     size_bytes = path.stat().st_size
     path.unlink()
     cams = {n: {"dropped": s.dropped, "repeated": s.repeated, "new_frames": s.new_frames,
-                "rate_hz": s.new_frames / elapsed} for n, s in grabber.stats.items()}
+                "rate_hz": s.new_frames / counted_s} for n, s in grabber.stats.items()}
     return {
-        "steps": steps, "seconds": elapsed, "achieved_hz": steps / elapsed, "overruns": loop.overruns,
+        "steps": steps, "seconds": counted_s, "achieved_hz": steps / counted_s,
+        "overruns": loop.overruns - overruns_before, "seconds_with_warmup": elapsed,
+        "phase_locked": loop.locked, "dropped_during_warmup": warmup_dropped,
         "dropped_frames": sum(c["dropped"] for c in cams.values()),
         "repeated_frames": sum(c["repeated"] for c in cams.values()),
         "cameras": cams, "rss_growth_mb": growth / MB, "rss_peak_mb": peak_total / MB, "save_after_stop_s": save_s,
@@ -228,7 +241,7 @@ def in_fresh_process(kind: str, *args: object) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="live recording length per storage kind")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the RSS baseline is taken")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before counting starts (RSS baseline, frame counts)")
     parser.add_argument("--throughput-steps", type=int, default=300)
     parser.add_argument("--cameras", type=int, default=3)
     parser.add_argument("--size", default="480x640", help="HxW of every camera")
@@ -256,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             results["live"][kind] = live
             print(f"   steps {live['steps']}  achieved {live['achieved_hz']:.2f} Hz  dropped "
                   f"{live['dropped_frames']}  repeated {live['repeated_frames']}  overruns {live['overruns']}  "
+                  f"(warm-up: dropped {live['dropped_during_warmup']}, locked {live['phase_locked']})  "
                   f"RSS growth {live['rss_growth_mb']:.1f} MB  save {live['save_after_stop_s']:.2f} s  "
                   f"{live['mb_per_minute']:.0f} MB/min", flush=True)
             common = (kind, args.throughput_steps, args.cameras, size, args.noise, folder)

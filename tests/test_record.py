@@ -21,7 +21,7 @@ from robokit.errors import HardwareFault, UserError
 from robokit.hardware.base import Robot
 from robokit.hardware.kinematics import fk
 from robokit.hardware.sim import PandaSimEnv, list_tasks
-from robokit.hardware.synthetic import SyntheticCamera
+from robokit.hardware.synthetic import DRIVER_QUEUE_FRAMES, SyntheticCamera
 from robokit.record.session import RecordConfig, RecordingSession
 from robokit.record.teleop import KeyboardJog, Kinesthetic, Observation, Replay
 
@@ -411,3 +411,33 @@ def test_terminal_key_parsing():
 
     raw = "s\x1b[A\x1bOBk \x1b[5~\x1b[6~\x1b[1;5Cq\x03"
     assert parse_keys(raw) == ["s", "up", "down", "k", "space", "pageup", "pagedown", "q", "ctrl-c"]
+
+
+# -- real cameras' timing ----------------------------------------------------------------------------
+def test_real_robot_session_follows_the_first_camera_and_its_counts_match_the_file(env, tmp_path):
+    # No sim_env: the session paces itself and phase-locks to the first camera; two free-running
+    # 30 fps cameras. Whatever the machine's load does to the timing, the dropped/repeated counts
+    # the panel shows must be exactly the gaps and repeats in the stored frames' capture times.
+    with SyntheticCamera("top", size=(24, 32), fps=30.0) as top, \
+            SyntheticCamera("wrist", size=(24, 32), fps=30.0) as wrist:
+        session = RecordingSession(env.robot, {"top": top, "wrist": wrist}, KeyboardJog(),
+                                   RecordConfig(out=tmp_path, fps=30.0, end_frames=0))
+        session.prepare()
+        for _ in range(15):  # idle steps: the tick grid locks on before the episode
+            session.step()
+        session.start_episode()
+        for _ in range(45):
+            session.step()
+        status = session.status()
+        session.stop_episode()
+        assert session._rate.locked
+    with open_episode(tmp_path / "episode_0.hdf5") as ep:
+        assert ep.length == 45
+        for cam in ("top", "wrist"):
+            frame_numbers = np.rint(np.diff(ep.timestamps(cam)) * 30.0).astype(int)
+            assert np.all(frame_numbers >= 0)
+            # The counts also include the first step's comparison with the last idle frame.
+            dropped_in_file = int(np.sum(np.maximum(frame_numbers - 1, 0)))
+            repeated_in_file = int(np.sum(frame_numbers == 0))
+            assert 0 <= status.dropped[cam] - dropped_in_file <= DRIVER_QUEUE_FRAMES, frame_numbers
+            assert 0 <= status.repeated[cam] - repeated_in_file <= 1, frame_numbers

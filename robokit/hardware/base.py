@@ -146,3 +146,13 @@ class Camera(abc.ABC):
     def read_latest(self, max_age_s: float = 0.5) -> Frame:
         """Newest frame; raises :class:`~robokit.errors.StaleFrame` if none is younger than
         ``max_age_s``, :class:`~robokit.errors.HardwareFault` if the device is gone."""
+
+    def frames_after(self, index: int, max_age_s: float = 0.5) -> list[Frame]:
+        """The frames newer than ``index`` that the camera still holds, oldest first.
+
+        A loop that stores every frame in order reads these instead of only the newest, so a step
+        that runs a little late does not skip a frame. This default holds just the newest frame;
+        cameras with a capture thread keep a few. Raises like :meth:`read_latest`.
+        """
+        frame = self.read_latest(max_age_s)
+        return [frame] if frame.index > index else []

@@ -2,7 +2,9 @@
 
 Frame ``k`` after (re)connecting is captured at exactly ``t0 + k / fps`` (``time.monotonic()``
 clock) and shows :func:`synthetic_pattern` of its frame index, so a test can check which frame it
-got and how old it is. :meth:`SyntheticCamera.disconnect` / :meth:`SyntheticCamera.reconnect` (or
+got and how old it is. Like a camera driver it queues up to :data:`DRIVER_QUEUE_FRAMES` frames
+for a capture thread that runs late; beyond that frames are lost and leave a gap in the indices.
+:meth:`SyntheticCamera.disconnect` / :meth:`SyntheticCamera.reconnect` (or
 ``fail_after=N``) simulate an unplug for tests of what uses cameras.
 """
 
@@ -18,6 +20,9 @@ from robokit.errors import ConfigError, HardwareFault
 from robokit.hardware.threaded_camera import ThreadedCamera
 
 _GRADIENT_CACHE: dict[tuple[int, int], np.ndarray] = {}
+
+#: Frames a camera driver queues for a reader that runs late (V4L2 drivers usually hold 4).
+DRIVER_QUEUE_FRAMES = 4
 
 
 def synthetic_pattern(index: int, height: int, width: int) -> np.ndarray:
@@ -107,16 +112,21 @@ class SyntheticCamera(ThreadedCamera):
         self._t0 = time.monotonic()
         self._k = 0
 
-    def _read_frame(self) -> tuple[np.ndarray, float] | None:
+    def _read_frame(self) -> tuple[np.ndarray, float, int] | None:
         if self.fail_after is not None and self.frames_received >= self.fail_after:
             self._unplugged.set()
         if self._unplugged.is_set():
             self._last_error = "simulated unplug"
             return None
         now = time.monotonic()
-        if now - (self._t0 + self._k / self.fps) > 1.0 / self.fps:
-            # Fell behind (busy CPU): skip slots like a real camera drops frames, stay on the grid.
-            self._k = int((now - self._t0) * self.fps)
+        due = int((now - self._t0) * self.fps)  # the newest slot whose capture time has passed
+        skipped = 0
+        if due - self._k >= DRIVER_QUEUE_FRAMES:
+            # Fell behind by more than a driver queue holds (busy CPU): the oldest frames are lost,
+            # as on a real camera, and show as a gap in the frame indices. A shorter delay is no
+            # loss: the queued frames come out late, with their true capture times.
+            skipped = due - self._k - (DRIVER_QUEUE_FRAMES - 1)
+            self._k += skipped
         t_capture = self._t0 + self._k / self.fps
         wait = t_capture - now
         if wait > 0 and self._stop.wait(wait):
@@ -125,7 +135,7 @@ class SyntheticCamera(ThreadedCamera):
             self._last_error = "simulated unplug"
             return None
         self._k += 1
-        return synthetic_pattern(self.frames_received, *self._size), t_capture
+        return synthetic_pattern(self.frames_received + skipped, *self._size), t_capture, skipped
 
     def _release_device(self) -> None:
         pass

@@ -4,12 +4,17 @@
 :class:`~robokit.hardware.synthetic.SyntheticCamera` share it. A subclass implements three hooks:
 
 * ``_open_device()`` opens the device or raises a :class:`~robokit.errors.RobokitError`;
-* ``_read_frame()`` blocks until the next frame and returns ``(rgb_image, t_capture)``, or ``None``
-  when the device is gone (unplugged, read error);
+* ``_read_frame()`` blocks until the next frame and returns ``(rgb_image, t_capture)`` — or
+  ``(rgb_image, t_capture, skipped)`` when the device knows it dropped ``skipped`` frames before this
+  one, which then leave a gap in the frame indices —, or ``None`` when the device is gone
+  (unplugged, read error);
 * ``_release_device()`` closes it.
 
-The thread keeps only the newest frame (a slow consumer never sees a queue of old frames) and
-stamps each with its receive time. When ``_read_frame`` reports the device gone, the thread retries
+The thread keeps the last ``buffer_frames`` frames (4 by default, like the driver queue of a V4L2
+camera): :meth:`read_latest` gives the newest, :meth:`frames_after` the ones a loop has not used yet,
+so a loop step that runs a few milliseconds late still stores every frame in order. Each frame is
+stamped with its receive time and numbered (``Frame.index``, consecutive unless the device dropped
+frames). When ``_read_frame`` reports the device gone, the thread retries
 ``_open_device`` with exponential backoff; while it is disconnected :meth:`read_latest` raises
 :class:`~robokit.errors.HardwareFault` naming the camera, and once frames flow again it returns
 them. :meth:`read_latest` never returns a frame older than ``max_age_s``: it raises
@@ -19,6 +24,7 @@ them. :meth:`read_latest` never returns a frame older than ``max_age_s``: it rai
 from __future__ import annotations
 
 import abc
+import collections
 import logging
 import threading
 import time
@@ -41,13 +47,17 @@ class ThreadedCamera(Camera):
         first_frame_timeout_s: float = 5.0,
         reconnect_delay_s: float = 0.25,
         max_reconnect_delay_s: float = 4.0,
+        buffer_frames: int = 4,
     ) -> None:
+        if buffer_frames < 1:
+            raise ValueError(f"camera '{name}': buffer_frames must be >= 1, got {buffer_frames}")
         self.name = name
         self.first_frame_timeout_s = float(first_frame_timeout_s)
         self.reconnect_delay_s = float(reconnect_delay_s)
         self.max_reconnect_delay_s = float(max_reconnect_delay_s)
         self._cond = threading.Condition()
         self._latest: Frame | None = None
+        self._recent: collections.deque[Frame] = collections.deque(maxlen=int(buffer_frames))
         self._connected = False
         self._disconnected_since: float | None = None
         self._last_error: str = ""
@@ -62,8 +72,9 @@ class ThreadedCamera(Camera):
         """Open the device; raise a RobokitError (DeviceNotFound, HardwareFault) if it cannot."""
 
     @abc.abstractmethod
-    def _read_frame(self) -> tuple[np.ndarray, float] | None:
-        """Block until the next frame; return (RGB uint8 HxWx3, t_capture) or None if the device is gone."""
+    def _read_frame(self) -> tuple[np.ndarray, float] | tuple[np.ndarray, float, int] | None:
+        """Block until the next frame; return (RGB uint8 HxWx3, t_capture[, frames skipped before it])
+        or None if the device is gone."""
 
     @abc.abstractmethod
     def _release_device(self) -> None:
@@ -86,7 +97,7 @@ class ThreadedCamera(Camera):
 
     @property
     def frames_received(self) -> int:
-        """Frames delivered since :meth:`start` (the next frame's ``index``)."""
+        """The next frame's ``index``: frames delivered since :meth:`start`, plus any the device dropped."""
         return self._next_index
 
     def start(self) -> None:
@@ -132,6 +143,7 @@ class ThreadedCamera(Camera):
         self._connected = False
         with self._cond:
             self._latest = None
+            self._recent.clear()
             self._cond.notify_all()
 
     def read_latest(self, max_age_s: float = 0.5) -> Frame:
@@ -141,7 +153,23 @@ class ThreadedCamera(Camera):
         started) and :class:`~robokit.errors.StaleFrame` when the newest frame is too old.
         """
         with self._cond:
-            frame, connected, since = self._latest, self._connected, self._disconnected_since
+            frame = self._latest
+        return self._fresh(frame, max_age_s)
+
+    def frames_after(self, index: int, max_age_s: float = 0.5) -> list[Frame]:
+        """The buffered frames with ``Frame.index > index``, oldest first (empty when none is newer).
+
+        Raises like :meth:`read_latest`, which checks the newest frame's age.
+        """
+        with self._cond:
+            frame, recent = self._latest, list(self._recent)
+        self._fresh(frame, max_age_s)
+        return [f for f in recent if f.index > index]
+
+    def _fresh(self, frame: Frame | None, max_age_s: float) -> Frame:
+        """``frame`` (the newest) if usable; else HardwareFault (not started / disconnected) or
+        StaleFrame (none yet / too old)."""
+        connected, since = self._connected, self._disconnected_since
         if self._thread is None:
             raise HardwareFault(f"{self.describe()} is not started; call start() or use it in a `with` block")
         if not connected:
@@ -163,7 +191,7 @@ class ThreadedCamera(Camera):
         return frame
 
     def wait_frame(self, newer_than: int = -1, timeout_s: float = 1.0) -> Frame:
-        """Block until a frame with ``index > newer_than`` arrives (for loops paced by the camera).
+        """The oldest buffered frame with ``index > newer_than``, waiting for one if there is none.
 
         Raises :class:`~robokit.errors.StaleFrame` on timeout and
         :class:`~robokit.errors.HardwareFault` if the camera is disconnected.
@@ -173,8 +201,9 @@ class ThreadedCamera(Camera):
             while True:
                 if not self._connected:
                     break
-                if self._latest is not None and self._latest.index > newer_than:
-                    return self._latest
+                newer = [f for f in self._recent if f.index > newer_than]
+                if newer:
+                    return newer[0]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise StaleFrame(f"{self.describe()}: no new frame within {timeout_s:.2f} s")
@@ -182,11 +211,13 @@ class ThreadedCamera(Camera):
         return self.read_latest(max_age_s=float("inf"))  # raises the disconnected HardwareFault
 
     # ---------------------------------------------------------------- capture thread
-    def _publish(self, image: np.ndarray, t_capture: float) -> None:
-        frame = Frame(image=image, t_capture=t_capture, t_receive=time.monotonic(), index=self._next_index)
+    def _publish(self, image: np.ndarray, t_capture: float, skipped: int = 0) -> None:
+        index = self._next_index + max(int(skipped), 0)
+        frame = Frame(image=image, t_capture=t_capture, t_receive=time.monotonic(), index=index)
         with self._cond:
             self._latest = frame
-            self._next_index += 1
+            self._recent.append(frame)
+            self._next_index = index + 1
             self._cond.notify_all()
 
     def _mark_lost(self, reason: str) -> None:

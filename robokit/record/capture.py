@@ -3,15 +3,21 @@
 :class:`CameraGrabber` takes one frame per control step from each camera and keeps honest counts:
 
 - a camera at the loop's rate never gives the same frame twice nor skips one, even when its frames
-  arrive at almost the same instant as the loop ticks (a naive "take the newest frame" then jitters
-  between skipping and repeating frames): if the newest frame was already used at the previous
-  step, the grabber waits up to half a period for the next one;
-- ``dropped`` counts frames the camera captured that no step stored (the loop fell behind);
-  ``repeated`` counts steps that had to reuse a frame (the camera is slower than the loop);
+  arrive at almost the same instant as the loop ticks, or a step runs late: each step stores the
+  newest frame captured at or before its scheduled tick, taken from the few frames the camera
+  buffers (a naive "take the newest frame" jitters between skipping and repeating frames), and
+  when that frame has not arrived yet the grabber waits up to half a period for it;
+- ``dropped`` counts frames the camera captured that no step stored (the loop fell behind by more
+  than the camera buffers, or the camera is faster than the loop); ``repeated`` counts steps that
+  had to reuse a frame (the camera is slower than the loop);
 - a camera that stops delivering raises :class:`~robokit.errors.HardwareFault` naming it, after
   ``stall_timeout_s`` without a new frame (a brief stall repeats the last frame and is counted).
 
-:class:`RateLoop` paces a loop at a fixed rate on the monotonic clock, counting overruns.
+:class:`RateLoop` paces a loop at a fixed rate on the monotonic clock, counting overruns, and can
+phase-lock its ticks to a camera (:meth:`RateLoop.follow`): a camera free-runs on its own crystal,
+so a fixed timer drifts against it (a 30 fps camera 0.01 % fast gives one frame more than there are
+steps every ~5 minutes, which would have to be dropped) and may tick right on top of its frames.
+Locked, the ticks fall half a frame period after the camera's frames and keep its rate.
 """
 
 from __future__ import annotations
@@ -73,22 +79,23 @@ class CameraGrabber:
             self._last[name] = None
             self._last_new_t[name] = now
 
-    def grab(self) -> dict[str, Frame]:
+    def grab(self, tick: float | None = None) -> dict[str, Frame]:
         """The frame of every camera for this step.
 
-        Two passes: first the newest frame of every camera, then, for the cameras whose newest frame
-        was already used, a wait for the next one (half a period in total at most), so that waiting
-        for one camera never delays reading another (which would make it skip a frame).
+        ``tick`` is the step's scheduled time (what :meth:`RateLoop.wait` returns). With it, each
+        camera gives the newest unused frame captured at or before the tick, so a step that runs a
+        few milliseconds late stores the frame it would have stored on time rather than a newer one
+        (which would skip a frame); without it (a simulator), the newest unused frame. Where no
+        unused frame is there yet, a second pass waits for the next one (half a period in total at
+        most), so that waiting for one camera never delays reading another.
         """
         start = time.monotonic()
         deadline = start + 0.5 * self.period
-        frames: dict[str, Frame | None] = {}
-        for name, cam in self.cameras.items():
-            frames[name] = self._read(name, cam, start)
+        frames = {name: self._pick(name, cam, start, tick) for name, cam in self.cameras.items()}
         for name, cam in self.cameras.items():
             wait = getattr(cam, "wait_frame", None)
-            frame, last = frames[name], self._last[name]
-            if wait is None or last is None or (frame is not None and frame.index > last.index):
+            last = self._last[name]
+            if wait is None or last is None or frames[name] is not None:
                 continue
             try:
                 # With the time used up (waiting for other cameras) still take what arrived meanwhile.
@@ -99,21 +106,29 @@ class CameraGrabber:
                 raise HardwareFault(f"{_describe(cam, name)} failed: {exc}") from exc
         return {name: self._account(name, self.cameras[name], frames[name]) for name in self.cameras}
 
-    def _read(self, name: str, cam: Camera, now: float) -> Frame | None:
+    def _pick(self, name: str, cam: Camera, now: float, tick: float | None) -> Frame | None:
+        """This step's frame among the camera's unused ones, or None when it has none (yet)."""
+        last = self._last[name]
         try:
-            return cam.read_latest(self.max_age_s)
+            unused = cam.frames_after(last.index if last is not None else -1, self.max_age_s)
         except StaleFrame as exc:
-            if self._last[name] is None or now - self._last_new_t[name] > self.stall_timeout_s:
+            if last is None or now - self._last_new_t[name] > self.stall_timeout_s:
                 raise HardwareFault(f"{_describe(cam, name)} stopped delivering frames ({exc}); "
                                     "check its cable and connection") from exc
             return None  # a brief stall: the last frame is repeated and counted
         except HardwareFault as exc:
             raise HardwareFault(f"{_describe(cam, name)} failed: {exc}") from exc
+        if not unused:
+            return None
+        if tick is not None:
+            due = [f for f in unused if f.t_capture <= tick]
+            return due[-1] if due else unused[0]
+        return unused[-1]
 
     def _account(self, name: str, cam: Camera, frame: Frame | None) -> Frame:  # type: ignore[return]
         stats, last = self.stats[name], self._last[name]
         now = time.monotonic()
-        if frame is None:  # a brief stall (_read raises when there never was a frame)
+        if frame is None:  # no new frame: repeat the last (_pick raises when there never was one)
             frame = last
         if last is not None and frame.index <= last.index:
             stats.repeated += 1
@@ -140,14 +155,29 @@ class RateLoop:
     """Fixed-rate pacing: :meth:`wait` sleeps until the next tick of a ``1/fps`` grid.
 
     A tick that starts more than one period late counts as an overrun, and the grid moves on rather
-    than trying to catch up with a burst of ticks.
+    than trying to catch up with a burst of ticks. :meth:`follow` nudges the grid so that ticks
+    fall half a frame period after a reference camera's frames (see the module docs).
+
+    Args:
+        fps: ticks per second.
+        lock_gain: share of the phase error corrected per tick by :meth:`follow` (0.05: locked in
+            about a second at 30 Hz, and a camera's timestamp jitter moves ticks by 5 % of it).
     """
 
-    def __init__(self, fps: float) -> None:
+    #: Frames of the reference camera that :meth:`follow` uses to measure its frame period.
+    PERIOD_WINDOW = 60
+
+    def __init__(self, fps: float, lock_gain: float = 0.05) -> None:
         self.period = 1.0 / float(fps)
+        self.lock_gain = float(lock_gain)
         self.overruns = 0
         self.ticks = 0
+        #: Whether the last :meth:`follow` call steered the grid (False until the camera's frame
+        #: period is known, and whenever it is not a whole fraction of the tick period).
+        self.locked = False
         self._next = time.monotonic()
+        self._tick = self._next
+        self._frames: collections.deque[tuple[int, float]] = collections.deque(maxlen=self.PERIOD_WINDOW)
 
     def restart(self) -> None:
         self._next = time.monotonic()
@@ -160,7 +190,35 @@ class RateLoop:
         elif now - self._next > self.period:
             self.overruns += 1
             self._next = now
-        tick = self._next
+        tick = self._tick = self._next
         self._next += self.period
         self.ticks += 1
         return tick
+
+    def follow(self, frame: Frame) -> None:
+        """Steer the next ticks towards half a frame period after ``frame``'s capture time.
+
+        Call once per step with the reference camera's frame of that step (repeated frames are
+        ignored). Locks only when the tick period is a whole multiple of the camera's frame period
+        (within 2 %; measured from the last frames' timestamps), e.g. 30 Hz steps on a 30 fps camera
+        or 15 Hz steps on it; otherwise the grid stays a plain fixed-rate timer.
+        """
+        if self._frames and frame.index <= self._frames[-1][0]:
+            return
+        if self._frames and frame.t_capture - self._frames[-1][1] > 1.0:
+            self._frames.clear()  # a stall or reconnect: measure the period afresh
+        self._frames.append((frame.index, frame.t_capture))
+        self.locked = False
+        if len(self._frames) < 8:
+            return
+        (i0, t0), (i1, t1) = self._frames[0], self._frames[-1]
+        frame_period = (t1 - t0) / (i1 - i0)
+        if not frame_period > 0:
+            return
+        multiple = self.period / frame_period
+        if round(multiple) < 1 or abs(multiple - round(multiple)) > 0.02:
+            return
+        self.locked = True
+        # Phase error in [-P/2, P/2) for frame period P: > 0 when the tick came later after the frame than wanted.
+        error = (self._tick - frame.t_capture) % frame_period - frame_period / 2
+        self._next -= self.lock_gain * error

@@ -2,7 +2,8 @@
 
 Each control step: read the robot and one frame per camera -> ask the teleop source for the
 action -> command the robot -> append the step to the streaming episode writer -> advance the
-simulation (sim) or wait for the next tick of the ``fps`` grid (real robot).
+simulation (sim) or wait for the next tick of the ``fps`` grid (real robot), which is
+phase-locked to the first camera's frames (:meth:`robokit.record.capture.RateLoop.follow`).
 
 States: ``idle`` (the arm can be jogged, nothing is written), ``recording``, ``ending`` (the
 ``end_frames`` extra real steps stored with ``done=True`` after "stop"), ``saving``. Keys:
@@ -344,11 +345,12 @@ class RecordingSession:
 
     def step(self) -> None:
         """One control step (see the module docs)."""
-        if self._rate is not None:
-            self._rate.wait()
+        tick = self._rate.wait() if self._rate is not None else None
         now = self._clock()
         self._tick_times.append(now)
-        frames = self.grabber.grab()  # first: it may wait a little for fresh frames
+        frames = self.grabber.grab(tick)  # first: it may wait a little for fresh frames
+        if self._rate is not None:  # ticks follow the first camera's clock (see record.capture)
+            self._rate.follow(frames[next(iter(frames))])
         state = self.robot.read()
         images = {name: f.image for name, f in frames.items()}
         if self.state == ENDING:
