@@ -18,6 +18,8 @@ Every measurement runs in a fresh process, so memory freed by one run cannot hid
 
     .venv/bin/python benchmarks/record_throughput.py            # full run (~7 min)
     .venv/bin/python benchmarks/record_throughput.py --quick    # smoke run (~1 min)
+    .venv/bin/python benchmarks/record_throughput.py --compress lzf,jpeg --compare-naive
+        # + the baseline grabbing rule (newest frame on a plain timer) live, in the same run
 
 Writes benchmarks/results/record_throughput.json. Targets (issue 4): 0 dropped frames and RSS growth
 below 50 MB with lzf or jpeg for 3 cameras x 640x480 @ 30 fps over 60 s on the 2-core machine.
@@ -83,7 +85,9 @@ def robot_state(t: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def live_run(compress: str, seconds: float, warmup_s: float, folder: Path, n_cams: int,
-             size: tuple[int, int], fps: float, *, monitor: RssMonitor) -> dict:
+             size: tuple[int, int], fps: float, naive: bool = False, *, monitor: RssMonitor) -> dict:
+    """One live recording. ``naive``: the baseline rule — each step takes the newest frame, on a
+    plain fixed-rate timer (what robokit did before, and what "read the latest frame" loops do)."""
     names = [f"cam{i}" for i in range(n_cams)]
     with contextlib.ExitStack() as stack:
         cameras = {n: stack.enter_context(SyntheticCamera(n, size=size, fps=fps)) for n in names}
@@ -107,8 +111,9 @@ def live_run(compress: str, seconds: float, warmup_s: float, folder: Path, n_cam
                 warmup_dropped = sum(s.dropped for s in grabber.stats.values())
                 grabber.reset_stats()
                 counted_from, steps, overruns_before = tick, 0, loop.overruns
-            frames = grabber.grab(tick)
-            loop.follow(frames[names[0]])  # as the recorder does: ticks follow the first camera
+            frames = grabber.grab(None if naive else tick)
+            if not naive:
+                loop.follow(frames[names[0]])  # as the recorder does: ticks follow the first camera
             q, dq = robot_state(tick)
             writer.append(q, dq, q, {n: f.image for n, f in frames.items()}, t_robot=time.monotonic(),
                           t_images={n: f.t_capture for n, f in frames.items()})
@@ -238,6 +243,14 @@ def in_fresh_process(kind: str, *args: object) -> dict:
         return pool.submit(_child, kind, args).result()
 
 
+def print_live(live: dict) -> None:
+    print(f"   steps {live['steps']}  achieved {live['achieved_hz']:.2f} Hz  dropped "
+          f"{live['dropped_frames']}  repeated {live['repeated_frames']}  overruns {live['overruns']}  "
+          f"(warm-up: dropped {live['dropped_during_warmup']}, locked {live['phase_locked']})  "
+          f"RSS growth {live['rss_growth_mb']:.1f} MB  save {live['save_after_stop_s']:.2f} s  "
+          f"{live['mb_per_minute']:.0f} MB/min", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="live recording length per storage kind")
@@ -249,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=0.0,
                         help="Gaussian noise sigma added to the throughput frames (real sensors are noisy)")
     parser.add_argument("--compress", default="none,lzf,jpeg")
+    parser.add_argument("--compare-naive", action="store_true",
+                        help="also record live with the naive rule (newest frame, plain timer) as a baseline")
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "record_throughput.json"))
     args = parser.parse_args(argv)
@@ -267,11 +282,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.seconds:g} s", flush=True)
             live = in_fresh_process("live", kind, args.seconds, args.warmup, folder, args.cameras, size, args.fps)
             results["live"][kind] = live
-            print(f"   steps {live['steps']}  achieved {live['achieved_hz']:.2f} Hz  dropped "
-                  f"{live['dropped_frames']}  repeated {live['repeated_frames']}  overruns {live['overruns']}  "
-                  f"(warm-up: dropped {live['dropped_during_warmup']}, locked {live['phase_locked']})  "
-                  f"RSS growth {live['rss_growth_mb']:.1f} MB  save {live['save_after_stop_s']:.2f} s  "
-                  f"{live['mb_per_minute']:.0f} MB/min", flush=True)
+            print_live(live)
+            if args.compare_naive:
+                naive = in_fresh_process("live", kind, args.seconds, args.warmup, folder, args.cameras, size,
+                                         args.fps, True)
+                results.setdefault("live_naive", {})[kind] = naive
+                print("   baseline, newest frame on a plain timer:")
+                print_live(naive)
             common = (kind, args.throughput_steps, args.cameras, size, args.noise, folder)
             stream = in_fresh_process("throughput", *common, "streaming")
             seed = in_fresh_process("throughput", *common, "seed")
