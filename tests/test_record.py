@@ -441,3 +441,16 @@ def test_real_robot_session_follows_the_first_camera_and_its_counts_match_the_fi
             repeated_in_file = int(np.sum(frame_numbers == 0))
             assert 0 <= status.dropped[cam] - dropped_in_file <= DRIVER_QUEUE_FRAMES, frame_numbers
             assert 0 <= status.repeated[cam] - repeated_in_file <= 1, frame_numbers
+
+
+def test_task_number_on_the_command_line_picks_that_sim_task(tmp_path, capsys):
+    # As the `t` key in the session: a number picks from the scene's task list.
+    out = tmp_path / "multi"
+    code, _, err = cli(capsys, "record", "--sim", "--task-set", "multi", "--teleop", "scripted", "--task", "2",
+                       "--episodes", "1", "--out", out, "--image-size", SIZE, "--seed", "3")
+    assert code == 0, err
+    with open_episode(out / "episode_0.hdf5") as ep:
+        assert ep.task == list_tasks("multi")[1]
+    code, _, err = cli(capsys, "record", "--sim", "--task-set", "multi", "--teleop", "scripted", "--task", "9",
+                       "--out", out)
+    assert code == 2 and "tasks 1 to 6" in err

@@ -99,6 +99,24 @@ def register(app: typer.Typer) -> None:
         run_recording(hw, config, teleop=teleop, task_set=task_set, seed=seed, size=size, preview=preview)
 
 
+def _sim_task(task: str, task_set: str) -> str:
+    """The sim task that ``--task`` names: an instruction, a task name or its number from 1 (as the
+    `t` key takes them)."""
+    from robokit.hardware.sim import list_tasks, resolve_task
+
+    text = task.strip()
+    if text.isdigit():
+        names = list_tasks(task_set)
+        if not 1 <= int(text) <= len(names):
+            numbered = "; ".join(f"{i}: {name}" for i, name in enumerate(names, 1))
+            raise UserError(f"--task {text}: the {task_set} task set has tasks 1 to {len(names)} ({numbered})")
+        return names[int(text) - 1]
+    found_set, _ = resolve_task(text)
+    if found_set != task_set:
+        raise UserError(f"--task {task!r} belongs to the {found_set} task set; add --task-set {found_set}")
+    return text
+
+
 def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, seed: int,
                   size: tuple[int, int], preview: bool) -> list[Path]:
     """Build the hardware and the source, run the session with its UI, print what was saved."""
@@ -116,14 +134,7 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
     with contextlib.ExitStack() as stack:
         env = None
         if hw.sim:
-            sim_task = config.task or task_set
-            if config.task:
-                from robokit.hardware.sim import resolve_task
-
-                found_set, _ = resolve_task(config.task)
-                if found_set != task_set:
-                    raise UserError(f"--task {config.task!r} belongs to the {found_set} task set; add "
-                                    f"--task-set {found_set}")
+            sim_task = _sim_task(config.task, task_set) if config.task else task_set
             env = hw.make_sim_env(task=sim_task, seed=seed, image_size=size, control_hz=config.fps,
                                   realtime=not autonomous)
             stack.callback(env.close)

@@ -179,8 +179,9 @@ class RateLoop:
         self._tick = self._next
         self._frames: collections.deque[tuple[int, float]] = collections.deque(maxlen=self.PERIOD_WINDOW)
 
-    def restart(self) -> None:
-        self._next = time.monotonic()
+    def restart(self, at: float | None = None) -> None:
+        """Start the grid afresh: the next tick is at ``at`` (``time.monotonic()`` clock) or now."""
+        self._next = time.monotonic() if at is None else float(at)
 
     def wait(self) -> float:
         """Sleep until the next tick; return its scheduled time."""
