@@ -160,8 +160,9 @@ class RateLoop:
 
     Args:
         fps: ticks per second.
-        lock_gain: share of the phase error corrected per tick by :meth:`follow` (0.05: locked in
-            about a second at 30 Hz, and a camera's timestamp jitter moves ticks by 5 % of it).
+        lock_gain: share of the phase error corrected per tick by :meth:`follow` (0.05: within
+            1 ms of the target phase in ~2 s at 30 Hz, and a camera's timestamp jitter moves the
+            ticks by only 5 % of it).
     """
 
     #: Frames of the reference camera that :meth:`follow` uses to measure its frame period.
