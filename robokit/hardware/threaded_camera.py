@@ -56,7 +56,7 @@ class ThreadedCamera(Camera):
         self.reconnect_delay_s = float(reconnect_delay_s)
         self.max_reconnect_delay_s = float(max_reconnect_delay_s)
         self._cond = threading.Condition()
-        self._latest: Frame | None = None
+        # The last frames, oldest first; [-1] is what read_latest gives.
         self._recent: collections.deque[Frame] = collections.deque(maxlen=int(buffer_frames))
         self._connected = False
         self._disconnected_since: float | None = None
@@ -116,9 +116,9 @@ class ThreadedCamera(Camera):
         self._thread.start()
         deadline = time.monotonic() + self.first_frame_timeout_s
         with self._cond:
-            while self._latest is None and time.monotonic() < deadline:
+            while not self._recent and time.monotonic() < deadline:
                 self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
-            got_frame = self._latest is not None
+            got_frame = bool(self._recent)
         if not got_frame:
             self.close()
             raise HardwareFault(
@@ -142,7 +142,6 @@ class ThreadedCamera(Camera):
             self._release_device()
         self._connected = False
         with self._cond:
-            self._latest = None
             self._recent.clear()
             self._cond.notify_all()
 
@@ -153,7 +152,7 @@ class ThreadedCamera(Camera):
         started) and :class:`~robokit.errors.StaleFrame` when the newest frame is too old.
         """
         with self._cond:
-            frame = self._latest
+            frame = self._recent[-1] if self._recent else None
         return self._fresh(frame, max_age_s)
 
     def frames_after(self, index: int, max_age_s: float = 0.5) -> list[Frame]:
@@ -162,8 +161,8 @@ class ThreadedCamera(Camera):
         Raises like :meth:`read_latest`, which checks the newest frame's age.
         """
         with self._cond:
-            frame, recent = self._latest, list(self._recent)
-        self._fresh(frame, max_age_s)
+            recent = list(self._recent)
+        self._fresh(recent[-1] if recent else None, max_age_s)
         return [f for f in recent if f.index > index]
 
     def _fresh(self, frame: Frame | None, max_age_s: float) -> Frame:
@@ -215,7 +214,6 @@ class ThreadedCamera(Camera):
         index = self._next_index + max(int(skipped), 0)
         frame = Frame(image=image, t_capture=t_capture, t_receive=time.monotonic(), index=index)
         with self._cond:
-            self._latest = frame
             self._recent.append(frame)
             self._next_index = index + 1
             self._cond.notify_all()
