@@ -13,7 +13,15 @@ setup: $(STAMP)
 
 # Re-install only when the package metadata changes. The package is installed editable so that
 # `robokit` on the venv's PATH runs this checkout.
+# A first install takes about 6.7 GB (PyPI's torch for Linux brings its CUDA libraries), so warn
+# before pip when the disk has less: pip's own "No space left on device" comes mid-install.
+NEED_KB := 7000000
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || { free=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
+	  if [ "$$free" -lt $(NEED_KB) ]; then \
+	    echo "robokit setup: warning: $$((free / 1024)) MB free here, a first install needs about 7 GB" \
+	         "(torch with its CUDA libraries); free some disk space if pip fails with 'No space left'" >&2; \
+	  fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
