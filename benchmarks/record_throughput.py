@@ -134,7 +134,7 @@ def live_run(compress: str, seconds: float, warmup_s: float, folder: Path, n_cam
         save_s = time.monotonic() - t0
     size_bytes = path.stat().st_size
     path.unlink()
-    cams = {n: {"dropped": s.dropped, "repeated": s.repeated, "new_frames": s.new_frames,
+    cams = {n: {"dropped": s.dropped, "repeated": s.repeated, "skipped": s.skipped, "new_frames": s.new_frames,
                 "rate_hz": s.new_frames / counted_s} for n, s in grabber.stats.items()}
     return {
         "steps": steps, "seconds": counted_s, "achieved_hz": steps / counted_s,

@@ -55,9 +55,10 @@ class ScriptedCamera(Camera):
         return [f for f in self.arrived[-self.buffer_frames:] if f.index > index]
 
 
-def run_steps(camera: ScriptedCamera, ticks: list[float], lateness: list[float], tick_given: bool = True):
+def run_steps(camera: ScriptedCamera, ticks: list[float], lateness: list[float], tick_given: bool = True,
+              step_hz: float = FPS):
     """Grab one frame per tick, each step running ``lateness`` seconds after its tick."""
-    grabber = CameraGrabber({"cam": camera}, FPS)
+    grabber = CameraGrabber({"cam": camera}, step_hz)
     indices = []
     for tick, late in zip(ticks, lateness, strict=True):
         camera.arrive_until(tick + late)
@@ -98,6 +99,31 @@ def test_frames_the_device_lost_or_the_loop_fell_too_far_behind_for_count_as_dro
     indices, stats = run_steps(ScriptedCamera(base, 0.01), ticks, lateness)
     assert stats.dropped == 3 and stats.repeated == 3
     assert sorted(set(range(indices[0], indices[-1] + 1)) - set(indices)) == [19, 20, 21]
+
+
+def test_at_half_the_camera_rate_the_frames_not_needed_are_skipped_not_dropped():
+    # 15 Hz steps on a 30 fps camera store every other frame by design: nothing is lost.
+    base = time.monotonic() - 1.0
+    ticks = [base + 0.5 + n * 2 * PERIOD for n in range(20)]
+    indices, stats = run_steps(ScriptedCamera(base, 0.005), ticks, [0.0002] * 20, step_hz=FPS / 2)
+    assert np.all(np.diff(indices) == 2), indices
+    assert (stats.dropped, stats.skipped, stats.repeated) == (0, 19, 0)
+
+    # The device loses frames 29-31 (30 is due at the 9th step): a hole of one step in the episode.
+    indices, stats = run_steps(ScriptedCamera(base, 0.005, skip=frozenset({29, 30, 31})), ticks, [0.0002] * 20,
+                               step_hz=FPS / 2)
+    assert stats.dropped == 1, indices
+    # Losing only a frame no step needs changes nothing.
+    _, stats = run_steps(ScriptedCamera(base, 0.005, skip=frozenset({29})), ticks, [0.0002] * 20, step_hz=FPS / 2)
+    assert (stats.dropped, stats.skipped) == (0, 19)
+
+
+def test_a_camera_slower_than_the_loop_repeats_frames_and_drops_none():
+    base = time.monotonic() - 1.0
+    ticks = [base + 0.5 + n * PERIOD / 2 for n in range(20)]  # 60 Hz steps, 30 fps camera
+    indices, stats = run_steps(ScriptedCamera(base, 0.005), ticks, [0.0002] * 20, step_hz=2 * FPS)
+    assert (stats.dropped, stats.skipped) == (0, 0)
+    assert stats.repeated == 20 - stats.new_frames >= 9 and sorted(set(indices)) == list(range(indices[0], indices[-1] + 1))
 
 
 def test_threaded_camera_buffers_the_frames_a_late_reader_has_not_used():
@@ -145,6 +171,21 @@ def test_rate_loop_locks_its_ticks_half_a_period_after_the_camera_frames():
             phases.append((tick - frame.t_capture) % PERIOD)
     assert loop.locked
     assert np.allclose(phases[-10:], PERIOD / 2, atol=0.003), np.round(np.array(phases) * 1000, 1)
+
+
+def test_rate_loop_takes_the_camera_phase_as_soon_as_it_knows_the_frame_period():
+    # Ticks start 1 ms before the frames (the naive rule's worst case); the first correction is whole.
+    base = time.monotonic() + 0.05
+    loop = RateLoop(FPS)
+    loop.restart(at=base - 0.001)
+    phases = []
+    for k in range(12):
+        tick = loop.wait()
+        phases.append((tick - (base + (k - 1) * PERIOD)) % PERIOD)  # after the last frame at the tick
+        loop.follow(Frame(np.zeros((1, 1, 3), np.uint8), base + (k - 1) * PERIOD, tick, k))
+    assert loop.locked
+    assert abs(phases[0] - (PERIOD - 0.001)) < 1e-6
+    assert np.allclose(phases[9:], PERIOD / 2, atol=0.002), np.round(np.array(phases) * 1000, 2)
 
 
 @pytest.mark.parametrize(("tick_hz", "locks"), [(15.0, True), (20.0, False)])

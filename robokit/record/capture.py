@@ -7,9 +7,12 @@
   newest frame captured at or before its scheduled tick, taken from the few frames the camera
   buffers (a naive "take the newest frame" jitters between skipping and repeating frames), and
   when that frame has not arrived yet the grabber waits up to half a period for it;
-- ``dropped`` counts frames the camera captured that no step stored (the loop fell behind by more
-  than the camera buffers, or the camera is faster than the loop); ``repeated`` counts steps that
-  had to reuse a frame (the camera is slower than the loop);
+- ``dropped`` counts frames the episode needed and lost: a stored frame whose capture time is more
+  than one step period (or, for a camera slower than the loop, one frame period) after the previous
+  stored frame's left a hole in the time series (the loop fell behind by more than the camera
+  buffers, or the device lost frames). ``skipped`` counts frames a camera faster than the loop
+  captured that no step needed (15 Hz steps on a 30 fps camera skip one per step by design);
+  ``repeated`` counts steps that had to reuse a frame (the camera is slower than the loop, or stalled);
 - a camera that stops delivering raises :class:`~robokit.errors.HardwareFault` naming it, after
   ``stall_timeout_s`` without a new frame (a brief stall repeats the last frame and is counted).
 
@@ -41,6 +44,7 @@ class CameraStats:
     new_frames: int = 0
     repeated: int = 0
     dropped: int = 0
+    skipped: int = 0
     _recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=90))
 
     def rate(self) -> float:
@@ -137,13 +141,31 @@ class CameraGrabber:
                                     f"{now - self._last_new_t[name]:.1f} s; check its cable and connection")
         else:
             if last is not None:
-                stats.dropped += max(0, frame.index - last.index - 1)
+                lost = self._lost_between(last, frame)
+                stats.dropped += lost
+                stats.skipped += frame.index - last.index - 1 - lost
             stats.new_frames += 1
             stats._recent.append(frame.t_capture)
             self._last_new_t[name] = now
         stats.frames += 1
         self._last[name] = frame
         return frame
+
+
+    def _lost_between(self, last: Frame, frame: Frame) -> int:
+        """Frames the episode needed between two consecutive stored frames and does not have.
+
+        The gap in capture time is measured in steps, or in the camera's frame periods when it is
+        slower than the loop (its frame period then being the time per index between the two
+        frames); a gap of about one step is no loss, however many frames the camera captured in it.
+        Without usable timestamps every frame missing from the numbering counts as lost.
+        """
+        gap = frame.index - last.index
+        elapsed = frame.t_capture - last.t_capture
+        if elapsed <= 0:
+            return gap - 1
+        interval = max(self.period, elapsed / gap)
+        return min(gap - 1, max(0, round(elapsed / interval) - 1))
 
 
 def _describe(cam: Camera, name: str) -> str:
@@ -160,9 +182,10 @@ class RateLoop:
 
     Args:
         fps: ticks per second.
-        lock_gain: share of the phase error corrected per tick by :meth:`follow` (0.05: within
-            1 ms of the target phase in ~2 s at 30 Hz, and a camera's timestamp jitter moves the
-            ticks by only 5 % of it).
+        lock_gain: share of the phase error corrected per tick by :meth:`follow` once locked (0.05:
+            a camera's timestamp jitter moves the ticks by only 5 % of it). The first correction
+            after the frame period is known is whole, so the ticks sit at the target phase
+            ~0.3 s after the camera starts rather than settling over seconds.
     """
 
     #: Frames of the reference camera that :meth:`follow` uses to measure its frame period.
@@ -179,10 +202,15 @@ class RateLoop:
         self._next = time.monotonic()
         self._tick = self._next
         self._frames: collections.deque[tuple[int, float]] = collections.deque(maxlen=self.PERIOD_WINDOW)
+        self._phase_set = False  # whether the whole first correction was made
 
     def restart(self, at: float | None = None) -> None:
-        """Start the grid afresh: the next tick is at ``at`` (``time.monotonic()`` clock) or now."""
+        """Start the grid afresh: the next tick is at ``at`` (``time.monotonic()`` clock) or now.
+
+        The phase to a followed camera is then taken afresh, with a whole correction.
+        """
         self._next = time.monotonic() if at is None else float(at)
+        self._phase_set = False
 
     def wait(self) -> float:
         """Sleep until the next tick; return its scheduled time."""
@@ -209,6 +237,7 @@ class RateLoop:
             return
         if self._frames and frame.t_capture - self._frames[-1][1] > 1.0:
             self._frames.clear()  # a stall or reconnect: measure the period afresh
+            self._phase_set = False
         self._frames.append((frame.index, frame.t_capture))
         self.locked = False
         if len(self._frames) < 8:
@@ -223,4 +252,5 @@ class RateLoop:
         self.locked = True
         # Phase error in [-P/2, P/2) for frame period P: > 0 when the tick came later after the frame than wanted.
         error = (self._tick - frame.t_capture) % frame_period - frame_period / 2
-        self._next -= self.lock_gain * error
+        self._next -= self.lock_gain * error if self._phase_set else error
+        self._phase_set = True
