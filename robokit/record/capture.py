@@ -7,9 +7,9 @@
   newest frame captured at or before its scheduled tick, taken from the few frames the camera
   buffers (a naive "take the newest frame" jitters between skipping and repeating frames), and
   when that frame has not arrived yet the grabber waits up to half a period for it;
-- ``dropped`` counts frames the episode needed and lost: a stored frame whose capture time is more
-  than one step period (or, for a camera slower than the loop, one frame period) after the previous
-  stored frame's left a hole in the time series (the loop fell behind by more than the camera
+- ``dropped`` counts frames the episode needed and does not have, i.e. holes in its image time
+  series: a stored frame captured more than one step period (for a camera slower than the loop, one
+  frame period) after the previous stored one (the loop fell behind by more than the camera
   buffers, or the device lost frames). ``skipped`` counts frames a camera faster than the loop
   captured that no step needed (15 Hz steps on a 30 fps camera skip one per step by design);
   ``repeated`` counts steps that had to reuse a frame (the camera is slower than the loop, or stalled);
@@ -150,7 +150,6 @@ class CameraGrabber:
         stats.frames += 1
         self._last[name] = frame
         return frame
-
 
     def _lost_between(self, last: Frame, frame: Frame) -> int:
         """Frames the episode needed between two consecutive stored frames and does not have.
