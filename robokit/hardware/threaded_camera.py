@@ -168,7 +168,8 @@ class ThreadedCamera(Camera):
     def _fresh(self, frame: Frame | None, max_age_s: float) -> Frame:
         """``frame`` (the newest) if usable; else HardwareFault (not started / disconnected) or
         StaleFrame (none yet / too old)."""
-        connected, since = self._connected, self._disconnected_since
+        with self._cond:  # the capture thread sets both together
+            connected, since = self._connected, self._disconnected_since
         if self._thread is None:
             raise HardwareFault(f"{self.describe()} is not started; call start() or use it in a `with` block")
         if not connected:
