@@ -4,7 +4,7 @@ Full default ACT (ResNet-18, hidden 512, 8 heads, ff 3200, 4 encoder / 7 decoder
 two cameras at 480x640, state/action 8. Both paths start from the same observation (uint8 images,
 raw qpos) and end with de-normalised float32 actions:
 
-* eager: the original network as written (``robokit.policies.act_reference``): cameras one at a
+* eager: the original network as written (``robokit.policies.act.reference``): cameras one at a
   time through the backbone, frozen batch norms computed each call, all 7 decoder layers run and
   the first kept, autograd on (no ``inference_mode``);
 * eager + inference_mode: the same, wrapped as the original's evaluation loop wraps it;
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robokit.policies.act import ACTConfig, ACTPolicy
-from robokit.policies.act_reference import OriginalACT, random_original_state_dict
-from robokit.policies.import_act import convert_state_dict
+from robokit.policies.act.import_original import convert_state_dict
+from robokit.policies.act.model import ACTConfig, ACTPolicy
+from robokit.policies.act.reference import OriginalACT, random_original_state_dict
 
 CAMS = ["top", "wrist"]
 RESULTS = Path(__file__).resolve().parent / "results" / "act_inference.json"

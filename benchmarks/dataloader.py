@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from robokit.episodes.writer import EpisodeWriter
-from robokit.policies.data import EpisodeDataset, build_datasets
+from robokit.training.dataset import EpisodeDataset, build_datasets
 
 
 class SeedEpisodicDataset(Dataset):

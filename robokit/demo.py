@@ -5,7 +5,7 @@ Stages (each calls the library robokit's commands use, nothing is re-implemented
 1. scene      render the ``top`` and ``wrist`` cameras into ``scene.png``
 2. expert     run the scripted expert on a few seeds and check that it solves the task
 3. record     record scripted demonstrations (:class:`robokit.record.session.RecordingSession`)
-4. train      train a CPU-sized ACT on them (:func:`robokit.policies.train.train`)
+4. train      train a CPU-sized ACT on them (:func:`robokit.training.trainer.train`)
 5. deploy     run the trained policy in the simulator on held-out seeds
               (:func:`robokit.deploy.evaluate.evaluate_in_sim`), record the first rollouts and turn
               them into joint plots and MP4s (:func:`robokit.viz.episode.render_episode`)
@@ -309,7 +309,7 @@ def _recorded_seeds(paths: Sequence[Path]) -> list[int]:
 
 def train_policy(cfg: DemoConfig, data: Path, console: Console) -> Any:
     """Stage 4: ACT on the recorded episodes into ``out/run``; returns the TrainResult."""
-    from robokit.policies.train import TrainOptions, train
+    from robokit.training.trainer import TrainOptions, train
 
     options = TrainOptions(
         data=data, out=cfg.out / "run", policy="act", steps=cfg.steps, batch_size=cfg.batch_size,

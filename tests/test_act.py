@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robokit.errors import ConfigError, UserError
-from robokit.policies.act import ACTConfig, ACTPolicy
+from robokit.policies.act.model import ACTConfig, ACTPolicy
 from robokit.policies.base import get_policy_class
 
 CAMS = ["top", "wrist"]

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from robokit.errors import CheckpointError, ConfigError
-from robokit.policies.act import ACTConfig, ACTPolicy
+from robokit.policies.act.model import ACTConfig, ACTPolicy
 from robokit.policies.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
-from robokit.policies.cnnmlp import CNNMLPConfig, CNNMLPPolicy
+from robokit.policies.cnnmlp.model import CNNMLPConfig, CNNMLPPolicy
 
 
 def tiny_act() -> ACTPolicy:

@@ -8,7 +8,7 @@ import torch
 
 from robokit.errors import ConfigError
 from robokit.policies.base import get_policy_class
-from robokit.policies.cnnmlp import CNNMLPConfig, CNNMLPPolicy
+from robokit.policies.cnnmlp.model import CNNMLPConfig, CNNMLPPolicy
 
 CAMS = ["top", "wrist"]
 

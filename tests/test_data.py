@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from robokit.errors import DataError
 from robokit.policies.base import NormStats
-from robokit.policies.data import (
+from robokit.training.dataset import (
     EpisodeDataset,
     ImageAugment,
     build_datasets,

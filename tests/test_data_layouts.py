@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from robokit.policies.data import EpisodeDataset, build_datasets
+from robokit.training.dataset import EpisodeDataset, build_datasets
 
 CAM_OFFSET = {"top": 0, "wrist": 100, "side": 50}
 

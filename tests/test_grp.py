@@ -6,7 +6,7 @@ import torch
 
 from robokit.errors import ConfigError, UserError
 from robokit.policies.base import get_policy_class
-from robokit.policies.grp import GRPConfig, GRPPolicy
+from robokit.policies.goal.grp import GRPConfig, GRPPolicy
 
 TASK = "put the red cube in the blue bowl"
 
@@ -213,7 +213,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_spatial_softmax_finds_a_hot_spot():
-    from robokit.policies.goal_common import SpatialSoftmax
+    from robokit.policies.goal.common import SpatialSoftmax
 
     ssm = SpatialSoftmax(1, 1)
     with torch.no_grad():

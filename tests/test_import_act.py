@@ -11,9 +11,9 @@ import torch
 
 from robokit.cli import main
 from robokit.errors import CheckpointError
-from robokit.policies.act_reference import OriginalACT, random_original_state_dict
+from robokit.policies.act.import_original import build_imported_policy, read_act_stats
+from robokit.policies.act.reference import OriginalACT, random_original_state_dict
 from robokit.policies.checkpoint import load_checkpoint
-from robokit.policies.import_act import build_imported_policy, read_act_stats
 
 HW = (48, 64)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from robokit.deploy.evaluate import evaluate_in_sim
-from robokit.policies.data import EpisodeDataset
+from robokit.training.dataset import EpisodeDataset
 
 FPS = 15.0
 SIZE = (24, 32)

@@ -15,7 +15,7 @@ from robokit.errors import ServerUnavailable
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from robokit.policies.act import ACTConfig, ACTPolicy
+    from robokit.policies.act.model import ACTConfig, ACTPolicy
     from robokit.policies.checkpoint import save_checkpoint
 
     config = ACTConfig(camera_names=["top", "wrist"], image_shape=(24, 32, 3), chunk_size=10, fps=25.0,

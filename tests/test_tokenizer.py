@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from robokit.errors import ConfigError, UserError
-from robokit.policies.tokenizer import CharTokenizer, LocalTextEncoder, make_text_encoder
+from robokit.policies.goal.tokenizer import CharTokenizer, LocalTextEncoder, make_text_encoder
 
 
 def test_encode_pads_masks_and_round_trips():

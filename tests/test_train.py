@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from robokit.errors import CheckpointError, ConfigError, DataError
 from robokit.policies.checkpoint import load_checkpoint
-from robokit.policies.data import EpisodeDataset
-from robokit.policies.train import TrainOptions, TrainProgress, train
+from robokit.training.dataset import EpisodeDataset
+from robokit.training.trainer import TrainOptions, TrainProgress, train
 
 # A tiny ACT: small backbone, one layer each, so a step takes milliseconds on a CPU.
 TINY_ACT = {"backbone": "small", "hidden_dim": 32, "nheads": 2, "dim_feedforward": 64, "enc_layers": 1,

@@ -10,13 +10,13 @@ from robokit.errors import ConfigError, UserError
 from robokit.hardware.base import PANDA_Q_MAX, PANDA_Q_MIN, PANDA_READY_POSE
 from robokit.hardware.kinematics import fk
 from robokit.policies.base import get_policy_class
-from robokit.policies.goal_actions import (
+from robokit.policies.goal.actions import (
     CartesianCoder,
     UniformBins,
     euler_xyz_from_matrix,
     matrix_from_euler_xyz,
 )
-from robokit.policies.vima import VIMAConfig, VIMAPolicy, interleave_positions
+from robokit.policies.goal.vima import VIMAConfig, VIMAPolicy, interleave_positions
 
 TASK = "put the red cube in the blue bowl"
 

@@ -19,9 +19,9 @@ from robokit.errors import DataError, ProtocolError
 from robokit.hardware.base import PANDA_READY_POSE
 from robokit.hardware.sim import PandaSimEnv, list_tasks
 from robokit.policies.checkpoint import load_checkpoint
-from robokit.policies.data import EpisodeDataset, ImageAugment, build_datasets, collate_samples
-from robokit.policies.train import TrainOptions, train
-from robokit.policies.vima import VIMAConfig, VIMAPolicy
+from robokit.policies.goal.vima import VIMAConfig, VIMAPolicy
+from robokit.training.dataset import EpisodeDataset, ImageAugment, build_datasets, collate_samples
+from robokit.training.trainer import TrainOptions, train
 
 SIZE = (32, 40)  # recorded H, W
 CAMS = ("top", "wrist")

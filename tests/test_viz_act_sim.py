@@ -20,7 +20,7 @@ import torch._dynamo  # must come before the sim's EGL probe, or its later impor
 from robokit.cli import main
 from robokit.episodes.writer import EpisodeWriter
 from robokit.hardware.sim import PandaSimEnv
-from robokit.policies.act import ACTConfig, ACTPolicy
+from robokit.policies.act.model import ACTConfig, ACTPolicy
 from robokit.policies.checkpoint import save_checkpoint
 from robokit.viz.attention import fuse_heads
 from robokit.viz.layout import TokenLayout

@@ -7,7 +7,7 @@ import pytest
 from test_viz_episode import write_episode
 
 from robokit.errors import UserError
-from robokit.policies.grp import GRPConfig, GRPPolicy
+from robokit.policies.goal.grp import GRPConfig, GRPPolicy
 from robokit.viz.policy_attention import capture_to_tree_input, parse_steps, render_policy_attention
 
 
@@ -77,7 +77,7 @@ def test_prompt_objects_join_the_text_strip():
 
 
 def test_act_attention_tree_matches_the_spec(tmp_path):
-    from robokit.policies.act import ACTConfig, ACTPolicy
+    from robokit.policies.act.model import ACTConfig, ACTPolicy
 
     ep = write_episode(tmp_path / "data", cams=("top", "wrist"))
     cfg = ACTConfig(camera_names=["top", "wrist"], image_shape=(32, 48, 3), chunk_size=4, backbone="small",

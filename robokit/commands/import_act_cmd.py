@@ -38,8 +38,8 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
     ) -> None:
         """Convert an original-ACT (tonyzhaozh/act) checkpoint and stats into one robokit checkpoint."""
+        from robokit.policies.act.import_original import build_imported_policy, verify_import
         from robokit.policies.checkpoint import save_checkpoint
-        from robokit.policies.import_act import build_imported_policy, verify_import
 
         console = Console()
         if out.exists() and not force:

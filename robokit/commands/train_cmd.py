@@ -50,7 +50,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         raise ConfigError("--config needs Python 3.11 or newer (tomllib)") from None
-    from robokit.policies.train import TrainOptions
+    from robokit.training.trainer import TrainOptions
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
@@ -118,7 +118,7 @@ def coerce_policy_value(policy: str, key: str, text: str) -> Any:
 
 def build_options(flags: dict[str, Any], config_file: Path | None, sets: list[str]) -> Any:
     """TrainOptions from defaults < config file < flags (flags that are None were not given)."""
-    from robokit.policies.train import TrainOptions
+    from robokit.training.trainer import TrainOptions
 
     values: dict[str, Any] = load_config_file(config_file) if config_file else {}
     policy_config = dict(values.pop("policy_config", {}))
@@ -239,7 +239,7 @@ def register(app: typer.Typer) -> None:
             "--set", help="Any policy option, KEY=VALUE (repeatable), e.g. --set kl_weight=10.")] = None,
     ) -> None:
         """Train a policy on recorded episodes: progress, validation, best.pt/last.pt, plots, metrics."""
-        from robokit.policies.train import train
+        from robokit.training.trainer import train
 
         policy_config: dict[str, Any] = {}
         if backbone is not None:

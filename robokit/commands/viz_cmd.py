@@ -291,7 +291,7 @@ def attention_command(
 ) -> None:
     """Run a policy over chosen steps of an episode and write its attention heat maps."""
     from robokit.policies.checkpoint import load_checkpoint
-    from robokit.policies.train import pick_device
+    from robokit.training.trainer import pick_device
     from robokit.viz.policy_attention import render_policy_attention
 
     if not checkpoint.exists():

@@ -233,7 +233,7 @@ def make_runner(checkpoint_or_policy: Any = None, server: str | None = None, dev
     if isinstance(checkpoint_or_policy, (str, Path)):
         from robokit.deploy.server import file_sha256
         from robokit.policies.checkpoint import load_checkpoint
-        from robokit.policies.train_runtime import pick_device
+        from robokit.training.runtime import pick_device
 
         path = Path(checkpoint_or_policy)
         if not path.is_file():

@@ -153,7 +153,7 @@ class PolicyServer:
         if not path.is_file():
             raise UserError(f"checkpoint {path} not found")
         from robokit.policies.checkpoint import load_checkpoint
-        from robokit.policies.train_runtime import pick_device
+        from robokit.training.runtime import pick_device
 
         dev = pick_device(device)
         policy, meta = load_checkpoint(path, map_location=dev)  # on dev, in eval mode

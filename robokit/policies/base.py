@@ -11,7 +11,7 @@ Observation dict given to :meth:`Policy.predict_chunk` (one step, no batch dimen
      "task": str (optional),                       # instruction text for goal-conditioned policies
      "goal_image": uint8 (H, W, 3) (optional)}
 
-Training batch given to :meth:`Policy.compute_loss` (built by ``robokit.policies.data``)::
+Training batch given to :meth:`Policy.compute_loss` (built by ``robokit.training.dataset``)::
 
     {"images": uint8 (B, K, 3, H, W),   # K cameras in config.camera_names order
      "qpos": float32 (B, S),            # NOT normalised: the policy normalises with its buffers
@@ -152,10 +152,10 @@ _REGISTRY: dict[str, type[Policy]] = {}
 # Modules that define the built-in policies; imported on first lookup so that importing the base
 # class stays cheap and so that a policy registers itself just by being defined.
 _BUILTIN_MODULES = {
-    "act": "robokit.policies.act",
-    "cnnmlp": "robokit.policies.cnnmlp",
-    "grp": "robokit.policies.grp",
-    "vima": "robokit.policies.vima",
+    "act": "robokit.policies.act.model",
+    "cnnmlp": "robokit.policies.cnnmlp.model",
+    "grp": "robokit.policies.goal.grp",
+    "vima": "robokit.policies.goal.vima",
 }
 
 

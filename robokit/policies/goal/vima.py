@@ -56,8 +56,8 @@ from torchvision.ops import roi_align
 from robokit.errors import ConfigError, UserError
 from robokit.hardware.base import PANDA_READY_POSE
 from robokit.policies.base import Policy, PolicyConfig, register_policy
-from robokit.policies.goal_actions import CartesianCoder, UniformBins, kinematics
-from robokit.policies.goal_common import (
+from robokit.policies.goal.actions import CartesianCoder, UniformBins, kinematics
+from robokit.policies.goal.common import (
     MLP,
     Attention,
     AttentionPool,
@@ -71,7 +71,7 @@ from robokit.policies.goal_common import (
     patchify,
     uint8_images_to_float,
 )
-from robokit.policies.tokenizer import make_text_encoder
+from robokit.policies.goal.tokenizer import make_text_encoder
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from robokit.errors import CheckpointError, ConfigError
-from robokit.policies.act import ACTConfig, ACTPolicy
+from robokit.policies.act.model import ACTConfig, ACTPolicy
 from robokit.policies.base import NormStats
-from robokit.policies.transformer import sinusoid_table_1d
+from robokit.policies.nn.transformer import sinusoid_table_1d
 
 MAX_STATS_BYTES = 16 * 1024 * 1024
 
@@ -240,10 +240,10 @@ def verify_import(policy: ACTPolicy, sd: dict[str, torch.Tensor], image_hw: tupl
                   seed: int = 0) -> float:
     """Max abs difference between ``policy`` and the original-layout model on random inputs.
 
-    Runs the plain restatement of the original network (:mod:`robokit.policies.act_reference`)
+    Runs the plain restatement of the original network (:mod:`robokit.policies.act.reference`)
     with the original state dict; compares de-normalised action chunks.
     """
-    from robokit.policies.act_reference import OriginalACT
+    from robokit.policies.act.reference import OriginalACT
 
     cfg = policy.config
     ref = OriginalACT(cfg.camera_names, cfg.state_dim, cfg.action_dim, cfg.chunk_size, cfg.hidden_dim,

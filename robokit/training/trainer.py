@@ -42,9 +42,9 @@ import robokit
 from robokit.errors import CheckpointError, ConfigError
 from robokit.policies.base import Policy, PolicyConfig, get_policy_class
 from robokit.policies.checkpoint import atomic_torch_save
-from robokit.policies.data import DEFAULT_CACHE_BYTES, ImageAugment, build_datasets, collate_samples
-from robokit.policies.train_log import MetricsLog, plot_history
-from robokit.policies.train_runtime import (
+from robokit.training.dataset import DEFAULT_CACHE_BYTES, ImageAugment, build_datasets, collate_samples
+from robokit.training.logs import MetricsLog, plot_history
+from robokit.training.runtime import (
     Distributed,
     StopRequest,
     host_rng_state,

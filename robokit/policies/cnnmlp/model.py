@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robokit.errors import ConfigError
-from robokit.policies.backbones import (
+from robokit.policies.base import Policy, PolicyConfig, register_policy
+from robokit.policies.nn.backbones import (
     BACKBONES,
     FusedBackboneCache,
     ImageNormalizer,
@@ -33,7 +34,6 @@ from robokit.policies.backbones import (
     build_backbone,
     feature_grid,
 )
-from robokit.policies.base import Policy, PolicyConfig, register_policy
 from robokit.policies.preprocess import observation_to_tensors
 
 

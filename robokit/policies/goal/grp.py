@@ -7,7 +7,7 @@ Token sequence (one row per sample; the seed's order, plus a proprioception toke
 * observation patches: each camera is cut into ``patch_size`` squares (ViT style, raster order);
   with ``obs_stacking`` S > 1 the last S frames are stacked along the channels of each patch;
 * goal-image patches: the goal image (one camera, ``goal_camera``) through its own patch embedding;
-* text tokens: a small trainable character embedding (``robokit.policies.tokenizer``) or a local
+* text tokens: a small trainable character embedding (``robokit.policies.goal.tokenizer``) or a local
   pretrained encoder directory;
 * a learned position embedding over the whole sequence, then ``n_blocks`` transformer blocks under
   a BLOCK MASK: per sample either the text tokens or the goal-image tokens (GOAL_IMG + patches) are
@@ -32,7 +32,7 @@ from torch import nn
 
 from robokit.errors import ConfigError, UserError
 from robokit.policies.base import Policy, PolicyConfig, register_policy
-from robokit.policies.goal_common import (
+from robokit.policies.goal.common import (
     MLP,
     AttentionPool,
     BatchStandardize,
@@ -48,7 +48,7 @@ from robokit.policies.goal_common import (
     resize_hwc,
     uint8_images_to_float,
 )
-from robokit.policies.tokenizer import make_text_encoder
+from robokit.policies.goal.tokenizer import make_text_encoder
 
 log = logging.getLogger(__name__)
 

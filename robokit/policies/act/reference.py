@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robokit.policies.backbones import IMAGENET_MEAN, IMAGENET_STD, FrozenBatchNorm2d
-from robokit.policies.transformer import sine_position_embedding_2d, sinusoid_table_1d
+from robokit.policies.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, FrozenBatchNorm2d
+from robokit.policies.nn.transformer import sine_position_embedding_2d, sinusoid_table_1d
 
 
 class _EncoderLayer(nn.Module):

@@ -34,21 +34,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from robokit.errors import ConfigError
-from robokit.policies.backbones import (
+from robokit.policies.base import Policy, PolicyConfig, register_policy
+from robokit.policies.nn.backbones import (
     BACKBONES,
     FusedBackboneCache,
     ImageNormalizer,
     backbone_param_groups,
     build_backbone,
 )
-from robokit.policies.base import Policy, PolicyConfig, register_policy
-from robokit.policies.preprocess import observation_to_tensors
-from robokit.policies.transformer import (
+from robokit.policies.nn.transformer import (
     Transformer,
     TransformerEncoder,
     sine_position_embedding_2d,
     sinusoid_table_1d,
 )
+from robokit.policies.preprocess import observation_to_tensors
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Building blocks shared by the policy families: image backbones and transformer layers."""
