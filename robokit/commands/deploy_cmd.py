@@ -209,7 +209,8 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
                   yes: bool, common: dict[str, Any], keys_cls: Any) -> None:
     import contextlib
 
-    from robokit.deploy.evaluate import RolloutRecorder, make_runner
+    from robokit.deploy.evaluate import make_runner
+    from robokit.deploy.recording import RolloutRecorder
     from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
     from robokit.errors import HardwareFault, UserError
 

@@ -47,6 +47,7 @@ import numpy as np
 from robokit.deploy.client import InferResult
 from robokit.deploy.ensemble import ActionQueue
 from robokit.deploy.runner import Observation, PolicyRunner
+from robokit.deploy.safety import SafetyCounts, SafetyFilter, SafetyLimits
 from robokit.errors import ConfigError, ProtocolError, ServerUnavailable, StaleFrame, UserError
 from robokit.hardware.base import Camera, Frame, Robot, RobotState
 
@@ -65,78 +66,6 @@ class StopReason(str, Enum):
     WATCHDOG = "watchdog"  # no fresh action for too long: the robot was stopped
     QUIT = "quit"  # the user pressed q: the robot was stopped
     RESET = "reset"  # the user pressed r
-
-
-# -- safety -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SafetyLimits:
-    """Joint position and speed limits the commands must respect, and the gripper range."""
-
-    q_min: np.ndarray
-    q_max: np.ndarray
-    dq_max: np.ndarray
-    gripper_min: float = 0.0
-    gripper_max: float = 1.0
-
-    @classmethod
-    def from_robot(cls, robot: Robot) -> SafetyLimits:
-        q_min, q_max = robot.joint_limits
-        return cls(np.asarray(q_min, float), np.asarray(q_max, float), np.asarray(robot.velocity_limits, float))
-
-
-@dataclass
-class SafetyCounts:
-    position: int = 0  # commands moved inside the joint limits
-    velocity: int = 0  # commands whose step was shortened to the velocity limit
-    gripper: int = 0  # gripper commands clamped to the range
-    rejected: int = 0  # non-finite actions refused
-
-
-class SafetyFilter:
-    """Make an (8,) action safe to send: joints within limits, per-step change bounded, gripper in range.
-
-    The per-step bound is ``velocity_scale * dq_max * dt`` relative to the previous command (the
-    measured position at :meth:`reset`), so the commanded trajectory never asks for more speed
-    than the joints have.
-    """
-
-    def __init__(self, limits: SafetyLimits, dt: float, velocity_scale: float = 1.0) -> None:
-        if not 0.0 < velocity_scale <= 1.0:
-            raise ConfigError(f"velocity_scale must be in (0, 1], got {velocity_scale}")
-        self.limits = limits
-        self.max_step = np.asarray(limits.dq_max, float) * velocity_scale * float(dt)
-        self.counts = SafetyCounts()
-        self._prev: np.ndarray | None = None
-
-    def reset(self, qpos: np.ndarray) -> None:
-        """Start from the measured joint position (clamped into the limits)."""
-        self._prev = np.clip(np.asarray(qpos, float)[:7], self.limits.q_min, self.limits.q_max)
-
-    @property
-    def previous(self) -> np.ndarray | None:
-        return None if self._prev is None else self._prev.copy()
-
-    def apply(self, action: np.ndarray) -> np.ndarray | None:
-        """The safe command (8,) float64 for ``action`` (7 joints + gripper), or None if it is not finite."""
-        a = np.asarray(action, dtype=float).reshape(-1)
-        if a.shape[0] < 8 or not np.all(np.isfinite(a[:8])):
-            self.counts.rejected += 1
-            return None
-        if self._prev is None:
-            raise UserError("SafetyFilter.reset(qpos) must be called before apply()")
-        lim = self.limits
-        q = np.clip(a[:7], lim.q_min, lim.q_max)
-        if np.any(q != a[:7]):
-            self.counts.position += 1
-        step = np.clip(q - self._prev, -self.max_step, self.max_step)
-        if np.any(step != q - self._prev):
-            self.counts.velocity += 1
-        q = self._prev + step
-        g = float(np.clip(a[7], lim.gripper_min, lim.gripper_max))
-        if g != a[7]:
-            self.counts.gripper += 1
-        self._prev = q
-        return np.concatenate([q, [g]])
 
 
 # -- configuration and results ----------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""Writers for what a deploy run leaves behind: rollouts as episodes and camera videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robokit.deploy.loop import StepRecord
+from robokit.errors import UserError
+
+
+class RolloutRecorder:
+    """Save each rollout as a robokit episode (``--record DIR``) via the episodes writer.
+
+    With ``chunk_shape`` (the policy's (chunk_size, action_dim)) the episode also stores
+    ``/predicted_chunks`` float32 (T, chunk_size, action_dim): row t is the chunk the policy
+    predicted from the observation of step t, whenever it arrived (``async`` chunks arrive some
+    steps later and are filled in then), all NaN where no query was made at step t.
+    """
+
+    def __init__(self, folder: str | Path, camera_shapes: dict[str, tuple[int, int, int]], fps: float,
+                 robot_kind: str, sim: bool, compress: str = "none",
+                 chunk_shape: tuple[int, int] | None = None) -> None:
+        self.folder = Path(folder)
+        self.camera_shapes = camera_shapes
+        self.fps = fps
+        self.robot_kind = robot_kind
+        self.sim = sim
+        self.compress = compress
+        self.chunk_shape = tuple(chunk_shape) if chunk_shape is not None else None
+        self._writer: Any = None
+        self._rows: dict[int, int] = {}  # loop step -> episode row (steps without frames are not recorded)
+        from robokit.episodes.format import PREDICTED_CHUNKS  # here: h5py only when recording
+
+        self._chunks_key = PREDICTED_CHUNKS
+
+    def start(self, task: str | None) -> None:
+        from robokit.episodes.writer import EpisodeWriter, next_episode_index
+
+        attrs = {"fps": float(self.fps), "robot": self.robot_kind, "sim": self.sim, "source": "policy",
+                 "camera_names": list(self.camera_shapes)}
+        if task:
+            attrs["task"] = task
+        extras = {self._chunks_key: self.chunk_shape} if self.chunk_shape is not None else None
+        self._writer = EpisodeWriter(self.folder, next_episode_index(self.folder), self.camera_shapes,
+                                     attrs=attrs, compress=self.compress, extra_step_datasets=extras)
+        self._rows = {}
+
+    def __call__(self, record: StepRecord) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        own = None  # the chunk predicted from this step's observation, if it is already here
+        late = []
+        for start, chunk in record.chunks if self.chunk_shape is not None else ():
+            if start == record.step:
+                own = chunk
+            else:
+                late.append((start, chunk))
+        if record.frames:
+            st = record.state
+            self._rows[record.step] = writer.num_steps
+            writer.append(st.as_vector(), st.velocity_vector(), record.command.astype(np.float32),
+                          {c: f.image for c, f in record.frames.items()}, t_robot=float(st.t),
+                          t_images={c: float(f.t_capture) for c, f in record.frames.items()},
+                          extras={self._chunks_key: own} if own is not None else None)
+        for start, chunk in late:  # async: the row of its observation step was written earlier
+            row = self._rows.get(start)
+            if row is not None:
+                writer.set_extra(row, self._chunks_key, chunk)
+
+    def finish(self, success: bool | None, extra: dict[str, Any],
+               goal_images: dict[str, np.ndarray] | None = None) -> str | None:
+        writer, self._writer = self._writer, None
+        self._rows = {}
+        if writer is None:
+            return None
+        if writer.num_steps == 0:
+            writer.discard()
+            return None
+        return str(writer.save(success=success, extra_attrs=extra, goal_images=goal_images))
+
+
+class VideoRecorder:
+    """Write the camera frames of each episode side by side into an MP4 (``--video DIR``)."""
+
+    def __init__(self, folder: str | Path, fps: float) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.fps = fps
+        self._writer: Any = None
+        self._path: Path | None = None
+
+    def start(self, name: str) -> None:
+        self._path = self.folder / f"{name}.mp4"
+        self._writer = None
+
+    def __call__(self, record: StepRecord) -> None:
+        import cv2
+
+        if self._path is None or not record.frames:
+            return
+        frame = np.concatenate([f.image for f in record.frames.values()], axis=1)
+        if self._writer is None:
+            h, w = frame.shape[:2]
+            self._writer = cv2.VideoWriter(str(self._path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise UserError(f"cannot write video {self._path}: OpenCV has no MP4 encoder here")
+        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def finish(self, suffix: str) -> str | None:
+        writer, path = self._writer, self._path
+        self._writer, self._path = None, None
+        if writer is None or path is None:
+            return None
+        writer.release()
+        final = path.with_name(f"{path.stem}_{suffix}.mp4")
+        path.replace(final)
+        return str(final)
