@@ -9,7 +9,7 @@ import torch
 
 from robokit.errors import ConfigError, UserError
 from robokit.policies.act.model import ACTConfig, ACTPolicy
-from robokit.policies.base import get_policy_class
+from robokit.policies.registry import get_policy_class
 
 CAMS = ["top", "wrist"]
 

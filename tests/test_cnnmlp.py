@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from robokit.errors import ConfigError
-from robokit.policies.base import get_policy_class
 from robokit.policies.cnnmlp.model import CNNMLPConfig, CNNMLPPolicy
+from robokit.policies.registry import get_policy_class
 
 CAMS = ["top", "wrist"]
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from robokit.errors import ConfigError, UserError
-from robokit.policies.base import get_policy_class
 from robokit.policies.goal.grp import GRPConfig, GRPPolicy
+from robokit.policies.registry import get_policy_class
 
 TASK = "put the red cube in the blue bowl"
 

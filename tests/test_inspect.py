@@ -87,7 +87,7 @@ def test_unusable_output_folder_is_a_user_error(tmp_path, capsys):
 
 def test_checkpoint_summary(tmp_path, capsys):
     checkpoint = pytest.importorskip("robokit.policies.checkpoint")
-    from robokit.policies.base import get_policy_class
+    from robokit.policies.registry import get_policy_class
 
     policy_cls = get_policy_class("act")
     config = policy_cls.config_class(camera_names=["top"], image_shape=(32, 40, 3), chunk_size=4,

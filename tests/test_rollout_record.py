@@ -7,8 +7,8 @@ import pytest
 import test_deploy
 
 from robokit.cli import main
-from robokit.deploy.recording import RolloutRecorder
 from robokit.deploy.loop import ControlLoop, LoopConfig
+from robokit.deploy.recording import RolloutRecorder
 from robokit.deploy.runner import LocalRunner
 from robokit.episodes.reader import list_episodes, open_episode
 

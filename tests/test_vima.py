@@ -9,7 +9,6 @@ import torch
 from robokit.errors import ConfigError, UserError
 from robokit.hardware.base import PANDA_Q_MAX, PANDA_Q_MIN, PANDA_READY_POSE
 from robokit.hardware.kinematics import fk
-from robokit.policies.base import get_policy_class
 from robokit.policies.goal.actions import (
     CartesianCoder,
     UniformBins,
@@ -17,6 +16,7 @@ from robokit.policies.goal.actions import (
     matrix_from_euler_xyz,
 )
 from robokit.policies.goal.vima import VIMAConfig, VIMAPolicy, interleave_positions
+from robokit.policies.registry import get_policy_class
 
 TASK = "put the red cube in the blue bowl"
 

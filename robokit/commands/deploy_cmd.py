@@ -210,8 +210,8 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
     import contextlib
 
     from robokit.deploy.evaluate import make_runner
-    from robokit.deploy.recording import RolloutRecorder
     from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
+    from robokit.deploy.recording import RolloutRecorder
     from robokit.errors import HardwareFault, UserError
 
     goal_image = None

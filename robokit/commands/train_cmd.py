@@ -80,7 +80,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 def coerce_policy_value(policy: str, key: str, text: str) -> Any:
     """A ``--set key=value`` string as the type of the policy config field ``key``."""
-    from robokit.policies.base import get_policy_class
+    from robokit.policies.registry import get_policy_class
 
     config_class = get_policy_class(policy).config_class
     fields = {f.name: f for f in dataclasses.fields(config_class)}

@@ -1,8 +1,10 @@
-"""Policy base class, config base and registry (DESIGN §3).
+"""The policy interface: the :class:`Policy` base class, its config base and the data a policy needs.
 
 Every policy is a ``torch.nn.Module`` with a config dataclass and normalisation statistics held as
-buffers, so one ``state_dict`` carries everything needed to run it. ``--policy NAME`` everywhere
-resolves through :func:`get_policy_class`.
+buffers, so one ``state_dict`` carries everything needed to run it. A config declares what the
+policy reads from the data (:meth:`PolicyConfig.data_needs`): the trainer builds its dataset from
+that declaration, the server announces it in ``hello`` and the evaluation feeds observations by it.
+``--policy NAME`` everywhere resolves through :func:`robokit.policies.registry.get_policy_class`.
 
 Observation dict given to :meth:`Policy.predict_chunk` (one step, no batch dimension)::
 
@@ -25,15 +27,50 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from robokit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataNeeds:
+    """What a policy reads from a sample or an observation besides the current frames and qpos.
+
+    One declaration serves the trainer (which dataset fields to build), the policy server (what it
+    announces in ``hello``) and the evaluation (what each observation carries).
+    """
+
+    camera_names: tuple[str, ...]
+    history: int = 0  # steps before t the policy looks back over (images, qpos, actions)
+    object_boxes: bool = False  # per-step boxes of the scene's objects
+    goal_camera: str | None = None  # camera its goal images show; None = it takes no goal image
+    instruction: bool = False  # it reads the instruction text (``task``)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "camera_names", tuple(self.camera_names))
+        if self.history < 0:
+            raise ConfigError(f"history must be >= 0 steps, got {self.history}")
+        if self.goal_camera is not None and self.goal_camera not in self.camera_names:
+            raise ConfigError(f"goal camera '{self.goal_camera}' is not one of the cameras "
+                              f"{', '.join(self.camera_names)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-container form (``hello`` replies, checkpoint metadata)."""
+        return {"camera_names": list(self.camera_names), "history": int(self.history),
+                "object_boxes": bool(self.object_boxes), "goal_camera": self.goal_camera,
+                "instruction": bool(self.instruction)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DataNeeds:
+        return cls(camera_names=tuple(values.get("camera_names", ())), history=int(values.get("history", 0)),
+                   object_boxes=bool(values.get("object_boxes", False)),
+                   goal_camera=values.get("goal_camera") or None,
+                   instruction=bool(values.get("instruction", False)))
 
 
 @dataclass
@@ -57,6 +94,11 @@ class PolicyConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.fps <= 0:
             raise ConfigError(f"fps must be positive, got {self.fps}")
+
+    def data_needs(self) -> DataNeeds:
+        """What this policy reads from the data; the default is the cameras alone. Policies that
+        look back, take a goal image, an instruction or object boxes override this."""
+        return DataNeeds(camera_names=tuple(self.camera_names))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-container form stored in checkpoints (no custom classes: weights_only loading)."""
@@ -144,42 +186,3 @@ class Policy(nn.Module, abc.ABC):
     def optimizer_param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Parameter groups for AdamW; override for per-part learning rates (ACT's backbone lr)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
-
-
-P = TypeVar("P", bound=type[Policy])
-_REGISTRY: dict[str, type[Policy]] = {}
-
-# Modules that define the built-in policies; imported on first lookup so that importing the base
-# class stays cheap and so that a policy registers itself just by being defined.
-_BUILTIN_MODULES = {
-    "act": "robokit.policies.act.model",
-    "cnnmlp": "robokit.policies.cnnmlp.model",
-    "grp": "robokit.policies.goal.grp",
-    "vima": "robokit.policies.goal.vima",
-}
-
-
-def register_policy(name: str) -> Callable[[P], P]:
-    """Class decorator: make a policy available as ``--policy NAME``."""
-
-    def deco(cls: P) -> P:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def get_policy_class(name: str) -> type[Policy]:
-    """The policy class registered under ``name``; a clear error lists the known names."""
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        import importlib
-
-        importlib.import_module(_BUILTIN_MODULES[name])
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown policy '{name}'; choose one of: {', '.join(available_policies())}")
-    return _REGISTRY[name]
-
-
-def available_policies() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))

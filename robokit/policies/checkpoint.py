@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from robokit.errors import CheckpointError, ConfigError
-from robokit.policies.base import Policy, get_policy_class
+from robokit.policies.base import Policy
+from robokit.policies.registry import get_policy_class
 
 FORMAT = "robokit.checkpoint"
 VERSION = 1

@@ -40,8 +40,9 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 import robokit
 from robokit.errors import CheckpointError, ConfigError
-from robokit.policies.base import Policy, PolicyConfig, get_policy_class
+from robokit.policies.base import Policy, PolicyConfig
 from robokit.policies.checkpoint import atomic_torch_save
+from robokit.policies.registry import get_policy_class
 from robokit.training.dataset import DEFAULT_CACHE_BYTES, ImageAugment, build_datasets, collate_samples
 from robokit.training.logs import MetricsLog, plot_history
 from robokit.training.runtime import (

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robokit.errors import ConfigError
-from robokit.policies.base import Policy, PolicyConfig, register_policy
+from robokit.policies.base import Policy, PolicyConfig
 from robokit.policies.nn.backbones import (
     BACKBONES,
     FusedBackboneCache,
@@ -49,6 +49,7 @@ from robokit.policies.nn.transformer import (
     sinusoid_table_1d,
 )
 from robokit.policies.preprocess import observation_to_tensors
+from robokit.policies.registry import register_policy
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robokit.errors import ConfigError
-from robokit.policies.base import Policy, PolicyConfig, register_policy
+from robokit.policies.base import Policy, PolicyConfig
 from robokit.policies.nn.backbones import (
     BACKBONES,
     FusedBackboneCache,
@@ -35,6 +35,7 @@ from robokit.policies.nn.backbones import (
     feature_grid,
 )
 from robokit.policies.preprocess import observation_to_tensors
+from robokit.policies.registry import register_policy
 
 
 @dataclass

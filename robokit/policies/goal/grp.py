@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robokit.errors import ConfigError, UserError
-from robokit.policies.base import Policy, PolicyConfig, register_policy
+from robokit.policies.base import DataNeeds, Policy, PolicyConfig
 from robokit.policies.goal.common import (
     MLP,
     AttentionPool,
@@ -49,6 +49,7 @@ from robokit.policies.goal.common import (
     uint8_images_to_float,
 )
 from robokit.policies.goal.tokenizer import make_text_encoder
+from robokit.policies.registry import register_policy
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,11 @@ class GRPConfig(PolicyConfig):
     @property
     def goal_camera_name(self) -> str:
         return self.goal_camera or self.camera_names[0]
+
+    def data_needs(self) -> DataNeeds:
+        """The stacked frames before t, the instruction, and goal images of ``goal_camera_name``."""
+        return DataNeeds(camera_names=tuple(self.camera_names), history=self.obs_stacking - 1,
+                         goal_camera=self.goal_camera_name, instruction=True)
 
 
 @register_policy("grp")
