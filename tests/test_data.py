@@ -13,13 +13,9 @@ from torch.utils.data import DataLoader
 
 from robokit.errors import DataError
 from robokit.policies.base import NormStats
-from robokit.training.dataset import (
-    EpisodeDataset,
-    ImageAugment,
-    build_datasets,
-    compute_norm_stats,
-    split_episodes,
-)
+from robokit.training.augment import ImageAugment
+from robokit.training.dataset import EpisodeDataset, build_datasets, split_episodes
+from robokit.training.episode_records import compute_norm_stats
 
 CAMS = {"top": (16, 20), "wrist": (16, 20)}
 

@@ -20,7 +20,9 @@ from robokit.hardware.base import PANDA_READY_POSE
 from robokit.hardware.sim import PandaSimEnv, list_tasks
 from robokit.policies.checkpoint import load_checkpoint
 from robokit.policies.goal.vima import VIMAConfig, VIMAPolicy
-from robokit.training.dataset import EpisodeDataset, ImageAugment, build_datasets, collate_samples
+from robokit.training.augment import ImageAugment
+from robokit.training.dataset import EpisodeDataset, build_datasets
+from robokit.training.episode_records import collate_samples
 from robokit.training.trainer import TrainOptions, train
 
 SIZE = (32, 40)  # recorded H, W

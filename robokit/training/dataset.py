@@ -40,268 +40,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from robokit.episodes.reader import Episode, list_episodes, open_episode
 from robokit.errors import ConfigError, DataError
-from robokit.policies.base import NormStats
 from robokit.policies.preprocess import resize_image
+from robokit.training.augment import ImageAugment
+from robokit.training.episode_records import (
+    EpisodeRecord,
+    check_consistent,
+    close_episode,
+    compute_norm_stats,
+    dataset_object_names,
+    episode_object_arrays,
+    read_episode_record,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 4 * 1024**3
-STD_FLOOR = 1e-2  # as ACT clips the std of qpos and action
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class ImageAugment:
-    """Optional training-time image augmentation, applied per camera on uint8 images.
-
-    ``shift``: random translation by up to ``shift`` pixels (pad by edge replication, then a random
-    crop back to the original size, as in DrQ). ``brightness`` / ``contrast`` / ``saturation``:
-    colour jitter factors drawn uniformly from ``[1 - x, 1 + x]``. All zero (the default) = off.
-    """
-
-    shift: int = 0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.shift < 0:
-            raise ConfigError(f"augmentation shift must be >= 0 pixels, got {self.shift}")
-        for name in ("brightness", "contrast", "saturation"):
-            value = float(getattr(self, name))
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"augmentation {name} must be in [0, 1), got {value}")
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.shift or self.brightness or self.contrast or self.saturation)
-
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Augment one uint8 (3, H, W) image; returns a new uint8 (3, H, W) array."""
-        return self.apply_with_shift(image, rng)[0]
-
-    def apply_with_shift(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
-        """:meth:`apply`, also returning the (x, y) pixels the content moved by (for object boxes)."""
-        out = image
-        moved = (0, 0)
-        if self.shift:
-            s = self.shift
-            padded = np.pad(image, ((0, 0), (s, s), (s, s)), mode="edge")
-            dy, dx = rng.integers(0, 2 * s + 1, size=2)
-            out = padded[:, dy:dy + image.shape[1], dx:dx + image.shape[2]]
-            moved = (s - int(dx), s - int(dy))
-        if self.brightness or self.contrast or self.saturation:
-            x = out.astype(np.float32)
-            if self.brightness:
-                x *= rng.uniform(1 - self.brightness, 1 + self.brightness)
-            if self.contrast:
-                mean = x.mean()
-                x = (x - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean
-            if self.saturation:
-                grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
-                x = (x - grey) * rng.uniform(1 - self.saturation, 1 + self.saturation) + grey
-            out = np.clip(x, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(out), moved
-
-
-# ---------------------------------------------------------------------------------------------
-# Episode scanning
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class EpisodeRecord:
-    """What a dataset keeps in RAM about one episode: metadata and its low-dimensional arrays."""
-
-    path: Path
-    layout: str
-    length: int
-    camera_names: list[str]
-    image_shapes: dict[str, tuple[int, int, int]]
-    state_dim: int
-    action_dim: int
-    fps: float | None
-    task: str | None
-    sim: bool | None
-    qpos: np.ndarray  # float32 (T, S)
-    action: np.ndarray  # float32 (T, A)
-    done: np.ndarray  # bool (T,)
-    goal_cameras: list[str] = field(default_factory=list)
-    # camera -> object name -> int32 (T, 4) pixel boxes [x0, y0, x1, y1], -1 rows = not visible
-    # (simulated robokit recordings only; a few bytes per step, so always read).
-    object_boxes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-
-
-def _close_episode(ep: Episode) -> None:
-    close = getattr(ep, "close", None)
-    if callable(close):
-        close()
-    else:
-        ep.__exit__(None, None, None)
-
-
-def _as_bool(value: Any) -> bool | None:
-    if value is None:
-        return None
-    try:
-        return bool(np.asarray(value).item())
-    except (TypeError, ValueError):
-        return None
-
-
-def read_episode_record(path: str | Path) -> EpisodeRecord:
-    """Open one episode, check it and keep its metadata and low-dimensional arrays.
-
-    Raises :class:`DataError` naming the file for an empty episode or non-finite qpos/actions.
-    """
-    path = Path(path)
-    with open_episode(path) as ep:
-        length = int(ep.length)
-        if length <= 0:
-            raise DataError(f"{path}: the episode has no steps; delete it or record it again")
-        qpos = np.ascontiguousarray(ep.qpos(), dtype=np.float32)
-        action = np.ascontiguousarray(ep.action(), dtype=np.float32)
-        done = np.asarray(ep.done(), dtype=bool)
-        cams = list(ep.camera_names)
-        shapes = {cam: tuple(int(v) for v in ep.image_shape(cam)) for cam in cams}
-        goal_cams = [cam for cam in cams if _has_goal_image(ep, cam)]
-        boxes = {cam: found for cam in cams if (found := ep.object_boxes(cam))}
-        record = EpisodeRecord(
-            path=path, layout=str(ep.layout), length=length, camera_names=cams, image_shapes=shapes,
-            state_dim=int(ep.state_dim), action_dim=int(ep.action_dim),
-            fps=None if ep.fps is None else float(ep.fps), task=ep.task or None,
-            sim=_as_bool(ep.attrs.get("sim")), qpos=qpos, action=action, done=done,
-            goal_cameras=goal_cams, object_boxes=boxes)
-    for name, values in (("/action", action), ("/observations/qpos", qpos)):
-        bad = ~np.isfinite(values)
-        if bad.any():
-            step, col = (int(v) for v in np.argwhere(bad)[0])
-            raise DataError(f"{path}: {name} holds NaN or inf (first at step {step}, column {col}); "
-                            "fix or remove this episode")
-    if qpos.shape[0] != length or action.shape[0] != length or done.shape[0] != length:
-        raise DataError(f"{path}: qpos/action/done lengths {qpos.shape[0]}/{action.shape[0]}/"
-                        f"{done.shape[0]} differ from the episode length {length}")
-    return record
-
-
-def _has_goal_image(ep: Episode, cam: str) -> bool:
-    try:
-        return ep.goal_image(cam) is not None
-    except (KeyError, DataError):
-        return False
-
-
-def check_consistent(records: Sequence[EpisodeRecord], camera_names: Sequence[str],
-                     image_size: tuple[int, int] | None) -> None:
-    """Every episode must have the chosen cameras and the first episode's dimensions."""
-    first = records[0]
-    for rec in records:
-        missing = [cam for cam in camera_names if cam not in rec.camera_names]
-        if missing:
-            raise DataError(f"{rec.path}: has no camera {', '.join(repr(c) for c in missing)} "
-                            f"(it has {', '.join(rec.camera_names) or 'none'}); choose cameras "
-                            "every episode has with --camera, or remove this episode")
-        for name in ("state_dim", "action_dim"):
-            if getattr(rec, name) != getattr(first, name):
-                raise DataError(f"{rec.path}: {name} is {getattr(rec, name)} but {first.path.name} "
-                                f"has {getattr(first, name)}; all episodes of a dataset must match")
-        if image_size is None:
-            for cam in camera_names:
-                if rec.image_shapes[cam] != first.image_shapes[cam]:
-                    raise DataError(
-                        f"{rec.path}: camera '{cam}' images are {_fmt_shape(rec.image_shapes[cam])} "
-                        f"but {first.path.name} has {_fmt_shape(first.image_shapes[cam])}; "
-                        "pass an image size (e.g. --image-size 240x320) to resize at load time")
-    if image_size is None:
-        shapes = {cam: first.image_shapes[cam] for cam in camera_names}
-        if len(set(shapes.values())) > 1:
-            listed = ", ".join(f"{cam} {_fmt_shape(s)}" for cam, s in shapes.items())
-            raise DataError(f"{first.path.parent}: cameras have different image sizes ({listed}); "
-                            "pass an image size (e.g. --image-size 240x320) to resize at load time")
-
-
-def _fmt_shape(shape: tuple[int, ...]) -> str:
-    return f"{shape[0]}x{shape[1]}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Normalisation statistics
-# ---------------------------------------------------------------------------------------------
-def compute_norm_stats(qpos: Sequence[np.ndarray], action: Sequence[np.ndarray],
-                       std_floor: float = STD_FLOOR) -> dict[str, np.ndarray]:
-    """Mean/std (std floored at ``std_floor``, as ACT clips it) and min/max over every step.
-
-    ``qpos`` and ``action`` are per-episode arrays (T_i, S) and (T_i, A). The std is the unbiased
-    one (``torch.std``'s default, which ACT uses). Returns float32 arrays under
-    :attr:`NormStats.KEYS`.
-    """
-    if len(qpos) == 0 or len(action) == 0:
-        raise DataError("no episodes to compute normalisation statistics from")
-    stats: dict[str, np.ndarray] = {}
-    for key, arrays in (("qpos", qpos), ("action", action)):
-        data = np.concatenate([np.asarray(a, dtype=np.float64) for a in arrays], axis=0)
-        std = data.std(axis=0, ddof=1) if data.shape[0] > 1 else np.zeros(data.shape[1])
-        stats[f"{key}_mean"] = data.mean(axis=0).astype(np.float32)
-        stats[f"{key}_std"] = np.maximum(std, std_floor).astype(np.float32)
-        stats[f"{key}_min"] = data.min(axis=0).astype(np.float32)
-        stats[f"{key}_max"] = data.max(axis=0).astype(np.float32)
-    return {key: stats[key] for key in NormStats.KEYS}
-
-
-# ---------------------------------------------------------------------------------------------
-# Object boxes
-# ---------------------------------------------------------------------------------------------
-def dataset_object_names(records: Sequence[EpisodeRecord], camera_names: Sequence[str]) -> list[str]:
-    """Sorted names of the objects any episode has boxes for in any of ``camera_names``.
-
-    These are a dataset's N object slots: every sample has all N, invalid where the object is not
-    in its episode or not visible. Deploy sends a scene's objects in the same (sorted) order.
-    """
-    return sorted({name for rec in records for cam in camera_names for name in rec.object_boxes.get(cam, {})})
-
-
-def episode_object_arrays(rec: EpisodeRecord, camera_names: Sequence[str], names: Sequence[str]
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-step object slots of one episode: boxes float32 (T, N, 4), camera int64 (T, N), valid bool (T, N).
-
-    At each step an object's box is the one of the first camera (in ``camera_names`` order) that
-    sees it, divided by that camera's recorded width/height, so boxes are in [0, 1] whatever size
-    the images are resized to. Invalid slots hold a zero box and camera 0.
-    """
-    t, n = rec.length, len(names)
-    boxes = np.zeros((t, n, 4), np.float32)
-    cams = np.zeros((t, n), np.int64)
-    valid = np.zeros((t, n), bool)
-    for j, name in enumerate(names):
-        for k, cam in enumerate(camera_names):
-            raw = rec.object_boxes.get(cam, {}).get(name)
-            if raw is None:
-                continue
-            if raw.shape != (t, 4):
-                raise DataError(f"{rec.path}: /objects/{name}/box_{cam} has shape {raw.shape}, "
-                                f"expected ({t}, 4)")
-            seen = (raw[:, 0] >= 0) & (raw[:, 1] >= 0) & (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1])
-            take = seen & ~valid[:, j]
-            h, w = rec.image_shapes[cam][:2]
-            boxes[take, j] = np.clip(raw[take] / np.array([w, h, w, h], np.float32), 0.0, 1.0)
-            cams[take, j] = k
-            valid[take, j] = True
-    return boxes, cams, valid
-
-
-def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """DataLoader ``collate_fn`` for dataset samples: torch's default collation, except that
-    ``object_names`` becomes a list (B) of lists (N) of names (default collation would transpose it)."""
-    names = [s["object_names"] for s in samples] if samples and "object_names" in samples[0] else None
-    batch = default_collate([{k: v for k, v in s.items() if k != "object_names"} for s in samples]
-                            if names is not None else samples)
-    if names is not None:
-        batch["object_names"] = [list(n) for n in names]
-    return batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,7 +222,7 @@ class EpisodeDataset(Dataset):
         """Close the file handles this process opened."""
         if self._pid == os.getpid():
             for ep in self._handles.values():
-                _close_episode(ep)
+                close_episode(ep)
         self._handles = {}
 
     def __del__(self) -> None:

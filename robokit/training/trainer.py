@@ -43,7 +43,9 @@ from robokit.errors import CheckpointError, ConfigError
 from robokit.policies.base import Policy, PolicyConfig
 from robokit.policies.checkpoint import atomic_torch_save
 from robokit.policies.registry import get_policy_class
-from robokit.training.dataset import DEFAULT_CACHE_BYTES, ImageAugment, build_datasets, collate_samples
+from robokit.training.augment import ImageAugment
+from robokit.training.dataset import DEFAULT_CACHE_BYTES, build_datasets
+from robokit.training.episode_records import collate_samples
 from robokit.training.logs import MetricsLog, plot_history
 from robokit.training.runtime import (
     Distributed,
