@@ -405,6 +405,17 @@ def _common_fps(records: Sequence[EpisodeRecord]) -> float | None:
     return rates.pop() if rates else None
 
 
+def scan_episodes(folder: str | Path) -> list[EpisodeRecord]:
+    """Every episode of a dataset folder, read and checked (:func:`read_episode_record`), in order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such dataset folder")
+    paths = list_episodes(folder)
+    if not paths:
+        raise DataError(f"{folder}: no episode_<N>.hdf5 files; record some with `robokit record`")
+    return [read_episode_record(p) for p in paths]
+
+
 def build_datasets(
     folder: str | Path,
     camera_names: Sequence[str] | None = None,
@@ -419,6 +430,7 @@ def build_datasets(
     act_real_shift: bool = True,
     history: int = 0,
     object_boxes: bool | None = False,
+    records: Sequence[EpisodeRecord] | None = None,
 ) -> tuple[EpisodeDataset, EpisodeDataset | None, dict[str, np.ndarray], DatasetInfo]:
     """Train/val datasets of a folder of episodes, normalisation statistics, and dataset info.
 
@@ -427,15 +439,13 @@ def build_datasets(
     ``val_fraction == 0`` there is no validation set (``val_ds`` is None). Augmentation applies to
     the training set only. The RAM cache is used when train and val together fit ``cache_bytes``.
     ``object_boxes`` as :class:`EpisodeDataset`'s, with the object slots of the whole folder, so
-    train and validation samples have the same N (``info.object_names``).
+    train and validation samples have the same N (``info.object_names``). ``records``: the
+    folder's episodes as :func:`scan_episodes` returned them, to save reading them twice.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such dataset folder")
-    paths = list_episodes(folder)
-    if not paths:
-        raise DataError(f"{folder}: no episode_<N>.hdf5 files; record some with `robokit record`")
-    records = [read_episode_record(p) for p in paths]
+    if records is None:
+        records = scan_episodes(folder)
+    paths = [r.path for r in records]
     cams = list(camera_names) if camera_names else list(records[0].camera_names)
     check_consistent(records, cams, image_size)
     fps = _common_fps(records)

@@ -27,16 +27,15 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 import robokit
 from robokit.errors import CheckpointError, ConfigError
@@ -44,9 +43,28 @@ from robokit.policies.base import Policy, PolicyConfig
 from robokit.policies.checkpoint import atomic_torch_save
 from robokit.policies.registry import get_policy_class
 from robokit.training.augment import ImageAugment
-from robokit.training.dataset import DEFAULT_CACHE_BYTES, build_datasets
+from robokit.training.batches import (
+    TRAIN_STATE_FORMAT,
+    TRAIN_STATE_VERSION,
+    LossModule,
+    TrainBatches,
+    config_default,
+    load_train_state,
+    to_device,
+)
+from robokit.training.dataset import build_datasets, scan_episodes
 from robokit.training.episode_records import collate_samples
 from robokit.training.logs import MetricsLog, plot_history
+from robokit.training.options import (
+    DATA_OPTIONS,
+    DEFAULT_STEPS,
+    ProgressCallback,
+    TrainOptions,
+    TrainProgress,
+    TrainResult,
+    lr_factor,
+    validation_samples,
+)
 from robokit.training.runtime import (
     Distributed,
     StopRequest,
@@ -57,229 +75,7 @@ from robokit.training.runtime import (
 )
 
 log = logging.getLogger(__name__)
-
-TRAIN_STATE_FORMAT = "robokit.train_state"
-TRAIN_STATE_VERSION = 1
-DEFAULT_STEPS = 5000
 PLOT_INTERVAL_S = 60.0
-# Options that define the data a run trains on: a resumed run keeps the original run's values.
-DATA_OPTIONS = ("camera_names", "chunk_size", "image_size", "val_fraction", "seed", "goal_images",
-                "act_real_shift", "policy", "policy_config")
-# Config fields the trainer fills from the dataset (or from dedicated options), never overrides.
-DATASET_FIELDS = ("camera_names", "state_dim", "action_dim", "image_shape")
-
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def lr_factor(schedule: str, step: int, total: int) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` of ``total``: 1 for
-    ``constant``; for ``cosine`` half a cosine from 1 at step 0 to 0 after the last step."""
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
-    return 1.0
-
-
-@dataclass
-class TrainOptions:
-    """Everything one training run needs. ``robokit train`` builds this from flags and a TOML file."""
-
-    data: str | Path
-    out: str | Path
-    policy: str = "act"
-    steps: int | None = None  # optimizer steps in total (default DEFAULT_STEPS unless epochs)
-    epochs: float | None = None  # passes over the training start steps (alternative to steps)
-    batch_size: int = 8  # per process
-    lr: float | None = None  # default: the policy config's `lr`, else 1e-4
-    lr_schedule: str = "constant"  # constant (as the original ACT) | cosine (to 0 at the last step)
-    weight_decay: float | None = None  # default: the policy config's `weight_decay`, else 1e-4
-    grad_clip: float | None = None  # max gradient norm (ACT does not clip)
-    camera_names: list[str] | None = None  # default: every camera of the first episode
-    chunk_size: int | None = None  # default: the policy config's
-    image_size: tuple[int, int] | None = None  # (H, W) to resize to at load time; default: native
-    fps: float | None = None  # override the episodes' rate (ACT files do not record it)
-    policy_config: dict[str, Any] = field(default_factory=dict)  # policy config overrides
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    seed: int = 0
-    val_fraction: float = 0.2
-    val_every: int | None = None  # steps; default: a tenth of the run (at most 1000)
-    val_samples: int = 512  # validation start steps per evaluation (evenly spread, fixed)
-    log_every: int = 10
-    num_workers: int | None = None  # default: 0 when the images are cached in RAM, else a few
-    cache_gb: float = DEFAULT_CACHE_BYTES / 1024**3
-    augment_shift: int = 0
-    augment_color: float = 0.0
-    goal_images: bool | None = None
-    act_real_shift: bool = True
-    amp: bool = False  # bf16 autocast, CUDA only
-    resume: bool = False
-
-    def __post_init__(self) -> None:
-        self.data, self.out = Path(self.data), Path(self.out)
-        if self.steps is not None and self.epochs is not None:
-            raise ConfigError("give --steps or --epochs, not both")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-        for name in ("steps", "epochs", "batch_size", "val_every", "log_every", "val_samples",
-                     "chunk_size", "lr", "fps"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value}")
-        for name in ("weight_decay", "grad_clip", "cache_gb", "augment_color", "augment_shift"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {value}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"num-workers must be >= 0, got {self.num_workers}")
-        if self.image_size is not None:
-            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
-            if min(self.image_size) <= 0:
-                raise ConfigError(f"image size must be positive, got {self.image_size}")
-        if self.camera_names is not None:
-            self.camera_names = list(self.camera_names)
-            if len(set(self.camera_names)) != len(self.camera_names):
-                raise ConfigError(f"camera chosen twice: {self.camera_names}")
-        self.policy_config = dict(self.policy_config)
-        # Dataset-defined fields have their own options.
-        if "chunk_size" in self.policy_config:
-            chunk = int(self.policy_config.pop("chunk_size"))
-            if self.chunk_size is not None and self.chunk_size != chunk:
-                raise ConfigError(f"chunk size given twice ({self.chunk_size} and {chunk})")
-            self.chunk_size = chunk
-        if "fps" in self.policy_config:
-            self.fps = float(self.policy_config.pop("fps"))
-        if "image_shape" in self.policy_config:
-            shape = self.policy_config.pop("image_shape")
-            self.image_size = (int(shape[0]), int(shape[1]))
-        bad = sorted(set(self.policy_config) & set(DATASET_FIELDS))
-        if bad:
-            raise ConfigError(f"{', '.join(bad)} come from the dataset; choose cameras with --camera "
-                              "and the image size with --image-size")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-container form (stored in train_state.pt)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else (
-                list(value) if isinstance(value, tuple) else value)
-        return out
-
-
-@dataclass
-class TrainProgress:
-    """What the progress callback receives (rank 0 only), after every step and validation."""
-
-    phase: str  # "start" | "train" | "val" | "done"
-    step: int
-    total_steps: int
-    epoch: float
-    loss: float | None = None  # mean train loss over the last log interval
-    lr: float = 0.0
-    steps_per_s: float | None = None
-    eta_s: float | None = None
-    val_loss: float | None = None  # last validation loss
-    best_val_loss: float | None = None
-    terms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class TrainResult:
-    out_dir: Path
-    step: int
-    total_steps: int
-    last_path: Path
-    best_path: Path | None
-    best_val_loss: float | None
-    last_val_loss: float | None
-    train_loss: float | None
-    train_seconds: float
-    interrupted: bool = False
-    dataset: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"
-    world_size: int = 1
-
-
-ProgressCallback = Callable[[TrainProgress], None]
-
-
-# ---------------------------------------------------------------------------------------------
-# Batches
-# ---------------------------------------------------------------------------------------------
-class _TrainBatches(Sampler[list[int]]):
-    """Endless batches of a seeded per-epoch permutation, split across ranks, from a given step.
-
-    Epoch ``e`` uses permutation ``seed + e``; each rank takes every world-th index of it (equal
-    counts, so every rank runs the same number of steps), and one epoch has
-    ``max(1, per_rank // batch_size)`` batches. Starting at ``start_step`` makes a resumed run
-    continue with exactly the batches the interrupted run would have drawn.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int, start_step: int) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world, self.start_step = rank, world, start_step
-        self.per_rank = max(1, n // world)
-        self.steps_per_epoch = max(1, self.per_rank // batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, k = divmod(self.start_step, self.steps_per_epoch)
-        while True:
-            perm = np.random.default_rng(self.seed + epoch).permutation(self.n)
-            mine = perm[self.rank::self.world][:self.per_rank]
-            if len(mine) < self.per_rank:  # fewer samples than ranks: wrap around
-                mine = np.resize(perm, self.per_rank)
-            for b in range(k, self.steps_per_epoch):
-                yield mine[b * self.batch_size:(b + 1) * self.batch_size].tolist()
-            epoch, k = epoch + 1, 0
-
-
-class _LossModule(nn.Module):
-    """DDP wraps forward(); policies expose compute_loss(), so forward() calls it."""
-
-    def __init__(self, policy: Policy) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.policy.compute_loss(batch)
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    non_blocking = device.type == "cuda"
-    return {k: (v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v)
-            for k, v in batch.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-def load_train_state(path: str | Path) -> dict[str, Any]:
-    """Read train_state.pt (weights_only); CheckpointError naming the file if unusable."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: missing; it holds the optimizer state --resume needs "
-                              "(start a new run with another --out)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign file: one clear message
-        raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a robokit training state file")
-    if int(state.get("version", 0)) > TRAIN_STATE_VERSION:
-        raise CheckpointError(f"{path}: training state version {state.get('version')} is newer than "
-                              f"this robokit reads ({TRAIN_STATE_VERSION}); upgrade robokit")
-    return state
-
-
-def _config_default(config_class: type[PolicyConfig], name: str) -> Any:
-    for f in dataclasses.fields(config_class):
-        if f.name == name:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                return f.default_factory()  # type: ignore[misc]
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,34 +141,32 @@ class _Trainer:
         return TrainOptions(**values)
 
     def _build_data(self, opts: TrainOptions, policy_cls: type[Policy]) -> None:
-        chunk = opts.chunk_size or _config_default(policy_cls.config_class, "chunk_size") or 100
+        chunk = opts.chunk_size or config_default(policy_cls.config_class, "chunk_size") or 100
         augment = ImageAugment(shift=opts.augment_shift, brightness=opts.augment_color,
                                contrast=opts.augment_color, saturation=opts.augment_color)
-        # Policies that look back ask for past steps through their config (VIMA: history_len,
-        # GRP: obs_stacking); the dataset then returns them with every sample.
-        history = 0
-        for name in ("history_len", "obs_stacking"):
-            steps = opts.policy_config.get(name, _config_default(policy_cls.config_class, name))
-            if isinstance(steps, int) and not isinstance(steps, bool):
-                history = max(history, steps - 1)
-        # Policies with object tokens (VIMA: max_objects > 0) get the episodes' object boxes when
-        # the recordings have them (simulated ones do); the others never pay for them.
-        max_objects = opts.policy_config.get("max_objects", _config_default(policy_cls.config_class, "max_objects"))
-        wants_objects = isinstance(max_objects, int) and not isinstance(max_objects, bool) and max_objects > 0
+        records = scan_episodes(opts.data)
+        cameras = list(opts.camera_names or records[0].camera_names)
+        # The policy's config says what it reads besides the current frames (history, goal
+        # images, object boxes); the dataset builds exactly that and nothing else.
+        first = records[0]
+        height, width = opts.image_size or first.image_shapes[cameras[0]][:2]
+        needs = policy_cls.config_class.from_dict({
+            **opts.policy_config, "camera_names": cameras, "image_shape": (height, width, 3),
+            "state_dim": first.state_dim, "action_dim": first.action_dim}).data_needs()
+        goal_images = opts.goal_images if needs.goal_camera is not None else False
         self.train_ds, self.val_ds, self.stats, self.info = build_datasets(
-            opts.data, camera_names=opts.camera_names, chunk_size=chunk, val_fraction=opts.val_fraction,
-            seed=opts.seed, image_size=opts.image_size, augment=augment,
-            cache_bytes=int(opts.cache_gb * 1024**3), goal_images=opts.goal_images,
-            goal_camera=opts.policy_config.get("goal_camera") or None,
-            act_real_shift=opts.act_real_shift, history=history,
-            object_boxes=None if wants_objects else False)
+            opts.data, records=records, camera_names=cameras, chunk_size=chunk,
+            val_fraction=opts.val_fraction, seed=opts.seed, image_size=opts.image_size, augment=augment,
+            cache_bytes=int(opts.cache_gb * 1024**3), goal_images=goal_images,
+            goal_camera=needs.goal_camera, act_real_shift=opts.act_real_shift, history=needs.history,
+            object_boxes=None if needs.object_boxes else False)
         self.chunk_size = chunk
 
     def _build_config(self, opts: TrainOptions, policy_cls: type[Policy]) -> PolicyConfig:
         info = self.info
         fps = opts.fps or info.fps
         if fps is None:
-            fps = _config_default(policy_cls.config_class, "fps") or 30.0
+            fps = config_default(policy_cls.config_class, "fps") or 30.0
             log.warning("the episodes do not record their rate; assuming %g Hz (set it with --fps)", fps)
         values = dict(opts.policy_config)
         # --lr / --weight-decay are the policy's own lr / weight_decay where its config has them,
@@ -447,7 +241,7 @@ class _Trainer:
             start_step = int(state["step"])
             self.best_val = state.get("best_val_loss")
             self.train_seconds_before = float(state.get("train_seconds", 0.0))
-        self.model: nn.Module = _LossModule(policy)
+        self.model: nn.Module = LossModule(policy)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -455,7 +249,7 @@ class _Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
 
-        sampler = _TrainBatches(len(self.train_ds), opts.batch_size, opts.seed, self.dist.rank,
+        sampler = TrainBatches(len(self.train_ds), opts.batch_size, opts.seed, self.dist.rank,
                                 self.dist.world_size, start_step)
         self.steps_per_epoch = sampler.steps_per_epoch
         if opts.steps is not None:
@@ -481,7 +275,7 @@ class _Trainer:
         self._last_plot = time.monotonic()  # first refresh after PLOT_INTERVAL_S, or at the end
         return self._loop(sampler, start_step)
 
-    def _loop(self, sampler: _TrainBatches, start_step: int) -> TrainResult:
+    def _loop(self, sampler: TrainBatches, start_step: int) -> TrainResult:
         opts, device, dist = self.opts, self.device, self.dist
         loader = self._make_loader(self.train_ds, batch_sampler=sampler)
         step = start_step
@@ -502,7 +296,7 @@ class _Trainer:
                     if check and dist.any(stop.requested, device):
                         interrupted = True
                         break
-                    batch = _to_device(next(batches), device)
+                    batch = to_device(next(batches), device)
                     self._apply_lr_schedule(step)
                     with autocast:
                         out = self.model(batch)
@@ -592,9 +386,9 @@ class _Trainer:
     def _validate(self) -> dict[str, float] | None:
         if self.val_ds is None or len(self.val_ds) == 0:
             return None
-        n = min(len(self.val_ds), self.opts.val_samples)
+        n = validation_samples(len(self.val_ds), self.opts, self.val_every)
         idx = np.unique(np.linspace(0, len(self.val_ds) - 1, n).round().astype(int)).tolist()
-        loader = self._make_loader(Subset(self.val_ds, idx), batch_size=self.opts.batch_size)
+        loader = self._make_loader(Subset(self.val_ds, idx), batch_size=self.opts.val_batch_size)
         sums: dict[str, float] = {}
         count = 0
         self.policy.eval()
@@ -604,14 +398,14 @@ class _Trainer:
             with torch.no_grad(), self._fixed_rng(), autocast:
                 for batch in loader:
                     b = int(batch["qpos"].shape[0])
-                    out = self.policy.compute_loss(_to_device(batch, self.device))
+                    out = self.policy.compute_loss(to_device(batch, self.device))
                     for k, v in out.items():
                         if torch.is_tensor(v) and v.numel() == 1:
                             sums[k] = sums.get(k, 0.0) + float(v.item()) * b
                     count += b
         finally:
             self.policy.train()
-        return {k: v / count for k, v in sums.items()}
+        return {**{k: v / count for k, v in sums.items()}, "samples": count}
 
     def _validate_and_save(self, step: int, run_start: float) -> None:
         if not self.dist.is_main:

@@ -162,7 +162,8 @@ def render_policy_attention(
             raise UserError(f"step {bad[0]} is outside the episode (it has {ep.length} steps)")
         instruction = task if task is not None else (ep.task or "")
         goal_images = {c: ep.goal_image(c) for c in ep.camera_names}
-        goal_cam = getattr(cfg, "goal_camera", "") or cfg.camera_names[0]
+        needs = cfg.data_needs()
+        goal_cam = needs.goal_camera
         qpos = ep.qpos()
         text_tokens = policy_text_tokens(policy, instruction) if instruction else None
         policy.reset()
@@ -171,9 +172,9 @@ def render_policy_attention(
         for t in run:
             images = {c: ep.image(c, t) for c in cfg.camera_names}
             obs: dict[str, Any] = {"qpos": qpos[t], "images": images}
-            if instruction:
+            if instruction and needs.instruction:
                 obs["task"] = instruction
-            if goal_images.get(goal_cam) is not None:
+            if goal_cam is not None and goal_images.get(goal_cam) is not None:
                 obs["goal_image"] = goal_images[goal_cam]
             capture = t in wanted
             _, extras = (

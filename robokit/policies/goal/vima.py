@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,8 +50,7 @@ import torch
 from torch import nn
 
 from robokit.errors import ConfigError, UserError
-from robokit.hardware.base import PANDA_READY_POSE
-from robokit.policies.base import DataNeeds, Policy, PolicyConfig
+from robokit.policies.base import Policy
 from robokit.policies.goal.actions import CartesianCoder, UniformBins, kinematics
 from robokit.policies.goal.common import (
     MLP,
@@ -68,94 +65,11 @@ from robokit.policies.goal.common import (
     uint8_images_to_float,
 )
 from robokit.policies.goal.tokenizer import make_text_encoder
+from robokit.policies.goal.vima_config import VIMAConfig
 from robokit.policies.goal.vima_layers import ObjectEncoder, XAttnLayer, interleave_positions
 from robokit.policies.registry import register_policy
 
 log = logging.getLogger(__name__)
-
-ACTION_SPACES = ("cartesian", "joint")
-DECODE_MODES = ("argmax", "expectation")
-
-
-@dataclass
-class VIMAConfig(PolicyConfig):
-    """VIMA-style policy options (see the module docstring)."""
-
-    image_shape: tuple[int, int, int] = (64, 80, 3)
-    chunk_size: int = 10
-    n_embd: int = 128
-    n_layer: int = 2               # cross-attention GPT layers
-    n_head: int = 4                # heads of the (causal) self-attention over query tokens
-    xattn_n_heads: int = 4         # heads of the cross-attention to the prompt
-    xattn_ff_expanding: int = 4    # MLP expansion inside the cross-attention layers
-    prompt_layers: int = 1         # bidirectional self-attention layers over the prompt
-    dropout: float = 0.1
-    text_max_length: int = 48
-    text_encoder: str = "char"
-    max_objects: int = 8
-    obj_crop: int = 16             # object crops are resized to obj_crop x obj_crop
-    obj_patch: int = 4             # ... and cut into obj_patch squares for the object ViT
-    obs_grid: tuple[int, int] = (4, 5)  # camera tokens per camera (rows, cols) after pooling
-    history_len: int = 1           # steps of observation/action history (1 = the current step only)
-    use_ee: bool = True            # end-effector pose through fk (needs 7 joints first in qpos)
-    action_space: str = "cartesian"
-    bins_xyz: tuple[int, int, int] = (50, 100, 50)
-    bins_rot: int = 50
-    bins_gripper: int = 2
-    bins_joint: int = 100
-    workspace_low: tuple[float, float, float] = (0.2, -0.5, 0.0)   # TCP range, robot base frame (m)
-    workspace_high: tuple[float, float, float] = (0.8, 0.5, 0.6)
-    rot_range: float = math.pi     # relative roll/pitch/yaw range is [-rot_range, rot_range]
-    decode: str = "argmax"         # "argmax" bin or "expectation" over bins
-    label_smoothing: float = 0.0
-    done_weight: float = 1.0
-    lr: float = 3e-4               # AdamW learning rate (`robokit train --lr` overrides)
-    weight_decay: float = 1e-4
-    film: bool = True              # FiLM-condition the camera encoder on the pooled prompt
-    keypoints: int = 32            # spatial-softmax keypoints per camera (0 = off)
-    reference_q: list[float] = field(default_factory=lambda: PANDA_READY_POSE.tolist())
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ConfigError(f"lr must be positive and weight_decay not negative, "
-                              f"got {self.lr}, {self.weight_decay}")
-        self.obs_grid = tuple(int(v) for v in self.obs_grid)  # type: ignore[assignment]
-        self.bins_xyz = tuple(int(v) for v in self.bins_xyz)  # type: ignore[assignment]
-        self.workspace_low = tuple(float(v) for v in self.workspace_low)  # type: ignore[assignment]
-        self.workspace_high = tuple(float(v) for v in self.workspace_high)  # type: ignore[assignment]
-        self.reference_q = [float(v) for v in self.reference_q]
-        if self.action_space not in ACTION_SPACES:
-            raise ConfigError(f"action_space must be one of {', '.join(ACTION_SPACES)}, got '{self.action_space}'")
-        if self.decode not in DECODE_MODES:
-            raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, got '{self.decode}'")
-        if self.action_space == "cartesian" and self.action_dim != 8:
-            raise ConfigError(f"action_space='cartesian' needs Franka actions (7 joints + gripper, "
-                              f"action_dim 8), got action_dim {self.action_dim}; use action_space='joint'")
-        if self.use_ee and self.state_dim < 7:
-            raise ConfigError(f"use_ee needs the 7 joints first in qpos (state_dim >= 7), got {self.state_dim}")
-        for name in ("n_head", "xattn_n_heads"):
-            if self.n_embd % int(getattr(self, name)):
-                raise ConfigError(f"n_embd {self.n_embd} must be divisible by {name} {getattr(self, name)}")
-        for name in ("n_layer", "history_len", "text_max_length", "obj_crop", "obj_patch", "xattn_ff_expanding"):
-            if int(getattr(self, name)) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.max_objects < 0 or self.prompt_layers < 0 or self.keypoints < 0:
-            raise ConfigError("max_objects, prompt_layers and keypoints must not be negative")
-        if self.obj_crop % self.obj_patch:
-            raise ConfigError(f"obj_crop {self.obj_crop} must be a multiple of obj_patch {self.obj_patch}")
-        if len(self.obs_grid) != 2 or min(self.obs_grid) <= 0:
-            raise ConfigError(f"obs_grid must be two positive ints, got {self.obs_grid}")
-        if len(self.reference_q) != 7:
-            raise ConfigError("reference_q must hold 7 joint angles")
-        if not self.camera_names:
-            raise ConfigError("the VIMA-style policy needs at least one camera")
-
-    def data_needs(self) -> DataNeeds:
-        """The history steps before t, the instruction, and object boxes when it has object slots."""
-        return DataNeeds(camera_names=tuple(self.camera_names), history=self.history_len - 1,
-                         object_boxes=self.max_objects > 0, instruction=True)
-
 
 @register_policy("vima")
 class VIMAPolicy(Policy):

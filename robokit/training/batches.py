@@ -1,0 +1,96 @@
+"""The sampler of training batches and the training-state file that ``--resume`` reads.
+
+``train_state.pt`` holds the optimizer state, the step and the RNG states: tensors and plain
+containers only, so ``torch.load(weights_only=True)`` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Sampler
+
+from robokit.errors import CheckpointError
+from robokit.policies.base import Policy, PolicyConfig
+
+TRAIN_STATE_FORMAT = "robokit.train_state"
+TRAIN_STATE_VERSION = 1
+
+
+class TrainBatches(Sampler[list[int]]):
+    """Endless batches of a seeded per-epoch permutation, split across ranks, from a given step.
+
+    Epoch ``e`` uses permutation ``seed + e``; each rank takes every world-th index of it (equal
+    counts, so every rank runs the same number of steps), and one epoch has
+    ``max(1, per_rank // batch_size)`` batches. Starting at ``start_step`` makes a resumed run
+    continue with exactly the batches the interrupted run would have drawn.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int, start_step: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world, self.start_step = rank, world, start_step
+        self.per_rank = max(1, n // world)
+        self.steps_per_epoch = max(1, self.per_rank // batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, k = divmod(self.start_step, self.steps_per_epoch)
+        while True:
+            perm = np.random.default_rng(self.seed + epoch).permutation(self.n)
+            mine = perm[self.rank::self.world][:self.per_rank]
+            if len(mine) < self.per_rank:  # fewer samples than ranks: wrap around
+                mine = np.resize(perm, self.per_rank)
+            for b in range(k, self.steps_per_epoch):
+                yield mine[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+            epoch, k = epoch + 1, 0
+
+
+class LossModule(nn.Module):
+    """DDP wraps forward(); policies expose compute_loss(), so forward() calls it."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.policy.compute_loss(batch)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    non_blocking = device.type == "cuda"
+    return {k: (v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v)
+            for k, v in batch.items()}
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Read train_state.pt (weights_only); CheckpointError naming the file if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing; it holds the optimizer state --resume needs "
+                              "(start a new run with another --out)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign file: one clear message
+        raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a robokit training state file")
+    if int(state.get("version", 0)) > TRAIN_STATE_VERSION:
+        raise CheckpointError(f"{path}: training state version {state.get('version')} is newer than "
+                              f"this robokit reads ({TRAIN_STATE_VERSION}); upgrade robokit")
+    return state
+
+
+def config_default(config_class: type[PolicyConfig], name: str) -> Any:
+    for f in dataclasses.fields(config_class):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                return f.default_factory()  # type: ignore[misc]
+    return None
