@@ -19,7 +19,7 @@ The simulation renders its camera(s) and steps physics inside each tick, as in `
     .venv/bin/python benchmarks/control_jitter.py            # 30 s per side
     .venv/bin/python benchmarks/control_jitter.py --quick    # 5 s per side
 
-Writes benchmarks/results/control_jitter.json. Targets (issue 6): p99 jitter <= 2 ms, 0 missed ticks.
+Writes benchmarks/results/control_jitter.json. Targets: p99 jitter <= 2 ms, 0 missed ticks.
 """
 
 from __future__ import annotations

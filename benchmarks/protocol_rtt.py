@@ -12,7 +12,7 @@ servers run in their own process, both clients in this one, interleaved in block
     .venv/bin/python benchmarks/protocol_rtt.py            # 3000 round trips each
     .venv/bin/python benchmarks/protocol_rtt.py --quick    # 300 each
 
-Writes benchmarks/results/protocol_rtt.json. Targets (issue 6): p50 <= 0.5 ms and >= 2.5x faster
+Writes benchmarks/results/protocol_rtt.json. Targets: p50 <= 0.5 ms and >= 2.5x faster
 than the baseline at p50.
 """
 

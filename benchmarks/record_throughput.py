@@ -22,7 +22,7 @@ Every measurement runs in a fresh process, so memory freed by one run cannot hid
         # + the baseline grabbing rule (newest frame on a plain timer) live, in the same run, with the
         #   first camera's frames arriving 0.5 ms after the ticks
 
-Writes benchmarks/results/record_throughput.json. Targets (issue 4): 0 dropped frames and RSS growth
+Writes benchmarks/results/record_throughput.json. Targets: 0 dropped frames and RSS growth
 below 50 MB with lzf or jpeg for 3 cameras x 640x480 @ 30 fps over 60 s on the 2-core machine.
 """
 

@@ -44,7 +44,7 @@ def test_round_trip_is_weights_only_and_predicts_the_same(tmp_path):
     save_checkpoint(path, policy, META)
     assert sorted(os.listdir(path.parent)) == ["best.pt"]  # no temporary file left behind
 
-    raw = torch.load(path, weights_only=True)  # the contract: plain tensors and containers only
+    raw = torch.load(path, weights_only=True)  # plain tensors and containers only
     assert raw["format"] == "robokit.checkpoint" and raw["version"] == 1 and raw["policy_type"] == "act"
     assert set(raw["norm_stats"]) >= {"qpos_mean", "action_std"}
 

@@ -116,7 +116,7 @@ class PolicyConfig:
 
 
 class NormStats:
-    """Names of the normalisation-statistics arrays every dataset computes (see data.py)."""
+    """Names of the normalisation-statistics arrays every dataset computes (see robokit.training.episode_records)."""
 
     KEYS = ("qpos_mean", "qpos_std", "qpos_min", "qpos_max",
             "action_mean", "action_std", "action_min", "action_max")

@@ -1,4 +1,4 @@
-"""Single-file policy checkpoints (DESIGN §3, contract §5).
+"""Single-file policy checkpoints.
 
 One ``.pt`` file holding only tensors and plain containers, so ``torch.load(weights_only=True)``
 reads it and nothing in it can run code::

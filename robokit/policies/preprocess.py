@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize an (H, W, 3) uint8 image with area interpolation (the contract's choice) if needed."""
+    """Resize an (H, W, 3) uint8 image with area interpolation (the least aliasing
+    when shrinking) if needed."""
     if image.shape[0] == height and image.shape[1] == width:
         return image
     import cv2

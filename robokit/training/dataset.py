@@ -1,4 +1,4 @@
-"""Episode datasets for training policies (DESIGN §3, §4; CONTRACTS §5).
+"""Episode datasets for training policies.
 
 A dataset is built from a folder of episode files in any layout that :mod:`robokit.episodes.reader`
 reads (robokit v1, ACT/ALOHA raw or JPEG-compressed, the seed recorder's layout).
@@ -371,7 +371,7 @@ class DatasetInfo:
     cached: bool
     object_names: list[str] = field(default_factory=list)  # object slots of the samples (none: no boxes)
 
-    def __getitem__(self, key: str) -> Any:  # info["camera_names"] works as in the contract
+    def __getitem__(self, key: str) -> Any:  # info["camera_names"] reads like a dict
         return getattr(self, key)
 
     def to_dict(self) -> dict[str, Any]:
@@ -464,10 +464,10 @@ def build_datasets(
     h, w = image_size or records[0].image_shapes[cams[0]][:2]
     total_bytes = int(h) * int(w) * 3 * len(cams) * sum(r.length for r in records)
     use_cache = total_bytes <= cache_bytes
-    budget = cache_bytes if use_cache else 0
+    cache_cap = cache_bytes if use_cache else 0
     train_ds = EpisodeDataset([records[i] for i in train_idx], augment=augment,
-                              cache_bytes=budget, **common)
-    val_ds = (EpisodeDataset([records[i] for i in val_idx], cache_bytes=budget, **common)
+                              cache_bytes=cache_cap, **common)
+    val_ds = (EpisodeDataset([records[i] for i in val_idx], cache_bytes=cache_cap, **common)
               if val_idx else None)
     if not use_cache:
         log.info("images (%.1f GB decoded) exceed the %.1f GB cache cap: reading from disk per sample",

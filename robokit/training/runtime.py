@@ -1,6 +1,6 @@
 """Process-level plumbing of the trainer: device choice, torchrun/DDP, Ctrl-C, RNG states.
 
-Kept apart from the training loop (train.py) so that each file has one job.
+Kept apart from the training loop (trainer.py) so that each file has one job.
 """
 
 from __future__ import annotations

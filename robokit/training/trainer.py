@@ -6,15 +6,15 @@ over ``optimizer_param_groups(lr, weight_decay)``, and never looks inside the mo
 
 Output folder::
 
-    best.pt            lowest validation loss so far (robokit checkpoint, DESIGN §3)
+    best.pt            lowest validation loss so far (a single-file robokit checkpoint)
     last.pt            the latest weights (also written on Ctrl-C)
     train_state.pt     optimizer state, step, RNG states: what --resume needs besides last.pt
                        (tensors and plain containers only: torch.load(weights_only=True) reads it)
-    metrics.jsonl      one record per log interval and per validation (see train_log.py)
+    metrics.jsonl      one record per log interval and per validation (see logs.py)
     train_val_<term>.png   curves per loss term
 
 Steps are optimizer steps. One epoch is one pass over every start step of the training episodes
-(see data.py). Under ``torchrun`` (DDP) every process loads the data, ``batch_size`` is per process,
+(see dataset.py). Under ``torchrun`` (DDP) every process loads the data, ``batch_size`` is per process,
 rank 0 alone validates, logs and saves.
 """
 

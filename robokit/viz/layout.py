@@ -11,7 +11,7 @@ A layout tells the attention renderer how to read the key axis (``seq``) of an a
 
 Two spellings are accepted (see docs/viz.md):
 
-* the flat form used by the policies' ``extras["attention"]["layout"]`` (contract §5):
+* the flat form used by the policies' ``extras["attention"]["layout"]`` :
   ``{"top": [0, 300, 15, 20], "text": [300, 348], "state": [348, 349]}``; a name joined with ``|``
   (``"top|wrist": [2, 602, 15, 40]``) is a width-folded group;
 * the full form, for files: ``{"segments": [{"name": ..., "start": ..., "stop": ..., "grid": [h, w],

@@ -1,7 +1,7 @@
 """Attention trees for robokit's own policies, run over chosen steps of a recorded episode.
 
 The policies expose their attention through ``predict_chunk(obs, capture_attention=True)``
-(contract §5): ``extras["attention"] = {"maps": float32 (layers, heads, queries, tokens),
+: ``extras["attention"] = {"maps": float32 (layers, heads, queries, tokens),
 "query_kind": "action", "layout": {segment: [start, stop] | [start, stop, h, w]}}``. This module
 turns one such capture into :func:`robokit.viz.attention.render_tree` input:
 
@@ -78,7 +78,7 @@ def capture_to_tree_input(
     else:
         raise UserError(
             f"the policy's attention maps have shape {maps.shape}; expected (layers, heads, "
-            f"queries, tokens) (contract §5)"
+            f"queries, tokens)"
         )
     layout = {k: list(v) for k, v in dict(capture.get("layout") or {}).items()}
     if not layout:
