@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m robokit.demo
+	$(BIN)/robokit demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15

@@ -40,6 +40,7 @@ def _root(
 def _register_commands() -> None:
     # Imported here so that `robokit --help` stays fast: command modules import torch/mujoco lazily.
     from robokit.commands import (
+        demo_cmd,
         deploy_cmd,
         devices_cmd,
         import_act_cmd,
@@ -65,6 +66,7 @@ def _register_commands() -> None:
         sim_cmd,
         import_act_cmd,
         keys_cmd,
+        demo_cmd,
     ):
         module.register(app)
 

@@ -1,4 +1,4 @@
-"""`python -m robokit.demo` (what `make demo` runs), end to end at a tiny size."""
+"""`robokit demo` (what `make demo` runs), end to end at a tiny size."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ import h5py
 import pytest
 import torch
 
-from robokit.demo import MARKER, main, prepare_output
+from robokit.cli import main
+from robokit.demo import MARKER, prepare_output
 from robokit.errors import UserError
 from robokit.policies.checkpoint import read_checkpoint_info
+
+
+def run_demo_cli(*args: str) -> int:
+    """`robokit demo ARGS` in this process; its exit code."""
+    try:
+        main(["demo", *args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +35,9 @@ def restore_threads():
 
 def test_tiny_demo_runs_every_stage_and_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = tmp_path / "demo"
-    code = main(["--out", str(out), "--episodes", "2", "--steps", "4", "--batch-size", "8",
-                 "--eval-episodes", "1", "--image-size", "32x40", "--expert-seeds", "1", "--videos", "1",
-                 "--threads", "1"])
+    code = run_demo_cli("--out", str(out), "--episodes", "2", "--steps", "4", "--batch-size", "8",
+                        "--eval-episodes", "1", "--image-size", "32x40", "--expert-seeds", "1", "--videos", "1",
+                        "--threads", "1")
     printed = capsys.readouterr().out
     assert code == 0, printed
 
@@ -77,13 +87,18 @@ def test_output_folder_is_replaced_only_when_it_is_an_earlier_demo(tmp_path: Pat
     assert prepare_output(tmp_path / "new") is None
 
 
-def test_bad_options_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    with pytest.raises(SystemExit) as exc:
-        main(["--out", str(tmp_path / "x"), "--image-size", "8x8"])
-    assert exc.value.code == 2
-    assert "stride" in capsys.readouterr().err
+def test_bad_options_are_one_line_errors_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    for args, message in ((["--image-size", "8x8"], "stride"), (["--image-size", "big"], "HEIGHTxWIDTH"),
+                          (["--cameras", ","], "at least one camera"), (["--fps", "0"], "--fps")):
+        assert run_demo_cli("--out", str(tmp_path / "x"), *args) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert run_demo_cli("--out", str(tmp_path / "x"), "--steps", "0") == 2
+    assert "--steps" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
-    assert main(["--out", str(foreign)]) == 2
-    assert "not written by the demo" in capsys.readouterr().out
+    assert run_demo_cli("--out", str(foreign)) == 2
+    assert "not written by the demo" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep"

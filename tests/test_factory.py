@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from robokit.commands.hardware_options import HardwareOptions, parse_image_size
+from robokit.commands.common import parse_image_size
+from robokit.commands.hardware_options import HardwareOptions
 from robokit.errors import UserError
 from robokit.hardware.factory import (
     CameraSpec,

@@ -20,7 +20,6 @@ so that every command validates and documents them the same way.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -62,17 +61,6 @@ CameraOpt = Annotated[
     list[str] | None,
     typer.Option("--camera", help=f"Camera NAME=SPEC, repeatable. SPEC: {CAMERA_SPEC_FORMS}."),
 ]
-
-
-def parse_image_size(text: str) -> tuple[int, int]:
-    """``"240x320"`` -> (240, 320) as (height, width); raises :class:`UserError` for anything else."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*", str(text))
-    if not match:
-        raise UserError(f"image size must look like HEIGHTxWIDTH (e.g. 240x320), got {text!r}")
-    height, width = int(match.group(1)), int(match.group(2))
-    if height < 8 or width < 8:
-        raise UserError(f"image size {text!r} is too small (at least 8x8)")
-    return height, width
 
 
 @dataclass

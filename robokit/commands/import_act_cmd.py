@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from robokit.commands.hardware_options import parse_image_size
+from robokit.commands.common import parse_image_size
 from robokit.errors import UserError
 
 

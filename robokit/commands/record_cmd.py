@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from robokit.commands.common import log_to_console, on_stop_signals, parse_image_size, shorten
 from robokit.commands.hardware_options import (
     CameraOpt,
     DynamicsOpt,
@@ -29,7 +28,6 @@ from robokit.commands.hardware_options import (
     RealtimeOpt,
     RobotOpt,
     SimOpt,
-    parse_image_size,
 )
 from robokit.errors import UserError
 
@@ -151,7 +149,9 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
         if window is not None:
             stack.callback(window.close)
         stack.enter_context(keys)
-        stack.enter_context(_signals_interrupt(session))
+        # The session saves the episode in progress before it stops; one that arrives during a save
+        # waits for the save to finish.
+        stack.enter_context(on_stop_signals(session.interrupt))
         # Keyboard-driven sessions can change the instruction between episodes (key t).
         prompt = None if autonomous else TaskPrompt(session)
 
@@ -182,41 +182,6 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
 
 
 # -- UIs --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _signals_interrupt(session: Any):
-    """Ctrl-C and SIGTERM (`kill`, a closing tmux pane) stop the session, which saves the episode in
-    progress; one that arrives while a file is being saved waits for the save to finish."""
-    def handler(signum: int, frame: Any) -> None:
-        session.interrupt()
-
-    signums = (signal.SIGINT, signal.SIGTERM)
-    try:
-        previous = {signum: signal.signal(signum, handler) for signum in signums}
-    except ValueError:  # not the main thread: leave the signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
-@contextlib.contextmanager
-def _log_to(console: Console):
-    """Route log records through the live console so they do not tear the panel."""
-    from rich.logging import RichHandler
-
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    handler = RichHandler(console=console, show_path=False, show_time=False, level=logging.WARNING)
-    root.handlers = [handler]
-    try:
-        yield
-    finally:
-        root.handlers = saved
-
-
 class TaskPrompt:
     """A one-line prompt in the live panel for the next episode's instruction (key ``t``, when idle).
 
@@ -276,7 +241,7 @@ def _run_with_panel(console: Console, session: Any, prompt: TaskPrompt, poll: An
     from rich.live import Live
 
     with Live(get_renderable=lambda: render_panel(session.status(), prompt.text), console=console,
-              refresh_per_second=8, transient=False, redirect_stderr=False) as live, _log_to(live.console):
+              refresh_per_second=8, transient=False, redirect_stderr=False) as live, log_to_console(live.console):
         return session.run(poll, on_tick)
 
 
@@ -286,7 +251,7 @@ def _run_with_progress(console: Console, session: Any, poll: Any, on_tick: Any) 
     target = session.config.episodes
     with Progress(TextColumn("[bold]recording[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console, transient=False) as progress, \
-            _log_to(progress.console):
+            log_to_console(progress.console):
         bar = progress.add_task("episodes", total=target, info="")
 
         def tick(s: Any) -> None:
@@ -294,7 +259,7 @@ def _run_with_progress(console: Console, session: Any, poll: Any, on_tick: Any) 
             st = s.status()
             progress.update(bar, completed=len(s.saved),
                             info=f"episode_{st.episode_index} step {st.steps} | failed {s.failed} | "
-                                 f"{st.loop_hz:.0f} steps/s | {_short(st.task, 50)}")
+                                 f"{st.loop_hz:.0f} steps/s | {shorten(st.task, 50)}")
 
         saved = session.run(poll, tick)
         progress.update(bar, completed=len(saved), info=f"done | failed {session.failed}")
@@ -342,6 +307,3 @@ def _summary(console: Console, session: Any, out: Path) -> None:
         console.print(f"{session.failed} scripted episode(s) failed the task check and were not kept "
                       "(--keep-failed keeps them)", highlight=False)
 
-
-def _short(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from robokit.commands.common import on_stop_signals
 
 
 def _is_loopback(bind: str) -> bool:
@@ -64,14 +65,12 @@ def register(app: typer.Typer) -> None:
         console.print("serving; Ctrl+C to stop")
         # Ctrl+C / SIGTERM ask the loop to finish the request in hand and return, instead of a
         # KeyboardInterrupt landing at an arbitrary point (mid-send, inside the zmq context).
-        previous = {sig: signal.signal(sig, lambda *_: server.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            server.serve_forever()
+            with on_stop_signals(server.stop):
+                server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             server.close()
             stats = server.stats
             console.print(f"served {stats.infers} inferences to {len(stats.clients)} client(s), "

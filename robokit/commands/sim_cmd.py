@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from robokit.commands.hardware_options import parse_image_size
+from robokit.commands.common import parse_image_size
 from robokit.errors import UserError
 
 sim_app = typer.Typer(help="Simulation tools: render the scene, run the scripted expert.",
@@ -30,7 +30,7 @@ def snapshot_command(
     import cv2
     import numpy as np
 
-    from robokit.episodes.writer import prepare_folder
+    from robokit.episodes.files import prepare_folder
     from robokit.hardware.sim import CAMERA_NAMES, PandaSimEnv
 
     if out.suffix.lower() != ".png":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -25,23 +24,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from robokit.commands.hardware_options import parse_image_size as parse_hw_size
+from robokit.commands.common import format_duration, format_number, parse_image_size, training_fields
 from robokit.errors import ConfigError
 
 # TOML key -> TrainOptions field, where the file uses the flag's name.
 _ALIASES = {"camera": "camera_names", "cameras": "camera_names"}
 _NOT_IN_FILE = {"resume"}  # a property of one invocation, not of a run's configuration
-
-
-def parse_image_size(text: str | list | tuple | None) -> tuple[int, int] | None:
-    """``"96x128"`` (H x W), or ``[96, 128]`` from a config file, -> (96, 128); None stays None."""
-    if text is None:
-        return None
-    if isinstance(text, (list, tuple)):
-        if len(text) not in (2, 3):
-            raise ConfigError(f"image size must be [HEIGHT, WIDTH] such as [96, 128], got {text!r}")
-        text = f"{text[0]}x{text[1]}"
-    return parse_hw_size(str(text))
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -142,15 +130,6 @@ def build_options(flags: dict[str, Any], config_file: Path | None, sets: list[st
     return TrainOptions(**values)
 
 
-def _fmt_seconds(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 class _ProgressView:
     """A rich progress bar fed by the trainer's progress callback."""
 
@@ -171,15 +150,7 @@ class _ProgressView:
     def __call__(self, p: Any) -> None:
         if self.task is None:
             self.task = self.progress.add_task("train", total=p.total_steps, completed=p.step, info="")
-        parts = []
-        if p.loss is not None:
-            parts.append(f"loss {p.loss:.4f}")
-        if p.val_loss is not None:
-            parts.append(f"val {p.val_loss:.4f}")
-        parts.append(f"lr {p.lr:.1e}")
-        if p.steps_per_s:
-            parts.append(f"{p.steps_per_s:.1f} steps/s")
-        parts.append(f"ETA {_fmt_seconds(p.eta_s)}")
+        parts = [*training_fields(p), f"lr {p.lr:.1e}", f"ETA {format_duration(p.eta_s)}"]
         self.progress.update(self.task, completed=p.step, total=p.total_steps, info=" · ".join(parts))
 
 
@@ -192,10 +163,9 @@ class _LineView:
     def __call__(self, p: Any) -> None:
         if p.phase != "val":
             return
-        loss = f"{p.loss:.4f}" if p.loss is not None else "?"
         val = f"{p.val_loss:.4f}" if p.val_loss is not None else "n/a"
-        self.console.print(f"step {p.step}/{p.total_steps} loss {loss} val {val} lr {p.lr:.1e}",
-                           highlight=False)
+        self.console.print(f"step {p.step}/{p.total_steps} loss {format_number(p.loss)} val {val} "
+                           f"lr {p.lr:.1e}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -249,7 +219,7 @@ def register(app: typer.Typer) -> None:
         flags = {
             "data": str(data) if data else None, "policy": policy, "out": str(out) if out else None,
             "steps": steps, "epochs": epochs, "batch_size": batch_size, "camera_names": camera or None,
-            "chunk_size": chunk_size, "image_size": parse_image_size(image_size), "device": device,
+            "chunk_size": chunk_size, "image_size": parse_image_size(image_size) if image_size is not None else None, "device": device,
             "seed": seed, "lr": lr, "lr_schedule": lr_schedule, "val_every": val_every, "val_fraction": val_fraction,
             "val_samples": val_samples,
             "num_workers": num_workers, "amp": amp, "fps": fps, "augment_shift": augment_shift,
@@ -273,7 +243,7 @@ def register(app: typer.Typer) -> None:
         best_label = "best val loss" if options.val_fraction > 0 else "lowest train loss"
         console.print(
             f"{'stopped' if result.interrupted else 'done'} at step {result.step}/{result.total_steps} "
-            f"in {_fmt_seconds(result.train_seconds)} on {result.device}"
+            f"in {format_duration(result.train_seconds)} on {result.device}"
             f"{f' x{result.world_size}' if result.world_size > 1 else ''}; {best_label} {best}",
             highlight=False)
         console.print(f"checkpoints: {result.last_path}"
