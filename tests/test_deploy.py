@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from robokit.deploy.evaluate import evaluate_in_sim
+from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
 from robokit.deploy.runner import LocalRunner
 from robokit.deploy.server import PolicyServer
@@ -91,7 +91,7 @@ def test_multi_task_set_reports_every_instruction_with_text_goals():
 
     tasks = list_tasks("multi")
     policy = StillPolicy()
-    results = evaluate_in_sim(policy, episodes=len(tasks), seed_start=2000, task_set="multi", max_steps=3)
+    results = evaluate_in_sim(policy, EvalConfig(episodes=len(tasks), seed_start=2000, task_set="multi", max_steps=3))
     table = results.per_task()
     assert len(table) == len(tasks) and all(n == 1 for _, n in table.values())
     assert results.success_rate == 0.0
@@ -101,7 +101,8 @@ def test_multi_task_set_reports_every_instruction_with_text_goals():
 
 def test_goal_images_replace_the_instruction_and_come_from_the_expert_on_the_same_seed():
     policy = StillPolicy()
-    results = evaluate_in_sim(policy, episodes=1, seed_start=2000, task_set="multi", goal="image", max_steps=3)
+    results = evaluate_in_sim(policy, EvalConfig(episodes=1, seed_start=2000, task_set="multi", goal="image",
+                                                  max_steps=3))
     assert results.episodes == 1
     assert all(s["task"] is None and s["goal"] == (24, 32, 3) for s in policy.seen)
 
@@ -109,8 +110,8 @@ def test_goal_images_replace_the_instruction_and_come_from_the_expert_on_the_sam
 def test_remote_policy_over_the_protocol(tmp_path):
     policy = StillPolicy(cameras=("top", "wrist"))
     with PolicyServer(policy, "tcp://127.0.0.1:0").start() as srv:
-        results = evaluate_in_sim(None, episodes=2, seed_start=1000, server=srv.address, max_steps=4,
-                                  mode="chunk")
+        results = evaluate_in_sim(None, EvalConfig(episodes=2, seed_start=1000, server=srv.address, max_steps=4,
+                                                   mode="chunk"))
     assert results.episodes == 2 and results.policy["type"] == "still"
     assert policy.resets >= 2  # the server's policy is reset per episode
     assert all(s["cams"] == ["top", "wrist"] and s["task"] for s in policy.seen[1:])

@@ -13,15 +13,9 @@ import numpy as np
 import pytest
 
 from robokit.deploy.client import PolicyClient
-from robokit.deploy.loop import (
-    ControlLoop,
-    LoopConfig,
-    SafetyFilter,
-    SafetyLimits,
-    StopReason,
-    WatchdogConfig,
-)
+from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason, WatchdogConfig
 from robokit.deploy.runner import LocalRunner, RemoteRunner
+from robokit.deploy.safety import SafetyFilter, SafetyLimits
 from robokit.hardware.base import PANDA_DQ_MAX, PANDA_Q_MAX, PANDA_Q_MIN, PANDA_READY_POSE
 
 FPS = 30.0

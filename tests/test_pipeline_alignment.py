@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from robokit.deploy.evaluate import evaluate_in_sim
+from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim
 from robokit.training.dataset import EpisodeDataset
 
 FPS = 15.0
@@ -90,7 +90,7 @@ class DatasetOracle:
 def test_training_samples_replayed_through_the_deploy_loop_solve_the_task(recorded, mode):
     oracle = DatasetOracle(recorded.dataset)
     # The success check would end the episode early; here it must end on the done signal.
-    results = evaluate_in_sim(oracle, episodes=1, seed_start=recorded.seed, mode=mode, success_hold_s=1e6)
+    results = evaluate_in_sim(oracle, EvalConfig(episodes=1, seed_start=recorded.seed, mode=mode, success_hold_s=1e6))
     outcome = results.outcomes[0]
     expert_steps = len(recorded.dataset) - recorded.end_frames  # actions the expert issued
     assert outcome.success, outcome

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from robokit.deploy import protocol as P
 from robokit.deploy.client import PolicyClient
-from robokit.deploy.evaluate import evaluate_in_sim, scene_objects
+from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim, scene_objects
 from robokit.deploy.server import PolicyServer
 from robokit.episodes.reader import open_episode
 from robokit.episodes.writer import EpisodeWriter
@@ -272,11 +272,11 @@ def test_evaluate_in_sim_passes_the_scene_boxes_to_the_policy(where):
     kwargs = {"episodes": 1, "seed_start": 5, "task_set": "multi", "max_steps": 3, "mode": "chunk",
               "done_threshold": 2.0}
     if where == "local":
-        evaluate_in_sim(policy, **kwargs)
+        evaluate_in_sim(policy, EvalConfig(**kwargs))
     else:
         with PolicyServer(policy, bind="tcp://127.0.0.1:0", warmup=False) as server:
             server.start()
-            evaluate_in_sim(server=server.address, timeout_s=10.0, **kwargs)
+            evaluate_in_sim(None, EvalConfig(server=server.address, timeout_s=10.0, **kwargs))
     assert policy.seen and all(seen for seen in policy.seen)
     with PandaSimEnv(task="multi", seed=5, image_size=SIZE, camera_names=CAMS) as env:
         env.reset(seed=5, task=list_tasks("multi")[0])
@@ -288,6 +288,6 @@ def test_evaluate_in_sim_passes_the_scene_boxes_to_the_policy(where):
 
 def test_evaluate_in_sim_sends_no_objects_to_a_model_trained_without_them():
     policy = recording_vima(objects_trained=False)
-    evaluate_in_sim(policy, episodes=1, seed_start=5, task_set="multi", max_steps=2, mode="chunk",
-                    done_threshold=2.0)
+    evaluate_in_sim(policy, EvalConfig(episodes=1, seed_start=5, task_set="multi", max_steps=2, mode="chunk",
+                                       done_threshold=2.0))
     assert policy.seen and all(seen is None for seen in policy.seen)

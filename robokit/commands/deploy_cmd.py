@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
 def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episodes: int, seed_start: int,
                 realtime: bool, task_set: str, goal: str, record: Path | None, video: Path | None,
                 json_out: Path | None, velocity_scale: float, common: dict[str, Any], keys_cls: Any) -> None:
-    from robokit.deploy.evaluate import evaluate_in_sim
+    from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim
 
     panel = LivePanel(console, enabled=console.is_terminal)
 
@@ -188,11 +188,13 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
 
     panel.header = f"episode 1/{episodes}"
     with keys_cls() as keys, panel:
-        results = evaluate_in_sim(
-            str(checkpoint) if checkpoint else None, episodes=episodes, seed_start=seed_start, server=server,
-            task_set=task_set, goal=goal, realtime=realtime, record_dir=record, video_dir=video,
-            keys=keys if keys.is_terminal else None, on_episode=on_episode, on_tick=panel.on_tick,
-            velocity_scale=velocity_scale, **common)
+        settings = {k: v for k, v in common.items() if k != "client_keys"}
+        config = EvalConfig(episodes=episodes, seed_start=seed_start, server=server, task_set=task_set, goal=goal,
+                            realtime=realtime, record_dir=record, video_dir=video, velocity_scale=velocity_scale,
+                            **settings)
+        results = evaluate_in_sim(str(checkpoint) if checkpoint else None, config,
+                                  client_keys=common["client_keys"], keys=keys if keys.is_terminal else None,
+                                  on_episode=on_episode, on_tick=panel.on_tick)
     console.print(_results_table(results))
     if record is not None:
         console.print(f"rollouts saved in {record}")

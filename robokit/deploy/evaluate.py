@@ -1,9 +1,9 @@
-"""Run a policy for N episodes through the control loop: in simulation with a success rate, or on hardware.
+"""Run a policy for N episodes in the simulation through the control loop and count its successes.
 
 :func:`evaluate_in_sim` is what ``robokit deploy --sim`` and ``make demo`` call::
 
-    from robokit.deploy.evaluate import evaluate_in_sim
-    results = evaluate_in_sim("runs/act/best.pt", episodes=50, seed_start=1000)
+    from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim
+    results = evaluate_in_sim("runs/act/best.pt", EvalConfig(episodes=50, seed_start=1000))
     results.success_rate, results.per_task()
 
 Each episode resets the scene to a held-out seed (``seed_start + i``; training data uses other
@@ -11,12 +11,14 @@ seeds), runs the same :class:`~robokit.deploy.loop.ControlLoop` as the real robo
 success when the task's check holds (for ``success_hold_s``) or holds after the episode ends.
 With ``task_set="multi"`` the instructions are taken in turn, so each gets the same number of
 episodes; ``goal="image"`` gives the policy a goal image instead of the instruction (the final
-frame of the scripted expert on the same seed, as recorded datasets store it).
+frame of the scripted expert on the same seed, from the policy's goal camera, as recorded
+datasets store it).
 
-A policy with object tokens that was trained with object boxes (``runner.info.objects``: a local
-policy's :func:`~robokit.deploy.server.policy_wants_objects`, or the ``hello`` reply of a server)
-gets, with every observation, the boxes of the scene's objects from ``env.object_box`` in pixels
-of the rendered images (:func:`scene_objects`), as the sim recorder stores them.
+What each observation carries follows the policy's description (``runner.info``, the same for a
+policy in this process and for the ``hello`` reply of a server): the goal image comes from its
+``goal_camera``, and a policy that reads object boxes (``info.objects``) gets the boxes of the
+scene's objects from ``env.object_box`` in pixels of the rendered images (:func:`scene_objects`),
+as the sim recorder stores them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from robokit.deploy.loop import ControlLoop, EpisodeResult, LoopConfig, StepRecord, StopReason, WatchdogConfig
+from robokit.deploy.loop import ControlLoop, EpisodeResult, StepRecord, StopReason
+from robokit.deploy.loop_config import LoopConfig, WatchdogConfig
 from robokit.deploy.protocol import PolicyInfo
 from robokit.deploy.recording import RolloutRecorder, VideoRecorder
 from robokit.deploy.runner import LocalRunner, PolicyRunner, RemoteRunner
@@ -40,6 +43,61 @@ from robokit.errors import UserError
 log = logging.getLogger(__name__)
 
 GOALS = ("text", "image")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of a simulation evaluation (``robokit deploy --sim`` fills them from its options).
+
+    ``mode`` defaults to ``async`` when ``realtime`` (wall-clock pacing) and ``ensemble`` otherwise;
+    ``fps`` to the policy's rate; ``max_steps`` to ``max_seconds`` at that rate. ``server`` runs
+    the policy on that policy server instead of in this process (on ``device``); ``timeout_s``
+    bounds each query to it (default 0.5 s when ``realtime``, else 5 s for slow CPU policies).
+    """
+
+    episodes: int = 50
+    seed_start: int = 1000
+    task_set: str = "pick_place"
+    goal: str = "text"  # text: the instruction; image: the expert's final frame
+    mode: str | None = None
+    realtime: bool = False
+    max_steps: int | None = None
+    max_seconds: float = 10.0
+    fps: float | None = None
+    k: float = 0.01
+    query_every: int | None = None
+    done_threshold: float = 0.9
+    velocity_scale: float = 1.0
+    rt_priority: int | None = None
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    success_hold_s: float = 0.3  # the task check must hold this long to end an episode early
+    record_dir: str | Path | None = None  # save each rollout as an episode file here
+    video_dir: str | Path | None = None  # save each rollout as an MP4 here
+    server: str | None = None
+    device: str = "cpu"
+    timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.episodes <= 0:
+            raise UserError(f"--episodes must be positive, got {self.episodes}")
+        if self.goal not in GOALS:
+            raise UserError(f"--goal must be one of {', '.join(GOALS)}, got {self.goal!r}")
+
+    @property
+    def loop_mode(self) -> str:
+        return self.mode or ("async" if self.realtime else "ensemble")
+
+    @property
+    def query_timeout_s(self) -> float:
+        return self.timeout_s if self.timeout_s is not None else (0.5 if self.realtime else 5.0)
+
+    def loop_config(self, rate: float) -> LoopConfig:
+        """The control loop's settings at ``rate`` (Hz)."""
+        steps = int(math.ceil(self.max_seconds * rate) if self.max_steps is None else self.max_steps)
+        return LoopConfig(fps=rate, mode=self.loop_mode, k=self.k, query_every=self.query_every,
+                          realtime=self.realtime, max_steps=steps, done_threshold=self.done_threshold,
+                          velocity_scale=self.velocity_scale, rt_priority=self.rt_priority,
+                          watchdog=self.watchdog)
 
 
 @dataclass(frozen=True)
@@ -134,11 +192,10 @@ def make_runner(checkpoint_or_policy: Any = None, server: str | None = None, dev
     return LocalRunner(checkpoint_or_policy)
 
 
-def goal_camera(runner: PolicyRunner) -> str:
-    """The camera whose final frame is the goal image (GRP's ``goal_camera``, else the first camera)."""
-    policy = getattr(runner, "policy", None)
-    name = getattr(getattr(policy, "config", None), "goal_camera_name", None)
-    return name if isinstance(name, str) and name else runner.info.camera_names[0]
+def goal_camera(info: PolicyInfo) -> str:
+    """The camera whose final frame is the goal image: the policy's ``goal_camera`` (from its data
+    needs, in this process or in the server's ``hello``), else its first camera."""
+    return info.goal_camera or info.camera_names[0]
 
 
 def expert_goal_image(env: Any, seed: int, task: str, camera: str, settle_steps: int = 5) -> np.ndarray:
@@ -172,85 +229,57 @@ def scene_objects(env: Any, camera_names: Sequence[str]) -> list[dict[str, Any]]
 # -- evaluation --------------------------------------------------------------------------------------
 def evaluate_in_sim(
     checkpoint_or_policy: Any = None,
-    episodes: int = 50,
-    seed_start: int = 1000,
+    config: EvalConfig | None = None,
     *,
-    server: str | None = None,
-    task_set: str = "pick_place",
-    goal: str = "text",
-    mode: str | None = None,
-    realtime: bool = False,
-    max_steps: int | None = None,
-    max_seconds: float = 10.0,
-    fps: float | None = None,
-    k: float = 0.01,
-    query_every: int | None = None,
-    done_threshold: float = 0.9,
-    velocity_scale: float = 1.0,
-    rt_priority: int | None = None,
-    success_hold_s: float = 0.3,
-    record_dir: str | Path | None = None,
-    video_dir: str | Path | None = None,
-    device: str = "cpu",
-    timeout_s: float | None = None,
     client_keys: Any = None,
     keys: Any = None,
-    watchdog: WatchdogConfig | None = None,
     on_episode: Callable[[EpisodeOutcome], None] | None = None,
     on_tick: Callable[[ControlLoop], None] | None = None,
 ) -> EvalResults:
-    """Run ``episodes`` evaluation episodes in the MuJoCo simulation and return the outcomes.
+    """Run ``config.episodes`` evaluation episodes in the MuJoCo simulation and return the outcomes.
 
     ``checkpoint_or_policy``: a checkpoint path or a policy object run in this process; with
-    ``server`` the policy runs on that server instead. ``mode`` defaults to ``async`` when
-    ``realtime`` (wall-clock pacing) and ``ensemble`` otherwise. ``max_steps`` defaults to
-    ``max_seconds`` at the policy's rate. ``keys`` (space/r/q) may pause, skip or end the run.
+    ``config.server`` the policy runs on that server instead (``client_keys`` for a CurveZMQ
+    server; the checkpoint, if given, is only compared with the one served). ``keys``
+    (space/r/q) may pause, skip or end the run; ``on_episode`` is called after each episode and
+    ``on_tick`` after each tick (a live panel).
     """
     from robokit.hardware.sim import PandaSimEnv, list_tasks
 
-    if episodes <= 0:
-        raise UserError(f"--episodes must be positive, got {episodes}")
-    if goal not in GOALS:
-        raise UserError(f"--goal must be one of {', '.join(GOALS)}, got {goal!r}")
-    instructions = list_tasks(task_set)
-    mode = mode or ("async" if realtime else "ensemble")
-    if timeout_s is None:
-        timeout_s = 0.5 if realtime else 5.0  # fast simulation waits for slow CPU policies
-    runner = make_runner(checkpoint_or_policy, server, device, timeout_s, client_keys)
+    cfg = config or EvalConfig()
+    instructions = list_tasks(cfg.task_set)
+    runner = make_runner(checkpoint_or_policy, cfg.server, cfg.device, cfg.query_timeout_s, client_keys)
     env: Any = None
     loop: ControlLoop | None = None
     recorder: RolloutRecorder | None = None
     video: VideoRecorder | None = None
     try:  # everything opened from here on is closed in the finally, whatever fails
         info: PolicyInfo = runner.info
-        rate = float(info.fps if fps is None else fps)
-        steps_limit = int(math.ceil(max_seconds * rate) if max_steps is None else max_steps)
-        # (checked before the simulation is built with this rate)
-        config = LoopConfig(fps=rate, mode=mode, k=k, query_every=query_every, realtime=realtime,
-                            max_steps=steps_limit, done_threshold=done_threshold, velocity_scale=velocity_scale,
-                            rt_priority=rt_priority, watchdog=watchdog or WatchdogConfig())
+        rate = float(info.fps if cfg.fps is None else cfg.fps)
+        loop_config = cfg.loop_config(rate)  # (checked before the simulation is built with this rate)
         h, w, _ = info.image_shape
-        env = PandaSimEnv(task=task_set, seed=seed_start, image_size=(h, w), camera_names=tuple(info.camera_names),
-                          control_hz=rate, realtime=False)
+        env = PandaSimEnv(task=cfg.task_set, seed=cfg.seed_start, image_size=(h, w),
+                          camera_names=tuple(info.camera_names), control_hz=rate, realtime=False)
         results = EvalResults(policy=info.to_header(), settings={
-            "episodes": episodes, "seed_start": seed_start, "task_set": task_set, "goal": goal, "mode": mode,
-            "realtime": realtime, "fps": rate, "max_steps": steps_limit, "k": k, "query_every": query_every,
-            "server": server, "done_threshold": done_threshold, "objects": info.objects})
-        recorder = (RolloutRecorder(record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
+            "episodes": cfg.episodes, "seed_start": cfg.seed_start, "task_set": cfg.task_set, "goal": cfg.goal,
+            "mode": loop_config.mode, "realtime": cfg.realtime, "fps": rate, "max_steps": loop_config.max_steps,
+            "k": cfg.k, "query_every": cfg.query_every, "server": cfg.server,
+            "done_threshold": cfg.done_threshold, "objects": info.objects})
+        recorder = (RolloutRecorder(cfg.record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
                                     chunk_shape=(info.chunk_size, info.action_dim))
-                    if record_dir else None)
-        video = VideoRecorder(video_dir, rate) if video_dir else None
-        goal_cam = goal_camera(runner)
-        hold_steps = max(1, round(success_hold_s * rate))
-        loop = ControlLoop(env.robot, env.cameras, runner, config, step_fn=env.step, keys=keys)
+                    if cfg.record_dir else None)
+        video = VideoRecorder(cfg.video_dir, rate) if cfg.video_dir else None
+        goal_cam = goal_camera(info)
+        hold_steps = max(1, round(cfg.success_hold_s * rate))
+        loop = ControlLoop(env.robot, env.cameras, runner, loop_config, step_fn=env.step, keys=keys)
         cams = tuple(info.camera_names)
         objects_fn = (lambda: scene_objects(env, cams)) if info.objects else None
-        for i in range(episodes):
-            seed = seed_start + i
+        for i in range(cfg.episodes):
+            seed = cfg.seed_start + i
             task_name = instructions[i % len(instructions)] if len(instructions) > 1 else None
             goal_image = None
-            if goal == "image":
-                goal_image = expert_goal_image(env, seed, task_name or task_set, goal_cam)
+            if cfg.goal == "image":
+                goal_image = expert_goal_image(env, seed, task_name or cfg.task_set, goal_cam)
             env.reset(seed=seed, task=task_name)
             instruction = env.task.instruction
             streak = [0]
@@ -265,7 +294,7 @@ def evaluate_in_sim(
                 video.start(f"episode_{i:03d}_seed{seed}")
             t0 = time.perf_counter()
             result: EpisodeResult = loop.run_episode(
-                task=instruction if goal == "text" else None, goal_image=goal_image,
+                task=instruction if cfg.goal == "text" else None, goal_image=goal_image,
                 on_step=_chain(recorder, video), goal_reached=goal_reached, on_tick=on_tick,
                 objects=objects_fn)
             success = result.reason == StopReason.SUCCESS
@@ -283,7 +312,7 @@ def evaluate_in_sim(
                                      video_file=video_file)
             results.outcomes.append(outcome)
             log.debug("episode %d (seed %d, %s): %s after %d steps (%s)", i, seed, instruction,
-                     "success" if success else "failure", result.steps, result.message)
+                      "success" if success else "failure", result.steps, result.message)
             if on_episode is not None:
                 on_episode(outcome)
             if result.reason == StopReason.QUIT:

@@ -17,7 +17,8 @@ One code path for the simulation and the real arm. Each tick:
    :attr:`StopReason.WATCHDOG` and a message saying why.
 
 A tick has a fresh action when the policy link is healthy (no failed or overdue query since the
-last answer), the ensembler covers the step and the action is finite.
+last answer; a query is overdue once it has run longer than the runner's ``timeout_s``), the
+ensembler covers the step and the action is finite.
 
 Every chunk the policy returns is also handed to ``on_step`` (:attr:`StepRecord.chunks`, by
 reference, in the record of the tick it arrived at) together with the step of the observation it
@@ -32,7 +33,6 @@ import collections
 import contextlib
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -46,13 +46,19 @@ import numpy as np
 
 from robokit.deploy.client import InferResult
 from robokit.deploy.ensemble import ActionQueue
-from robokit.deploy.runner import Observation, PolicyRunner
+from robokit.deploy.loop_config import LoopConfig, WatchdogConfig
+from robokit.deploy.observation import Observation
+from robokit.deploy.runner import PolicyRunner
 from robokit.deploy.safety import SafetyCounts, SafetyFilter, SafetyLimits
-from robokit.errors import ConfigError, ProtocolError, ServerUnavailable, StaleFrame, UserError
+from robokit.deploy.timing import RealtimePriority, precise_wait
+from robokit.errors import ProtocolError, ServerUnavailable, StaleFrame, UserError
 from robokit.hardware.base import Camera, Frame, Robot, RobotState
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+__all__ = ["ControlLoop", "EpisodeResult", "LoopConfig", "LoopStats", "SafetyFilter", "SafetyLimits", "StepRecord",
+           "StopReason", "WatchdogConfig", "precise_wait"]
 
 log = logging.getLogger(__name__)
 
@@ -68,43 +74,7 @@ class StopReason(str, Enum):
     RESET = "reset"  # the user pressed r
 
 
-# -- configuration and results ----------------------------------------------------------------------
-@dataclass
-class WatchdogConfig:
-    hold_after_ticks: int = 2  # ticks without a fresh action before the arm holds its position
-    stop_after_s: float = 0.5  # time without a fresh action before the robot is stopped
-
-
-@dataclass
-class LoopConfig:
-    """Settings of a :class:`ControlLoop` (the CLI fills them from its options)."""
-
-    fps: float
-    mode: str = "ensemble"  # ensemble | chunk | async
-    k: float = 0.01  # ensembling coefficient
-    query_every: int | None = None  # default: 1 (ensemble, async), chunk_size (chunk)
-    realtime: bool = True  # pace on the wall clock; False: as fast as possible (simulation)
-    max_steps: int = 600
-    done_threshold: float = 0.9  # stop when the policy's done probability reaches this (>1: never)
-    velocity_scale: float = 1.0  # fraction of the joint velocity limits a command may use
-    camera_max_age_s: float | None = None  # default: 3 periods (at least 0.1 s)
-    tick_budget: float = 0.8  # realtime blocking modes: fraction of a period to wait for a reply
-    spin_s: float = 0.001  # realtime: busy-wait this long before each tick instead of sleeping
-    stats_window: int = 1000  # ticks kept for the jitter / loop-rate statistics
-    rt_priority: int | None = None  # realtime: run the loop thread SCHED_FIFO at this priority (1..99)
-    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
-
-    def __post_init__(self) -> None:
-        if not self.fps > 0:
-            raise ConfigError(f"--fps must be positive, got {self.fps}")
-        if self.max_steps <= 0:
-            raise ConfigError(f"--max-steps must be positive, got {self.max_steps}")
-        if not 0 < self.tick_budget <= 1:
-            raise ConfigError(f"tick_budget must be in (0, 1], got {self.tick_budget}")
-        if self.rt_priority is not None and not 1 <= self.rt_priority <= 99:
-            raise ConfigError(f"--rt-priority must be between 1 and 99, got {self.rt_priority}")
-
-
+# -- results --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StepRecord:
     """What happened at one tick (given to ``on_step``, e.g. to record the rollout)."""
@@ -145,49 +115,6 @@ class EpisodeResult:
     steps: int
     seconds: float  # loop time: simulated seconds, or wall seconds when realtime
     stats: LoopStats
-
-
-def precise_wait(t_target: float, spin_s: float = 0.001) -> None:
-    """Sleep until ``t_target`` (time.perf_counter clock): a plain sleep, then a short busy spin."""
-    remaining = t_target - time.perf_counter()
-    if remaining > spin_s:
-        time.sleep(remaining - spin_s)
-    while time.perf_counter() < t_target:
-        pass
-
-
-class _RealtimePriority:
-    """Run the calling thread SCHED_FIFO for a while (Linux), restoring its policy afterwards.
-
-    A loaded machine delays a woken thread by milliseconds; a real-time thread is scheduled at once.
-    Needs the right to raise priority (root, CAP_SYS_NICE or an ``rtprio`` limit, as libfranka
-    needs anyway); without it the loop runs as before and says so in the log.
-    """
-
-    def __init__(self, priority: int | None) -> None:
-        self.priority = priority
-        self._saved: tuple[int, Any] | None = None
-
-    def __enter__(self) -> None:
-        if self.priority is None or not hasattr(os, "sched_setscheduler"):
-            return
-        try:
-            saved = (os.sched_getscheduler(0), os.sched_getparam(0))
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
-            self._saved = saved
-        except OSError as exc:
-            log.warning("cannot use real-time priority %d (%s); running at normal priority. Grant rtprio "
-                        "(e.g. '@realtime - rtprio 99' in /etc/security/limits.conf) to use it",
-                        self.priority, exc)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved is not None:
-            policy, param = self._saved
-            try:
-                os.sched_setscheduler(0, policy, param)
-            except OSError:
-                log.warning("could not restore the loop thread's scheduling policy")
-            self._saved = None
 
 
 def _median(values: collections.deque) -> float:
@@ -232,7 +159,7 @@ class ControlLoop:
         self._tick_wall: collections.deque = collections.deque(maxlen=window)
         self._model_ms: collections.deque = collections.deque(maxlen=200)
         self._rtt_ms: collections.deque = collections.deque(maxlen=200)
-        self._counters = collections.Counter()
+        self._counters: collections.Counter[str] = collections.Counter()
         self._state = "starting"
         self._step = 0
         self._last_error: str | None = None
@@ -286,7 +213,7 @@ class ControlLoop:
             # A background thread holding the GIL must not delay a tick by the default 5 ms.
             sys.setswitchinterval(min(old_interval, 0.0005))
         try:
-            with _RealtimePriority(self.config.rt_priority if self.config.realtime else None):
+            with RealtimePriority(self.config.rt_priority if self.config.realtime else None):
                 return self._run(task, goal_image, on_step, goal_reached, on_tick)
         except BaseException:
             self._safe_stop()
@@ -314,7 +241,7 @@ class ControlLoop:
 
         Called before the runner is reset or asked inline for a first chunk: a policy must never
         run two inferences at once, nor be reset mid-inference (it would mix two episodes'
-        observation histories). A remote query ends within the client's timeout.
+        observation histories). A query ends within the runner's ``timeout_s``.
         """
         self._abandon_inflight()
         future, self._abandoned = self._abandoned, None
@@ -480,8 +407,9 @@ class ControlLoop:
                     self._collect(None)  # simulated time stands still while the policy thinks
             # 5. action, safety, watchdog
             action = self.queue.pop()
-            cmd = self.safety.apply(action) if (action is not None and obs is not None and self._link_ok) else None
-            if cmd is not None:
+            safe = self.safety.apply(action) if (action is not None and obs is not None and self._link_ok) else None
+            if safe is not None:
+                cmd = safe
                 starved = 0
                 fresh_step, fresh_wall = step, time.perf_counter()
                 self._state = "running"
@@ -516,8 +444,7 @@ class ControlLoop:
         return arrived
 
     def _deadline_s(self) -> float:
-        client = getattr(self.runner, "client", None)
-        return float(getattr(client, "timeout_s", math.inf))
+        return float(self.runner.timeout_s)
 
     def _hold(self, state: RobotState, last_cmd: np.ndarray | None) -> np.ndarray:
         """Keep the arm where it is (rate-limited from the last command), gripper unchanged."""

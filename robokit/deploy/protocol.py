@@ -1,4 +1,4 @@
-"""The robokit policy wire protocol, version 1 (DESIGN §5).
+"""The robokit policy wire protocol, version 1.
 
 Every message is a ZeroMQ multipart message:
 
@@ -280,7 +280,12 @@ def scale_object_boxes(objects: Sequence[Mapping[str, Any]], sizes: Mapping[str,
 
 @dataclass(frozen=True)
 class PolicyInfo:
-    """What a server announces in its ``hello`` reply about the policy it serves."""
+    """What a server announces in its ``hello`` reply about the policy it serves.
+
+    Besides the shapes, the reply says what the policy reads beyond qpos and the current frames
+    (its ``needs`` map: history, object boxes, goal camera, instruction). A hello reply without
+    ``needs`` describes a policy with no goal camera, no objects, no history and no instruction.
+    """
 
     type: str
     camera_names: tuple[str, ...]
@@ -290,27 +295,49 @@ class PolicyInfo:
     chunk_size: int
     fps: float
     checkpoint_sha256: str | None = None
-    #: The policy reads object boxes: send ``objects`` with every ``infer`` (absent in a hello
-    #: reply = False, so older servers need nothing).
+    #: The policy reads object boxes: send ``objects`` with every ``infer``.
     objects: bool = False
+    #: The camera the policy's goal images show; None: it takes no goal image.
+    goal_camera: str | None = None
+    #: Steps before the current one the policy looks back over (it keeps them itself).
+    history: int = 0
+    #: The policy reads the instruction (``task``).
+    instruction: bool = False
+
+    def needs(self) -> dict[str, Any]:
+        """The ``needs`` map of a hello reply (the form of ``DataNeeds.to_dict()``)."""
+        return {"camera_names": list(self.camera_names), "history": self.history,
+                "object_boxes": self.objects, "goal_camera": self.goal_camera,
+                "instruction": self.instruction}
 
     def to_header(self) -> dict[str, Any]:
         return {"type": self.type, "camera_names": list(self.camera_names),
                 "image_shape": list(self.image_shape), "state_dim": self.state_dim,
                 "action_dim": self.action_dim, "chunk_size": self.chunk_size, "fps": self.fps,
-                "checkpoint_sha256": self.checkpoint_sha256, "objects": self.objects}
+                "checkpoint_sha256": self.checkpoint_sha256, "objects": self.objects, "needs": self.needs()}
 
     @classmethod
     def from_header(cls, value: Any) -> PolicyInfo:
         """Parse the ``policy`` map of a hello reply; :class:`ProtocolError` if it is malformed."""
         try:
-            info = cls(type=str(value["type"]), camera_names=tuple(str(c) for c in value["camera_names"]),
+            cameras = tuple(str(c) for c in value["camera_names"])
+            needs = value.get("needs") or {}
+            if not isinstance(needs, dict):
+                raise TypeError(f"'needs' must be a map, got {type(needs).__name__}")
+            goal_camera = needs.get("goal_camera")
+            if goal_camera is not None and goal_camera not in cameras:
+                raise ValueError(f"goal camera {str(goal_camera)[:64]!r} is not one of the cameras")
+            history = needs.get("history", 0)
+            if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+                raise ValueError(f"'history' must be a non-negative integer, got {str(history)[:64]}")
+            info = cls(type=str(value["type"]), camera_names=cameras,
                        image_shape=tuple(int(v) for v in value["image_shape"]),  # type: ignore[arg-type]
                        state_dim=int(value["state_dim"]), action_dim=int(value["action_dim"]),
                        chunk_size=int(value["chunk_size"]), fps=float(value["fps"]),
                        checkpoint_sha256=value.get("checkpoint_sha256"),
-                       objects=value.get("objects", False) is True)
-        except (KeyError, TypeError, ValueError) as exc:
+                       objects=value.get("objects") is True or needs.get("object_boxes") is True,
+                       goal_camera=goal_camera, history=history, instruction=needs.get("instruction") is True)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError(f"malformed policy description in hello reply ({exc!r})", BAD_MESSAGE) from exc
         if len(info.image_shape) != 3 or min(info.state_dim, info.action_dim, info.chunk_size) <= 0:
             raise ProtocolError("malformed policy description in hello reply", BAD_MESSAGE)

@@ -1,38 +1,37 @@
 """Where the control loop's action chunks come from: a policy in this process or a policy server.
 
-Both runners take the same observation and give the same :class:`~robokit.deploy.client.InferResult`,
-so :class:`~robokit.deploy.loop.ControlLoop` runs one code path whichever is used.
+Both runners take the same :class:`~robokit.deploy.observation.Observation` and give the same
+:class:`~robokit.deploy.client.InferResult`, so :class:`~robokit.deploy.loop.ControlLoop` runs one
+code path whichever is used.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
 from typing import Any, Protocol
 
 import numpy as np
 
 from robokit.deploy.client import InferResult, PolicyClient
-from robokit.deploy.protocol import PolicyInfo, scale_object_boxes
-from robokit.policies.preprocess import resize_image
+from robokit.deploy.observation import Observation, prepare_observation
+from robokit.deploy.protocol import PolicyInfo
 
-
-@dataclass
-class Observation:
-    """One observation as the loop gathers it (images by camera name, uint8 RGB)."""
-
-    qpos: np.ndarray
-    images: dict[str, np.ndarray] = field(default_factory=dict)
-    task: str | None = None
-    goal_image: np.ndarray | None = None
-    #: ``[{"name", "box": [x0, y0, x1, y1] pixels of that camera's image, "camera"}]`` or None
-    objects: list[dict[str, Any]] | None = None
+__all__ = ["LocalRunner", "Observation", "PolicyRunner", "RemoteRunner"]
 
 
 class PolicyRunner(Protocol):
     """What the control loop needs from a policy source."""
 
+    #: The policy's description (shapes, cameras and what else it reads).
     info: PolicyInfo
+
+    @property
+    def timeout_s(self) -> float:
+        """Longest an :meth:`infer` call may take before it gives up (``math.inf``: it never does);
+        the loop counts a query that has run longer as overdue."""
 
     def infer(self, obs: Observation) -> InferResult: ...
 
@@ -48,6 +47,11 @@ class RemoteRunner:
         self.client = client
         self.info = client.info or client.hello(timeout_s=hello_timeout_s)
 
+    @property
+    def timeout_s(self) -> float:
+        """The client's request timeout: an :meth:`infer` raises ServerUnavailable after it."""
+        return self.client.timeout_s
+
     def infer(self, obs: Observation) -> InferResult:
         return self.client.infer(obs.qpos, obs.images, task=obs.task, goal_image=obs.goal_image,
                                  objects=obs.objects)
@@ -61,7 +65,11 @@ class RemoteRunner:
 
 class LocalRunner:
     """Chunks from a policy object in this process (anything with ``config``, ``predict_chunk``,
-    ``reset``); images are resized to the policy's ``image_shape`` like the server does."""
+    ``reset``), given the observation exactly as the server would give it
+    (:func:`~robokit.deploy.observation.prepare_observation`)."""
+
+    #: An inference in this process cannot be abandoned; it takes as long as it takes.
+    timeout_s: float = math.inf
 
     def __init__(self, policy: Any, checkpoint_sha256: str | None = None) -> None:
         from robokit.deploy.server import policy_info
@@ -70,18 +78,7 @@ class LocalRunner:
         self.info = policy_info(policy, checkpoint_sha256)
 
     def infer(self, obs: Observation) -> InferResult:
-        h, w, _ = self.info.image_shape
-        policy_obs: dict[str, Any] = {
-            "qpos": np.asarray(obs.qpos, dtype=np.float32),
-            "images": {cam: resize_image(obs.images[cam], h, w) for cam in self.info.camera_names},
-        }
-        if obs.task is not None:
-            policy_obs["task"] = obs.task
-        if obs.goal_image is not None:
-            policy_obs["goal_image"] = resize_image(obs.goal_image, h, w)
-        if obs.objects is not None:  # boxes follow their images to the policy's size, as the server does
-            sizes = {cam: obs.images[cam].shape[:2] for cam in self.info.camera_names}
-            policy_obs["objects"] = scale_object_boxes(obs.objects, sizes, (h, w))
+        policy_obs = prepare_observation(obs, self.info)
         t0 = time.perf_counter()
         with _no_grad():
             chunk, extras = self.policy.predict_chunk(policy_obs)
@@ -98,8 +95,6 @@ class LocalRunner:
 
 
 def _no_grad() -> Any:
-    import sys
-    from contextlib import nullcontext
-
+    # A torch policy must not build autograd graphs here; a policy without torch needs no torch.
     torch = sys.modules.get("torch")
     return torch.no_grad() if torch is not None else nullcontext()

@@ -1,4 +1,4 @@
-"""PolicyServer: answers hello / infer / reset / ping over ZeroMQ (protocol v1, DESIGN §5).
+"""PolicyServer: answers hello / infer / reset / ping over ZeroMQ (protocol v1, :mod:`robokit.deploy.protocol`).
 
 The server binds a ROUTER socket. DEALER clients send ``[header, arrays...]``; REQ clients add an
 empty delimiter frame. The server echoes whatever envelope it received (identity, and the delimiter
@@ -8,9 +8,12 @@ and the server carries on.
 
 The policy can be any object with a ``config`` (``camera_names``, ``image_shape``, ``state_dim``,
 ``action_dim``, ``chunk_size``, ``fps``), ``predict_chunk(obs) -> (chunk, extras)`` and ``reset()``;
-:meth:`PolicyServer.from_checkpoint` loads a robokit checkpoint. A policy that reads object boxes
-(:func:`policy_wants_objects`) says so in the hello reply (``policy.objects: true``); the
-``objects`` of an ``infer`` request reach it as ``obs["objects"]``, boxes scaled to the resized image.
+:meth:`PolicyServer.from_checkpoint` loads a robokit checkpoint. The hello reply says what the
+policy reads besides qpos and the current frames (``policy.needs``, from its config's
+``data_needs()``: history, goal camera, instruction, and object boxes when the policy
+:func:`policy_wants_objects`). An ``infer`` request becomes the policy's observation through
+:func:`~robokit.deploy.observation.prepare_observation`, as in-process deployment does: images
+resized to the policy's ``image_shape``, object boxes scaled with them.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ import zmq
 
 from robokit.deploy import protocol as P
 from robokit.deploy.keys import ServerKeys
+from robokit.deploy.observation import Observation, prepare_observation
 from robokit.errors import ConfigError, ProtocolError, RobokitError, UserError
-from robokit.policies.preprocess import resize_image
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+    from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +80,36 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def policy_needs(policy: Any) -> dict[str, Any]:
+    """What ``policy`` reads from the data (its config's ``data_needs().to_dict()``); a config
+    without ``data_needs`` reads the current frames of its cameras alone."""
+    data_needs = getattr(policy.config, "data_needs", None)
+    if callable(data_needs):
+        return dict(data_needs().to_dict())
+    return {"camera_names": list(policy.config.camera_names), "history": 0, "object_boxes": False,
+            "goal_camera": None, "instruction": False}
+
+
 def policy_wants_objects(policy: Any) -> bool:
-    """Whether ``policy`` reads ``obs["objects"]``: it has object slots (``config.max_objects > 0``)
-    and was trained with object boxes (an ``objects_trained`` flag, as the VIMA-style policy keeps
-    in its checkpoint). A model trained without boxes ignores them, so nobody needs to send any."""
-    max_objects = getattr(policy.config, "max_objects", 0)
-    if isinstance(max_objects, bool) or not isinstance(max_objects, int) or max_objects <= 0:
+    """Whether ``policy`` reads ``obs["objects"]``: its config declares object boxes (VIMA with
+    object slots) and, where it keeps an ``objects_trained`` flag (as VIMA does in its checkpoint),
+    it was trained with them. A model trained without boxes ignores them, so nobody sends any."""
+    if not policy_needs(policy).get("object_boxes"):
         return False
-    flag = getattr(policy, "objects_trained", None)
-    return flag is not None and bool(flag)
+    return bool(getattr(policy, "objects_trained", True))
 
 
 def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | None = None) -> P.PolicyInfo:
-    """The hello description of ``policy`` from its config."""
+    """The hello description of ``policy`` from its config and its data needs."""
     cfg = policy.config
+    needs = policy_needs(policy)
     return P.PolicyInfo(
         type=getattr(policy, "name", "") or type(policy).__name__,
         camera_names=tuple(cfg.camera_names), image_shape=tuple(int(v) for v in cfg.image_shape),  # type: ignore[arg-type]
         state_dim=int(cfg.state_dim), action_dim=int(cfg.action_dim), chunk_size=int(cfg.chunk_size),
         fps=float(fps if fps is not None else cfg.fps), checkpoint_sha256=checkpoint_sha256,
-        objects=policy_wants_objects(policy))
+        objects=policy_wants_objects(policy), goal_camera=needs.get("goal_camera") or None,
+        history=int(needs.get("history", 0)), instruction=bool(needs.get("instruction", False)))
 
 
 class PolicyServer:
@@ -117,7 +131,7 @@ class PolicyServer:
         self.stats = ServerStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._auth = None
+        self._auth: ThreadAuthenticator | None = None
         # An own context by default: terminating it on close() releases the port synchronously,
         # so a restarted server can bind the same address at once.
         self._own_ctx = context is None
@@ -281,7 +295,7 @@ class PolicyServer:
         rec = self.stats.clients.get(key)
         if rec is None:
             try:
-                address = identity.get("Peer-Address")
+                address = str(identity.get("Peer-Address"))
             except zmq.ZMQError:
                 address = "?"
             rec = ClientRecord(identity=key, address=address, first_seen=now, last_seen=now)
@@ -338,35 +352,32 @@ class PolicyServer:
     def _on_ping(self, msg: P.Message, t0: float) -> list[Any]:
         return P.encode("pong", msg_id=msg.id)
 
-    def _image(self, arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
+    @staticmethod
+    def _image(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
         img = P.require_array(arrays, name, "uint8", (None, None, 3))
         if not (0 < img.shape[0] <= MAX_IMAGE_SIDE and 0 < img.shape[1] <= MAX_IMAGE_SIDE):
             raise ProtocolError(f"array '{name}' has an unusable image size {img.shape[:2]}", P.WRONG_SHAPE)
-        h, w, _ = self.info.image_shape
-        return resize_image(img, h, w)
+        return img
+
+    def _observation(self, msg: P.Message) -> Observation:
+        """The request checked field by field (ProtocolError naming the first bad one)."""
+        info = self.info
+        qpos = P.require_array(msg.arrays, "qpos", "float32", (info.state_dim,))
+        images = {cam: self._image(msg.arrays, f"images/{cam}") for cam in info.camera_names}
+        task = msg.header.get("task")
+        if task is not None and (not isinstance(task, str) or len(task) > MAX_TASK_CHARS):
+            raise ProtocolError(f"'task' must be a string of at most {MAX_TASK_CHARS} characters", P.BAD_REQUEST)
+        goal_image = self._image(msg.arrays, "goal_image") if "goal_image" in msg.arrays else None
+        objects = msg.header.get("objects")
+        if objects is not None:
+            objects = P.parse_objects(objects, info.camera_names)
+        if not np.all(np.isfinite(qpos)):
+            raise ProtocolError("array 'qpos' holds NaN or infinite values", P.BAD_REQUEST)
+        return Observation(qpos=qpos, images=images, task=task, goal_image=goal_image, objects=objects)
 
     def _on_infer(self, msg: P.Message, t0: float) -> list[Any]:
         info = self.info
-        obs: dict[str, Any] = {
-            "qpos": P.require_array(msg.arrays, "qpos", "float32", (info.state_dim,)),
-            "images": {cam: self._image(msg.arrays, f"images/{cam}") for cam in info.camera_names},
-        }
-        task = msg.header.get("task")
-        if task is not None:
-            if not isinstance(task, str) or len(task) > MAX_TASK_CHARS:
-                raise ProtocolError(f"'task' must be a string of at most {MAX_TASK_CHARS} characters",
-                                    P.BAD_REQUEST)
-            obs["task"] = task
-        if "goal_image" in msg.arrays:
-            obs["goal_image"] = self._image(msg.arrays, "goal_image")
-        objects = msg.header.get("objects")
-        if objects is not None:
-            # Boxes arrive in pixels of the images as sent; the policy sees them resized.
-            sent = {cam: msg.arrays[f"images/{cam}"].shape[:2] for cam in info.camera_names}
-            obs["objects"] = P.scale_object_boxes(P.parse_objects(objects, info.camera_names), sent,
-                                                  info.image_shape[:2])
-        if not np.all(np.isfinite(obs["qpos"])):
-            raise ProtocolError("array 'qpos' holds NaN or infinite values", P.BAD_REQUEST)
+        obs = prepare_observation(self._observation(msg), info)
         t_model = time.perf_counter()
         with self._inference_context():
             chunk, extras = self.policy.predict_chunk(obs)
