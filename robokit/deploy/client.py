@@ -159,7 +159,8 @@ class PolicyClient:
                                  f"{timeout:g} s; check that `robokit serve` is running there")
 
     def hello(self, timeout_s: float | None = None) -> P.PolicyInfo:
-        """Check the protocol version and learn what the served policy expects."""
+        """Check the protocol version and learn what the served policy expects: its shapes and
+        cameras, and what else it reads (object boxes, a goal image from which camera, an instruction)."""
         reply = self.request("hello", {"protocol": P.PROTOCOL_VERSION, "client": self.name},
                              timeout_s=timeout_s)
         if reply.header.get("protocol") != P.PROTOCOL_VERSION:

@@ -1,4 +1,4 @@
-"""Temporal ensembling of action chunks (ACT, DESIGN §6) and when to ask for the next chunk.
+"""Temporal ensembling of action chunks (as in ACT) and when to ask for the next chunk.
 
 At control step t every chunk that covers t votes::
 

@@ -151,7 +151,6 @@ class EvalResults:
                 "outcomes": [asdict(o) for o in self.outcomes]}
 
 
-# -- recording and video -----------------------------------------------------------------------------
 def _chain(*hooks: Callable[[StepRecord], None] | None) -> Callable[[StepRecord], None]:
     active = [h for h in hooks if h is not None]
 
@@ -203,7 +202,7 @@ def expert_goal_image(env: Any, seed: int, task: str, camera: str, settle_steps:
     env.reset(seed=seed, task=task)
     expert = env.task.expert()
     while (action := expert.next_action(env.robot.read())) is not None:
-        env.robot.command(action[:7], float(action[7]))
+        env.robot.send_action(action)
         env.step()
     for _ in range(settle_steps):
         env.step()
