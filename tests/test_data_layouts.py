@@ -116,8 +116,8 @@ def write_aloha_jpeg(folder: Path, index: int, length: int = 12, cams: dict | No
     return path
 
 
-def write_seed(folder: Path, index: int, length: int = 12, hw: tuple[int, int] = (16, 20)) -> Path:
-    """The seed recorder's layout: qpos == action (T, 8), 8th column = end marker on the last 5
+def write_live_record(folder: Path, index: int, length: int = 12, hw: tuple[int, int] = (16, 20)) -> Path:
+    """The original Franka recorder's layout (live_record.py): qpos == action (T, 8), 8th column = end marker on the last 5
     frames, one camera of BGR frames, attrs ``sim`` only."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"episode_{index}.hdf5"
@@ -147,7 +147,7 @@ def check_sample_matches(ds: EpisodeDataset, index: int, action_full: np.ndarray
         assert np.abs(red - pixel_value(t, cam)).max() <= tol, (cam, t)
 
 
-@pytest.mark.parametrize("layout", ["v1", "act", "act-real", "aloha-jpeg", "seed"])
+@pytest.mark.parametrize("layout", ["v1", "act", "act-real", "aloha-jpeg", "live-record"])
 def test_every_layout_reads_into_samples(tmp_path: Path, layout: str):
     folder = tmp_path / layout
     for i in range(2):
@@ -160,12 +160,12 @@ def test_every_layout_reads_into_samples(tmp_path: Path, layout: str):
         elif layout == "aloha-jpeg":
             write_aloha_jpeg(folder, i, length=10 + i, cams={"top": (16, 24), "wrist": (16, 24)})
         else:
-            write_seed(folder, i, length=10 + i)
+            write_live_record(folder, i, length=10 + i)
     train, val, stats, info = build_datasets(folder, chunk_size=4, val_fraction=0.5, seed=0)
     expected_layout = {"v1": "robokit-v1", "act-real": "act"}.get(layout, layout)
     assert info.layouts == [expected_layout]
     assert len(train) + len(val) == 21
-    dim = 8 if layout == "v1" else 7 if layout == "seed" else 14
+    dim = 8 if layout == "v1" else 7 if layout == "live-record" else 14
     assert info.action_dim == dim and stats["action_mean"].shape == (dim,)
     tol = 3 if layout == "aloha-jpeg" else 0
     shift = 1 if layout in ("act-real", "aloha-jpeg") else 0  # ACT's real-robot alignment
@@ -174,7 +174,7 @@ def test_every_layout_reads_into_samples(tmp_path: Path, layout: str):
             e, t = ds.locate(index)
             length = ds.records[e].length
             check_sample_matches(ds, index, lowdim(length, dim), t, shift=shift, tol=tol)
-    if layout == "seed":
-        # The seed's 8th state column is its end marker: it becomes `done`, not state.
+    if layout == "live-record":
+        # The 8th state column is its end marker: it becomes `done`, not state.
         sample = train[len(train) - 1]
         assert sample["done"][0] == 1.0 and sample["qpos"].shape == (7,)

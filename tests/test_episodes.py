@@ -1,7 +1,8 @@
 """Episode files: the streaming writer, the reader of every layout, validation and crash recovery.
 
 The foreign files are built with h5py the way their projects write them (ACT's record_sim_episodes.py,
-ALOHA's compressed record_episodes.py, the seed recorder's live_record.py), at a small image size.
+ALOHA's compressed record_episodes.py, the original Franka recorder's live_record.py), at a small
+image size.
 Other test modules import the ``write_*`` builders from here.
 """
 
@@ -21,14 +22,10 @@ import numpy as np
 import pytest
 
 from robokit.episodes import format as fmt
+from robokit.episodes.files import LowDiskSpace, next_episode_index
 from robokit.episodes.reader import list_episodes, open_episode
-from robokit.episodes.writer import (
-    EmptyEpisode,
-    EpisodeWriter,
-    LowDiskSpace,
-    next_episode_index,
-    recover_partial_episodes,
-)
+from robokit.episodes.recovery import recover_partial_episodes
+from robokit.episodes.writer import EmptyEpisode, EpisodeWriter
 from robokit.errors import DataError, UserError
 
 H, W = 48, 64
@@ -113,8 +110,8 @@ def write_aloha_jpeg(path: Path, steps: int = 10, cams: tuple[str, ...] = ("cam_
         root["/compress_len"][...] = compressed_len
 
 
-def write_seed(path: Path, steps: int = 10, extra: int = 5) -> None:
-    """As the seed's live_record.py: BGR frames, qpos = action = 7 joints + end marker, float64."""
+def write_live_record(path: Path, steps: int = 10, extra: int = 5) -> None:
+    """As the Franka recorder live_record.py: BGR frames, qpos = action = 7 joints + end marker, float64."""
     frames = [cv2.cvtColor(pattern(t), cv2.COLOR_RGB2BGR) for t in range(steps)]
     states = [np.concatenate([np.full(7, 0.01 * t), [0]]) for t in range(steps)]
     frames += [frames[-1]] * extra
@@ -258,11 +255,11 @@ def test_reads_aloha_jpeg_files(tmp_path):
         assert ep.check() == []
 
 
-def test_reads_seed_recorder_files(tmp_path):
+def test_reads_live_record_files(tmp_path):
     path = tmp_path / "episode_0.hdf5"
-    write_seed(path, steps=10, extra=5)
+    write_live_record(path, steps=10, extra=5)
     with open_episode(path) as ep:
-        assert ep.layout == "seed"
+        assert ep.layout == "live-record"
         assert ep.state_dim == 7 and ep.action_dim == 7
         assert ep.done().tolist() == [False] * 10 + [True] * 5
         np.testing.assert_allclose(ep.qpos()[4], np.full(7, 0.04), rtol=1e-6)
@@ -497,7 +494,7 @@ def test_recovery_leaves_an_episode_being_recorded_alone(tmp_path):
     live = EpisodeWriter(tmp_path, 2, {"top": (H, W, 3)}, attrs=ATTRS)
     for t in range(5):
         live.append(np.zeros(8), np.zeros(8), np.zeros(8), {"top": pattern(t)}, float(t))
-    while live._written < 5:  # ... but one still streaming is not, once SWMR has started
+    while live.steps_written < 5:  # ... but one still streaming is not, once SWMR has started
         time.sleep(0.01)
     messages = recover_partial_episodes(tmp_path)
     assert "left episode_0.hdf5.partial alone: another recorder is writing it" in messages

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import h5py
 import pytest
-from test_episodes import write_act_sim, write_seed, write_v1
+from test_episodes import write_act_sim, write_live_record, write_v1
 from test_record import cli
 
 
@@ -17,7 +17,7 @@ def test_folder_table_lists_every_episode(tmp_path, capsys):
     write_v1(tmp_path, index=0, steps=12)
     write_v1(tmp_path, index=1, steps=15, compress="jpeg")
     write_act_sim(tmp_path / "episode_2.hdf5", steps=7)
-    write_seed(tmp_path / "episode_3.hdf5", steps=6, extra=5)
+    write_live_record(tmp_path / "episode_3.hdf5", steps=6, extra=5)
     code, out, err = run(capsys, tmp_path)
     assert code == 0, err
     for name, steps in (("episode_0.hdf5", "12"), ("episode_1.hdf5", "15"), ("episode_2.hdf5", "7"),

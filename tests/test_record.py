@@ -15,8 +15,8 @@ import pytest
 from test_episodes import write_act_sim
 
 from robokit.cli import main
+from robokit.episodes.files import LowDiskSpace
 from robokit.episodes.reader import list_episodes, open_episode
-from robokit.episodes.writer import LowDiskSpace
 from robokit.errors import HardwareFault, UserError
 from robokit.hardware.base import Robot
 from robokit.hardware.kinematics import fk

@@ -96,3 +96,34 @@ def test_deploy_record_then_viz_rollout_draws_the_predicted_chunks(tiny_checkpoi
     out = rollouts / "viz" / path.stem
     assert (out / "joints.png").stat().st_size > 0 and (out / "cameras.mp4").stat().st_size > 0
     assert "10 steps, 3 predicted chunks drawn" in capsys.readouterr().err
+
+
+def test_video_recorder_writes_every_camera_side_by_side(tmp_path):
+    import cv2
+
+    from robokit.deploy.recording import VideoRecorder
+    from robokit.hardware.sim import PandaSimEnv
+
+    video = VideoRecorder(tmp_path / "videos", fps=30.0)
+    with PandaSimEnv(task="pick_place", seed=1000, image_size=(24, 32), camera_names=("top", "wrist")) as env:
+        env.reset(seed=1000)
+        config = LoopConfig(fps=30.0, mode="chunk", query_every=4, realtime=False, max_steps=9)
+        policy = DriftPolicy()
+        policy.config.camera_names = ["top", "wrist"]
+        video.start("episode_0")
+        with ControlLoop(env.robot, env.cameras, LocalRunner(policy), config, step_fn=env.step) as loop:
+            loop.run_episode(on_step=video)
+        path = video.finish("fail")
+    assert path is not None and path.endswith("episode_0_fail.mp4")
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(frames) == 9 and frames[0].shape[:2] == (24, 64)  # both cameras, one step per frame
+    video.start("episode_1")  # an episode without frames leaves no file
+    assert video.finish("fail") is None and sorted(p.name for p in (tmp_path / "videos").iterdir()) == [
+        "episode_0_fail.mp4"]

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from robokit.cli import main
+from robokit.episodes.reader import open_episode
 from robokit.episodes.writer import EpisodeWriter
 from robokit.errors import DataError
-from robokit.viz.episode import render_episode
+from robokit.viz.episode import plot_episode, render_episode, write_episode_video
 
 T, H, W = 24, 48, 64
 
@@ -96,3 +97,34 @@ def test_episode_cli_default_output_and_unknown_camera(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["viz", "episode", str(tmp_path / "data" / "episode_9.hdf5")])
     assert info.value.code == 2 and "episode_9.hdf5" in capsys.readouterr().err
+
+
+def test_rendering_leaves_the_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")  # a user's choice, not Agg: rendering must not switch it
+    try:
+        ep = write_episode(tmp_path / "data")
+        render_episode(ep, tmp_path / "viz", video=False)
+        with open_episode(ep) as opened:  # the plot `robokit inspect --plot` writes
+            plot_episode(opened, tmp_path / "inspect.png")
+        assert matplotlib.get_backend() == "pdf"
+        assert cv2.imread(str(tmp_path / "inspect.png")) is not None
+    finally:
+        matplotlib.use(before)
+
+
+def test_inspect_and_viz_draw_the_same_video(tmp_path):
+    ep = write_episode(tmp_path / "data")
+    viz = render_episode(ep, tmp_path / "viz", video_height=H // 2)
+    with open_episode(ep) as opened:
+        path = write_episode_video(opened, tmp_path / "inspect.mp4", height=H // 2)
+    shapes = []
+    for video in (viz.video, path):
+        cap = cv2.VideoCapture(str(video))
+        ok, frame = cap.read()
+        cap.release()
+        assert ok
+        shapes.append(frame.shape)
+    assert shapes[0] == shapes[1] == (H // 2, W, 3)  # two cameras at half height, side by side

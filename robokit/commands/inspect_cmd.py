@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
 def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, output: Path | None) -> int:
     from robokit.episodes import format as fmt
     from robokit.episodes.reader import list_episodes, open_episode
-    from robokit.episodes.render import episode_summary
+    from robokit.episodes.summary import episode_summary
 
     partials = sorted(p.name for p in folder.iterdir() if fmt.partial_index(p) is not None)
     try:
@@ -113,7 +113,7 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
 # -- single episode ---------------------------------------------------------------------------------
 def _inspect_file(console: Console, path: Path, plot: bool, video: bool, output: Path | None) -> int:
     from robokit.episodes.reader import open_episode
-    from robokit.episodes.render import episode_summary
+    from robokit.episodes.summary import episode_summary
 
     with open_episode(path) as ep:
         problems = ep.check()
@@ -160,8 +160,8 @@ def _inspect_file(console: Console, path: Path, plot: bool, video: bool, output:
 
 
 def _render(console: Console, ep: Any, plot: bool, video: bool, output: Path | None) -> None:
-    from robokit.episodes.render import plot_episode, write_episode_video
-    from robokit.episodes.writer import prepare_folder
+    from robokit.episodes.files import prepare_folder
+    from robokit.viz.episode import plot_episode, write_episode_video
 
     if ep.length == 0:
         console.print(f"{ep.path.name}: no steps, nothing to plot")

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from robokit.deploy.loop import StepRecord
-from robokit.errors import UserError
 
 
 class RolloutRecorder:
@@ -37,7 +36,8 @@ class RolloutRecorder:
         self._chunks_key = PREDICTED_CHUNKS
 
     def start(self, task: str | None) -> None:
-        from robokit.episodes.writer import EpisodeWriter, next_episode_index
+        from robokit.episodes.files import next_episode_index
+        from robokit.episodes.writer import EpisodeWriter
 
         attrs = {"fps": float(self.fps), "robot": self.robot_kind, "sim": self.sim, "source": "policy",
                  "camera_names": list(self.camera_shapes)}
@@ -90,32 +90,22 @@ class VideoRecorder:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fps = fps
-        self._writer: Any = None
-        self._path: Path | None = None
+        self._video: Any = None
 
     def start(self, name: str) -> None:
-        self._path = self.folder / f"{name}.mp4"
-        self._writer = None
+        from robokit.viz.episode import MosaicVideoWriter  # here: OpenCV only when recording videos
+
+        self._video = MosaicVideoWriter(self.folder / f"{name}.mp4", self.fps)
 
     def __call__(self, record: StepRecord) -> None:
-        import cv2
-
-        if self._path is None or not record.frames:
+        if self._video is None or not record.frames:
             return
-        frame = np.concatenate([f.image for f in record.frames.values()], axis=1)
-        if self._writer is None:
-            h, w = frame.shape[:2]
-            self._writer = cv2.VideoWriter(str(self._path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-            if not self._writer.isOpened():
-                raise UserError(f"cannot write video {self._path}: OpenCV has no MP4 encoder here")
-        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self._video.add([f.image for f in record.frames.values()])
 
     def finish(self, suffix: str) -> str | None:
-        writer, path = self._writer, self._path
-        self._writer, self._path = None, None
-        if writer is None or path is None:
+        video, self._video = self._video, None
+        if video is None or video.close() == 0:
             return None
-        writer.release()
-        final = path.with_name(f"{path.stem}_{suffix}.mp4")
-        path.replace(final)
+        final = video.path.with_name(f"{video.path.stem}_{suffix}.mp4")
+        video.path.replace(final)
         return str(final)

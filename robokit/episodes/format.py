@@ -1,4 +1,4 @@
-"""Episode file format v1 (DESIGN §4) and the foreign layouts robokit reads.
+"""Episode file format v1 and the foreign layouts robokit reads.
 
 A robokit v1 episode is one HDF5 file ``episode_<N>.hdf5``::
 
@@ -39,8 +39,8 @@ Other layouts :mod:`robokit.episodes.reader` reads (no ``format`` attribute):
   (T, H, W, 3), any float dtype, no timestamps, attrs ``sim`` only.
 - ``aloha-jpeg``: ALOHA's compressed files: attr ``compress`` true, images (T, L) JPEG rows padded
   with zeros, ``/compress_len`` (K, T).
-- ``seed``: the seed recorder (live_record.py): qpos (T, 8) whose 8th column is an end marker
-  (0/1), ``/action`` identical to qpos, one camera of BGR frames.
+- ``live-record``: the original Franka recorder (``live_record.py``): qpos (T, 8) whose 8th column
+  is an end marker (0/1), ``/action`` identical to qpos, one camera of BGR frames.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ FORMAT_VERSION = 1
 LAYOUT_V1 = "robokit-v1"
 LAYOUT_ACT = "act"
 LAYOUT_ALOHA_JPEG = "aloha-jpeg"
-LAYOUT_SEED = "seed"
-LAYOUTS = (LAYOUT_V1, LAYOUT_ACT, LAYOUT_ALOHA_JPEG, LAYOUT_SEED)
+LAYOUT_LIVE_RECORD = "live-record"
+LAYOUTS = (LAYOUT_V1, LAYOUT_ACT, LAYOUT_ALOHA_JPEG, LAYOUT_LIVE_RECORD)
 
 COMPRESSIONS = ("none", "lzf", "jpeg")
 ACTION_SPACE = "joint_pos"

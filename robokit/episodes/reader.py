@@ -1,11 +1,11 @@
-"""Read episodes of every layout robokit knows behind one API (contract §4).
+"""Read episodes of every layout robokit knows behind one API.
 
     with open_episode("data/pick/episode_0.hdf5") as ep:
         qpos = ep.qpos()                 # float32 (T, S)
         frames = ep.images("top")        # uint8 (T, H, W, 3) RGB
 
-Layouts: our v1 files, original ACT files, ALOHA's JPEG-compressed files and the seed recorder's
-files (see :mod:`robokit.episodes.format`). Whatever the layout, arrays come back as float32 state
+Layouts: our v1 files, original ACT files, ALOHA's JPEG-compressed files and the files of the
+original Franka recorder (``live-record``; see :mod:`robokit.episodes.layouts`). Whatever the layout, arrays come back as float32 state
 and action, boolean done flags and RGB uint8 images. A file that is not an episode, or whose fields
 disagree, raises :class:`~robokit.errors.DataError` naming the file and the field.
 """
@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from robokit.episodes import format as fmt
+from robokit.episodes import layouts
 from robokit.errors import DataError
 
 __all__ = ["Episode", "list_episodes", "open_episode"]
@@ -70,7 +71,7 @@ def open_episode(path: str | Path) -> Episode:
 class Episode:
     """One open episode file. Prefer :func:`open_episode` to constructing this directly.
 
-    Attributes: ``layout`` ("robokit-v1" | "act" | "aloha-jpeg" | "seed"), ``length`` (T),
+    Attributes: ``layout`` ("robokit-v1" | "act" | "aloha-jpeg" | "live-record"), ``length`` (T),
     ``camera_names``, ``state_dim``, ``action_dim``, ``fps`` (None if the file does not say),
     ``task`` (None if unknown), ``success`` (None if unknown), ``attrs`` (all file attributes as
     plain Python values), ``image_compression`` ("none" | "lzf" | "jpeg" | other HDF5 filter name).
@@ -80,7 +81,7 @@ class Episode:
         self.path = Path(path)
         self._f = file
         self.attrs: dict[str, Any] = {k: _plain(v) for k, v in file.attrs.items()}
-        self.layout = self._detect_layout()
+        self.layout = layouts.detect_layout(file, self.attrs, self.path)
         self._jpeg = self.layout == fmt.LAYOUT_ALOHA_JPEG or (
             self.layout == fmt.LAYOUT_V1 and self.attrs.get("image_compression") == "jpeg")
         self._load_structure()
@@ -102,46 +103,6 @@ class Episode:
                 f"cameras={self.camera_names})")
 
     # -- structure -------------------------------------------------------------------------------
-    def _detect_layout(self) -> str:
-        f, name = self._f, self.path
-        if "format" in self.attrs:
-            if self.attrs["format"] != fmt.FORMAT_NAME:
-                raise DataError(f"{name}: attribute 'format' is {self.attrs['format']!r}, "
-                                f"not {fmt.FORMAT_NAME!r}")
-            version = self.attrs.get("version")
-            if not isinstance(version, int):
-                raise DataError(f"{name}: attribute 'version' is missing or not an integer")
-            if version > fmt.FORMAT_VERSION:
-                raise DataError(f"{name}: episode format version {version} is newer than this robokit "
-                                f"reads ({fmt.FORMAT_VERSION}); upgrade robokit")
-            if version < 1:
-                raise DataError(f"{name}: attribute 'version' is {version}; expected {fmt.FORMAT_VERSION}")
-            return fmt.LAYOUT_V1
-        for field in (fmt.ACTION, fmt.QPOS, fmt.IMAGES):
-            if field not in f:
-                raise DataError(f"{name}: not an episode file: no /{field} (expected a robokit, ACT or "
-                                "ALOHA episode)")
-        images = f[fmt.IMAGES]
-        if not isinstance(images, h5py.Group) or len(images) == 0:
-            raise DataError(f"{name}: /{fmt.IMAGES} holds no camera")
-        first = next(iter(images.values()))
-        # Some ALOHA forks set `compress` for gzip-filtered (T, H, W, 3) images: only 2-D rows are JPEG.
-        if self.attrs.get("compress") and isinstance(first, h5py.Dataset) and first.ndim == 2:
-            return fmt.LAYOUT_ALOHA_JPEG
-        if self._looks_like_seed():
-            return fmt.LAYOUT_SEED
-        return fmt.LAYOUT_ACT
-
-    def _looks_like_seed(self) -> bool:
-        """The seed recorder writes qpos == action, 8 columns, the 8th a 0/1 end marker."""
-        f = self._f
-        qpos, action = f[fmt.QPOS], f[fmt.ACTION]
-        if fmt.QVEL in f or qpos.ndim != 2 or qpos.shape[1] != 8 or action.shape != qpos.shape:
-            return False
-        q = self._read(fmt.QPOS)
-        marker = q[:, 7]
-        return bool(np.all((marker == 0) | (marker == 1)) and np.array_equal(q, self._read(fmt.ACTION)))
-
     def _load_structure(self) -> None:
         f, name = self._f, self.path
         for field in (fmt.ACTION, fmt.QPOS, fmt.IMAGES):
@@ -153,8 +114,8 @@ class Episode:
                 raise DataError(f"{name}: /{field} must be a 2-D numeric dataset (T, D), "
                                 f"got {_describe(ds)}")
         self.length = int(qpos.shape[0])
-        self.state_dim = int(qpos.shape[1]) - (1 if self.layout == fmt.LAYOUT_SEED else 0)
-        self.action_dim = int(action.shape[1]) - (1 if self.layout == fmt.LAYOUT_SEED else 0)
+        self.state_dim = int(qpos.shape[1]) - layouts.marker_columns(self.layout)
+        self.action_dim = int(action.shape[1]) - layouts.marker_columns(self.layout)
 
         if self.layout == fmt.LAYOUT_V1:
             names = self.attrs.get("camera_names")
@@ -262,7 +223,7 @@ class Episode:
 
     # -- arrays ----------------------------------------------------------------------------------
     def qpos(self) -> np.ndarray:
-        """Measured state, float32 (T, S). For the seed layout the end-marker column is dropped."""
+        """Measured state, float32 (T, S). For ``live-record`` files the end-marker column is dropped."""
         return self._state(fmt.QPOS)
 
     def action(self) -> np.ndarray:
@@ -275,8 +236,8 @@ class Episode:
 
     def done(self) -> np.ndarray:
         """bool (T,): True on the final frames (all False if the file does not say)."""
-        if self.layout == fmt.LAYOUT_SEED:
-            return self._read(fmt.QPOS)[:, 7] > 0.5
+        if self.layout == fmt.LAYOUT_LIVE_RECORD:
+            return layouts.done_from_marker(self._read(fmt.QPOS))
         if fmt.DONE in self._f:
             return self._read(fmt.DONE).astype(bool).reshape(self.length)
         return np.zeros(self.length, dtype=bool)
@@ -461,14 +422,10 @@ class Episode:
 
     def _state(self, key: str) -> np.ndarray:
         values = self._read(key).astype(np.float32)
-        if self.layout == fmt.LAYOUT_SEED:
-            values = values[:, :7]
-        return np.ascontiguousarray(values)
+        return np.ascontiguousarray(layouts.state_columns(values, self.layout))
 
     def _to_rgb(self, image: np.ndarray) -> np.ndarray:
-        if self.layout == fmt.LAYOUT_SEED:  # OpenCV captured BGR frames
-            return np.ascontiguousarray(image[..., ::-1])
-        return image
+        return layouts.to_rgb(image, self.layout)
 
     def _decode(self, cam: str, t: int) -> np.ndarray:
         key = f"{fmt.IMAGES}/{cam}"

@@ -1,4 +1,4 @@
-"""Streaming, crash-safe episode writer (contract §4, DESIGN §4).
+"""Streaming, crash-safe episode writer.
 
     w = EpisodeWriter("data/pick", next_episode_index("data/pick"),
                       camera_shapes={"top": (240, 320, 3)},
@@ -25,94 +25,45 @@ How it stays crash-safe and bounded:
   that JPEG-encodes if asked, appends to resizable chunked datasets and flushes at least every
   ``flush_interval_s``. Memory does not grow with the episode's length.
 - The file is written in HDF5's single-writer/multiple-reader (SWMR) mode, which orders its writes so
-  that the file on disk is readable at every moment. A ``kill -9`` therefore loses only the steps
-  not yet flushed: about ``queue_s + flush_interval_s`` (0.75 s by default, under the 1 s promised).
+  that the file on disk is readable at every moment (:mod:`robokit.episodes.storage`). A ``kill -9``
+  therefore loses only the steps not yet flushed: about ``queue_s + flush_interval_s`` (0.75 s by
+  default).
 - The episode is ``episode_<N>.hdf5.partial`` until :meth:`EpisodeWriter.save` renames it atomically;
-  :func:`recover_partial_episodes` turns what a crash left into a complete episode (truncated to the
-  last step every field has) or moves it aside to ``broken/`` if it cannot be read at all.
+  :func:`~robokit.episodes.recovery.recover_partial_episodes` turns what a crash left into a complete
+  episode (truncated to the last step every field has) or moves it aside to ``broken/`` if it cannot
+  be read at all.
 - Free disk space is checked when the writer starts and every second while it writes; below
-  ``min_free_bytes`` :meth:`append` raises :class:`LowDiskSpace` and :meth:`save` still works.
+  ``min_free_bytes`` :meth:`append` raises :class:`~robokit.episodes.files.LowDiskSpace` and
+  :meth:`save` still works.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import math
-import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import h5py
 import numpy as np
 
-import robokit
 from robokit.episodes import format as fmt
+from robokit.episodes.files import DEFAULT_MIN_FREE_BYTES, LowDiskSpace, check_free_space, prepare_folder
+from robokit.episodes.storage import EpisodeFile, EpisodeStep, ExtraUpdate, finalize_episode
 from robokit.errors import DataError, UserError
 
-__all__ = [
-    "BROKEN_DIR",
-    "DEFAULT_MIN_FREE_BYTES",
-    "EmptyEpisode",
-    "EpisodeStep",
-    "EpisodeWriter",
-    "LowDiskSpace",
-    "next_episode_index",
-    "prepare_folder",
-    "recover_partial_episodes",
-]
+__all__ = ["EmptyEpisode", "EpisodeStep", "EpisodeWriter"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_FREE_BYTES = 200 * 2**20
-BROKEN_DIR = "broken"
-#: JPEG rows are stored in chunks of at most this many bytes (about 1/8 of the first frame); only the
-#: chunks a frame touches are allocated, so a frame costs its JPEG size rounded up to a chunk.
-JPEG_CHUNK_BYTES = 16384
-_STATE_CHUNK_ROWS = 256
 _DISK_CHECK_INTERVAL_S = 1.0
-
-
-class LowDiskSpace(UserError):
-    """The output folder's disk has less free space than the writer needs."""
 
 
 class EmptyEpisode(UserError):
     """:meth:`EpisodeWriter.save` was called before any step was appended."""
-
-
-@dataclass
-class EpisodeStep:
-    """One step of an episode as :meth:`EpisodeWriter.append` takes it (also what a recorder holds
-    back for a step whose action is only known one step later)."""
-
-    qpos: np.ndarray
-    qvel: np.ndarray
-    action: np.ndarray
-    images: dict[str, np.ndarray]
-    t_robot: float
-    t_images: dict[str, float]
-    done: bool
-    #: camera -> object name -> pixel box (x0, y0, x1, y1), None when not visible
-    object_boxes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: extra per-step dataset name -> float array of its declared row shape (None: a NaN row)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _ExtraUpdate:
-    """A late value for row ``row`` of the extra dataset ``name`` (:meth:`EpisodeWriter.set_extra`)."""
-
-    row: int
-    name: str
-    values: np.ndarray
 
 
 _STOP = object()
@@ -123,7 +74,7 @@ class EpisodeWriter:
     """Streams one episode into ``<folder>/episode_<index>.hdf5.partial`` (see module docs).
 
     ``camera_shapes`` maps camera name -> (H, W, 3); ``attrs`` must give ``fps`` and should give
-    ``task``, ``robot``, ``sim`` and ``source`` (DESIGN §4). ``compress`` is "none", "lzf"
+    ``task``, ``robot``, ``sim`` and ``source``. ``compress`` is "none", "lzf"
     (lossless, HDF5 filter) or "jpeg" (ALOHA-compatible padded JPEG rows, ``jpeg_quality``).
     ``box_objects`` (camera -> object names) declares the per-step object boxes the episode
     stores in ``/objects/<name>/box_<cam>``. ``extra_step_datasets`` (name -> row shape) declares
@@ -177,16 +128,13 @@ class EpisodeWriter:
             if existing.exists():
                 raise DataError(f"{existing} already exists; robokit never overwrites an episode "
                                 "(episode numbers continue after the highest one in the folder)")
-        self._file = self._create_file(attrs)
+        self._file = EpisodeFile(self.partial_path, self.camera_shapes, self.state_dim, self.action_dim,
+                                 attrs, compress, self.jpeg_quality, self.box_objects, self.extra_shapes)
 
         self._appended = 0
-        self._written = 0
-        self._swmr = False
-        self._lock_fd: int | None = None
         self._error: BaseException | None = None
         self._low_disk: LowDiskSpace | None = None
         self._finished = False
-        self._t0_robot: float | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=max(2, math.ceil(queue_s * float(fps))))
         self._thread = threading.Thread(target=self._run, name=f"episode-writer-{self.index}", daemon=True)
         self._thread.start()
@@ -196,6 +144,11 @@ class EpisodeWriter:
     def num_steps(self) -> int:
         """Steps appended so far (some may still be on their way to disk)."""
         return self._appended
+
+    @property
+    def steps_written(self) -> int:
+        """Steps the writer thread has written into the file so far (flushed within ``flush_interval_s``)."""
+        return self._file.written
 
     @property
     def path(self) -> Path:
@@ -270,7 +223,7 @@ class EpisodeWriter:
         if not 0 <= int(row) < self._appended:
             raise DataError(f"row {row} of /{name} is not a step of this episode (0..{self._appended - 1})")
         self._raise_pending()
-        self._enqueue(_ExtraUpdate(int(row), name, self._extra_row(name, values, int(row))))
+        self._enqueue(ExtraUpdate(int(row), name, self._extra_row(name, values, int(row))))
 
     def _enqueue(self, item: Any) -> None:
         """Hand ``item`` to the writer thread, waiting while the queue is full; a writer-thread
@@ -293,7 +246,7 @@ class EpisodeWriter:
         ``success`` is stored only when known; ``goal_images`` (camera -> uint8 (H, W, 3)) go to
         ``/goal_images/<cam>``. Raises :class:`EmptyEpisode` (and removes the partial file) if no step
         was appended, DataError if the data could not be written (the partial file is then kept for
-        :func:`recover_partial_episodes`).
+        :func:`~robokit.episodes.recovery.recover_partial_episodes`).
         """
         self._stop_thread(drain=True)
         if self._error is not None:
@@ -302,7 +255,7 @@ class EpisodeWriter:
                             "so far stay in the .partial file and the next `robokit record` into this "
                             "folder recovers them") from self._error
         self._close_file()
-        if self._written == 0:
+        if self._file.written == 0:
             self.partial_path.unlink(missing_ok=True)
             raise EmptyEpisode("nothing was recorded: the episode has no steps")
         attrs: dict[str, Any] = dict(extra_attrs or {})
@@ -325,59 +278,6 @@ class EpisodeWriter:
         if not self._finished:
             self._stop_thread(drain=True)
         self._close_file()
-
-    # -- file layout -----------------------------------------------------------------------------
-    def _create_file(self, attrs: dict[str, Any]) -> h5py.File:
-        try:
-            f = h5py.File(self.partial_path, "w", libver="latest")
-        except OSError as exc:
-            raise UserError(f"cannot create {self.partial_path} ({exc}); check that the output folder "
-                            "is writable") from None
-        try:
-            cams = list(self.camera_shapes)
-            nan = np.float32(np.nan)
-            _series(f, fmt.ACTION, (self.action_dim,), np.float32, fill=nan)
-            _series(f, fmt.QPOS, (self.state_dim,), np.float32, fill=nan)
-            _series(f, fmt.QVEL, (self.state_dim,), np.float32, fill=nan)
-            for cam, (h, w, c) in self.camera_shapes.items():
-                # JPEG rows are created with the first frame, which tells their chunk size.
-                if self.compress != "jpeg":
-                    f.create_dataset(f"{fmt.IMAGES}/{cam}", shape=(0, h, w, c), maxshape=(None, h, w, c),
-                                     dtype=np.uint8, chunks=(1, h, w, c), fillvalue=0,
-                                     compression="lzf" if self.compress == "lzf" else None)
-                _series(f, f"{fmt.TIMESTAMPS}/{cam}", (), np.float64, fill=np.float64(np.nan))
-            _series(f, fmt.ROBOT_TIMESTAMPS, (), np.float64, fill=np.float64(np.nan))
-            _series(f, fmt.DONE, (), np.bool_, fill=False)
-            for cam, names in self.box_objects.items():
-                for name in names:
-                    _series(f, fmt.object_box_key(name, cam), (4,), np.int32, fill=np.int32(-1))
-            for name, shape in self.extra_shapes.items():
-                # ~64 KB chunks: a chunk per step would bloat the index, 256 rows of a
-                # (100, 8) chunk would make every flush rewrite 800 KB.
-                rows = int(np.clip(2**16 // (4 * max(1, math.prod(shape))), 1, _STATE_CHUNK_ROWS))
-                _series(f, name, shape, np.float32, fill=np.float32(np.nan), chunk_rows=rows)
-            if self.compress == "jpeg":
-                f.create_dataset(fmt.COMPRESS_LEN, shape=(len(cams), 0), maxshape=(len(cams), None),
-                                 dtype=np.float32, chunks=(len(cams), _STATE_CHUNK_ROWS), fillvalue=0)
-            header = {
-                "format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION,
-                "task": "", "robot": "unknown", "sim": False, "source": "unknown",
-                **attrs,
-                "camera_names": cams, "action_space": fmt.ACTION_SPACE,
-                "compress": self.compress == "jpeg", "image_compression": self.compress,
-                "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                "robokit_version": robokit.__version__,
-            }
-            if self.extra_shapes:
-                header[fmt.EXTRA_STEP_DATASETS] = list(self.extra_shapes)
-            for key, value in header.items():
-                if value is not None:
-                    f.attrs[key] = value
-        except BaseException:
-            f.close()
-            self.partial_path.unlink(missing_ok=True)
-            raise
-        return f
 
     # -- writer thread ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -402,7 +302,7 @@ class EpisodeWriter:
                             break
                         batch.append(nxt)
                 if batch:
-                    self._write(batch)
+                    self._file.write(batch)
                     dirty = True
                 now = time.monotonic()
                 if dirty and (stop or now - last_flush >= self.flush_interval_s):
@@ -420,94 +320,6 @@ class EpisodeWriter:
             log.exception("episode writer for %s failed", self.partial_path)
             self._error = exc
             self._drain_queue()
-
-    def _write(self, items: list[EpisodeStep | _ExtraUpdate]) -> None:
-        steps = [s for s in items if isinstance(s, EpisodeStep)]
-        if steps:
-            self._write_steps(steps)
-        # Updates name rows appended before them: written by now (this batch or an earlier one).
-        for update in items:
-            if isinstance(update, _ExtraUpdate):
-                self._file[update.name][update.row] = update.values
-
-    def _write_steps(self, steps: list[EpisodeStep]) -> None:
-        f, n, i0 = self._file, len(steps), self._written
-        i1 = i0 + n
-        cams = list(self.camera_shapes)
-        if self.compress == "jpeg":
-            lengths = np.zeros((len(cams), n), dtype=np.float32)
-            encoded: dict[str, list[np.ndarray]] = {}
-            for cam in cams:
-                h, w, c = self.camera_shapes[cam]
-                width = h * w * c + 4096  # a JPEG row never needs more than the raw frame
-                encoded[cam] = [self._encode(cam, step.images[cam], width) for step in steps]
-                key = f"{fmt.IMAGES}/{cam}"
-                if key not in f:
-                    # Chunks of ~1/8 of a frame: a frame wastes half a chunk on average (~6%) and
-                    # only the chunks it touches are allocated; the padding costs nothing.
-                    chunk = int(np.clip(1 << int(np.log2(max(encoded[cam][0].size // 8, 1))), 1024,
-                                        JPEG_CHUNK_BYTES))
-                    ds = f.create_dataset(key, shape=(0, width), maxshape=(None, width), dtype=np.uint8,
-                                          chunks=(1, chunk), fillvalue=0)
-                    ds.attrs["image_shape"] = np.array([h, w, c], dtype=np.int64)
-            self._start_swmr()
-            for k, cam in enumerate(cams):
-                ds = f[f"{fmt.IMAGES}/{cam}"]
-                ds.resize(i1, axis=0)
-                for j, data in enumerate(encoded[cam]):
-                    ds[i0 + j, : data.size] = data
-                    lengths[k, j] = data.size
-            lens = f[fmt.COMPRESS_LEN]
-            lens.resize(i1, axis=1)
-            lens[:, i0:i1] = lengths
-        else:
-            self._start_swmr()
-            for cam in cams:
-                ds = f[f"{fmt.IMAGES}/{cam}"]
-                ds.resize(i1, axis=0)
-                for j, step in enumerate(steps):
-                    ds[i0 + j] = step.images[cam]
-        columns: list[tuple[str, np.ndarray]] = [
-            (fmt.ACTION, np.stack([s.action for s in steps])),
-            (fmt.QPOS, np.stack([s.qpos for s in steps])),
-            (fmt.QVEL, np.stack([s.qvel for s in steps])),
-            (fmt.DONE, np.array([s.done for s in steps], dtype=np.bool_)),
-        ]
-        columns += [(f"{fmt.TIMESTAMPS}/{cam}", np.array([s.t_images[cam] for s in steps]))
-                    for cam in cams]
-        columns += [(fmt.object_box_key(name, cam), np.stack([s.object_boxes[cam][name] for s in steps]))
-                    for cam, names in self.box_objects.items() for name in names]
-        columns += [(name, np.stack([s.extras[name] for s in steps])) for name in self.extra_shapes]
-        # The robot timestamp goes last: recovery treats a row without it as incomplete.
-        columns.append((fmt.ROBOT_TIMESTAMPS, np.array([s.t_robot for s in steps], dtype=np.float64)))
-        for key, values in columns:
-            ds = f[key]
-            ds.resize(i1, axis=0)
-            ds[i0:i1] = values
-        self._written = i1
-
-    def _start_swmr(self) -> None:
-        """Every dataset exists now: from here on the file on disk is consistent at every flush
-        (SWMR mode forbids creating objects later)."""
-        if not self._swmr:
-            self._file.swmr_mode = True
-            self._swmr = True
-            # HDF5 drops its own file lock in SWMR mode; hold one so that another recorder starting
-            # in this folder does not "recover" an episode that is still being written.
-            self._lock_fd = _try_lock(self.partial_path)
-
-    def _encode(self, cam: str, image: np.ndarray, width: int) -> np.ndarray:
-        quality = self.jpeg_quality
-        while True:
-            ok, data = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), quality])
-            if not ok:
-                raise DataError(f"JPEG encoding of a frame from camera '{cam}' failed")
-            if data.size <= width or quality <= 10:
-                break
-            quality -= 20  # a pathological frame larger than raw: store it at lower quality
-        if data.size > width:
-            raise DataError(f"a frame from camera '{cam}' does not fit its JPEG row")
-        return data.reshape(-1)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _boxes(self, given: Mapping[str, Mapping[str, Sequence[int] | None]]) -> dict[str, dict[str, np.ndarray]]:
@@ -570,272 +382,11 @@ class EpisodeWriter:
                 return
 
     def _close_file(self) -> None:
-        if self._file.id.valid:
-            try:
-                self._file.close()
-            except OSError as exc:  # disk full while flushing the last metadata
-                if self._error is None:
-                    self._error = exc
-        if self._lock_fd is not None:  # after the HDF5 close: finishing reopens the file (and locks it)
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-
-# -- module functions ------------------------------------------------------------------------------
-def next_episode_index(folder: str | Path) -> int:
-    """1 + the highest N of ``episode_<N>.hdf5`` / ``.partial`` in ``folder`` (and ``broken/``); 0 if none."""
-    folder = Path(folder)
-    highest = -1
-    for sub in (folder, folder / BROKEN_DIR):
-        if not sub.is_dir():
-            continue
-        for p in sub.iterdir():
-            n = fmt.episode_index(p)
-            if n is None:
-                n = fmt.partial_index(p)
-            if n is not None:
-                highest = max(highest, n)
-    return highest + 1
-
-
-def check_free_space(folder: str | Path, min_free_bytes: int) -> int:
-    """Free bytes on ``folder``'s disk; raises :class:`LowDiskSpace` below ``min_free_bytes``."""
-    free = shutil.disk_usage(folder).free
-    if free < min_free_bytes:
-        raise LowDiskSpace(f"only {free / 2**20:.0f} MB free on the disk of {folder} (need at least "
-                           f"{min_free_bytes / 2**20:.0f} MB); free some space or record elsewhere with --out")
-    return free
-
-
-def finalize_episode(partial: Path, final: Path, attrs: Mapping[str, Any],
-                     goal_images: Mapping[str, np.ndarray] | None = None) -> Path:
-    """Add the closing attributes and goal images to a closed partial file and rename it atomically."""
-    with h5py.File(partial, "r+") as f:
-        n = int(f[fmt.QPOS].shape[0])
-        f.attrs["num_steps"] = n
-        ts = f[fmt.ROBOT_TIMESTAMPS][...] if fmt.ROBOT_TIMESTAMPS in f else np.zeros(0)
-        if n > 1 and np.all(np.isfinite(ts[[0, -1]])):
-            f.attrs["duration_s"] = float(ts[-1] - ts[0])
-        for key, value in attrs.items():
-            if value is not None:
-                f.attrs[key] = value
-        if fmt.COMPRESS_LEN in f and n:
-            # Shrink the padded JPEG rows to the longest frame, as ALOHA's files are.
-            longest = max(1, int(np.max(f[fmt.COMPRESS_LEN][...])))
-            for cam in f[fmt.IMAGES]:
-                ds = f[f"{fmt.IMAGES}/{cam}"]
-                if ds.ndim == 2 and ds.shape[1] > longest:
-                    ds.resize(longest, axis=1)
-        for cam, image in (goal_images or {}).items():
-            image = np.asarray(image)
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise DataError(f"goal image of camera '{cam}' must be uint8 (H, W, 3), got "
-                                f"{image.dtype} {image.shape}")
-            key = f"{fmt.GOAL_IMAGES}/{cam}"
-            if key in f:
-                del f[key]
-            f.create_dataset(key, data=image)
-    _fsync(partial)
-    os.replace(partial, final)
-    _fsync_dir(final.parent)
-    return final
-
-
-def recover_partial_episodes(folder: str | Path) -> list[str]:
-    """Turn ``.partial`` files left by a crash into episodes; return one message per file handled.
-
-    A readable partial file is copied up to the last step that every field has, marked
-    ``recovered=True`` and renamed to ``episode_<N>.hdf5``; one without a complete step is removed;
-    one that cannot be read at all is moved to ``<folder>/broken/``. Saved episodes are never touched.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    messages = []
-    for partial in sorted(folder.iterdir(), key=lambda p: fmt.partial_index(p) or -1):
-        index = fmt.partial_index(partial)
-        if index is None or not partial.is_file():
-            continue
-        final = folder / fmt.episode_filename(index)
-        if _in_use(partial):
-            messages.append(f"left {partial.name} alone: another recorder is writing it")
-            continue
         try:
-            if final.exists():
-                raise DataError(f"{final.name} already exists")
-            steps, seconds = _recover(partial, final)
-        except Exception as exc:  # noqa: BLE001 - anything unreadable is set aside, never deleted
-            target = _move_aside(partial, folder / BROKEN_DIR)
-            messages.append(f"moved {partial.name} to {target.parent.name}/: it cannot be recovered "
-                            f"({_reason(exc)})")
-            continue
-        if steps == 0:
-            partial.unlink(missing_ok=True)
-            messages.append(f"removed {partial.name}: the interrupted recording held no complete step")
-        else:
-            partial.unlink(missing_ok=True)
-            took = f", {seconds:.1f} s" if seconds is not None else ""
-            messages.append(f"recovered {final.name} from an interrupted recording ({steps} steps{took})")
-    return messages
-
-
-# -- recovery internals ------------------------------------------------------------------------------
-def _open_partial(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError:
-        # A writer killed in SWMR mode leaves the "open for writing" flag set; SWMR readers ignore it.
-        return h5py.File(path, "r", libver="latest", swmr=True)
-
-
-def _per_step_keys(f: h5py.File) -> list[str]:
-    keys = [k for k in (fmt.ACTION, fmt.QPOS, fmt.QVEL, fmt.DONE) if k in f]
-    for group in (fmt.IMAGES, fmt.TIMESTAMPS):
-        if group in f:
-            keys += [f"{group}/{name}" for name in f[group]]
-    if fmt.OBJECTS in f:
-        keys += [f"{fmt.OBJECTS}/{name}/{box}" for name in f[fmt.OBJECTS] for box in f[fmt.OBJECTS][name]]
-    keys += fmt.extra_step_names(f)
-    return keys
-
-
-def _consistent_length(f: h5py.File) -> int:
-    """Number of leading steps present in every field (rows a crash left half-written excluded)."""
-    keys = _per_step_keys(f)
-    if fmt.QPOS not in f or fmt.ACTION not in f:
-        raise DataError("it lacks the episode datasets")
-    if f[fmt.QPOS].shape[0] == 0:
-        return 0  # stopped before its first step was written
-    if not any(k.startswith(fmt.IMAGES) for k in keys):
-        raise DataError("it has steps but no images")
-    n = min(int(f[k].shape[0]) for k in keys)
-    if fmt.COMPRESS_LEN in f:
-        n = min(n, int(f[fmt.COMPRESS_LEN].shape[1]))
-
-    cams = list(f[fmt.IMAGES])
-    order = ([str(c) for c in f.attrs["camera_names"]] if "camera_names" in f.attrs else cams)
-
-    def complete(t: int) -> bool:
-        for key in (fmt.ACTION, fmt.QPOS, fmt.ROBOT_TIMESTAMPS):
-            if key in f and not np.all(np.isfinite(f[key][t])):
-                return False
-        for cam in cams:
-            ds = f[f"{fmt.IMAGES}/{cam}"]
-            if (ds.ndim == 2 and fmt.COMPRESS_LEN in f and cam in order
-                    and not f[fmt.COMPRESS_LEN][order.index(cam), t] > 0):
-                return False
-            # A frame whose first chunk was never written reads back as zeros: not a real frame.
-            if ds.id.get_chunk_info_by_coord((t,) + (0,) * (ds.ndim - 1)).byte_offset is None:
-                return False
-        return True
-
-    while n > 0 and not complete(n - 1):
-        n -= 1
-    return n
-
-
-def _recover(partial: Path, final: Path) -> tuple[int, float | None]:
-    tmp = partial.with_name(partial.name + ".recovering")
-    with _open_partial(partial) as src:
-        n = _consistent_length(src)
-        if n == 0:
-            return 0, None
-        try:
-            with h5py.File(tmp, "w", libver="latest") as dst:
-                _copy_prefix(src, dst, n)
-                for key, value in src.attrs.items():
-                    dst.attrs[key] = value
-                dst.attrs["recovered"] = True
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    finalize_episode(tmp, final, {})
-    with h5py.File(final, "r") as f:
-        seconds = float(f.attrs["duration_s"]) if "duration_s" in f.attrs else None
-    return n, seconds
-
-
-def _copy_prefix(src: h5py.File, dst: h5py.File, n: int) -> None:
-    """Copy the first ``n`` steps of every per-step dataset (and everything else as it is)."""
-    row_width = None
-    if fmt.COMPRESS_LEN in src:
-        lens = src[fmt.COMPRESS_LEN][:, :n]
-        dst.create_dataset(fmt.COMPRESS_LEN, data=lens, maxshape=(lens.shape[0], None),
-                           chunks=(lens.shape[0], _STATE_CHUNK_ROWS))
-        row_width = max(1, int(lens.max()))
-    for key in _per_step_keys(src):
-        ds = src[key]
-        shape = list(ds.shape)
-        shape[0] = n
-        if ds.ndim == 2 and key.startswith(fmt.IMAGES) and row_width is not None:
-            shape[1] = min(shape[1], row_width)
-        chunks = (ds.chunks[0], *[min(c, s) for c, s in zip(ds.chunks[1:], shape[1:])])
-        out = dst.create_dataset(key, shape=tuple(shape), maxshape=(None, *shape[1:]), dtype=ds.dtype,
-                                 chunks=chunks, compression=ds.compression, fillvalue=ds.fillvalue)
-        for name, value in ds.attrs.items():
-            out.attrs[name] = value
-        step = max(1, 2**24 // max(1, int(np.prod(shape[1:])) * ds.dtype.itemsize))  # ~16 MB blocks
-        for start in range(0, n, step):
-            stop = min(n, start + step)
-            out[start:stop] = ds[(slice(start, stop), *[slice(0, s) for s in shape[1:]])]
-    if fmt.GOAL_IMAGES in src:
-        src.copy(src[fmt.GOAL_IMAGES], dst, name=fmt.GOAL_IMAGES)
-
-
-def _try_lock(path: Path) -> int | None:
-    """An exclusive advisory lock on ``path`` (None if it cannot be had); released by closing the fd."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no protection against a second recorder, nothing else changes
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _in_use(path: Path) -> bool:
-    """True while a live writer holds ``path`` (our lock in SWMR mode, HDF5's own lock before)."""
-    fd = _try_lock(path)
-    if fd is None:
-        try:
-            import fcntl  # noqa: F401
-        except ImportError:
-            return False
-        return path.exists()
-    os.close(fd)
-    return False
-
-
-def _move_aside(path: Path, broken: Path) -> Path:
-    broken.mkdir(parents=True, exist_ok=True)
-    target = broken / path.name
-    k = 1
-    while target.exists():
-        target = broken / f"{path.name}.{k}"
-        k += 1
-    os.replace(path, target)
-    for leftover in path.parent.glob(path.name + ".recovering"):
-        leftover.unlink(missing_ok=True)
-    return target
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
-
-
-# -- small utilities -------------------------------------------------------------------------------
-def _series(f: h5py.File, key: str, row_shape: tuple[int, ...], dtype: Any, fill: Any,
-            chunk_rows: int = _STATE_CHUNK_ROWS) -> h5py.Dataset:
-    return f.create_dataset(key, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-                            chunks=(chunk_rows, *row_shape), fillvalue=fill)
+            self._file.close()
+        except OSError as exc:  # disk full while flushing the last metadata
+            if self._error is None:
+                self._error = exc
 
 
 def _check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -881,41 +432,3 @@ def _vector(name: str, value: Any, dim: int) -> np.ndarray:
     if out.shape != (dim,):
         raise DataError(f"{name} has {out.size} values; this episode stores {dim}")
     return out
-
-
-def prepare_folder(folder: str | Path, option: str = "--out") -> Path:
-    """Create ``folder`` (with its parents) and check it is writable; raises :class:`UserError`
-    naming the folder and the command-line ``option`` that chooses another."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder {folder} ({exc.strerror or exc}); "
-                        f"choose another with {option}") from None
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder; choose another with {option}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"the output folder {folder} is not writable; fix its permissions or choose "
-                        f"another with {option}")
-    return folder
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -42,17 +42,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robokit.episodes.writer import (
+from robokit.episodes.files import (
     DEFAULT_MIN_FREE_BYTES,
-    EmptyEpisode,
-    EpisodeStep,
-    EpisodeWriter,
     LowDiskSpace,
     check_free_space,
     next_episode_index,
     prepare_folder,
-    recover_partial_episodes,
 )
+from robokit.episodes.recovery import recover_partial_episodes
+from robokit.episodes.writer import EmptyEpisode, EpisodeStep, EpisodeWriter
 from robokit.errors import HardwareFault, UserError
 from robokit.hardware.base import Camera, Frame, Robot, RobotState
 from robokit.record.capture import CameraGrabber, RateLoop

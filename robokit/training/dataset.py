@@ -1,14 +1,14 @@
 """Episode datasets for training policies.
 
 A dataset is built from a folder of episode files in any layout that :mod:`robokit.episodes.reader`
-reads (robokit v1, ACT/ALOHA raw or JPEG-compressed, the seed recorder's layout).
+reads (robokit v1, ACT/ALOHA raw or JPEG-compressed, the original Franka recorder's ``live-record`` layout).
 
 Sample semantics follow the original ACT loader (``tonyzhaozh/act``, ``utils.EpisodicDataset``):
 for a start step ``t`` of an episode of length ``T`` a sample holds the images and ``qpos`` at ``t``
 and the action chunk ``action[t : t + H]``, zero-padded to ``H`` steps, with ``is_pad[i] = True``
 where ``t + i >= T``. For ACT/ALOHA files recorded on a real robot (``sim`` attribute false) the
 chunk starts one step earlier (``max(0, t - 1)``), as ACT's loader does to align its real-robot
-action timestamps (``act_real_shift``). Robokit and seed-layout files are never shifted: their
+action timestamps (``act_real_shift``). Robokit and live-record files are never shifted: their
 ``/action[t]`` is the command issued after observing step ``t``.
 
 Where ACT draws one random ``t`` per episode per index, a dataset here has one index per step of
