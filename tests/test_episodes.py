@@ -70,7 +70,7 @@ def write_act_sim(path: Path, steps: int = 12, cams: tuple[str, ...] = ("top",))
 
 
 def write_act_real(path: Path, steps: int = 10) -> None:
-    """An ACT/ALOHA real-robot file written from float64 lists (as the seed's dump shows), with effort."""
+    """An ACT/ALOHA real-robot file: float64 datasets written from lists, with effort."""
     with h5py.File(path, "w") as root:
         root.attrs["sim"] = False
         obs = root.create_group("observations")

@@ -147,7 +147,7 @@ class EpisodeWriter:
 
     @property
     def steps_written(self) -> int:
-        """Steps the writer thread has written into the file so far (flushed within ``flush_interval_s``)."""
+        """Steps the writer thread has put into the file so far (on disk after its next flush)."""
         return self._file.written
 
     @property
