@@ -92,22 +92,22 @@ def test_fail_after_simulates_an_unplug_after_n_frames():
         assert wait_for_frame(cam).index >= 5
 
 
-def test_reading_a_camera_that_is_not_started_is_an_error():
+def test_reading_a_camera_that_is_not_open_is_an_error():
     cam = SyntheticCamera("top", size=(32, 32))
-    with pytest.raises(HardwareFault, match="not started"):
+    with pytest.raises(HardwareFault, match="not open"):
         cam.read_latest()
-    cam.close()  # closing a camera that never started is fine
+    cam.close()  # closing a camera that was never opened is fine
 
 
 # ------------------------------------------------------------------------------------ OpenCV
 def test_missing_device_index_is_device_not_found_naming_it():
     with pytest.raises(DeviceNotFound, match=r"camera 'top' \(index 97\)"):
-        OpenCVCamera("top", 97).start()
+        OpenCVCamera("top", 97).open()
 
 
 def test_missing_device_path_is_device_not_found_naming_it():
     with pytest.raises(DeviceNotFound, match="/dev/video98"):
-        OpenCVCamera("wrist", "/dev/video98").start()
+        OpenCVCamera("wrist", "/dev/video98").open()
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ class ScriptedCamera(Camera):
                 self.arrived.append(Frame(np.zeros((2, 2, 3), np.uint8), t_capture, t_capture, k))
             k += 1
 
-    def start(self) -> None:
+    def open(self) -> None:
         pass
 
     def close(self) -> None:

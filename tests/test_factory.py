@@ -71,7 +71,7 @@ def test_duplicate_camera_names_are_rejected():
         parse_camera_specs(["top=0", "top=synthetic"])
 
 
-def test_make_cameras_builds_named_unstarted_cameras():
+def test_make_cameras_builds_named_cameras_not_yet_open():
     cameras = make_cameras(["top=synthetic", "wrist=/dev/video97"], size=(24, 32), fps=15)
     assert list(cameras) == ["top", "wrist"]
     assert isinstance(cameras["top"], SyntheticCamera) and cameras["top"].shape == (24, 32, 3)
@@ -81,7 +81,7 @@ def test_make_cameras_builds_named_unstarted_cameras():
     assert not cameras["top"].connected
 
 
-def test_open_cameras_closes_the_started_ones_when_one_is_missing():
+def test_open_cameras_closes_the_opened_ones_when_one_is_missing():
     cameras = make_cameras(["top=synthetic", "wrist=/dev/video97"], size=(24, 32))
     with pytest.raises(UserError, match="/dev/video97"), open_cameras(cameras):
         pass

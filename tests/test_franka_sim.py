@@ -1,4 +1,4 @@
-"""The Franka backend driven for real through franky against franky-sim (DESIGN §8).
+"""The Franka backend driven for real through franky against franky-sim.
 
 franky-sim is a MuJoCo server speaking the libfranka protocol on loopback; franky connects to it as
 to a robot. One server runs for the whole module; each test connects its own FrankaRobot.
@@ -6,18 +6,20 @@ to a robot. One server runs for the whole module; each test connects its own Fra
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import subprocess
 import sys
 import time
+import weakref
 
 import numpy as np
 import pytest
 
 from robokit.errors import ConfigError, DeviceNotFound, HardwareFault, UserError
 from robokit.hardware.base import PANDA_READY_POSE
-from robokit.hardware.franka import FCI_COMMAND_PORT, FrankaRobot, _translate, has_realtime_kernel
+from robokit.hardware.franka import FCI_COMMAND_PORT, FrankaRobot, has_realtime_kernel, translate_error
 
 pytestmark = pytest.mark.franka
 
@@ -133,16 +135,16 @@ def test_out_of_limit_target_is_clamped_and_reported(robot, caplog):
     bad[3] = 1.0  # joint 4 must stay below about -0.07 rad on a Panda/FR3
     with caplog.at_level(logging.WARNING, logger="robokit.hardware.franka"):
         robot.command(bad, 0.0)
-    assert robot.clamped_commands == 1
-    assert robot.last_clamp["joints"] == [3]
-    assert robot.last_clamp["sent"][3] == pytest.approx(q_max[3])
-    assert any("clamped" in record.getMessage() and "j4" in record.getMessage() for record in caplog.records)
+    assert robot.clamps.count == 1
+    assert robot.clamps.joints == (3,)
+    assert robot.clamps.sent[3] == pytest.approx(q_max[3])
+    assert any("clamped" in record.getMessage() and "joint4" in record.getMessage() for record in caplog.records)
     highest = -np.inf
     for _ in range(50):  # keep streaming it for a second: clamped every time, never sent as is
         robot.command(bad, 0.0)
         highest = max(highest, robot.read().qpos[3])
         time.sleep(0.02)
-    assert robot.clamped_commands == 51
+    assert robot.clamps.count == 51
     assert q[3] + 0.1 < highest <= q_max[3] + 0.01  # moving towards the limit, not past it
     drive_to(robot, q)
 
@@ -173,7 +175,7 @@ def test_realtime_enforce_on_a_non_rt_machine_names_the_ignore_flag(sim_host):
     if has_realtime_kernel():
         pytest.skip("this machine has a real-time kernel, so enforce connects")
     with pytest.raises(ConfigError, match="--realtime ignore"):
-        FrankaRobot(sim_host, realtime="enforce").connect()
+        FrankaRobot(sim_host, realtime="enforce").open()
 
 
 def test_devices_command_checks_the_robot(sim_host):
@@ -187,10 +189,81 @@ def test_devices_command_checks_the_robot(sim_host):
     assert "joint positions" in out.stdout
 
 
+# --------------------------------------------------------------------------- a session that fails half-way
+def track_opened(monkeypatch, franky, *names: str) -> list:
+    """Wrap ``franky.<name>`` for each name so every object they create is recorded (weakly)."""
+    opened: list = []
+
+    def tracking(real):
+        def make(*args, **kwargs):
+            obj = real(*args, **kwargs)
+            opened.append(weakref.ref(obj))
+            return obj
+
+        return make
+
+    for name in names:
+        monkeypatch.setattr(franky, name, tracking(getattr(franky, name)))
+    return opened
+
+
+def assert_released_and_reconnectable(opened: list, sim_host: str) -> None:
+    # Released when open() raised, not whenever the garbage collector runs: the caller still holds
+    # the exception (and its traceback) here.
+    assert opened and all(ref() is None for ref in opened)
+    # franky-sim serves one session at a time: a leaked one would make this connect time out.
+    with FrankaRobot(sim_host, realtime="ignore", session_timeout_s=10.0) as again:
+        assert again.read().qpos.shape == (again.num_joints,)
+
+
+def test_session_whose_gripper_fails_to_connect_is_closed(sim_host, monkeypatch):
+    franky = pytest.importorskip("franky")
+    opened = track_opened(monkeypatch, franky, "Robot")
+
+    def no_hand(host):
+        raise franky.NetworkException("the hand did not answer")
+
+    monkeypatch.setattr(franky, "Gripper", no_hand)
+    arm = FrankaRobot(sim_host, realtime="ignore")
+    gc.disable()  # so that only open() itself can have released the session
+    try:
+        with pytest.raises(HardwareFault, match="the hand did not answer") as failure:
+            arm.open()
+        assert not arm.connected
+        monkeypatch.undo()
+        assert_released_and_reconnectable(opened, sim_host)
+    finally:
+        gc.enable()
+    assert failure.value is not None  # the exception and its traceback were alive during the checks
+
+
+def test_session_whose_configuration_fails_is_closed(sim_host, monkeypatch):
+    franky = pytest.importorskip("franky")
+    import robokit.hardware.franka.robot as franka_robot
+
+    opened = track_opened(monkeypatch, franky, "Robot", "Gripper")
+
+    def broken_urdf(urdf, num_joints):
+        raise ValueError("malformed joint limits")
+
+    monkeypatch.setattr(franka_robot, "limits_from_urdf", broken_urdf)
+    arm = FrankaRobot(sim_host, realtime="ignore")
+    gc.disable()
+    try:
+        with pytest.raises(HardwareFault, match="malformed joint limits"):
+            arm.open()
+        assert not arm.connected
+        monkeypatch.undo()
+        assert len(opened) == 2
+        assert_released_and_reconnectable(opened, sim_host)
+    finally:
+        gc.enable()
+
+
 # --------------------------------------------------------------------------- without a server
 def test_closed_port_is_device_not_found_naming_the_host():
     with pytest.raises(DeviceNotFound, match="127.250.250.250"):
-        FrankaRobot("127.250.250.250", realtime="ignore", connect_timeout_s=1.0).connect()
+        FrankaRobot("127.250.250.250", realtime="ignore", connect_timeout_s=1.0).open()
 
 
 @pytest.fixture
@@ -206,19 +279,19 @@ def silent_host():
 def test_host_that_does_not_speak_fci_fails_fast_naming_it(silent_host):
     pytest.importorskip("franky")
     with pytest.raises(DeviceNotFound, match="127.251.251.251.*did not answer as a Franka"):
-        FrankaRobot(silent_host, realtime="ignore", connect_timeout_s=0.5, session_timeout_s=1.0).connect()
+        FrankaRobot(silent_host, realtime="ignore", connect_timeout_s=0.5, session_timeout_s=1.0).open()
 
 
 def test_unknown_host_name_is_device_not_found():
     with pytest.raises(DeviceNotFound, match="no-such-robot.invalid"):
-        FrankaRobot("no-such-robot.invalid", realtime="ignore", connect_timeout_s=0.5).connect()
+        FrankaRobot("no-such-robot.invalid", realtime="ignore", connect_timeout_s=0.5).open()
 
 
 def test_franky_errors_become_robokit_errors_with_a_recovery_step():
     franky = pytest.importorskip("franky")
-    reflex = _translate(franky.ControlException("cartesian_reflex"), "10.0.0.2", "streaming")
+    reflex = translate_error(franky.ControlException("cartesian_reflex"), "10.0.0.2", "streaming")
     assert isinstance(reflex, HardwareFault) and "recover" in str(reflex) and "10.0.0.2" in str(reflex)
-    network = _translate(franky.NetworkException("timeout"), "10.0.0.2", "reading")
+    network = translate_error(franky.NetworkException("timeout"), "10.0.0.2", "reading")
     assert isinstance(network, HardwareFault) and "cable" in str(network)
-    realtime = _translate(franky.RealtimeException("no rt"), "10.0.0.2", "connecting")
+    realtime = translate_error(franky.RealtimeException("no rt"), "10.0.0.2", "connecting")
     assert isinstance(realtime, ConfigError) and "--realtime ignore" in str(realtime)

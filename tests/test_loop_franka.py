@@ -1,4 +1,4 @@
-"""The deploy loop on the Franka backend, driven through franky against franky-sim (DESIGN §8).
+"""The deploy loop on the Franka backend, driven through franky against franky-sim.
 
 The policy server runs in its own process and is killed mid-episode: the watchdog must make the arm
 hold and then stop it, on the same code path as on the real robot.

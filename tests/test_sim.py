@@ -69,7 +69,8 @@ def test_out_of_limit_command_is_clamped_and_reported(env, caplog):
     with caplog.at_level(logging.WARNING):
         env.robot.command(bad, 0.0)
     assert "joint4" in caplog.text and "joint1" in caplog.text
-    assert env.robot.last_clamp is not None and "joint4" in env.robot.last_clamp
+    assert env.robot.clamps.count == 1 and env.robot.clamps.joints == (0, 3)
+    assert env.robot.clamps.sent[3] == pytest.approx(PANDA_Q_MAX[3])
     for _ in range(45):
         env.step()
     q = env.robot.read().qpos

@@ -178,7 +178,7 @@ class ControlLoop:
                          missed_ticks=self._counters["missed"], inference_ms=_median(self._model_ms),
                          rtt_ms=_median(self._rtt_ms), queries=self._counters["queries"],
                          query_failures=self._counters["failures"], starved_ticks=self._counters["starved"],
-                         safety=SafetyCounts(**vars(self.safety.counts)), last_error=self._last_error)
+                         safety=self.safety.counts.copy(), last_error=self._last_error)
 
     def jitter_ms(self) -> np.ndarray:
         """Tick start lateness (ms) of the recent realtime ticks (for benchmarks)."""
@@ -448,12 +448,12 @@ class ControlLoop:
 
     def _hold(self, state: RobotState, last_cmd: np.ndarray | None) -> np.ndarray:
         """Keep the arm where it is (rate-limited from the last command), gripper unchanged."""
-        gripper = float(last_cmd[7]) if last_cmd is not None else float(state.gripper)
+        gripper = float(last_cmd[self.robot.num_joints]) if last_cmd is not None else float(state.gripper)
         cmd = self.safety.apply(np.concatenate([state.qpos, [gripper]]))
         return cmd if cmd is not None else np.concatenate([state.qpos, [gripper]])
 
     def _command(self, cmd: np.ndarray) -> None:
-        self.robot.command(cmd[:7], float(cmd[7]))
+        self.robot.send_action(cmd)
 
     def _after_command(self, on_step: Callable[[StepRecord], None] | None,
                        on_tick: Callable[[ControlLoop], None] | None, record: StepRecord) -> None:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from robokit.errors import ConfigError, UserError
 from robokit.hardware.base import Robot
+from robokit.hardware.limits import ClampReport, clamp_joints
 
 __all__ = ["SafetyCounts", "SafetyFilter", "SafetyLimits"]
 
 
-# -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SafetyLimits:
     """Joint position and speed limits the commands must respect, and the gripper range."""
@@ -28,57 +29,74 @@ class SafetyLimits:
         q_min, q_max = robot.joint_limits
         return cls(np.asarray(q_min, float), np.asarray(q_max, float), np.asarray(robot.velocity_limits, float))
 
+    @property
+    def num_joints(self) -> int:
+        return len(self.q_min)
+
 
 @dataclass
 class SafetyCounts:
-    position: int = 0  # commands moved inside the joint limits
+    """What the filter changed or refused."""
+
+    joints: ClampReport = field(default_factory=ClampReport)  # commands moved inside the joint limits
     velocity: int = 0  # commands whose step was shortened to the velocity limit
     gripper: int = 0  # gripper commands clamped to the range
     rejected: int = 0  # non-finite actions refused
 
+    @property
+    def position(self) -> int:
+        """How many commands were moved inside the joint limits."""
+        return self.joints.count
+
+    def copy(self) -> SafetyCounts:
+        """An independent snapshot."""
+        return dataclasses.replace(self, joints=self.joints.copy())
+
 
 class SafetyFilter:
-    """Make an (8,) action safe to send: joints within limits, per-step change bounded, gripper in range.
+    """Make an action safe to send: joints within limits, per-step change bounded, gripper in range.
 
-    The per-step bound is ``velocity_scale * dq_max * dt`` relative to the previous command (the
-    measured position at :meth:`reset`), so the commanded trajectory never asks for more speed
-    than the joints have.
+    An action is the joint targets followed by the gripper value (``limits.num_joints + 1`` values;
+    any further values are ignored). The per-step bound is ``velocity_scale * dq_max * dt`` relative
+    to the previous command (the measured position at :meth:`reset`), so the commanded trajectory
+    never asks for more speed than the joints have.
     """
 
     def __init__(self, limits: SafetyLimits, dt: float, velocity_scale: float = 1.0) -> None:
         if not 0.0 < velocity_scale <= 1.0:
             raise ConfigError(f"velocity_scale must be in (0, 1], got {velocity_scale}")
         self.limits = limits
+        self.num_joints = limits.num_joints
         self.max_step = np.asarray(limits.dq_max, float) * velocity_scale * float(dt)
         self.counts = SafetyCounts()
         self._prev: np.ndarray | None = None
 
     def reset(self, qpos: np.ndarray) -> None:
         """Start from the measured joint position (clamped into the limits)."""
-        self._prev = np.clip(np.asarray(qpos, float)[:7], self.limits.q_min, self.limits.q_max)
+        q = np.asarray(qpos, float)[: self.num_joints]
+        self._prev = clamp_joints(q, self.limits.q_min, self.limits.q_max)
 
     @property
     def previous(self) -> np.ndarray | None:
         return None if self._prev is None else self._prev.copy()
 
     def apply(self, action: np.ndarray) -> np.ndarray | None:
-        """The safe command (8,) float64 for ``action`` (7 joints + gripper), or None if it is not finite."""
+        """The safe command (joints then gripper, float64) for ``action``, or None if it is not finite."""
+        n = self.num_joints
         a = np.asarray(action, dtype=float).reshape(-1)
-        if a.shape[0] < 8 or not np.all(np.isfinite(a[:8])):
+        if a.shape[0] < n + 1 or not np.all(np.isfinite(a[: n + 1])):
             self.counts.rejected += 1
             return None
         if self._prev is None:
             raise UserError("SafetyFilter.reset(qpos) must be called before apply()")
         lim = self.limits
-        q = np.clip(a[:7], lim.q_min, lim.q_max)
-        if np.any(q != a[:7]):
-            self.counts.position += 1
+        q = clamp_joints(a[:n], lim.q_min, lim.q_max, self.counts.joints)
         step = np.clip(q - self._prev, -self.max_step, self.max_step)
         if np.any(step != q - self._prev):
             self.counts.velocity += 1
         q = self._prev + step
-        g = float(np.clip(a[7], lim.gripper_min, lim.gripper_max))
-        if g != a[7]:
+        g = float(np.clip(a[n], lim.gripper_min, lim.gripper_max))
+        if g != a[n]:
             self.counts.gripper += 1
         self._prev = q
         return np.concatenate([q, [g]])

@@ -1,7 +1,9 @@
-"""The hardware interfaces every backend implements (DESIGN §3).
+"""The hardware interfaces every backend implements.
 
-``Robot`` and ``Camera`` are abstract base classes with context-manager support. Joint-space is the
-action space: a command is 7 joint targets plus a normalised gripper value (0 open .. 1 closed).
+``Robot`` and ``Camera`` are abstract base classes with one lifecycle: ``open()`` and ``close()``,
+or a ``with`` block that does both. Joint space is the action space: an action is
+``robot.num_joints`` joint targets followed by a normalised gripper value (0 open .. 1 closed),
+``robot.action_dim`` values in all.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     from typing_extensions import Self
 
-# Franka Panda / FR3 limits (DESIGN §7). Backends may override with what the robot reports.
+# Franka Panda / FR3 limits (Franka's published specifications). Backends may override with what the robot reports.
 PANDA_Q_MIN = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973])
 PANDA_Q_MAX = np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])
 PANDA_DQ_MAX = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])
@@ -40,11 +42,11 @@ class RobotState:
     gripper: float
 
     def as_vector(self) -> np.ndarray:
-        """State vector stored in episodes: 7 joints + gripper (float32, length 8)."""
+        """State vector stored in episodes: the joints then the gripper (float32)."""
         return np.concatenate([self.qpos, [self.gripper]]).astype(np.float32)
 
     def velocity_vector(self) -> np.ndarray:
-        """Velocity vector stored in episodes: 7 joint velocities + 0 for the gripper."""
+        """Velocity vector stored in episodes: the joint velocities then 0 for the gripper."""
         return np.concatenate([self.qvel, [0.0]]).astype(np.float32)
 
 
@@ -68,19 +70,32 @@ class JointLimits:
 
 
 class Robot(abc.ABC):
-    """A 7-DoF arm with a parallel gripper. Use as a context manager (``with robot: ...``)."""
+    """An arm with a parallel gripper. Use as a context manager (``with robot: ...``)."""
 
     #: A short name stored in episode attributes ("sim", "franka").
     kind: str = "robot"
+    #: How many joints the arm has: the length of ``qpos`` and of a joint target.
+    num_joints: int = NUM_JOINTS
+    #: Whether a gripper is attached (without one, the gripper value of an action is ignored).
+    has_gripper: bool = True
+
+    @property
+    def action_dim(self) -> int:
+        """Length of an action: the joint targets and the gripper value.
+
+        The gripper value is part of every action, also for an arm without a gripper, so recorded
+        data and policies have one layout per arm.
+        """
+        return self.num_joints + 1
 
     def __enter__(self) -> Self:
-        self.connect()
+        self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def connect(self) -> None:
+    def open(self) -> None:
         """Open the connection. Idempotent."""
 
     def close(self) -> None:
@@ -88,6 +103,7 @@ class Robot(abc.ABC):
 
     @property
     def limits(self) -> JointLimits:
+        """Joint position and speed limits (the Panda's unless the backend knows better)."""
         return JointLimits()
 
     @property
@@ -106,7 +122,12 @@ class Robot(abc.ABC):
 
     @abc.abstractmethod
     def command(self, qpos_target: np.ndarray, gripper: float) -> None:
-        """Send joint targets (7,) and a normalised gripper target; returns without waiting."""
+        """Send joint targets (``num_joints``,) and a normalised gripper target; returns without waiting."""
+
+    def send_action(self, action: np.ndarray) -> None:
+        """:meth:`command` an action vector: ``num_joints`` joint targets, then the gripper value."""
+        n = self.num_joints
+        self.command(action[:n], float(action[n]))
 
     @abc.abstractmethod
     def home(self) -> None:
@@ -123,14 +144,14 @@ class Camera(abc.ABC):
     name: str = "camera"
 
     def __enter__(self) -> Self:
-        self.start()
+        self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @abc.abstractmethod
-    def start(self) -> None:
+    def open(self) -> None:
         """Open the device and start capturing."""
 
     @abc.abstractmethod

@@ -1,4 +1,4 @@
-"""Build robots and cameras from command-line style descriptions (contract §3).
+"""Build robots and cameras from command-line style descriptions.
 
     spec = parse_camera_spec("wrist=/dev/video2")
     robot = make_robot(None, robot="franka", host="172.16.0.2", realtime="enforce")
@@ -9,7 +9,7 @@
 Camera specs are ``NAME=SPEC`` where SPEC is a device index (``0``), a device path
 (``/dev/video2``), ``synthetic`` (moving test pattern), ``sim`` (the simulator camera called NAME;
 ``sim:OTHER`` picks another one) or a video file (``clip.mp4``; played in a loop, for testing).
-Nothing here opens a device: the returned objects are started with ``with`` / :func:`open_cameras`.
+Nothing here opens a device: the returned objects are opened with ``with`` / :func:`open_cameras`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def make_robot(
     realtime: str = "enforce",
     **franka_options: Any,
 ) -> Robot:
-    """The simulator's robot when ``sim_env`` is given, else a (not yet connected) real robot.
+    """The simulator's robot when ``sim_env`` is given, else a (not yet open) real robot.
 
     ``franka_options`` go to :class:`~robokit.hardware.franka.FrankaRobot` (e.g.
     ``relative_dynamics_factor=0.1``).
@@ -125,7 +125,7 @@ def make_cameras(
     fps: float = 30.0,
     **opencv_options: Any,
 ) -> dict[str, Camera]:
-    """Camera objects (not started) by name, in the order given.
+    """Camera objects (not open) by name, in the order given.
 
     With no specs and a ``sim_env``, all the simulator's cameras. ``size`` is (H, W); OpenCV cameras
     request it (and warn if the device delivers another), synthetic cameras draw at it; simulator
@@ -136,6 +136,7 @@ def make_cameras(
         return dict(sim_env.cameras)
     cameras: dict[str, Camera] = {}
     for spec in parsed:
+        camera: Camera
         if spec.kind == "sim":
             if sim_env is None:
                 raise UserError(f"camera spec {spec.text!r} renders from the simulator: add --sim")
@@ -150,17 +151,19 @@ def make_cameras(
             from robokit.hardware.synthetic import SyntheticCamera
 
             camera = SyntheticCamera(spec.name, size=size, fps=fps)
-        else:
+        elif spec.source is not None:
             from robokit.hardware.opencv_camera import OpenCVCamera
 
             camera = OpenCVCamera(spec.name, spec.source, size=size, fps=fps, **opencv_options)
+        else:
+            raise UserError(f"camera spec {spec.text!r} names no device; accepted forms: {CAMERA_SPEC_FORMS}")
         cameras[spec.name] = camera
     return cameras
 
 
 @contextlib.contextmanager
 def open_cameras(cameras: dict[str, Camera]) -> Iterator[dict[str, Camera]]:
-    """Start every camera, close them all on exit (also those started before one failed)."""
+    """Open every camera, close them all on exit (also those opened before one failed)."""
     with contextlib.ExitStack() as stack:
         for camera in cameras.values():
             stack.enter_context(camera)

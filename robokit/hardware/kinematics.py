@@ -1,4 +1,4 @@
-"""Franka Panda forward/inverse kinematics and Jacobian in pure numpy (DESIGN §7).
+"""Franka Panda forward/inverse kinematics and Jacobian in pure numpy.
 
 The chain uses the published modified-DH parameters (Craig convention: each row gives ``a`` and
 ``alpha`` of the previous link and ``d`` of this joint), a flange 0.107 m past joint 7, the hand

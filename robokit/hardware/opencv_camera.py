@@ -59,7 +59,7 @@ class OpenCVCamera(ThreadedCamera):
         fps: requested frame rate, or None to keep the device's default.
         fourcc: pixel format to request, e.g. ``"MJPG"`` (many USB cameras need MJPG for 30 fps at
             640x480 and above), or None for the driver's default.
-        first_frame_timeout_s: how long :meth:`start` waits for the first frame.
+        first_frame_timeout_s: how long :meth:`open` waits for the first frame.
     """
 
     def __init__(
@@ -154,7 +154,7 @@ class OpenCVCamera(ThreadedCamera):
             )
         if not self._is_file:
             if self.fourcc is not None:
-                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.fourcc))
             if self.requested_size is not None:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.requested_size[1])
                 cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.requested_size[0])
@@ -217,17 +217,18 @@ class OpenCVCamera(ThreadedCamera):
     def _read_frame(self) -> tuple[np.ndarray, float] | None:
         if self._is_file and not self._pace_file():
             return None
-        if not self._grab():
+        cap = self._cap if self._grab() else None  # after the grab: a video file re-opens at its end
+        if cap is None:
             self._last_error = self._last_error or "no frame from the device (unplugged?)"
             return None
         t_grab = time.monotonic()
         t_capture = t_grab
         if not self._is_file:
             # V4L2 stamps buffers with CLOCK_MONOTONIC, the clock of time.monotonic(); use it if plausible.
-            t_device = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            t_device = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             if t_grab - 1.0 < t_device <= t_grab + 0.001:
                 t_capture = t_device
-        ok, bgr = self._cap.retrieve()
+        ok, bgr = cap.retrieve()
         if not ok or bgr is None:
             self._last_error = "the device returned an empty frame"
             return None

@@ -1,4 +1,4 @@
-"""A camera base class with one capture thread, a latest-frame slot and automatic reconnect.
+"""A camera base class with one capture thread, a buffer of recent frames and automatic reconnect.
 
 :class:`~robokit.hardware.opencv_camera.OpenCVCamera` and
 :class:`~robokit.hardware.synthetic.SyntheticCamera` share it. A subclass implements three hooks:
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class ThreadedCamera(Camera):
-    """Capture thread + newest-frame slot + reconnect loop. See the module docstring."""
+    """Capture thread + buffer of the last frames (newest last) + reconnect loop; see the module docstring."""
 
     def __init__(
         self,
@@ -97,10 +97,10 @@ class ThreadedCamera(Camera):
 
     @property
     def frames_received(self) -> int:
-        """The next frame's ``index``: frames delivered since :meth:`start`, plus any the device dropped."""
+        """The next frame's ``index``: frames delivered since :meth:`open`, plus any the device dropped."""
         return self._next_index
 
-    def start(self) -> None:
+    def open(self) -> None:
         """Open the device, start the capture thread and wait for the first frame.
 
         Raises the subclass's :class:`~robokit.errors.DeviceNotFound` for a missing device, and
@@ -149,7 +149,7 @@ class ThreadedCamera(Camera):
         """The newest frame, if it was captured at most ``max_age_s`` ago.
 
         Raises :class:`~robokit.errors.HardwareFault` while the camera is disconnected (or was never
-        started) and :class:`~robokit.errors.StaleFrame` when the newest frame is too old.
+        opened) and :class:`~robokit.errors.StaleFrame` when the newest frame is too old.
         """
         with self._cond:
             frame = self._recent[-1] if self._recent else None
@@ -166,12 +166,12 @@ class ThreadedCamera(Camera):
         return [f for f in recent if f.index > index]
 
     def _fresh(self, frame: Frame | None, max_age_s: float) -> Frame:
-        """``frame`` (the newest) if usable; else HardwareFault (not started / disconnected) or
+        """``frame`` (the newest) if usable; else HardwareFault (not open / disconnected) or
         StaleFrame (none yet / too old)."""
         with self._cond:  # the capture thread sets both together
             connected, since = self._connected, self._disconnected_since
         if self._thread is None:
-            raise HardwareFault(f"{self.describe()} is not started; call start() or use it in a `with` block")
+            raise HardwareFault(f"{self.describe()} is not open; call open() or use it in a `with` block")
         if not connected:
             gone_for = time.monotonic() - since if since is not None else 0.0
             detail = self._last_error.removeprefix(self.describe()).strip(" :")

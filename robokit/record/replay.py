@@ -72,7 +72,7 @@ def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = N
         state = robot.read()
         if recorded is not None and t < len(recorded):
             errors.append(float(np.max(np.abs(state.qpos - recorded[t]))))
-        robot.command(action[:7], float(action[7]))
+        robot.send_action(action)
         if sim_env is not None:
             sim_env.step()
         if on_step is not None:
@@ -89,11 +89,11 @@ def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = N
 
 def _approach(robot: Robot, first: np.ndarray, fps: float, speed: float) -> None:
     """Interpolate from where the arm is to the first target at ``speed`` rad/s at most."""
-    q0 = robot.read().qpos
-    distance = float(np.max(np.abs(first[:7] - q0)))
+    q0, n = robot.read().qpos, robot.num_joints
+    distance = float(np.max(np.abs(first[:n] - q0)))
     steps = max(1, int(np.ceil(distance / speed * fps)))
     loop = RateLoop(fps)
     for k in range(1, steps + 1):
         loop.wait()
-        robot.command(q0 + (first[:7] - q0) * (k / steps), float(first[7]))
+        robot.command(q0 + (first[:n] - q0) * (k / steps), float(first[n]))
     time.sleep(0.5)  # settle before the recorded motion starts

@@ -256,7 +256,8 @@ class RecordingSession:
             box_objects = {name: list(self.sim_env.task.object_names) for name in self._box_cameras}
         self._writer = EpisodeWriter(
             self.config.out, self._index, {name: tuple(cam.shape) for name, cam in self.cameras.items()},
-            state_dim=8, action_dim=8, attrs=attrs, compress=self.config.compress,
+            state_dim=self.robot.action_dim, action_dim=self.robot.action_dim, attrs=attrs,
+            compress=self.config.compress,
             jpeg_quality=self.config.jpeg_quality, min_free_bytes=self.config.min_free_bytes,
             box_objects=box_objects)
         self.grabber.reset_stats()
@@ -364,11 +365,11 @@ class RecordingSession:
                 elif self.autonomous:
                     self._quit = True
         action = np.asarray(action, dtype=np.float32).reshape(-1)
-        if action.shape != (8,) or not np.all(np.isfinite(action)):
+        if action.shape != (self.robot.action_dim,) or not np.all(np.isfinite(action)):
             raise UserError(f"the {self.teleop.name} source produced an invalid action {action!r}; "
-                            "expected 7 joint targets and a gripper value")
+                            f"expected {self.robot.num_joints} joint targets and a gripper value")
         self._hold = action
-        self.robot.command(action[:7], float(action[7]))
+        self.robot.send_action(action)
         if self.state in (RECORDING, ENDING):
             self._record(state, frames, action, done=self.state == ENDING)
             if self.state == ENDING:
@@ -423,7 +424,8 @@ class RecordingSession:
             return
         # Kinesthetic: the action of the previous step is where the arm is now.
         if self._pending is not None:
-            self._pending.action = np.concatenate([step.qpos[:7], self._pending.action[7:]])
+            n = self.robot.num_joints
+            self._pending.action = np.concatenate([step.qpos[:n], self._pending.action[n:]])
             self._append(self._pending)
         self._pending = step
 
@@ -442,7 +444,8 @@ class RecordingSession:
 
     def _flush_pending(self) -> None:
         if self._pending is not None and self._writer is not None:
-            self._pending.action = np.concatenate([self._pending.qpos[:7], self._pending.action[7:]])
+            n = self.robot.num_joints
+            self._pending.action = np.concatenate([self._pending.qpos[:n], self._pending.action[n:]])
             self._append(self._pending)
         self._pending = None
 

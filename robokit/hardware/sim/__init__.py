@@ -1,10 +1,10 @@
-"""MuJoCo simulation of a Franka Panda at a table, with tasks and scripted experts (CONTRACTS §2).
+"""MuJoCo simulation of a Franka Panda at a table, with tasks and scripted experts.
 
     from robokit.hardware.sim import PandaSimEnv, list_tasks
     env = PandaSimEnv(task="pick_place", seed=0)
     expert = env.task.expert()
     while (action := expert.next_action(env.robot.read())) is not None:
-        env.robot.command(action[:7], action[7])
+        env.robot.send_action(action)
         env.step()
     env.task.success()
 

@@ -1,4 +1,4 @@
-"""Robot and Camera views of a :class:`~robokit.hardware.sim.env.PandaSimEnv` (DESIGN §3)."""
+"""Robot and Camera views of a :class:`~robokit.hardware.sim.env.PandaSimEnv`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 
 from robokit.errors import HardwareFault, UserError
 from robokit.hardware.base import PANDA_READY_POSE, Camera, Frame, Robot, RobotState
+from robokit.hardware.limits import ClampReport, clamp_joints
 
 if TYPE_CHECKING:
     from robokit.hardware.sim.env import PandaSimEnv
@@ -19,38 +20,34 @@ log = logging.getLogger(__name__)
 class SimRobot(Robot):
     """The simulated arm. ``command`` sets the position servos' targets; physics runs in ``env.step()``.
 
-    Joint targets outside the limits are clamped (never sent as given) and reported: a warning is
-    logged, ``clamp_count`` counts such commands and ``last_clamp`` describes the latest one.
+    Joint targets outside the limits are clamped (never sent as given) and reported: they are
+    recorded in :attr:`clamps` (since the last ``env.reset()``) and logged as a warning (at most
+    once a second).
     """
 
     kind = "sim"
 
     def __init__(self, env: PandaSimEnv) -> None:
         self._env = env
-        self.clamp_count = 0
-        self.last_clamp: str | None = None
+        #: The commands whose joint target was outside the limits (and was clamped).
+        self.clamps = ClampReport()
 
     def _on_reset(self) -> None:
-        self.last_clamp = None
+        self.clamps = ClampReport()
 
     def read(self) -> RobotState:
         return self._env._read_state()
 
     def command(self, qpos_target: np.ndarray, gripper: float) -> None:
         q = np.asarray(qpos_target, dtype=float).reshape(-1)
-        if q.shape != (7,) or not np.all(np.isfinite(q)):
-            raise UserError(f"joint target must be 7 finite numbers, got {np.asarray(qpos_target)!r}")
+        if q.shape != (self.num_joints,) or not np.all(np.isfinite(q)):
+            raise UserError(f"joint target must be {self.num_joints} finite numbers, got {np.asarray(qpos_target)!r}")
         g = float(gripper)
         if not np.isfinite(g):
             raise UserError(f"gripper target must be a finite number in 0..1, got {gripper!r}")
         q_min, q_max = self.joint_limits
-        clamped = np.clip(q, q_min, q_max)
-        outside = np.flatnonzero(clamped != q)
-        if outside.size:
-            details = ", ".join(f"joint{i + 1} {q[i]:+.4f} -> {clamped[i]:+.4f}" for i in outside)
-            self.clamp_count += 1
-            self.last_clamp = f"joint target outside the limits clamped: {details}"
-            log.warning("%s", self.last_clamp)
+        clamped = clamp_joints(q, q_min, q_max, self.clamps)
+        self.clamps.warn(log)
         self._env._set_targets(clamped, float(np.clip(g, 0.0, 1.0)))
 
     def home(self, timeout_s: float = 5.0) -> None:
@@ -78,7 +75,7 @@ class SimCamera(Camera):
         self._env = env
         self.name = name
 
-    def start(self) -> None:
+    def open(self) -> None:
         """Nothing to open: the scene is rendered on demand."""
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""PandaSimEnv: the MuJoCo scene, its clock, its robot and cameras (CONTRACTS §2).
+"""PandaSimEnv: the MuJoCo scene, its clock, its robot and cameras.
 
 One object owns the model and the data; :class:`~robokit.hardware.sim.devices.SimRobot` and
 :class:`~robokit.hardware.sim.devices.SimCamera` are thin views of it that implement the hardware

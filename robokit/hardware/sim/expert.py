@@ -164,7 +164,7 @@ def run_expert_episode(env: PandaSimEnv, seed: int, task: str | None = None,
     expert = env.task.expert()
     steps = 0
     while (action := expert.next_action(env.robot.read())) is not None:
-        env.robot.command(action[:7], float(action[7]))
+        env.robot.send_action(action)
         env.step()
         steps += 1
     for _ in range(settle_steps):

@@ -2,7 +2,7 @@
 
 The arm is a chain of bodies whose frames are exactly the modified-DH joint frames, so the
 simulated TCP (site ``tcp``) matches :func:`robokit.hardware.kinematics.fk`. Geometry is simple
-(capsules and boxes); what matters is the kinematics, the limits, stiff position servos (DESIGN §7
+(capsules and boxes); what matters is the kinematics, the limits, stiff position servos (high
 gains, implicit integrator, gravity compensation as on the real arm) and a parallel gripper whose
 grasps hold (elliptic friction cones, torsional friction, high impratio).
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from robokit.hardware.base import GRIPPER_MAX_WIDTH_M, PANDA_Q_MAX, PANDA_Q_MIN
 from robokit.hardware.kinematics import DH_PARAMS, FLANGE_D, HAND_YAW, TCP_OFFSET
@@ -26,7 +27,7 @@ FINGER_GEOMS = ("finger_left_pad", "finger_right_pad")
 GRIPPER_ACTUATOR = "gripper"
 PHYSICS_DT = 0.002  # upper bound; the env picks dt so that a control period is a whole number of steps
 
-# DESIGN §7 servo gains and the Panda's joint torque limits.
+# Servo gains stiff enough to track targets like the real arm's joint controller; the Panda's torque limits.
 _KP = (4500, 4500, 3500, 3500, 2000, 2000, 2000)
 _KV = (450, 450, 350, 350, 200, 200, 200)
 _TORQUE = (87, 87, 87, 87, 12, 12, 12)
@@ -66,7 +67,7 @@ class TargetSpec:
         return {"zone": 0.0, "bowl": 0.004, "plate": 0.008}[self.kind]
 
 
-def _fmt(values: object) -> str:
+def _fmt(values: npt.ArrayLike) -> str:
     return " ".join(f"{float(v):.9g}" for v in np.ravel(values))
 
 
