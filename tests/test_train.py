@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_data_layouts import write_v1
 from torch.utils.data import DataLoader
 
 from robokit.errors import CheckpointError, ConfigError, DataError
@@ -24,10 +23,10 @@ TINY_GRP = {"patch_size": 8, "n_embd": 32, "n_head": 2, "n_blocks": 1, "text_max
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data(tmp_path_factory: pytest.TempPathFactory, episode_files) -> Path:
     folder = tmp_path_factory.mktemp("train") / "data"
     for i in range(3):
-        write_v1(folder, i, length=16 + 2 * i, cams={"top": (32, 32)}, task="pick the cube")
+        episode_files.v1(folder, i, length=16 + 2 * i, cams={"top": (32, 32)}, task="pick the cube")
     return folder
 
 
@@ -35,10 +34,10 @@ def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_act_overfits_two_short_episodes(tmp_path: Path):
+def test_act_overfits_two_short_episodes(tmp_path: Path, episode_files):
     folder = tmp_path / "two"
     for i in range(2):
-        write_v1(folder, i, length=20, cams={"top": (32, 32)})
+        episode_files.v1(folder, i, length=20, cams={"top": (32, 32)})
     seen: list[TrainProgress] = []
     result = train(TrainOptions(data=folder, out=tmp_path / "run", policy="act", steps=200, batch_size=8,
                                 chunk_size=5, lr=1e-3, val_fraction=0.0, log_every=10,
@@ -159,12 +158,12 @@ def test_cosine_schedule_decays_the_rate_and_resume_follows_the_curve(data: Path
         _opts(data, tmp_path / "x", 1, lr_schedule="step")
 
 
-def test_validation_costs_a_bounded_share_of_training(tmp_path: Path):
+def test_validation_costs_a_bounded_share_of_training(tmp_path: Path, episode_files):
     # Many validation samples, a tiny batch and validation at every step: each evaluation looks at
     # no more samples than half the training samples drawn since the last one (one batch at least).
     folder = tmp_path / "many"
     for i in range(6):
-        write_v1(folder, i, length=40, cams={"top": (32, 32)})
+        episode_files.v1(folder, i, length=40, cams={"top": (32, 32)})
     train(TrainOptions(data=folder, out=tmp_path / "run", policy="act", steps=10, batch_size=2, chunk_size=4,
                        val_fraction=0.5, val_every=1, log_every=1, policy_config=TINY_ACT, num_workers=0))
     val = [r for r in records(tmp_path / "run") if r["split"] == "val"]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_data_layouts import write_v1
 
 from robokit.cli import main
 from robokit.commands.train_cmd import build_options
@@ -27,10 +26,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data(tmp_path_factory: pytest.TempPathFactory, episode_files) -> Path:
     folder = tmp_path_factory.mktemp("cli") / "data"
     for i in range(3):
-        write_v1(folder, i, length=12, cams={"top": (32, 32), "wrist": (32, 32)})
+        episode_files.v1(folder, i, length=12, cams={"top": (32, 32), "wrist": (32, 32)})
     return folder
 
 
