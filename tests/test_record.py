@@ -299,6 +299,30 @@ def test_task_prompt_keeps_typed_keys_from_the_session(env, tmp_path):
     session.discard_episode()
 
 
+def test_a_key_that_does_nothing_is_answered_with_the_keys_that_do(env, tmp_path):
+    from robokit.commands.record_cmd import TaskPrompt, render_panel
+
+    session = RecordingSession(env.robot, env.cameras, KeyboardJog(), RecordConfig(out=tmp_path), sim_env=env)
+    TaskPrompt(session)
+    session.handle_key("x")
+    status = session.status()
+    message = status.messages[-1]
+    assert message.startswith("key 'x' does nothing; keys:")
+    for key in ("s", "d", "r", "h", "q", "t", "space / g"):  # the session's, the prompt's, the jog keys
+        assert f" {key} " in f" {message.split(': ', 1)[1].replace(' · ', ' ')} "
+    assert ("t", "task of next episode") in status.key_help
+    session.handle_key("x")  # held down: said once
+    assert session.messages.count(message) == 1
+    session.handle_key("up")  # a jog key is not unknown
+    assert session.messages[-1] == message
+
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(render_panel(status))
+    assert "key 'x' does nothing" in console.export_text()
+
+
 # -- teleop sources ----------------------------------------------------------------------------------
 def _obs(env: PandaSimEnv) -> Observation:
     return Observation(env.robot.read(), {})

@@ -195,6 +195,7 @@ class TaskPrompt:
     def __init__(self, session: Any) -> None:
         self.session = session
         self.text: str | None = None  # None: closed
+        session.board.add_keys([(self.KEY, "task of next episode")])
 
     def filter(self, keys: list[str]) -> list[str]:
         """Consume the keys that belong to the prompt; return the others, in order, for the session."""
@@ -287,8 +288,7 @@ def render_panel(st: Any, prompt: str | None = None) -> Panel:
                                                ("   Enter: set for the next episode, Esc: cancel", "dim")))
     if st.teleop:
         grid.add_row("teleop", st.teleop)
-    key_help = [*st.key_help, (TaskPrompt.KEY, "task of next episode")]
-    grid.add_row("keys", "   ".join(f"[bold]{k}[/] {v}" for k, v in key_help))
+    grid.add_row("keys", "   ".join(f"[bold]{k}[/] {v}" for k, v in st.key_help))
     body = [grid]
     if st.messages:
         body.append(Text("\n".join(st.messages[-3:]), style="dim"))

@@ -1,4 +1,4 @@
-"""The recording session: a fixed-rate capture loop driven by keys (DESIGN §2-3, issue 4).
+"""The recording session: a fixed-rate capture loop driven by keys.
 
 Each control step: read the robot and one frame per camera -> ask the teleop source for the
 action -> command the robot -> append the step to the streaming episode writer -> advance the
@@ -6,11 +6,11 @@ simulation (sim) or wait for the next tick of the ``fps`` grid (real robot), whi
 phase-locked to the first camera's frames (:meth:`robokit.record.capture.RateLoop.follow`).
 
 States: ``idle`` (the arm can be jogged, nothing is written), ``recording``, ``ending`` (the
-``end_frames`` extra real steps stored with ``done=True`` after "stop"), ``saving``. Keys:
-
-    s  start / stop-and-save        d  discard the episode in progress
-    r  discard and re-record        h  home the robot / reset the sim scene (when idle)
-    q  quit (an episode in progress is saved first)
+``end_frames`` extra real steps stored with ``done=True`` after "stop"), ``saving``. Keys
+(:data:`~robokit.record.status.SESSION_KEYS`): ``s`` start / stop and save, ``d`` discard the
+episode in progress, ``r`` discard and re-record, ``h`` home the robot or reset the sim scene (when
+idle), ``q`` quit (an episode in progress is saved first); the teleop source's jog keys after them.
+A key that does nothing is answered with a message that lists the keys.
 
 The instruction stored with each episode starts as ``RecordConfig.task`` and can be changed between
 episodes with :meth:`RecordingSession.set_task` (the CLI asks for it when the person presses ``t``).
@@ -25,15 +25,14 @@ randomised scene, ends when the source finishes, and is saved with ``success`` f
 
 Faults never lose what was recorded: a camera that stops delivering, a robot fault or low disk
 space saves the episode up to that point, then raises with a message naming the cause and the file.
-The session prints nothing; the CLI renders :meth:`RecordingSession.status` as a live panel.
+The session prints nothing; the CLI renders :meth:`RecordingSession.status` as a live panel
+(:mod:`robokit.record.status`).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -54,18 +53,18 @@ from robokit.episodes.writer import EmptyEpisode, EpisodeStep, EpisodeWriter
 from robokit.errors import HardwareFault, UserError
 from robokit.hardware.base import Camera, Frame, Robot, RobotState
 from robokit.record.capture import CameraGrabber, RateLoop
+from robokit.record.scene import SimScene
+from robokit.record.status import SessionStatus, StatusBoard
 from robokit.record.teleop import Observation, TeleopSource
 
 if TYPE_CHECKING:
     from robokit.hardware.sim import PandaSimEnv
 
-__all__ = ["SESSION_KEYS", "RecordConfig", "RecordingSession", "SessionStatus"]
+__all__ = ["RecordConfig", "RecordingSession"]
 
 log = logging.getLogger(__name__)
 
 IDLE, RECORDING, ENDING, SAVING = "idle", "recording", "ending", "saving"
-SESSION_KEYS = (("s", "start / stop + save"), ("d", "discard"), ("r", "discard + re-record"),
-                ("h", "home / new scene"), ("q", "quit (saves)"))
 
 
 @dataclass
@@ -96,29 +95,6 @@ class RecordConfig:
             raise UserError(f"--jpeg-quality must be 1..100, got {self.jpeg_quality}")
 
 
-@dataclass
-class SessionStatus:
-    """A snapshot for the live panel."""
-
-    state: str
-    episode_index: int
-    elapsed_s: float
-    steps: int
-    loop_hz: float
-    camera_hz: dict[str, float]
-    dropped: dict[str, int]
-    repeated: dict[str, int]
-    overruns: int
-    disk_free_bytes: int
-    saved: int
-    target: int | None
-    discarded: int
-    task: str
-    teleop: str
-    messages: list[str]
-    key_help: list[tuple[str, str]]
-
-
 class RecordingSession:
     """Runs the capture loop for one ``robokit record`` invocation. See the module docs.
 
@@ -133,6 +109,7 @@ class RecordingSession:
             raise UserError("recording needs at least one camera (--camera NAME=SPEC)")
         self.robot, self.cameras, self.teleop, self.config = robot, dict(cameras), teleop, config
         self.sim_env = sim_env
+        self.scene = SimScene(sim_env, self.cameras) if sim_env is not None else None
         self._clock = clock
         self.grabber = CameraGrabber(self.cameras, config.fps)
         self._rate = RateLoop(config.fps) if sim_env is None else None
@@ -144,7 +121,8 @@ class RecordingSession:
         self.interrupt_note = ""
         self._critical = 0  # > 0 while an episode file is being finished (saved or discarded)
         self._interrupt_pending = False
-        self.messages: collections.deque[str] = collections.deque(maxlen=6)
+        #: Messages, loop rate, free disk and key help for the live panel.
+        self.board = StatusBoard(config.out, clock, teleop.key_help)
         self._writer: EpisodeWriter | None = None
         self._index = 0
         self._episode_start = 0.0
@@ -152,14 +130,9 @@ class RecordingSession:
         self._pending: EpisodeStep | None = None
         self._hold: np.ndarray | None = None
         self._last_images: dict[str, np.ndarray] = {}
-        self._box_cameras: dict[str, str] = {}  # episode camera -> sim camera whose object boxes are stored
         self._task_text = config.task  # real robot: the instruction stored with the next episode
-        self._sim_task: str | None = None  # sim: the task set_task pinned (None: the scene's own)
         self._quit = False
         self._quit_after_save = False
-        self._tick_times: collections.deque[float] = collections.deque(maxlen=60)
-        self._disk_free = 0
-        self._disk_checked = -1e9
         self.autonomous = bool(getattr(teleop, "autonomous", False))
 
     # -- setup -----------------------------------------------------------------------------------
@@ -170,20 +143,23 @@ class RecordingSession:
         check_free_space(out, self.config.min_free_bytes)
         self._index = next_episode_index(out)
         for message in messages:
-            self._say(message)
+            self.board.say(message)
         return messages
 
     # -- public control --------------------------------------------------------------------------
     @property
     def task(self) -> str:
         """The instruction the next (or current) episode is stored with."""
-        if self.sim_env is not None:
-            return self.sim_env.task.instruction
-        return self._task_text
+        return self.scene.instruction if self.scene is not None else self._task_text
 
     @property
     def done(self) -> bool:
         return self._quit
+
+    @property
+    def messages(self) -> list[str]:
+        """The latest messages, oldest first (the live panel shows the last ones)."""
+        return list(self.board.messages)
 
     @property
     def last_images(self) -> dict[str, np.ndarray]:
@@ -192,7 +168,7 @@ class RecordingSession:
 
     def notify(self, message: str) -> None:
         """Show ``message`` among the session's messages (the live panel's last lines)."""
-        self._say(message)
+        self.board.say(message)
 
     def set_task(self, text: str) -> str:
         """Set the instruction of the next episode (only between episodes); returns it.
@@ -207,12 +183,12 @@ class RecordingSession:
             raise UserError("stop (s) or discard (d) the episode in progress before changing the task")
         if not text:
             raise UserError("the task is empty: type the instruction for the next episode")
-        if self.sim_env is None:
+        if self.scene is None:
             self._task_text = text
         else:
-            self._sim_task = _sim_task_name(self.sim_env, text)
-            self._reset_scene(same=True)
-        self._say(f"task of the next episode: {self.task}")
+            self.scene.pin_task(text)
+            self._after_reset()
+        self.board.say(f"task of the next episode: {self.task}")
         return self.task
 
     def handle_key(self, key: str) -> None:
@@ -230,41 +206,36 @@ class RecordingSession:
             self.discard_episode(quiet=True)
             self._reset_scene(same=True)
             self.start_episode()
-            self._say("re-recording")
+            self.board.say("re-recording")
         elif key == "h":
             if self.state == IDLE:
                 self._reset_scene(same=False)
             else:
-                self._say("stop (s) or discard (d) the episode before homing")
+                self.board.say("stop (s) or discard (d) the episode before homing")
         elif not self.teleop.handle_key(key):
-            log.debug("unused key %r", key)
+            self.board.unknown_key(key)
 
     def start_episode(self) -> None:
         """Open a new episode file and start recording at the next step."""
         if self.state != IDLE:
             return
-        self._disk_free = check_free_space(self.config.out, self.config.min_free_bytes)
+        self.board.disk_free = check_free_space(self.config.out, self.config.min_free_bytes)
         self._index = max(self._index, next_episode_index(self.config.out))
         attrs = {"task": self.task, "fps": float(self.config.fps), "robot": self.robot.kind,
                  "sim": self.sim_env is not None, "source": self.teleop.name, **self.config.extra_attrs}
-        box_objects = None
-        if self.sim_env is not None:
-            attrs.update({"sim_seed": int(self.sim_env.seed), "sim_task": self.sim_env.task.name})
-            # Episode camera name -> simulator camera, for the cameras that render the scene.
-            self._box_cameras = {name: cam.name for name, cam in self.cameras.items()
-                                 if self.sim_env.cameras.get(cam.name) is cam}
-            box_objects = {name: list(self.sim_env.task.object_names) for name in self._box_cameras}
+        if self.scene is not None:
+            attrs.update(self.scene.episode_attrs())
         self._writer = EpisodeWriter(
             self.config.out, self._index, {name: tuple(cam.shape) for name, cam in self.cameras.items()},
             state_dim=self.robot.action_dim, action_dim=self.robot.action_dim, attrs=attrs,
             compress=self.config.compress,
             jpeg_quality=self.config.jpeg_quality, min_free_bytes=self.config.min_free_bytes,
-            box_objects=box_objects)
+            box_objects=self.scene.box_objects() if self.scene is not None else None)
         self.grabber.reset_stats()
         self._pending = None
         self._episode_start = self._clock()
         self.state = RECORDING
-        self._say(f"recording episode_{self._index}")
+        self.board.say(f"recording episode_{self._index}")
 
     def stop_episode(self) -> None:
         """Record the end frames, then save."""
@@ -286,7 +257,7 @@ class RecordingSession:
             self.state = IDLE
             self.discarded += 1
         if not quiet:
-            self._say(f"discarded episode_{self._index}")
+            self.board.say(f"discarded episode_{self._index}")
 
     def interrupt(self) -> None:
         """Stop the session as Ctrl-C does; meant for signal handlers (the CLI routes SIGINT/SIGTERM here).
@@ -346,7 +317,7 @@ class RecordingSession:
         """One control step (see the module docs)."""
         tick = self._rate.wait() if self._rate is not None else None
         now = self._clock()
-        self._tick_times.append(now)
+        self.board.tick(now)
         frames = self.grabber.grab(tick)  # first: it may wait a little for fresh frames
         if self._rate is not None:  # ticks follow the first camera's clock (see record.capture)
             self._rate.follow(frames[next(iter(frames))])
@@ -386,39 +357,26 @@ class RecordingSession:
         """A snapshot of the session; safe to call from another thread (a live display)."""
         writer = self._writer  # read once: the loop may finish the episode meanwhile
         now = self._clock()
-        if now - self._disk_checked > 1.0:
-            self._disk_checked = now
-            try:
-                self._disk_free = shutil.disk_usage(self.config.out).free
-            except OSError:
-                self._disk_free = 0
-        ticks = list(self._tick_times)
-        loop_hz = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
         recording = self.state in (RECORDING, ENDING, SAVING)
         stats = self.grabber.stats
-        keys = list(SESSION_KEYS) + list(self.teleop.key_help)
         return SessionStatus(
             state=self.state, episode_index=self._index,
             elapsed_s=(now - self._episode_start) if recording else 0.0,
             steps=writer.num_steps if writer is not None else 0,
-            loop_hz=loop_hz, camera_hz={n: s.rate() for n, s in stats.items()},
+            loop_hz=self.board.loop_hz(), camera_hz={n: s.rate() for n, s in stats.items()},
             dropped={n: s.dropped for n, s in stats.items()},
             repeated={n: s.repeated for n, s in stats.items()},
             overruns=self._rate.overruns if self._rate is not None else 0,
-            disk_free_bytes=self._disk_free, saved=len(self.saved), target=self.config.episodes,
+            disk_free_bytes=self.board.free_bytes(), saved=len(self.saved), target=self.config.episodes,
             discarded=self.discarded, task=self.task, teleop=self.teleop.status(),
-            messages=list(self.messages), key_help=keys)
+            messages=list(self.board.messages), key_help=list(self.board.keys))
 
     # -- internals -------------------------------------------------------------------------------
-    def _say(self, message: str) -> None:
-        log.info("%s", message)
-        self.messages.append(message)
-
     def _record(self, state: RobotState, frames: dict[str, Frame], action: np.ndarray, done: bool) -> None:
         step = EpisodeStep(qpos=state.as_vector(), qvel=state.velocity_vector(), action=action.copy(),
                            images={n: f.image for n, f in frames.items()}, t_robot=float(state.t),
                            t_images={n: float(f.t_capture) for n, f in frames.items()}, done=done,
-                           object_boxes=self._object_boxes())
+                           object_boxes=self.scene.object_boxes() if self.scene is not None else {})
         if not self.teleop.action_is_next_state:
             self._append(step)
             return
@@ -428,14 +386,6 @@ class RecordingSession:
             self._pending.action = np.concatenate([step.qpos[:n], self._pending.action[n:]])
             self._append(self._pending)
         self._pending = step
-
-    def _object_boxes(self) -> dict[str, dict[str, tuple[int, int, int, int] | None]]:
-        """Sim: where each of the task's objects is in each simulator camera's current frame."""
-        if self.sim_env is None or not self._box_cameras:
-            return {}
-        names = self.sim_env.task.object_names
-        return {cam: {name: self.sim_env.object_box(sim_cam, name) for name in names}
-                for cam, sim_cam in self._box_cameras.items()}
 
     def _append(self, step: EpisodeStep) -> None:
         assert self._writer is not None
@@ -448,15 +398,6 @@ class RecordingSession:
             self._pending.action = np.concatenate([self._pending.qpos[:n], self._pending.action[n:]])
             self._append(self._pending)
         self._pending = None
-
-    def _success(self) -> bool | None:
-        if self.sim_env is None:
-            return None
-        try:
-            return bool(self.sim_env.task.success())
-        except Exception:
-            log.exception("the task's success check failed")
-            return None
 
     @contextlib.contextmanager
     def _uninterruptible(self) -> Iterator[None]:
@@ -481,14 +422,14 @@ class RecordingSession:
             return None
         self.state = SAVING
         self._flush_pending()
-        success = self._success()
+        success = self.scene.success() if self.scene is not None else None
         path = None
         try:
             if (self.teleop.name == "scripted" and success is False and not self.config.keep_failed
                     and reason is None):
                 writer.discard()
                 self.failed += 1
-                self._say(f"episode_{self._index} discarded: the scripted expert did not complete the task")
+                self.board.say(f"episode_{self._index} discarded: the scripted expert did not complete the task")
             else:
                 extra = {"end_frames": int(self.config.end_frames)}
                 if reason is not None:
@@ -497,11 +438,11 @@ class RecordingSession:
                 path = writer.save(success=success, extra_attrs=extra, goal_images=goal)
                 self.saved.append(path)
                 seconds = self._clock() - self._episode_start
-                self._say(f"saved {path.name}: {writer.num_steps} steps, {seconds:.1f} s"
-                          + (f", success {'yes' if success else 'no'}" if success is not None else ""))
+                checked = f", success {'yes' if success else 'no'}" if success is not None else ""
+                self.board.say(f"saved {path.name}: {writer.num_steps} steps, {seconds:.1f} s{checked}")
                 self._index += 1
         except EmptyEpisode:
-            self._say("nothing recorded: no episode saved")
+            self.board.say("nothing recorded: no episode saved")
         finally:
             self._writer = None
             self.state = IDLE
@@ -529,55 +470,27 @@ class RecordingSession:
 
     def _reset_scene(self, same: bool) -> None:
         """Sim: a new randomised scene (or the same one again); real robot: drive home."""
-        if self.sim_env is not None:
-            # The same scene (and instruction) again, or a fresh draw of both; a task chosen with
-            # set_task stays.
-            if same:
-                self.sim_env.reset(seed=self.sim_env.seed, task=self._sim_task or self.sim_env.task.name)
-            else:
-                self.sim_env.reset(seed=None, task=self._sim_task)
-            self._say("scene reset" if same else f"new scene (seed {self.sim_env.seed})")
+        if self.scene is not None:
+            self.board.say(self.scene.reset(same))
         elif not same:
-            self._say("homing...")
+            self.board.say("homing...")
             self.robot.home()
             if self._rate is not None:  # the loop stood still while the arm moved: not a late tick
                 self._rate.restart()
-            self._say("at home")
+            self.board.say("at home")
+        self._after_reset()
+
+    def _after_reset(self) -> None:
+        """Forget what the cameras and the source saw before the scene or the arm moved."""
         self.grabber.forget()
         self.teleop.reset()
         self._hold = None
 
     def _begin_autonomous_episode(self) -> None:
-        if self.sim_env is not None:
-            replay_seed = getattr(self.teleop, "attrs", {}).get("sim_seed")
-            replay_task = getattr(self.teleop, "attrs", {}).get("sim_task")
-            if self.teleop.name == "replay" and replay_seed is not None:
-                self.sim_env.reset(seed=int(replay_seed), task=replay_task)
-            else:
-                self.sim_env.reset(seed=None)
-        self.grabber.forget()
-        self.teleop.reset()
-        self._hold = None
+        if self.scene is not None:
+            self.scene.reset_for(self.teleop.name, getattr(self.teleop, "attrs", {}))
+        self._after_reset()
         self.start_episode()
-
-
-def _sim_task_name(env: PandaSimEnv, text: str) -> str:
-    """The task of ``env``'s task set that ``text`` names (an instruction or its number from 1)."""
-    from robokit.hardware.sim import TASK_SETS, resolve_task
-
-    instructions = TASK_SETS[env.task_set].instructions  # task name -> instruction
-    names = list(instructions)
-    if text.isdigit() and 1 <= int(text) <= len(names):
-        return names[int(text) - 1]
-    try:
-        task_set, name = resolve_task(text)
-    except UserError:
-        task_set, name = None, None
-    if task_set != env.task_set or name is None:
-        numbered = "; ".join(f"{i}: {instructions[n]}" for i, n in enumerate(names, 1))
-        raise UserError(f"{text!r} is not a task of the {env.task_set} scene; type one of them or its "
-                        f"number: {numbered}")
-    return name
 
 
 def _state_action(state: RobotState) -> np.ndarray:
