@@ -85,7 +85,7 @@ class EpisodeWriter:
         self,
         folder: str | Path,
         index: int,
-        camera_shapes: Mapping[str, tuple[int, int, int]],
+        camera_shapes: Mapping[str, Sequence[int]],
         state_dim: int = 8,
         action_dim: int = 8,
         attrs: Mapping[str, Any] | None = None,
@@ -389,11 +389,11 @@ class EpisodeWriter:
                 self._error = exc
 
 
-def _check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
-    shape = tuple(int(v) for v in shape)
-    if len(shape) != 3 or shape[2] != 3 or shape[0] <= 0 or shape[1] <= 0:
-        raise UserError(f"camera '{name}': image shape must be (H, W, 3), got {shape}")
-    return shape  # type: ignore[return-value]
+def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, int, int]:
+    values = tuple(int(v) for v in shape)
+    if len(values) != 3 or values[2] != 3 or values[0] <= 0 or values[1] <= 0:
+        raise UserError(f"camera '{name}': image shape must be (H, W, 3), got {values}")
+    return values[0], values[1], values[2]
 
 
 def _check_box_objects(box_objects: Mapping[str, Sequence[str]],
