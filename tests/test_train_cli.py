@@ -138,3 +138,16 @@ def test_ctrl_c_saves_last_checkpoint_and_exits_cleanly(data: Path, tmp_path: Pa
     _, meta = load_checkpoint(out / "last.pt")
     assert meta["step"] >= 10
     assert torch.load(out / "train_state.pt", weights_only=True)["step"] == meta["step"]
+
+
+def test_progress_before_the_first_logged_loss_shows_a_dash(data: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture):
+    # Without a terminal each validation prints a line; the first comes at step 1, before the loss of
+    # the first log interval (10 steps) exists.
+    assert run_main("train", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "2",
+                    "--chunk-size", "4", "--val-every", "1", "--num-workers", "0", "--camera", "top", *SETS) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("step ")]
+    assert lines[0].startswith("step 1/2 loss — val ")
+    assert "loss ?" not in err and "?" not in lines[1]
+    assert float(lines[1].split("loss ")[1].split()[0]) > 0
