@@ -12,20 +12,21 @@ import torch
 from robokit.errors import CheckpointError, ConfigError
 from robokit.policies.act.model import ACTConfig, ACTPolicy
 from robokit.policies.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
-from robokit.policies.cnnmlp.model import CNNMLPConfig, CNNMLPPolicy
+from robokit.policies.cnnmlp.model import CNNMLPPolicy
 
 
-def tiny_act() -> ACTPolicy:
-    torch.manual_seed(0)
-    policy = ACTPolicy(ACTConfig(camera_names=["top"], image_shape=(32, 48, 3), backbone="small", hidden_dim=32,
-                                 nheads=2, dim_feedforward=32, enc_layers=1, dec_layers=2, vae_enc_layers=1,
-                                 chunk_size=5, latent_dim=4))
-    rng = np.random.default_rng(0)
-    stats = {f"{k}_{s}": rng.normal(size=8).astype(np.float32) for k in ("qpos", "action")
-             for s in ("mean", "min", "max")}
-    stats.update({f"{k}_std": rng.uniform(0.5, 2, size=8).astype(np.float32) for k in ("qpos", "action")})
-    policy.set_norm_stats(stats)
-    return policy
+@pytest.fixture
+def tiny_act(make_tiny_policy):
+    """Makes an untrained tiny ACT whose statistics are not 0/1 (so a round trip must keep them)."""
+    def make() -> ACTPolicy:
+        policy = make_tiny_policy("act", image_shape=(32, 48, 3))
+        rng = np.random.default_rng(0)
+        stats = {f"{k}_{s}": rng.normal(size=8).astype(np.float32) for k in ("qpos", "action")
+                 for s in ("mean", "min", "max")}
+        stats.update({f"{k}_std": rng.uniform(0.5, 2, size=8).astype(np.float32) for k in ("qpos", "action")})
+        policy.set_norm_stats(stats)
+        return policy
+    return make
 
 
 def obs() -> dict:
@@ -38,7 +39,7 @@ META = {"dataset": "data/pick", "episodes": ["episode_0.hdf5"], "step": 12, "val
         "camera_names": ("top",), "fps": 30.0}
 
 
-def test_round_trip_is_weights_only_and_predicts_the_same(tmp_path):
+def test_round_trip_is_weights_only_and_predicts_the_same(tmp_path, tiny_act):
     policy = tiny_act()
     path = tmp_path / "run" / "best.pt"
     save_checkpoint(path, policy, META)
@@ -60,16 +61,15 @@ def test_round_trip_is_weights_only_and_predicts_the_same(tmp_path):
     np.testing.assert_array_equal(info["norm_stats"]["action_mean"], policy.action_mean.numpy())
 
 
-def test_cnnmlp_round_trip(tmp_path):
-    torch.manual_seed(0)
-    policy = CNNMLPPolicy(CNNMLPConfig(camera_names=["top"], image_shape=(32, 48, 3), backbone="small",
-                                       mlp_hidden_dim=16))
+def test_cnnmlp_round_trip(tmp_path, make_tiny_policy):
+    policy = make_tiny_policy("cnnmlp", image_shape=(32, 48, 3))
     save_checkpoint(tmp_path / "c.pt", policy, {})
     loaded, _ = load_checkpoint(tmp_path / "c.pt")
+    assert isinstance(loaded, CNNMLPPolicy)
     np.testing.assert_array_equal(loaded.predict_chunk(obs())[0], policy.predict_chunk(obs())[0])
 
 
-def test_truncated_file_names_the_file(tmp_path):
+def test_truncated_file_names_the_file(tmp_path, tiny_act):
     path = tmp_path / "best.pt"
     save_checkpoint(path, tiny_act(), {})
     data = path.read_bytes()
@@ -80,7 +80,7 @@ def test_truncated_file_names_the_file(tmp_path):
         read_checkpoint_info(path)
 
 
-def test_other_policy_type_is_rejected(tmp_path):
+def test_other_policy_type_is_rejected(tmp_path, tiny_act):
     path = tmp_path / "act.pt"
     save_checkpoint(path, tiny_act(), {})
     with pytest.raises(CheckpointError, match=r"act\.pt holds a 'act' policy, not the expected 'cnnmlp'"):
@@ -97,7 +97,7 @@ def _rewrite(path, **changes):
     torch.save(payload, path)
 
 
-def test_newer_format_version_asks_for_an_upgrade(tmp_path):
+def test_newer_format_version_asks_for_an_upgrade(tmp_path, tiny_act):
     path = tmp_path / "new.pt"
     save_checkpoint(path, tiny_act(), {})
     _rewrite(path, version=2)
@@ -105,7 +105,7 @@ def test_newer_format_version_asks_for_an_upgrade(tmp_path):
         load_checkpoint(path)
 
 
-def test_missing_parts_and_mismatched_weights_are_named(tmp_path):
+def test_missing_parts_and_mismatched_weights_are_named(tmp_path, tiny_act):
     path = tmp_path / "part.pt"
     save_checkpoint(path, tiny_act(), {})
     _rewrite(path, state_dict=None)
@@ -156,7 +156,7 @@ def test_pickled_code_is_refused_and_foreign_files_are_explained(tmp_path):
             read(text)
 
 
-def test_train_meta_must_be_plain(tmp_path):
+def test_train_meta_must_be_plain(tmp_path, tiny_act):
     with pytest.raises(ConfigError, match="train_meta.bad"):
         save_checkpoint(tmp_path / "x.pt", tiny_act(), {"bad": object()})
     assert not list(tmp_path.iterdir())

@@ -35,16 +35,8 @@ class StillPolicy:
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from robokit.policies.act.model import ACTConfig, ACTPolicy
-    from robokit.policies.checkpoint import save_checkpoint
-
-    config = ACTConfig(camera_names=["top"], image_shape=(24, 32, 3), chunk_size=10, fps=30.0, backbone="small",
-                       hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1, dec_layers=1, vae_enc_layers=1,
-                       latent_dim=8)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, ACTPolicy(config), {"fps": 30.0})
-    return path
+def tiny_checkpoint(make_tiny_checkpoint):
+    return make_tiny_checkpoint("act", {"fps": 30.0}, fps=30.0)
 
 
 def test_deploy_sim_command_end_to_end(tiny_checkpoint, tmp_path, capsys):

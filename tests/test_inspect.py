@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import h5py
-import pytest
 from test_episodes import write_act_sim, write_live_record, write_v1
 from test_record import cli
 
@@ -85,17 +84,8 @@ def test_unusable_output_folder_is_a_user_error(tmp_path, capsys):
     assert code == 2 and "cannot create the output folder" in err and "--output" in err
 
 
-def test_checkpoint_summary(tmp_path, capsys):
-    checkpoint = pytest.importorskip("robokit.policies.checkpoint")
-    from robokit.policies.registry import get_policy_class
-
-    policy_cls = get_policy_class("act")
-    config = policy_cls.config_class(camera_names=["top"], image_shape=(32, 40, 3), chunk_size=4,
-                                     backbone="small", hidden_dim=32, nheads=2, dim_feedforward=64,
-                                     enc_layers=1, dec_layers=1, vae_enc_layers=1)
-    path = tmp_path / "model.pt"
-    checkpoint.save_checkpoint(path, policy_cls(config), {"dataset": "data/pick", "step": 120,
-                                                          "val_loss": 0.25})
+def test_checkpoint_summary(capsys, make_tiny_checkpoint):
+    path = make_tiny_checkpoint("act", {"dataset": "data/pick", "step": 120, "val_loss": 0.25})
     code, out, err = run(capsys, path)
     assert code == 0, err
     assert "act" in out and "data/pick" in out and "120" in out and "0.25" in out

@@ -14,16 +14,8 @@ from robokit.errors import ServerUnavailable
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from robokit.policies.act.model import ACTConfig, ACTPolicy
-    from robokit.policies.checkpoint import save_checkpoint
-
-    config = ACTConfig(camera_names=["top", "wrist"], image_shape=(24, 32, 3), chunk_size=10, fps=25.0,
-                       backbone="small", hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1, dec_layers=1,
-                       vae_enc_layers=1, latent_dim=8)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, ACTPolicy(config), {"fps": 25.0})
-    return path
+def tiny_checkpoint(make_tiny_checkpoint):
+    return make_tiny_checkpoint("act", {"fps": 25.0}, camera_names=["top", "wrist"], fps=25.0)
 
 
 def free_port():
