@@ -138,5 +138,5 @@ class HardwareOptions:
     def make_cameras(
         self, sim_env: PandaSimEnv | None = None, size: tuple[int, int] = (480, 640), fps: float = 30.0
     ) -> dict[str, Camera]:
-        """Cameras by name (not started); with --sim and no --camera, all simulator cameras."""
+        """Cameras by name (not open); with --sim and no --camera, all simulator cameras."""
         return make_cameras(self.cameras, sim_env=sim_env, size=size, fps=fps)

@@ -82,7 +82,7 @@ class StepRecord:
     step: int
     state: RobotState
     frames: dict[str, Frame]
-    command: np.ndarray  # (8,) what was sent: 7 joint targets + gripper
+    command: np.ndarray  # what was sent: the joint targets, then the gripper value
     fresh: bool
     #: chunks the policy returned since the previous record: (step of the observation each was
     #: predicted from, its (chunk_size, action_dim) actions as returned, row 0 = that step's action)
