@@ -47,6 +47,21 @@ def test_model_matches_kinematics_and_limits(env):
     env.reset(seed=0)
 
 
+def test_robot_knows_its_size_and_takes_action_vectors(env):
+    env.reset(seed=0)
+    robot = env.robot
+    assert robot.num_joints == 7 and robot.has_gripper and robot.action_dim == 8
+    assert robot.read().as_vector().shape == (robot.action_dim,)
+    target = PANDA_READY_POSE + np.array([0.1, -0.1, 0.0, 0.1, 0.0, 0.0, 0.0])
+    with robot:  # the same lifecycle as every robot and camera: nothing to open in the sim
+        for _ in range(30):
+            robot.send_action(np.concatenate([target, [1.0]]))
+            env.step()
+    np.testing.assert_allclose(robot.read().qpos, target, atol=0.01)
+    assert robot.read().gripper > 0.9
+    env.reset(seed=0)
+
+
 def test_arm_tracks_joint_targets_and_gripper(env):
     env.reset(seed=0)
     target = PANDA_READY_POSE + np.array([0.2, 0.1, -0.1, 0.2, 0.1, -0.1, 0.3])
