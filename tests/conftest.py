@@ -160,6 +160,42 @@ def episode_files() -> EpisodeFiles:
     return EpisodeFiles()
 
 
+def _record_episode(folder: Path, index: int = 0, cams: tuple[str, ...] = ("top", "wrist"), steps: int = 24,
+                    hw: tuple[int, int] = (48, 64), chunks: np.ndarray | None = None) -> Path:
+    from robokit.episodes.writer import EpisodeWriter
+
+    h, w = hw
+    writer = EpisodeWriter(
+        folder, index, camera_shapes={c: (h, w, 3) for c in cams},
+        attrs={"fps": 10.0, "task": "pick the cube", "robot": "sim", "sim": True, "source": "test"},
+        extra_step_datasets=None if chunks is None else {"predicted_chunks": chunks.shape[1:]})
+    for t in range(steps):
+        q = np.full(8, np.sin(t / 5.0), np.float32)
+        images = {}
+        for k, c in enumerate(cams):
+            image = np.zeros((h, w, 3), np.uint8)
+            image[:, (2 * t + 10 * k) % w] = (255, 0, 0)
+            images[c] = image
+        writer.append(q, np.zeros(8, np.float32), q + 0.1, images, t_robot=100.0 + t / 10.0,
+                      t_images={c: 100.0 + t / 10.0 for c in cams}, done=t >= steps - 3,
+                      extras=None if chunks is None or np.isnan(chunks[t]).all()
+                      else {"predicted_chunks": chunks[t]})
+    return writer.save(success=True)
+
+
+@pytest.fixture(scope="session")
+def record_episode() -> Callable[..., Path]:
+    """``record_episode(folder, index=0, cams=("top", "wrist"), steps=24, hw=(48, 64), chunks=None)``:
+    the path of a robokit v1 episode written by robokit's own ``EpisodeWriter``.
+
+    Task "pick the cube" at 10 fps, done on the last 3 steps; every joint at ``sin(t / 5)`` with the
+    action 0.1 above it; each camera black with a red column moving 2 px a step (camera k 10 px
+    further right). ``chunks`` (steps, H, A), NaN rows for steps without a query, makes it a rollout
+    with ``predicted_chunks``.
+    """
+    return _record_episode
+
+
 # Untrained policies small enough to build, save and run in a fraction of a second on a CPU.
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "act": {"camera_names": ["top"], "image_shape": (24, 32, 3), "chunk_size": 10, "backbone": "small",

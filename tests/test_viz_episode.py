@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import h5py
 import numpy as np
@@ -11,44 +9,14 @@ import pytest
 
 from robokit.cli import main
 from robokit.episodes.reader import open_episode
-from robokit.episodes.writer import EpisodeWriter
 from robokit.errors import DataError
 from robokit.viz.episode import plot_episode, render_episode, write_episode_video
 
-T, H, W = 24, 48, 64
+T, H, W = 24, 48, 64  # the record_episode fixture's steps and frame size
 
 
-def write_episode(folder: Path, index: int = 0, cams=("top", "wrist"), chunks=None) -> Path:
-    """A small episode; ``chunks`` (T, H, A), NaN rows for steps without a query, makes it a rollout."""
-    w = EpisodeWriter(
-        folder,
-        index,
-        camera_shapes={c: (H, W, 3) for c in cams},
-        attrs={"fps": 10.0, "task": "pick the cube", "robot": "sim", "sim": True, "source": "test"},
-        extra_step_datasets=None if chunks is None else {"predicted_chunks": chunks.shape[1:]},
-    )
-    for t in range(T):
-        q = np.full(8, np.sin(t / 5.0), np.float32)
-        imgs = {}
-        for k, c in enumerate(cams):
-            im = np.zeros((H, W, 3), np.uint8)
-            im[:, (2 * t + 10 * k) % W] = (255, 0, 0)
-            imgs[c] = im
-        w.append(
-            q,
-            np.zeros(8, np.float32),
-            q + 0.1,
-            imgs,
-            t_robot=100.0 + t / 10.0,
-            t_images={c: 100.0 + t / 10.0 for c in cams},
-            done=t >= T - 3,
-            extras=None if chunks is None or np.isnan(chunks[t]).all() else {"predicted_chunks": chunks[t]},
-        )
-    return w.save(success=True)
-
-
-def test_episode_plot_and_video(tmp_path):
-    ep = write_episode(tmp_path / "data")
+def test_episode_plot_and_video(tmp_path, record_episode):
+    ep = record_episode(tmp_path / "data")
     r = render_episode(ep, tmp_path / "viz")
     assert r.steps == T and r.predicted_chunks == 0
     plot = cv2.imread(str(r.plot))
@@ -68,30 +36,30 @@ def test_episode_plot_and_video(tmp_path):
     assert white[:20].any() and not white[42:].any()  # two lines: step/time, task
 
 
-def test_rollout_with_predicted_chunks_via_cli(tmp_path, capsys):
+def test_rollout_with_predicted_chunks_via_cli(tmp_path, capsys, record_episode):
     folder = tmp_path / "rollouts"
     chunks = np.full((T, 10, 8), np.nan, np.float32)
     chunks[::5] = 0.5  # queried every 5 steps (chunked execution)
-    write_episode(folder, chunks=chunks)
+    record_episode(folder, chunks=chunks)
     main(["viz", "rollout", str(folder), "--no-video"])
     out = folder / "viz" / "episode_0"
     assert (out / "joints.png").exists() and not (out / "cameras.mp4").exists()
     assert "5 predicted chunks drawn" in capsys.readouterr().err
 
 
-def test_rollout_chunks_of_wrong_length_or_width_are_refused(tmp_path):
-    ep = write_episode(tmp_path / "data")
+def test_rollout_chunks_of_wrong_length_or_width_are_refused(tmp_path, record_episode):
+    ep = record_episode(tmp_path / "data")
     with h5py.File(ep, "a") as f:  # hand-edited files: the writer cannot produce these
         f.create_dataset("predicted_chunks", data=np.zeros((T - 1, 10, 8), np.float32))
     with pytest.raises(DataError, match=r"predicted_chunks has shape \(23, 10, 8\).*24 steps"):
         render_episode(ep, tmp_path / "viz")
-    ep = write_episode(tmp_path / "data", index=1, chunks=np.zeros((T, 10, 7), np.float32))
+    ep = record_episode(tmp_path / "data", index=1, chunks=np.zeros((T, 10, 7), np.float32))
     with pytest.raises(DataError, match=r"predicted_chunks must be \(24, H, 8\)"):
         render_episode(ep, tmp_path / "viz")
 
 
-def test_episode_cli_default_output_and_unknown_camera(tmp_path, capsys):
-    ep = write_episode(tmp_path / "data")
+def test_episode_cli_default_output_and_unknown_camera(tmp_path, capsys, record_episode):
+    ep = record_episode(tmp_path / "data")
     main(["viz", "episode", str(ep), "--no-video"])
     assert (ep.with_name("episode_0_viz") / "joints.png").exists()
     with pytest.raises(SystemExit) as info:
@@ -99,13 +67,13 @@ def test_episode_cli_default_output_and_unknown_camera(tmp_path, capsys):
     assert info.value.code == 2 and "episode_9.hdf5" in capsys.readouterr().err
 
 
-def test_rendering_leaves_the_matplotlib_backend_alone(tmp_path):
+def test_rendering_leaves_the_matplotlib_backend_alone(tmp_path, record_episode):
     import matplotlib
 
     before = matplotlib.get_backend()
     matplotlib.use("pdf")  # a user's choice, not Agg: rendering must not switch it
     try:
-        ep = write_episode(tmp_path / "data")
+        ep = record_episode(tmp_path / "data")
         render_episode(ep, tmp_path / "viz", video=False)
         with open_episode(ep) as opened:  # the plot `robokit inspect --plot` writes
             plot_episode(opened, tmp_path / "inspect.png")
@@ -115,8 +83,8 @@ def test_rendering_leaves_the_matplotlib_backend_alone(tmp_path):
         matplotlib.use(before)
 
 
-def test_inspect_and_viz_draw_the_same_video(tmp_path):
-    ep = write_episode(tmp_path / "data")
+def test_inspect_and_viz_draw_the_same_video(tmp_path, record_episode):
+    ep = record_episode(tmp_path / "data")
     viz = render_episode(ep, tmp_path / "viz", video_height=H // 2)
     with open_episode(ep) as opened:
         path = write_episode_video(opened, tmp_path / "inspect.mp4", height=H // 2)

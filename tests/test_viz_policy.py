@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_viz_episode import write_episode
 
 from robokit.errors import UserError
-from robokit.policies.goal.grp import GRPConfig, GRPPolicy
+from robokit.policies.goal.grp import GRPPolicy
 from robokit.viz.policy_attention import capture_to_tree_input, parse_steps, render_policy_attention
 
 
-def tiny_grp(cams=("top",), goal_mode="text") -> GRPPolicy:
-    cfg = GRPConfig(
-        camera_names=list(cams),
-        image_shape=(32, 32, 3),
-        patch_size=8,
-        n_embd=32,
-        n_head=2,
-        n_blocks=2,
-        chunk_size=5,
-        text_max_length=16,
-        goal_mode=goal_mode,
-    )
-    return GRPPolicy(cfg).eval()
+@pytest.fixture
+def tiny_grp(make_tiny_policy):
+    def make(cams=("top",), goal_mode="text") -> GRPPolicy:
+        return make_tiny_policy("grp", camera_names=list(cams), goal_mode=goal_mode).eval()
+    return make
 
 
-def test_grp_attention_tree_over_episode_steps(tmp_path):
-    ep = write_episode(tmp_path / "data", cams=("top", "wrist"))
+def test_grp_attention_tree_over_episode_steps(tmp_path, record_episode, tiny_grp):
+    ep = record_episode(tmp_path / "data", cams=("top", "wrist"))
     policy = tiny_grp(("top", "wrist"))
     summaries = render_policy_attention(policy, ep, "0:5:2", tmp_path / "viz", overview=False)
     assert [s.root.name for s in summaries] == [f"inference_timestep_{t}" for t in (0, 2, 4)]
@@ -44,8 +35,8 @@ def test_grp_attention_tree_over_episode_steps(tmp_path):
     assert s.figure_sizes["top"] == (48, 64)  # drawn on the episode's frame, not the policy's 32x32
 
 
-def test_episode_without_the_policys_cameras(tmp_path):
-    ep = write_episode(tmp_path / "data", cams=("top",))
+def test_episode_without_the_policys_cameras(tmp_path, record_episode, tiny_grp):
+    ep = record_episode(tmp_path / "data", cams=("top",))
     with pytest.raises(
         UserError, match=r"has camera\(s\) top but the policy needs top, wrist \(missing: wrist\)"
     ):
@@ -76,14 +67,10 @@ def test_prompt_objects_join_the_text_strip():
     assert att.shape == (1, 1, 1, 1, 2, 1, 4) and att[..., 3].min() == 1.0
 
 
-def test_act_attention_tree_matches_the_spec(tmp_path):
-    from robokit.policies.act.model import ACTConfig, ACTPolicy
-
-    ep = write_episode(tmp_path / "data", cams=("top", "wrist"))
-    cfg = ACTConfig(camera_names=["top", "wrist"], image_shape=(32, 48, 3), chunk_size=4, backbone="small",
-                    hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1, dec_layers=1, vae_enc_layers=1,
-                    latent_dim=4)
-    (s,) = render_policy_attention(ACTPolicy(cfg).eval(), ep, "7", tmp_path / "viz", history=False)
+def test_act_attention_tree_matches_the_spec(tmp_path, record_episode, make_tiny_policy):
+    ep = record_episode(tmp_path / "data", cams=("top", "wrist"))
+    policy = make_tiny_policy("act", camera_names=["top", "wrist"], image_shape=(32, 48, 3), chunk_size=4)
+    (s,) = render_policy_attention(policy.eval(), ep, "7", tmp_path / "viz", history=False)
     root = tmp_path / "viz" / "inference_timestep_7"
     files = {str(p.relative_to(root)) for p in root.rglob("*.jpg") if "overview" not in p.parts}
     # ACT: every action query of the chunk, its one decoder layer, one figure per camera, no text
