@@ -119,7 +119,7 @@ class SyntheticCamera(ThreadedCamera):
             self._last_error = "simulated unplug"
             return None
         now = time.monotonic()
-        due = int((now - self._t0) * self.fps)  # the newest slot whose capture time has passed
+        due = int((now - self._t0) * self.fps)  # the newest frame whose capture time has passed
         skipped = 0
         if due - self._k >= DRIVER_QUEUE_FRAMES:
             # Fell behind by more than a driver queue holds (busy CPU): the oldest frames are lost,

@@ -51,8 +51,6 @@ class FrankxLink:
     """:class:`~robokit.hardware.franka.link.FrankyLink`'s calls on frankx (see the module docstring)."""
 
     name = "frankx"
-    supports_streaming = False
-    supports_kinesthetic = False
 
     def __init__(self, frankx: Any) -> None:
         self.f = frankx

@@ -21,8 +21,6 @@ class FrankyLink:
     """The arm and hand through franky (PyPI ``franky-control``)."""
 
     name = "franky"
-    supports_streaming = True
-    supports_kinesthetic = True
 
     def __init__(self, franky: Any) -> None:
         self.f = franky
