@@ -196,6 +196,25 @@ def record_episode() -> Callable[..., Path]:
     return _record_episode
 
 
+def _fit_batch(policy: Any, batch: dict[str, Any], steps: int, lr: float,
+               param_groups: list[dict[str, Any]] | None = None) -> dict[str, torch.Tensor]:
+    opt = torch.optim.AdamW(policy.parameters() if param_groups is None else param_groups, lr=lr)
+    for _ in range(steps):
+        losses = policy.compute_loss(batch)
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+    return losses
+
+
+@pytest.fixture(scope="session")
+def fit_batch() -> Callable[..., dict[str, torch.Tensor]]:
+    """``fit_batch(policy, batch, steps, lr, param_groups=None)``: ``steps`` AdamW steps of ``policy``
+    on the one ``batch`` (over ``param_groups`` if given, else all parameters); returns the loss
+    terms of the last step."""
+    return _fit_batch
+
+
 # Untrained policies small enough to build, save and run in a fraction of a second on a CPU.
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "act": {"camera_names": ["top"], "image_shape": (24, 32, 3), "chunk_size": 10, "backbone": "small",

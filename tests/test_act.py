@@ -84,19 +84,15 @@ def test_shorter_batch_chunks_are_padded():
     assert torch.isfinite(policy.compute_loss(batch)["loss"])
 
 
-def test_loss_decreases_on_a_tiny_batch_and_the_done_head_learns():
+def test_loss_decreases_on_a_tiny_batch_and_the_done_head_learns(fit_batch):
     policy = seeded_policy(tiny_config(kl_weight=1.0, image_shape=(32, 32, 3), lr_backbone=0.0))
     batch = make_batch(hw=(32, 32))
     batch["is_pad"][:] = False
     batch["done"][:] = 0.0
     batch["is_pad"][0, 1:] = True  # sample 0 is an episode's last frame
-    opt = torch.optim.AdamW(policy.optimizer_param_groups(lr=3e-3, weight_decay=0.0))
     first = policy.compute_loss(batch)
-    for _ in range(40):
-        losses = policy.compute_loss(batch)
-        opt.zero_grad()
-        losses["loss"].backward()
-        opt.step()
+    fit_batch(policy, batch, steps=40, lr=3e-3,
+              param_groups=policy.optimizer_param_groups(lr=3e-3, weight_decay=0.0))
     last = policy.compute_loss(batch)
     assert last["l1"] < 0.85 * first["l1"]
     assert last["loss"] < 0.5 * first["loss"]

@@ -31,7 +31,7 @@ def test_original_sizes_and_registry():
         CNNMLPConfig(image_shape=(48, 64, 3), backbone="small", down_proj_padding=0)
 
 
-def test_predicts_one_action_chunk_and_learns():
+def test_predicts_one_action_chunk_and_learns(fit_batch):
     policy = tiny()
     rng = np.random.default_rng(0)
     obs = {"qpos": rng.normal(size=8).astype(np.float32),
@@ -51,13 +51,9 @@ def test_predicts_one_action_chunk_and_learns():
 
     policy = tiny(lr_backbone=0.0)  # frozen backbones: a cheaper learning check
     assert len(policy.optimizer_param_groups(lr=1e-3, weight_decay=0.0)) == 1
-    opt = torch.optim.AdamW(policy.optimizer_param_groups(lr=1e-3, weight_decay=0.0))
     first = policy.compute_loss(batch)["mse"]
-    for _ in range(15):
-        loss = policy.compute_loss(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_batch(policy, batch, steps=15, lr=1e-3,
+              param_groups=policy.optimizer_param_groups(lr=1e-3, weight_decay=0.0))
     assert policy.compute_loss(batch)["mse"] < 0.5 * first
     # only the first action of the chunk is the target
     batch["action"][:, 1:] += 100.0

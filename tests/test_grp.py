@@ -168,7 +168,7 @@ def test_config_errors():
         GRPConfig(image_shape=(16, 16, 3), goal_camera="side")
 
 
-def test_tiny_overfit_follows_text_and_goal_image_and_learns_done():
+def test_tiny_overfit_follows_text_and_goal_image_and_learns_done(fit_batch):
     """Two tasks with opposite actions on the SAME observation: only the goal tells them apart."""
     torch.manual_seed(0)
     policy = tiny(n_embd=48, dropout=0.0).train()
@@ -180,12 +180,7 @@ def test_tiny_overfit_follows_text_and_goal_image_and_learns_done():
          "action": actions.repeat(4, 1, 1), "is_pad": torch.zeros(8, 4, dtype=torch.bool),
          "done": torch.tensor([[1.0] * 4, [0.0] * 4]).repeat(4, 1),
          "task": ["red", "blue"] * 4, "goal_image": goals.repeat(4, 1, 1, 1)}
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    for _ in range(150):
-        loss = policy.compute_loss(b)
-        opt.zero_grad()
-        loss["loss"].backward()
-        opt.step()
+    fit_batch(policy, b, steps=150, lr=3e-3)
     policy.eval()
     o = {"qpos": np.zeros(8, np.float32), "images": {"top": image[0, 0].permute(1, 2, 0).numpy()}}
     red, red_x = policy.predict_chunk({**o, "task": "red"})

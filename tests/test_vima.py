@@ -248,7 +248,7 @@ def test_bad_input_is_a_clear_error():
         VIMAConfig(obj_crop=10, obj_patch=4)
 
 
-def test_tiny_overfit_follows_the_instruction_and_learns_done():
+def test_tiny_overfit_follows_the_instruction_and_learns_done(fit_batch):
     """Two instructions on the SAME observation with different Cartesian targets."""
     torch.manual_seed(0)
     policy = tiny(n_embd=48).train()
@@ -261,12 +261,7 @@ def test_tiny_overfit_follows_the_instruction_and_learns_done():
     b = {"images": image.expand(8, -1, -1, -1, -1), "qpos": torch.from_numpy(np.stack([q0] * 8)),
          "action": actions.repeat(4, 1, 1), "is_pad": torch.zeros(8, 3, dtype=torch.bool),
          "done": torch.tensor([[1.0] * 3, [0.0] * 3]).repeat(4, 1), "task": ["red", "blue"] * 4}
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    for _ in range(120):
-        loss = policy.compute_loss(b)
-        opt.zero_grad()
-        loss["loss"].backward()
-        opt.step()
+    loss = fit_batch(policy, b, steps=120, lr=3e-3)
     assert float(loss["bin_accuracy"]) == 1.0
     policy.eval()
     o = {"qpos": q0, "images": {"top": image[0, 0].permute(1, 2, 0).numpy()}}
