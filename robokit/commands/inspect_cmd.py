@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from robokit.errors import DataError, UserError
@@ -61,9 +61,10 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
             raise
         paths = []
     table = Table(title=f"{folder} ", title_justify="left")
-    for col, justify in (("episode", "left"), ("steps", "right"), ("duration", "right"), ("fps", "right"),
-                         ("cameras", "left"), ("size", "right"), ("task", "left"), ("success", "center"),
-                         ("check", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("episode", "left"), ("steps", "right"), ("duration", "right"), ("fps", "right"), ("cameras", "left"),
+        ("size", "right"), ("task", "left"), ("success", "center"), ("check", "left"))
+    for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     problems: list[str] = []
     total_steps = total_bytes = bad = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -135,7 +135,8 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
             sim_task = _sim_task(config.task, task_set) if config.task else task_set
             env = hw.make_sim_env(task=sim_task, seed=seed, image_size=size, control_hz=config.fps,
                                   realtime=not autonomous)
-            stack.callback(env.close)
+            if env is not None:
+                stack.callback(env.close)
         robot = hw.make_robot(env)
         source = make_teleop(teleop, robot, env, config.fps)
         cameras = hw.make_cameras(env, size=size, fps=config.fps)
@@ -289,7 +290,7 @@ def render_panel(st: Any, prompt: str | None = None) -> Panel:
     if st.teleop:
         grid.add_row("teleop", st.teleop)
     grid.add_row("keys", "   ".join(f"[bold]{k}[/] {v}" for k, v in st.key_help))
-    body = [grid]
+    body: list[RenderableType] = [grid]
     if st.messages:
         body.append(Text("\n".join(st.messages[-3:]), style="dim"))
     return Panel(Group(*body), title="robokit record", border_style=colour)

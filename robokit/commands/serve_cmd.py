@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         console = Console(soft_wrap=True)
         if secure and keys is None:
             raise UserError("--secure needs --keys DIR (create one with `robokit keys --out DIR`)")
-        curve = load_server_keys(keys) if secure else None
+        curve = load_server_keys(keys) if secure and keys is not None else None
         if not secure and not _is_loopback(bind):
             console.print(f"[yellow]warning:[/] {bind} is reachable from the network and --secure is off: "
                           "anyone who can reach it can drive this policy. Add --secure --keys DIR.")

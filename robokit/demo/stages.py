@@ -168,15 +168,14 @@ def deploy_in_sim(cfg: DemoConfig, checkpoint: Path, console: Console) -> tuple[
             progress.update(bar, advance=1, info=f"success {results.successes}/{results.episodes}  "
                                                  f"(seed {o.seed}: {'ok' if o.success else o.reason})")
 
-        common = {"mode": cfg.mode, "query_every": cfg.query_every if cfg.mode == "chunk" else None,
-                  "device": cfg.device}
+        query_every = cfg.query_every if cfg.mode == "chunk" else None
         parts = [(cfg.eval_seed_start, recorded, rollouts), (cfg.eval_seed_start + recorded,
                                                              cfg.eval_episodes - recorded, None)]
         for seed_start, n, record_dir in parts:
             if n > 0:
-                part = evaluate_in_sim(checkpoint, EvalConfig(episodes=n, seed_start=seed_start,
-                                                              record_dir=record_dir, **common),
-                                       on_episode=on_episode)
+                config = EvalConfig(episodes=n, seed_start=seed_start, record_dir=record_dir, mode=cfg.mode,
+                                    query_every=query_every, device=cfg.device)
+                part = evaluate_in_sim(checkpoint, config, on_episode=on_episode)
                 results.policy, results.settings = part.policy, {**part.settings,
                                                                   "episodes": cfg.eval_episodes,
                                                                   "seed_start": cfg.eval_seed_start}

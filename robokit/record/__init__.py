@@ -1,1 +1,1 @@
-"""Recording demonstrations: keyboard, teleop sources, the fixed-rate capture session (DESIGN §2-3)."""
+"""Recording demonstrations: keyboard, teleop sources, the fixed-rate capture session."""

@@ -129,10 +129,13 @@ class CameraGrabber:
             return due[-1] if due else unused[0]
         return unused[-1]
 
-    def _account(self, name: str, cam: Camera, frame: Frame | None) -> Frame:  # type: ignore[return]
+    def _account(self, name: str, cam: Camera, frame: Frame | None) -> Frame:
         stats, last = self.stats[name], self._last[name]
         now = time.monotonic()
-        if frame is None:  # no new frame: repeat the last (_pick raises when there never was one)
+        if frame is None:  # no new frame: repeat the last
+            if last is None:
+                raise HardwareFault(f"{_describe(cam, name)} has delivered no frame yet; check its cable "
+                                    "and connection")
             frame = last
         if last is not None and frame.index <= last.index:
             stats.repeated += 1

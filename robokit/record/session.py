@@ -323,6 +323,7 @@ class RecordingSession:
             self._rate.follow(frames[next(iter(frames))])
         state = self.robot.read()
         images = {name: f.image for name, f in frames.items()}
+        action: np.ndarray | None
         if self.state == ENDING:
             action = self._hold if self._hold is not None else _state_action(state)
             if self.teleop.action_is_next_state:
@@ -431,7 +432,7 @@ class RecordingSession:
                 self.failed += 1
                 self.board.say(f"episode_{self._index} discarded: the scripted expert did not complete the task")
             else:
-                extra = {"end_frames": int(self.config.end_frames)}
+                extra: dict[str, Any] = {"end_frames": int(self.config.end_frames)}
                 if reason is not None:
                     extra["interrupted"] = reason
                 goal = dict(self._last_images) if self.config.goal_images and self._last_images else None

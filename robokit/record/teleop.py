@@ -1,4 +1,4 @@
-"""Teleop sources: what produces the action of each recorded step (DESIGN §3).
+"""Teleop sources: what produces the action of each recorded step.
 
 Every source implements ``next_action(obs) -> np.ndarray (8,) | None``: 7 joint targets and a
 gripper value (0 open .. 1 closed), or ``None`` once it has finished (scripted expert done, replay
