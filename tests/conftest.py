@@ -196,6 +196,25 @@ def record_episode() -> Callable[..., Path]:
     return _record_episode
 
 
+def _read_video(path: str | Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return frames
+            frames.append(frame)
+    finally:
+        cap.release()
+
+
+@pytest.fixture(scope="session")
+def read_video() -> Callable[[str | Path], list[np.ndarray]]:
+    """``read_video(path)``: every frame (BGR) of a video file; none if it cannot be read."""
+    return _read_video
+
+
 def _fit_batch(policy: Any, batch: dict[str, Any], steps: int, lr: float,
                param_groups: list[dict[str, Any]] | None = None) -> dict[str, torch.Tensor]:
     opt = torch.optim.AdamW(policy.parameters() if param_groups is None else param_groups, lr=lr)

@@ -98,9 +98,7 @@ def test_deploy_record_then_viz_rollout_draws_the_predicted_chunks(tiny_checkpoi
     assert "10 steps, 3 predicted chunks drawn" in capsys.readouterr().err
 
 
-def test_video_recorder_writes_every_camera_side_by_side(tmp_path):
-    import cv2
-
+def test_video_recorder_writes_every_camera_side_by_side(tmp_path, read_video):
     from robokit.deploy.recording import VideoRecorder
     from robokit.hardware.sim import PandaSimEnv
 
@@ -115,14 +113,7 @@ def test_video_recorder_writes_every_camera_side_by_side(tmp_path):
             loop.run_episode(on_step=video)
         path = video.finish("fail")
     assert path is not None and path.endswith("episode_0_fail.mp4")
-    cap = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = read_video(path)
     assert len(frames) == 9 and frames[0].shape[:2] == (24, 64)  # both cameras, one step per frame
     video.start("episode_1")  # an episode without frames leaves no file
     assert video.finish("fail") is None and sorted(p.name for p in (tmp_path / "videos").iterdir()) == [

@@ -15,20 +15,13 @@ from robokit.viz.episode import plot_episode, render_episode, write_episode_vide
 T, H, W = 24, 48, 64  # the record_episode fixture's steps and frame size
 
 
-def test_episode_plot_and_video(tmp_path, record_episode):
+def test_episode_plot_and_video(tmp_path, record_episode, read_video):
     ep = record_episode(tmp_path / "data")
     r = render_episode(ep, tmp_path / "viz")
     assert r.steps == T and r.predicted_chunks == 0
     plot = cv2.imread(str(r.plot))
     assert plot is not None and plot.shape[0] > 300 and plot.shape[1] > 600
-    cap = cv2.VideoCapture(str(r.video))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = read_video(r.video)
     assert len(frames) == T
     assert frames[0].shape[:2] == (H, 2 * W)  # the two cameras side by side
     # the cameras hold only black and red pixels: white ones are the overlay text, top left
