@@ -198,7 +198,7 @@ def record_episode() -> Callable[..., Path]:
 
 def _read_video(path: str | Path) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
-    frames = []
+    frames: list[np.ndarray] = []
     try:
         while True:
             ok, frame = cap.read()
