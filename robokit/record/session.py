@@ -35,14 +35,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robokit.episodes.files import (
-    DEFAULT_MIN_FREE_BYTES,
     LowDiskSpace,
     check_free_space,
     next_episode_index,
@@ -53,6 +51,7 @@ from robokit.episodes.writer import EmptyEpisode, EpisodeStep, EpisodeWriter
 from robokit.errors import HardwareFault, UserError
 from robokit.hardware.base import Camera, Frame, Robot, RobotState
 from robokit.record.capture import CameraGrabber, RateLoop
+from robokit.record.config import RecordConfig
 from robokit.record.scene import SimScene
 from robokit.record.status import SessionStatus, StatusBoard
 from robokit.record.teleop import Observation, TeleopSource
@@ -65,34 +64,6 @@ __all__ = ["RecordConfig", "RecordingSession"]
 log = logging.getLogger(__name__)
 
 IDLE, RECORDING, ENDING, SAVING = "idle", "recording", "ending", "saving"
-
-
-@dataclass
-class RecordConfig:
-    """What to record and where (the ``robokit record`` options)."""
-
-    out: Path
-    fps: float = 30.0
-    task: str = ""
-    episodes: int | None = None  # stop after this many saved episodes (None: until q)
-    end_frames: int = 5
-    compress: str = "none"
-    jpeg_quality: int = 90
-    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
-    goal_images: bool = False  # store each camera's final frame as /goal_images/<cam>
-    keep_failed: bool = False  # keep scripted episodes whose task check failed
-    extra_attrs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        if not self.fps > 0:
-            raise UserError(f"--fps must be positive, got {self.fps}")
-        if self.end_frames < 0:
-            raise UserError(f"--end-frames must be 0 or more, got {self.end_frames}")
-        if self.episodes is not None and self.episodes < 1:
-            raise UserError(f"--episodes must be at least 1, got {self.episodes}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise UserError(f"--jpeg-quality must be 1..100, got {self.jpeg_quality}")
 
 
 class RecordingSession:
