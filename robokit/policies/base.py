@@ -85,15 +85,21 @@ class PolicyConfig:
     fps: float = 30.0  # control rate of the training episodes; deploy's default loop rate
 
     def __post_init__(self) -> None:
-        self.image_shape = tuple(int(v) for v in self.image_shape)  # type: ignore[assignment]
+        shape = tuple(int(v) for v in self.image_shape)  # lists and numpy ints from configs
         self.camera_names = list(self.camera_names)
-        if len(self.image_shape) != 3 or self.image_shape[2] != 3:
-            raise ConfigError(f"image_shape must be (H, W, 3), got {self.image_shape}")
+        if len(shape) != 3 or shape[2] != 3:
+            raise ConfigError(f"image_shape must be (H, W, 3), got {shape}")
+        self.image_shape = (shape[0], shape[1], shape[2])
         for name in ("state_dim", "action_dim", "chunk_size"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.fps <= 0:
             raise ConfigError(f"fps must be positive, got {self.fps}")
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(H, W) of the images the model expects."""
+        return self.image_shape[0], self.image_shape[1]
 
     def data_needs(self) -> DataNeeds:
         """What this policy reads from the data; the default is the cameras alone. Policies that
@@ -127,6 +133,15 @@ class Policy(nn.Module, abc.ABC):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+    # Normalisation statistics, registered as buffers in __init__.
+    qpos_mean: torch.Tensor
+    qpos_std: torch.Tensor
+    qpos_min: torch.Tensor
+    qpos_max: torch.Tensor
+    action_mean: torch.Tensor
+    action_std: torch.Tensor
+    action_min: torch.Tensor
+    action_max: torch.Tensor
 
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()

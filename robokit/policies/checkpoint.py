@@ -166,7 +166,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", expected_type: 
     except ConfigError as exc:
         raise CheckpointError(f"{path} has an invalid {policy_type} config: {exc}") from exc
     if pretrained is not None:
-        policy.config.pretrained_backbone = pretrained
+        # Only some config classes have this field (checked above), so not a typed attribute access.
+        setattr(policy.config, "pretrained_backbone", pretrained)  # noqa: B010
     try:
         result = policy.load_state_dict(payload["state_dict"], strict=False)
     except RuntimeError as exc:  # tensor shape mismatches

@@ -73,7 +73,7 @@ def read_episode_record(path: str | Path) -> EpisodeRecord:
         action = np.ascontiguousarray(ep.action(), dtype=np.float32)
         done = np.asarray(ep.done(), dtype=bool)
         cams = list(ep.camera_names)
-        shapes = {cam: tuple(int(v) for v in ep.image_shape(cam)) for cam in cams}
+        shapes = {cam: ep.image_shape(cam) for cam in cams}
         goal_cams = [cam for cam in cams if _has_goal_image(ep, cam)]
         boxes = {cam: found for cam in cams if (found := ep.object_boxes(cam))}
         record = EpisodeRecord(

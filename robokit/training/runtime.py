@@ -143,7 +143,11 @@ def ignore_sigint_in_worker(worker_id: int) -> None:
 
 def host_rng_state() -> dict[str, Any]:
     """numpy's and Python's RNG states as tensors and ints (weights_only-loadable)."""
-    _kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    if isinstance(state, dict):  # numpy's global generator was replaced by another kind
+        raise ConfigError(f"numpy's global random generator is {state.get('bit_generator')}; "
+                          "training checkpoints hold MT19937 states only (leave np.random's default)")
+    _kind, keys, pos, has_gauss, gauss = state
     version, internal, py_gauss = random.getstate()
     return {"rng_numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                           "has_gauss": int(has_gauss), "gauss": float(gauss)},

@@ -225,7 +225,7 @@ def build_imported_policy(ckpt_path: str | Path, stats_path: str | Path, camera_
             raise CheckpointError(f"{ckpt_path} has {key} = {arch.get(key)}, not {value} as given")
     stats = stats_for_policy(read_act_stats(stats_path), arch["state_dim"], arch["action_dim"], stats_path)
     try:
-        config = ACTConfig(camera_names=list(camera_names), image_shape=tuple(image_shape), fps=fps,
+        config = ACTConfig(camera_names=list(camera_names), image_shape=image_shape, fps=fps,
                            nheads=nheads, dropout=0.1, done_weight=0.0, **arch)
     except ConfigError as exc:
         raise CheckpointError(f"{ckpt_path}: {exc}") from exc

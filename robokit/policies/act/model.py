@@ -106,6 +106,8 @@ class ACTConfig(PolicyConfig):
 class ACTModel(nn.Module):
     """The network. Module and parameter names follow the original ``DETRVAE`` for easy import."""
 
+    pos_table: torch.Tensor  # (2 + chunk_size, hidden_dim) buffer of the CVAE encoder's positions
+
     def __init__(self, cfg: ACTConfig) -> None:
         super().__init__()
         d = cfg.hidden_dim

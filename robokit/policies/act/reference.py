@@ -131,6 +131,8 @@ class _Backbone(nn.Module):
 class _Joiner(nn.Sequential):
     """backbone + sine position embedding, like the original's ``Joiner``."""
 
+    hidden_dim: int
+
     def forward(self, x):
         feats = self[0].body(x)["0"]
         pos = sine_position_embedding_2d(feats.shape[-2], feats.shape[-1], self.hidden_dim,
@@ -139,6 +141,8 @@ class _Joiner(nn.Sequential):
 
 
 class _DETRVAE(nn.Module):
+    pos_table: torch.Tensor
+
     def __init__(self, backbone: str, camera_names: list[str], state_dim: int, action_dim: int,
                  chunk: int, d: int, heads: int, ff: int, enc: int, dec: int, vae_enc: int,
                  latent_dim: int, dropout: float, pre_norm: bool) -> None:
@@ -149,9 +153,10 @@ class _DETRVAE(nn.Module):
         self.action_head = nn.Linear(d, action_dim)
         self.is_pad_head = nn.Linear(d, 1)
         self.query_embed = nn.Embedding(chunk, d)
-        joiner = _Joiner(_Backbone(backbone), nn.Identity())
+        body = _Backbone(backbone)
+        joiner = _Joiner(body, nn.Identity())
         joiner.hidden_dim = d
-        self.input_proj = nn.Conv2d(joiner[0].num_channels, d, kernel_size=1)
+        self.input_proj = nn.Conv2d(body.num_channels, d, kernel_size=1)
         self.backbones = nn.ModuleList([joiner])
         self.input_proj_robot_state = nn.Linear(state_dim, d)
         self.cls_embed = nn.Embedding(1, d)
@@ -198,6 +203,9 @@ class OriginalACT(nn.Module):
     ``forward(qpos, image)`` takes normalised qpos (B, S) and float images (B, K, 3, H, W) in 0..1
     (as the original's ``get_image``) and returns the normalised action chunk (B, H, A).
     """
+
+    _mean: torch.Tensor
+    _std: torch.Tensor
 
     def __init__(self, camera_names: list[str], state_dim: int = 14, action_dim: int = 14,
                  chunk_size: int = 100, hidden_dim: int = 512, nheads: int = 8,

@@ -94,9 +94,10 @@ class CNNMLPModel(nn.Module):
     def __init__(self, cfg: CNNMLPConfig) -> None:
         super().__init__()
         k = len(cfg.camera_names)
-        self.backbones = nn.ModuleList(build_backbone(cfg.backbone, cfg.pretrained_backbone) for _ in range(k))
+        backbones = [build_backbone(cfg.backbone, cfg.pretrained_backbone) for _ in range(k)]
+        self.backbones = nn.ModuleList(backbones)
         p = cfg.padding()
-        c = self.backbones[0].num_channels
+        c = backbones[0].num_channels
         self.backbone_down_projs = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, 128, 5, padding=p), nn.Conv2d(128, 64, 5, padding=p),
                           nn.Conv2d(64, 32, 5, padding=p)) for _ in range(k))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 import torch
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 class UniformBins:
     """Per-dimension uniform grids: ``encode`` values -> indices, ``decode`` indices -> values."""
 
-    def __init__(self, low: Sequence[float], high: Sequence[float], counts: Sequence[int]) -> None:
+    def __init__(self, low: Sequence[float] | np.ndarray, high: Sequence[float] | np.ndarray,
+                 counts: Sequence[int]) -> None:
         self.low = np.asarray(low, dtype=np.float64)
         self.high = np.asarray(high, dtype=np.float64)
         self.counts = [int(c) for c in counts]
@@ -47,6 +49,12 @@ class UniformBins:
     @property
     def step(self) -> np.ndarray:
         return (self.high - self.low) / (np.asarray(self.counts) - 1)
+
+    @overload
+    def encode(self, values: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    def encode(self, values: torch.Tensor) -> torch.Tensor: ...
 
     def encode(self, values: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """``(..., D)`` values -> ``(..., D)`` int64 bin indices (clamped into the range)."""

@@ -9,7 +9,7 @@ Boolean masks follow one convention everywhere: True = this query MAY attend to 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -190,8 +190,8 @@ class PatchEmbed(nn.Module):
     def feature_channels(self) -> int:
         """Channels of the feature map :meth:`features` returns."""
         if self.stem == "linear":
-            return self.proj.out_features
-        return self.proj.in_channels
+            return cast(nn.Linear, self.proj).out_features
+        return cast(nn.Conv2d, self.proj).in_channels
 
     def features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (N, h*w, D) and a feature map (N, C, h', w'): the conv stem's last map before

@@ -296,7 +296,7 @@ class GRPPolicy(Policy):
         if images.ndim != 5 or images.shape[1] != len(self.config.camera_names):
             raise UserError(f"batch images must be (B, {len(self.config.camera_names)}, 3, H, W), "
                             f"got {tuple(images.shape)}")
-        size = tuple(self.config.image_shape[:2])
+        size = self.config.image_hw
         frames = uint8_images_to_float(images, size)
         s = self.config.obs_stacking
         if s == 1:
@@ -315,7 +315,8 @@ class GRPPolicy(Policy):
     def _choose_goal(self, tasks: list[str] | None, has_goal: bool, b: int) -> torch.Tensor:
         """Per-sample True = text, False = goal image, following ``goal_mode``."""
         c = self.config
-        has_text = tasks is not None and any(tasks)
+        texts = tasks or []
+        has_text = any(texts)
         if c.goal_mode == "text" or (c.goal_mode == "random" and not has_goal):
             if not has_text:
                 raise UserError("GRP needs an instruction ('task') in the batch to train on text goals; "
@@ -328,7 +329,7 @@ class GRPPolicy(Policy):
             return torch.zeros(b, dtype=torch.bool, device=self.device)
         use_text = torch.rand(b, device=self.device) >= c.goal_image_prob
         # A sample with an empty instruction must use its goal image.
-        empty = torch.tensor([not t for t in tasks], device=self.device)
+        empty = torch.tensor([not t for t in texts], device=self.device)
         return use_text & ~empty
 
     def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -340,7 +341,7 @@ class GRPPolicy(Policy):
         goal_u8 = batch.get("goal_image")
         goal = None
         if goal_u8 is not None:
-            goal = uint8_images_to_float(torch.as_tensor(goal_u8, device=self.device), tuple(c.image_shape[:2]))
+            goal = uint8_images_to_float(torch.as_tensor(goal_u8, device=self.device), c.image_hw)
         use_text = self._choose_goal(tasks, goal is not None, b)
         cls, _ = self.forward_tokens(images, qpos, tasks or [""] * b, goal, use_text)
         pred, done_logits = self.heads(cls)
@@ -369,7 +370,7 @@ class GRPPolicy(Policy):
             if goal is None:
                 raise UserError("this GRP policy follows goal images (goal_mode='image') but the "
                                 "observation has no 'goal_image'; send one with the request")
-            img = resize_hwc(check_image("goal_image", goal), tuple(c.image_shape[:2])).transpose(2, 0, 1)
+            img = resize_hwc(check_image("goal_image", goal), c.image_hw).transpose(2, 0, 1)
             return False, img, ""
         if task:
             return True, None, task
@@ -382,7 +383,7 @@ class GRPPolicy(Policy):
     def predict_chunk(self, obs: dict[str, Any],
                       capture_attention: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         c = self.config
-        size = tuple(c.image_shape[:2])
+        size = c.image_hw
         frames = obs_images(obs, c.camera_names, size)
         qpos = obs_qpos(obs, c.state_dim)
         use_text, goal_img, task = self._goal_from_obs(obs)

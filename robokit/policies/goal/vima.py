@@ -76,6 +76,7 @@ class VIMAPolicy(Policy):
     """VIMA-style cross-attention prompt policy with discretised actions."""
 
     config_class = VIMAConfig
+    objects_trained: torch.Tensor  # bool buffer: whether training batches carried object boxes
 
     def __init__(self, config: VIMAConfig) -> None:
         super().__init__(config)
@@ -235,7 +236,7 @@ class VIMAPolicy(Policy):
         feat = self.stem_head(tok.transpose(1, 2).reshape(b * k, -1, h, w))  # (B*K, D, gh, gw)
         parts = [feat.flatten(2).transpose(1, 2).reshape(b, -1, feat.shape[1])]
         kp = images.new_zeros(b, 0)
-        if self.spatial_softmax is not None:
+        if self.spatial_softmax is not None and self.kp_embedding is not None:  # both or neither
             kp_k = self.spatial_softmax(fmap)  # (B*K, 2*keypoints)
             parts.append(self.kp_embedding(kp_k).view(b, k, -1))
             kp = kp_k.view(b, -1)
@@ -258,7 +259,7 @@ class VIMAPolicy(Policy):
         read them directly, as GRP's), and the cross-attention maps per layer."""
         b = images.shape[0]
         cond = None
-        if self.prompt_norm is not None:
+        if self.prompt_norm is not None and self.prompt_pool is not None:  # both or neither (film)
             cond = self.prompt_norm(self.prompt_pool(prompt, prompt_mask))
         cur, kp = self.step_tokens(images, ee_in, self.action_query.expand(b, -1, -1)[:, 0], cond)
         seqs = []
@@ -357,7 +358,7 @@ class VIMAPolicy(Policy):
     # -- training --------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         c = self.config
-        size = tuple(c.image_shape[:2])
+        size = c.image_hw
         images = torch.as_tensor(batch["images"], device=self.device)
         if images.ndim != 5 or images.shape[1] != len(c.camera_names):
             raise UserError(f"batch images must be (B, {len(c.camera_names)}, 3, H, W), got {tuple(images.shape)}")
@@ -400,7 +401,7 @@ class VIMAPolicy(Policy):
     def predict_chunk(self, obs: dict[str, Any],
                       capture_attention: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         c = self.config
-        size = tuple(c.image_shape[:2])
+        size = c.image_hw
         frames = obs_images(obs, c.camera_names, size)  # uint8 (K, 3, H, W)
         qpos = obs_qpos(obs, c.state_dim)
         task = obs.get("task") or ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -35,6 +35,11 @@ class FrozenBatchNorm2d(nn.Module):
     Same buffers and arithmetic as the original ACT/DETR ``FrozenBatchNorm2d`` (eps 1e-5 inside the
     square root), so its checkpoints give the same activations.
     """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -63,6 +68,9 @@ class FrozenBatchNorm2d(nn.Module):
 class ImageNormalizer(nn.Module):
     """uint8 (..., 3, H, W) RGB -> float, scaled to 0..1 and normalised with ImageNet mean/std."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         # Non-persistent: constants, not learned, and not part of the checkpoint format.
@@ -74,7 +82,18 @@ class ImageNormalizer(nn.Module):
         return (x - self.mean) / self.std
 
 
-class ResNetBackbone(nn.Module):
+class Backbone(nn.Module):
+    """Base of the image backbones: a module mapping normalised images to one feature map."""
+
+    stride: int  # output pixels per feature cell along each axis
+    num_channels: int  # channels of the feature map
+
+    def fused_for_inference(self) -> nn.Module:
+        """The same function for inference only, possibly rearranged to run faster."""
+        raise NotImplementedError
+
+
+class ResNetBackbone(Backbone):
     """A torchvision ResNet up to ``layer4`` with frozen batch norm; output stride 32."""
 
     stride = 32
@@ -118,14 +137,21 @@ def _fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
     conv: nn.Conv2d = getattr(parent, conv_name)
     bn: FrozenBatchNorm2d = getattr(parent, bn_name)
     scale, shift = bn.scale_and_shift()
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, device=conv.weight.device,
+    padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride),
+                      padding, _pair(conv.dilation), conv.groups, bias=True, device=conv.weight.device,
                       dtype=conv.weight.dtype)
     fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
     bias = shift if conv.bias is None else conv.bias * scale + shift
-    fused.bias.copy_(bias)
+    cast(torch.Tensor, fused.bias).copy_(bias)  # made with bias=True, so never None
     setattr(parent, conv_name, fused)
     setattr(parent, bn_name, nn.Identity())
+
+
+def _pair(value: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's stored size (always one int per axis) as the pair its constructor takes."""
+    first, second = value
+    return first, second
 
 
 def load_pretrained_resnet(body: nn.Module, path: str | Path) -> None:
@@ -151,7 +177,7 @@ def load_pretrained_resnet(body: nn.Module, path: str | Path) -> None:
             f"unexpected {result.unexpected_keys[:5]}")
 
 
-class SmallBackbone(nn.Module):
+class SmallBackbone(Backbone):
     """Five 3x3 convolutions (GroupNorm + ReLU), output stride 16: cheap enough for CPU training."""
 
     stride = 16
@@ -175,7 +201,7 @@ class SmallBackbone(nn.Module):
         return self.body
 
 
-def build_backbone(name: str, pretrained_path: str | Path | None = None) -> nn.Module:
+def build_backbone(name: str, pretrained_path: str | Path | None = None) -> Backbone:
     """The backbone called ``name`` (one of :data:`BACKBONES`)."""
     if name == "small":
         if pretrained_path:
@@ -206,6 +232,8 @@ class FusedBackboneCache:
         self._entries: dict[int, tuple[tuple, nn.Module]] = {}
 
     def get(self, backbone: nn.Module) -> nn.Module:
+        if not isinstance(backbone, Backbone):
+            raise TypeError(f"{type(backbone).__name__} is not a Backbone: it has no inference copy")
         key = weights_fingerprint(backbone)
         entry = self._entries.get(id(backbone))
         if entry is None or entry[0] != key:
@@ -223,7 +251,8 @@ def backbone_param_groups(module: nn.Module, backbone_prefix: str, lr: float, lr
                           weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups as the original ACT code makes them: parameters whose name starts with
     ``backbone_prefix`` at ``lr_backbone``, the rest at ``lr``; frozen parameters are left out."""
-    backbone, rest = [], []
+    backbone: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
     for name, p in module.named_parameters():
         if p.requires_grad:
             (backbone if name.startswith(backbone_prefix) else rest).append(p)
