@@ -189,7 +189,7 @@ def _prepare(fused: np.ndarray, cams: list[CameraView], text_idx: np.ndarray | N
         cam_heat[c.name] = _normalise(raw[c.name], m).reshape(d, l_n, qa, h, w)
         cam_stats[c.name] = (maxes[c.name], raw[c.name].sum(axis=-1))
     text_heat = text_stats = None
-    if text_raw is not None:
+    if text_raw is not None and text_max is not None:  # both or neither
         m = shared if scale == "shared" else text_max
         text_heat = _normalise(text_raw, m)
         text_stats = (text_max, text_raw.sum(axis=-1))
@@ -368,7 +368,8 @@ def render_tree(
                     prep.cam_heat[name][di, li, q], f"max {mx[di, li, q]:.3g}  sum {sm[di, li, q]:.3g}"
                 )
                 written += _write_jpeg(os.path.join(folder, f"fused_attention_on_{name}.jpg"), img, params)
-            if strip is not None:
+            # A strip exists only for shown text tokens, which always have heat and stats.
+            if strip is not None and prep.text_heat is not None and prep.text_stats is not None:
                 mx, sm = prep.text_stats
                 where = f"diff {d_ids[di]} | " if with_diffusion else ""
                 header = (

@@ -83,6 +83,7 @@ class CameraFigure:
                 f"unknown interpolation '{interpolation}'; choose one of: {', '.join(INTERPOLATIONS)}"
             )
         h, w = grid
+        bgr: np.ndarray
         if image is None:
             alpha = 1.0
             if size is None:  # heat alone: make each grid cell ~ 224 / max(h, w) px

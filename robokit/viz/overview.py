@@ -90,6 +90,8 @@ class OverviewBuilder:
                 canvas[y : y + th, x : x + tw] = thumb.render(cam_heat[name][di, li, q])
 
     def _text_overview(self, di: int) -> np.ndarray:
+        if self.text_heat is None:
+            raise ValueError("no text attention to draw: the overview was built without text heat")
         heat = self.text_heat[di]  # (L, Qa, Nt) uint8
         n_l, qa, nt = heat.shape
         sx = max(2, min(8, 400 // max(nt, 1)))
