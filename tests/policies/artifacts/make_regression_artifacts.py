@@ -1,4 +1,4 @@
-"""Write the saved-output regression artifacts that ``tests/test_policy_regression.py`` checks.
+"""Write the saved-output regression artifacts that ``tests/policies/test_policy_regression.py`` checks.
 
 For each of ACT, GRP and VIMA this folder holds a tiny model with fixed weights and what it computed
 when the files were written:
@@ -14,7 +14,7 @@ change what a model computes.
 When to regenerate: only when a change is MEANT to change a model's outputs (a new layer, a fixed
 bug in the maths, another loss term), or when the checkpoint format changes on purpose. Then run::
 
-    .venv/bin/python tests/artifacts/make_regression_artifacts.py
+    .venv/bin/python tests/policies/artifacts/make_regression_artifacts.py
 
 and commit the rewritten files together with that change, saying in the message why the outputs
 moved. A change that is not meant to alter a model (moving code, renaming locals, a faster path

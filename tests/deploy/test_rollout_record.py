@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import test_deploy
+from tests.deploy import test_deploy
 
 from robokit.cli import main
 from robokit.deploy.loop import ControlLoop, LoopConfig

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-import test_franka_sim
+from tests.hardware import test_franka_sim
 
 from robokit.deploy.client import PolicyClient
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason, WatchdogConfig

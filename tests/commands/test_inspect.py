@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import cv2
 import h5py
-from test_episodes import write_act_sim, write_live_record, write_v1
-from test_record import cli
+from tests.episodes.test_episodes import write_act_sim, write_live_record, write_v1
+from tests.record.test_record import cli
 
 
 def run(capsys, *args) -> tuple[int, str, str]:

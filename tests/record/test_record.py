@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from test_episodes import write_act_sim
+from tests.episodes.test_episodes import write_act_sim
 
 from robokit.cli import main
 from robokit.episodes.files import LowDiskSpace

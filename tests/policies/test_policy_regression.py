@@ -1,6 +1,6 @@
 """Saved outputs: ACT, GRP and VIMA on fixed weights still compute what they computed when saved.
 
-The checkpoints, inputs and expected outputs are in ``tests/artifacts/``; its
+The checkpoints, inputs and expected outputs are in ``tests/policies/artifacts/``; its
 ``make_regression_artifacts.py`` says when (only on an intended model change) and how to regenerate
 them. A refactor that is not meant to change a model must pass against the files as they are.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from artifacts.make_regression_artifacts import MODELS, load_io, load_policy, run
+from tests.policies.artifacts.make_regression_artifacts import MODELS, load_io, load_policy, run
 
 # Relative to each output's scale (at least 1): float32 sums taken in another order (another CPU's
 # SIMD width, another thread count) move these outputs by about 1e-6; a change to a model's maths
