@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import h5py
+
 from tests.episodes.test_episodes import write_act_sim, write_live_record, write_v1
 from tests.record.test_record import cli
 

@@ -11,11 +11,11 @@ import sys
 
 import numpy as np
 import pytest
-from tests.hardware import test_franka_sim
 
 from robokit.deploy.client import PolicyClient
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason, WatchdogConfig
 from robokit.deploy.runner import RemoteRunner
+from tests.hardware import test_franka_sim
 
 pytestmark = pytest.mark.franka
 

@@ -4,13 +4,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from tests.deploy import test_deploy
 
 from robokit.cli import main
 from robokit.deploy.loop import ControlLoop, LoopConfig
 from robokit.deploy.recording import RolloutRecorder
 from robokit.deploy.runner import LocalRunner
 from robokit.episodes.reader import list_episodes, open_episode
+from tests.deploy import test_deploy
 
 tiny_checkpoint = test_deploy.tiny_checkpoint  # fixture: a tiny untrained ACT checkpoint (chunk 10, camera "top")
 

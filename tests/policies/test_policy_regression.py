@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from tests.policies.artifacts.make_regression_artifacts import MODELS, load_io, load_policy, run
 
 # Relative to each output's scale (at least 1): float32 sums taken in another order (another CPU's

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from tests.episodes.test_episodes import write_act_sim
 
 from robokit.cli import main
 from robokit.episodes.files import LowDiskSpace
@@ -24,6 +23,7 @@ from robokit.hardware.sim import PandaSimEnv, list_tasks
 from robokit.hardware.synthetic import DRIVER_QUEUE_FRAMES, SyntheticCamera
 from robokit.record.session import RecordConfig, RecordingSession
 from robokit.record.teleop import KeyboardJog, Kinesthetic, Observation, Replay
+from tests.episodes.test_episodes import write_act_sim
 
 SIZE = "48x64"
 
