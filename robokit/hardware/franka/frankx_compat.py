@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from robokit.errors import ConfigError
+from robokit.hardware.franka.link_base import BaseLink
 
 __all__ = ["FrankxLink", "ThreadFuture"]
 
@@ -47,15 +48,10 @@ class ThreadFuture:
         return self._result
 
 
-class FrankxLink:
+class FrankxLink(BaseLink):
     """:class:`~robokit.hardware.franka.link.FrankyLink`'s calls on frankx (see the module docstring)."""
 
     name = "frankx"
-
-    def __init__(self, frankx: Any) -> None:
-        self.f = frankx
-        self.robot: Any = None
-        self.gripper: Any = None
 
     def connect(self, host: str, realtime: str, dynamics: float, gripper: bool) -> None:
         if realtime != "enforce":
@@ -66,10 +62,6 @@ class FrankxLink:
         self.robot.set_dynamic_rel(dynamics)
         if gripper:
             self.gripper = self.robot.get_gripper()
-
-    def close(self) -> None:
-        self.robot = None
-        self.gripper = None
 
     def has_errors(self) -> bool:
         return False  # frankx does not expose it; recover() is harmless when there is nothing to recover
@@ -108,15 +100,3 @@ class FrankxLink:
 
     def gripper_grasp(self, speed: float, force: float) -> Any:
         return ThreadFuture(lambda: self.gripper.clamp())
-
-    @staticmethod
-    def future_done(future: Any) -> bool:
-        return bool(future.wait(0.0))
-
-    @staticmethod
-    def future_wait(future: Any, timeout_s: float) -> bool:
-        return bool(future.wait(timeout_s))
-
-    @staticmethod
-    def future_result(future: Any) -> bool:
-        return bool(future.get())

@@ -11,32 +11,23 @@ from robokit.errors import ConfigError
 from robokit.hardware.base import GRIPPER_MAX_WIDTH_M
 from robokit.hardware.franka.errors import is_preemption
 from robokit.hardware.franka.frankx_compat import FrankxLink
+from robokit.hardware.franka.link_base import BaseLink
 
 __all__ = ["FrankyLink", "Link", "make_link"]
 
 log = logging.getLogger(__name__)
 
 
-class FrankyLink:
+class FrankyLink(BaseLink):
     """The arm and hand through franky (PyPI ``franky-control``)."""
 
     name = "franky"
-
-    def __init__(self, franky: Any) -> None:
-        self.f = franky
-        self.robot: Any = None
-        self.gripper: Any = None
 
     def connect(self, host: str, realtime: str, dynamics: float, gripper: bool) -> None:
         rt = self.f.RealtimeConfig.Enforce if realtime == "enforce" else self.f.RealtimeConfig.Ignore
         self.robot = self.f.Robot(host, relative_dynamics_factor=dynamics, realtime_config=rt)
         if gripper:
             self.gripper = self.f.Gripper(host)
-
-    def close(self) -> None:
-        # libfranka ends a session when its object is destroyed: dropping the last reference closes it.
-        self.robot = None
-        self.gripper = None
 
     def has_errors(self) -> bool:
         return bool(self.robot.has_errors)
@@ -98,18 +89,6 @@ class FrankyLink:
         # Close onto whatever is there: epsilons span the whole stroke, so any final width "succeeds"
         # and the hand keeps applying `force`.
         return self.gripper.grasp_async(0.0, speed, force, GRIPPER_MAX_WIDTH_M, GRIPPER_MAX_WIDTH_M)
-
-    @staticmethod
-    def future_done(future: Any) -> bool:
-        return bool(future.wait(0.0))
-
-    @staticmethod
-    def future_wait(future: Any, timeout_s: float) -> bool:
-        return bool(future.wait(timeout_s))
-
-    @staticmethod
-    def future_result(future: Any) -> bool:
-        return bool(future.get())
 
 
 Link = FrankyLink | FrankxLink
