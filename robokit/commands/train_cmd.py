@@ -196,6 +196,8 @@ def register(app: typer.Typer) -> None:
             help="Share of episodes held out for validation (default 0.2).")] = None,
         val_samples: Annotated[int | None, typer.Option(
             help="Validation samples per evaluation (default 512; fewer = faster on a CPU).")] = None,
+        val_batch_size: Annotated[int | None, typer.Option(
+            help="Batch size of validation (default: twice --batch-size).")] = None,
         num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
         amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast (CUDA only).")] = None,
@@ -221,7 +223,7 @@ def register(app: typer.Typer) -> None:
             "steps": steps, "epochs": epochs, "batch_size": batch_size, "camera_names": camera or None,
             "chunk_size": chunk_size, "image_size": parse_image_size(image_size) if image_size is not None else None, "device": device,
             "seed": seed, "lr": lr, "lr_schedule": lr_schedule, "val_every": val_every, "val_fraction": val_fraction,
-            "val_samples": val_samples,
+            "val_samples": val_samples, "val_batch_size": val_batch_size,
             "num_workers": num_workers, "amp": amp, "fps": fps, "augment_shift": augment_shift,
             "augment_color": augment_color, "resume": resume or None, "policy_config": policy_config,
         }
