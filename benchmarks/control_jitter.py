@@ -135,7 +135,7 @@ def run_baseline(env, client, ticks: int) -> dict:
         state = env.robot.read()
         image = env.cameras["top"].read_latest().image
         actions = client.infer(state.as_vector(), {"top": image}).actions
-        env.robot.command(actions[0, :7], float(actions[0, 7]))
+        env.robot.send_action(actions[0])
         env.step()
         t_next += dt
     return jitter_summary(np.asarray(late), missed, ticks)

@@ -41,7 +41,7 @@ def expert_actions(control_hz: float) -> list[np.ndarray]:
         expert = env.task.expert()
         actions = []
         while (action := expert.next_action(env.robot.read())) is not None:
-            env.robot.command(action[:7], float(action[7]))
+            env.robot.send_action(action)
             env.step()
             actions.append(action)
     return actions
@@ -61,7 +61,7 @@ def timed_run(size: tuple[int, int] | None, actions: list[np.ndarray], steps: in
             env.reset(seed=done)
             for action in actions:
                 state = env.robot.read()
-                env.robot.command(action[:7], float(action[7]))
+                env.robot.send_action(action)
                 env.step()
                 frames = [cam.read_latest() for cam in env.cameras.values()]
                 done += 1

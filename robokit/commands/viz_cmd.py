@@ -99,7 +99,7 @@ def attention_array_command(
         str,
         typer.Option(
             "--layout",
-            help="Token layout JSON file (or inline JSON), or 'pi0' for the seed's 3x256 image + "
+            help="Token layout JSON file (or inline JSON), or 'pi0' for openpi's pi0: 3x256 image + "
             "48 text + 1 state + 50 action tokens.",
         ),
     ],
@@ -148,7 +148,7 @@ def attention_array_command(
         int | None, typer.Option("--workers", help="Encoder threads (default: CPU count).")
     ] = None,
 ) -> None:
-    """Write the attention heat-map tree for an attention array from any model (seed layout)."""
+    """Write the attention heat-map tree for an attention array from any model (e.g. openpi's pi0)."""
     import numpy as np
 
     from robokit.viz.attention import render_tree
@@ -291,7 +291,7 @@ def attention_command(
 ) -> None:
     """Run a policy over chosen steps of an episode and write its attention heat maps."""
     from robokit.policies.checkpoint import load_checkpoint
-    from robokit.training.trainer import pick_device
+    from robokit.training.runtime import pick_device
     from robokit.viz.policy_attention import render_policy_attention
 
     if not checkpoint.exists():

@@ -137,9 +137,9 @@ class ControlLoop:
         if missing:
             raise UserError(f"the policy needs camera(s) {', '.join(missing)} but only "
                             f"{', '.join(cameras) or 'none'} are configured; add --camera NAME=SPEC")
-        if info.action_dim < 8 or info.state_dim < 8:
+        if info.action_dim < robot.action_dim or info.state_dim < robot.action_dim:
             raise UserError(f"the policy has state/action dims {info.state_dim}/{info.action_dim}; "
-                            "the arm needs 8 (7 joints + gripper)")
+                            f"the arm needs {robot.action_dim} ({robot.num_joints} joints + gripper)")
         self.robot = robot
         self.cameras = {c: cameras[c] for c in info.camera_names}
         self.runner = runner

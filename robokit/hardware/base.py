@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robokit.errors import ConfigError
+
 if sys.version_info >= (3, 11):
     from typing import Self
 else:  # pragma: no cover - Python 3.10
@@ -103,7 +105,11 @@ class Robot(abc.ABC):
 
     @property
     def limits(self) -> JointLimits:
-        """Joint position and speed limits (the Panda's unless the backend knows better)."""
+        """Joint position and speed limits: the Panda's for a 7-joint arm unless the backend knows
+        better; an arm of another size must report its own (there is no safe guess)."""
+        if self.num_joints != NUM_JOINTS:
+            raise ConfigError(f"{type(self).__name__} has {self.num_joints} joints: it must report its "
+                              "own joint limits (override Robot.limits)")
         return JointLimits()
 
     @property

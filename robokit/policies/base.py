@@ -60,17 +60,11 @@ class DataNeeds:
                               f"{', '.join(self.camera_names)}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-container form (``hello`` replies, checkpoint metadata)."""
+        """Plain-container form (what the policy server's ``hello`` reply carries as ``needs``)."""
         return {"camera_names": list(self.camera_names), "history": int(self.history),
                 "object_boxes": bool(self.object_boxes), "goal_camera": self.goal_camera,
                 "instruction": bool(self.instruction)}
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DataNeeds:
-        return cls(camera_names=tuple(values.get("camera_names", ())), history=int(values.get("history", 0)),
-                   object_boxes=bool(values.get("object_boxes", False)),
-                   goal_camera=values.get("goal_camera") or None,
-                   instruction=bool(values.get("instruction", False)))
 
 
 @dataclass

@@ -51,7 +51,11 @@ def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = N
         raise UserError(f"replay speed must be 0 (as fast as possible) or positive, got {sim_speed}")
     rate = fps or source.fps or 30.0
     actions = source.actions
-    recorded = source.recorded_qpos[:, :7] if source.recorded_qpos.shape[1] >= 7 else None
+    if actions.shape[1] != robot.action_dim:
+        raise UserError(f"{source.path}: its actions have {actions.shape[1]} values, this robot takes "
+                        f"{robot.action_dim} ({robot.num_joints} joints + gripper)")
+    n = robot.num_joints
+    recorded = source.recorded_qpos[:, :n] if source.recorded_qpos.shape[1] >= n else None
     restored = False
     if sim_env is not None:
         seed, task = source.attrs.get("sim_seed"), source.attrs.get("sim_task")

@@ -69,7 +69,7 @@ IDLE, RECORDING, ENDING, SAVING = "idle", "recording", "ending", "saving"
 class RecordingSession:
     """Runs the capture loop for one ``robokit record`` invocation. See the module docs.
 
-    ``robot`` and ``cameras`` must already be connected/started. ``sim_env`` (when simulating) is
+    ``robot`` and ``cameras`` must already be open. ``sim_env`` (when simulating) is
     stepped once per control step; without it the loop keeps its own ``fps`` grid.
     """
 

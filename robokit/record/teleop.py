@@ -1,14 +1,15 @@
 """Teleop sources: what produces the action of each recorded step.
 
-Every source implements ``next_action(obs) -> np.ndarray (8,) | None``: 7 joint targets and a
-gripper value (0 open .. 1 closed), or ``None`` once it has finished (scripted expert done, replay
-exhausted). Sources:
+Every source implements ``next_action(obs) -> np.ndarray (robot.action_dim,) | None``: one target
+per joint and a gripper value (0 open .. 1 closed), or ``None`` once it has finished (scripted
+expert done, replay exhausted). Sources:
 
 - :class:`KeyboardJog`: Cartesian jog of the tool centre point (x/y/z, yaw) and a gripper toggle,
   turned into joint targets with :func:`robokit.hardware.kinematics.ik`. Works on the sim and the
   real arm (pure numpy).
 - :class:`Kinesthetic`: the person moves the arm by hand (Franka zero-stiffness mode); the action of
-  step t is the joint position measured at step t+1, as in the seed recorder. The gripper toggles
+  step t is the joint position measured at step t+1 (what the original Franka recorder stored as
+  the action). The gripper toggles
   from the keyboard.
 - :class:`Scripted`: the simulator's privileged scripted expert (sim only).
 - :class:`Replay`: the actions of a recorded episode, in order.
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from robokit.errors import DataError, UserError
-from robokit.hardware.base import RobotState
+from robokit.hardware.base import NUM_JOINTS, RobotState
 
 if TYPE_CHECKING:
     from robokit.hardware.sim import PandaSimEnv
@@ -207,7 +208,7 @@ class Kinesthetic(TeleopSource):
         self._on = False
 
     def start(self) -> None:
-        """Switch the arm to zero-stiffness mode (call once the robot is connected)."""
+        """Switch the arm to zero-stiffness mode (call once the robot is open)."""
         self._set_mode(True)
         self._on = True
 
@@ -262,12 +263,16 @@ class Scripted(TeleopSource):
 
 # -- replay ------------------------------------------------------------------------------------------
 class Replay(TeleopSource):
-    """The recorded actions of an episode file, one per step (7-dim seed actions get an open gripper)."""
+    """The recorded actions of an episode file, one per step.
+
+    ``num_joints`` is the arm's: actions of one value per joint (no gripper column, as the original
+    Franka recorder's) get an open gripper; any other width is refused with a clear error.
+    """
 
     name = "replay"
     autonomous = True
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, num_joints: int = NUM_JOINTS) -> None:
         from robokit.episodes.reader import open_episode
 
         self.path = Path(path)
@@ -278,11 +283,11 @@ class Replay(TeleopSource):
             self.layout = ep.layout
             self.recorded_qpos = ep.qpos()
             self.fps = ep.fps
-        if actions.shape[1] == 7:
+        if actions.shape[1] == num_joints:
             actions = np.concatenate([actions, np.zeros((len(actions), 1), np.float32)], axis=1)
-        if actions.shape[1] != 8 or len(actions) == 0:
-            raise DataError(f"{self.path}: /action has shape {actions.shape}; replay needs (T, 8) Franka joint "
-                            "targets + gripper (or 7 joints)")
+        if actions.shape[1] != num_joints + 1 or len(actions) == 0:
+            raise DataError(f"{self.path}: /action has shape {actions.shape}; replay on a {num_joints}-joint arm "
+                            f"needs (T, {num_joints + 1}) joint targets + gripper (or {num_joints} joints)")
         if not np.all(np.isfinite(actions)):
             raise DataError(f"{self.path}: /action contains NaN or infinite values; refusing to replay it")
         self.actions = actions.astype(np.float32)
@@ -332,4 +337,4 @@ def make_teleop(spec: str, robot: Any, sim_env: PandaSimEnv | None, fps: float) 
     if kind == "scripted":
         assert sim_env is not None
         return Scripted(sim_env)
-    return Replay(arg)
+    return Replay(arg, num_joints=int(getattr(robot, "num_joints", NUM_JOINTS)))

@@ -18,7 +18,8 @@ so epochs and validation are well defined, and the per-index contents are exactl
 Each sample also carries ``done`` (the episode's ``/done`` for the chunk's steps; 1 past the end),
 and, for goal-conditioned datasets, ``task`` (instruction text) and ``goal_image``. Asked for
 (``object_boxes``), samples of simulated recordings carry the objects' boxes at step ``t`` from
-``/objects/<name>/box_<cam>`` (see :class:`EpisodeDataset`); batch them with :func:`collate_samples`.
+``/objects/<name>/box_<cam>`` (see :class:`EpisodeDataset`); batch them with
+:func:`~robokit.training.episode_records.collate_samples`.
 
 Speed: the low-dimensional arrays (qpos, action, done) of every episode are read once into RAM;
 per sample only the image rows at ``t`` are read, through file handles that each DataLoader worker
@@ -94,7 +95,7 @@ class EpisodeDataset(Dataset):
     (index into ``camera_names``), ``object_valid`` bool (N,), ``object_names`` list (N) of str.
     N is the same for every sample: ``object_names`` (default :func:`dataset_object_names` of these
     episodes; give the whole dataset's so train and validation splits agree). Batch such samples
-    with :func:`collate_samples`. Boxes are in RAM with the other low-dimensional arrays.
+    with :func:`~robokit.training.episode_records.collate_samples`. Boxes are in RAM with the other low-dimensional arrays.
     """
 
     def __init__(

@@ -2,7 +2,8 @@
 
 One JSON object per line: ``{"split": "train"|"val", "step": int, "epoch": float, "time": float,
 <loss term>: float, ...}``; train records also carry ``lr`` and ``steps_per_s``. The plots are the
-seed's ``plot_history`` (one figure per loss term, train and validation) against optimizer steps.
+original ACT code's ``plot_history`` (one figure per loss term, train and validation) against
+optimizer steps.
 """
 
 from __future__ import annotations

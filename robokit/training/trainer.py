@@ -53,7 +53,7 @@ from robokit.training.batches import (
     to_device,
 )
 from robokit.training.dataset import build_datasets, scan_episodes
-from robokit.training.episode_records import collate_samples
+from robokit.training.episode_records import check_consistent, collate_samples
 from robokit.training.logs import MetricsLog, plot_history
 from robokit.training.options import (
     DATA_OPTIONS,
@@ -146,6 +146,7 @@ class _Trainer:
                                contrast=opts.augment_color, saturation=opts.augment_color)
         records = scan_episodes(opts.data)
         cameras = list(opts.camera_names or records[0].camera_names)
+        check_consistent(records, cameras, opts.image_size)
         # The policy's config says what it reads besides the current frames (history, goal
         # images, object boxes); the dataset builds exactly that and nothing else.
         first = records[0]
@@ -154,6 +155,8 @@ class _Trainer:
             **opts.policy_config, "camera_names": cameras, "image_shape": (height, width, 3),
             "state_dim": first.state_dim, "action_dim": first.action_dim}).data_needs()
         goal_images = opts.goal_images if needs.goal_camera is not None else False
+        if opts.goal_images and needs.goal_camera is None:
+            log.warning("--goal-images is ignored: a %s policy reads no goal image", opts.policy)
         self.train_ds, self.val_ds, self.stats, self.info = build_datasets(
             opts.data, records=records, camera_names=cameras, chunk_size=chunk,
             val_fraction=opts.val_fraction, seed=opts.seed, image_size=opts.image_size, augment=augment,

@@ -14,7 +14,7 @@ The ``diffusion_timestep_<j>`` level is present only when there are denoising st
 one entry on the diffusion axis, or ``diffusion_level=True``).
 
 Colour scale: heads are fused per key token (``max``: a token is hot if ANY head attends to it —
-the seed's rule; or ``mean``), then each figure is normalised on its own to ``[0, max]`` of the
+the usual rule for attention heat maps; or ``mean``), then each figure is normalised on its own to ``[0, max]`` of the
 fused weights of that figure's tokens (``scale="figure"``), or one ``[0, max]`` across all cameras
 and the text of the same action token / layer (``scale="shared"``), and coloured with one colormap
 (turbo by default: dark blue = 0, dark red = the maximum). The caption under every camera figure and

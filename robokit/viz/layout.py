@@ -11,7 +11,7 @@ A layout tells the attention renderer how to read the key axis (``seq``) of an a
 
 Two spellings are accepted (see docs/viz.md):
 
-* the flat form used by the policies' ``extras["attention"]["layout"]`` :
+* the flat form used by the policies' ``extras["attention"]["layout"]``:
   ``{"top": [0, 300, 15, 20], "text": [300, 348], "state": [348, 349]}``; a name joined with ``|``
   (``"top|wrist": [2, 602, 15, 40]``) is a width-folded group;
 * the full form, for files: ``{"segments": [{"name": ..., "start": ..., "stop": ..., "grid": [h, w],
@@ -252,7 +252,7 @@ def pi0_layout(
     action_tokens: int = 50,
     padded: Iterable[str] = (),
 ) -> TokenLayout:
-    """The seed's pi0 layout ``[image tokens, text tokens, state token, action tokens]`` (867 long).
+    """openpi's pi0 layout ``[image tokens, text tokens, state token, action tokens]`` (867 long).
 
     The expert's queries are ``[state, actions]``, i.e. the last ``state_tokens + action_tokens``
     positions of the sequence; ``padded`` names cameras whose image slot was filled with padding.

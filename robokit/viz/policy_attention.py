@@ -1,7 +1,7 @@
 """Attention trees for robokit's own policies, run over chosen steps of a recorded episode.
 
-The policies expose their attention through ``predict_chunk(obs, capture_attention=True)``
-: ``extras["attention"] = {"maps": float32 (layers, heads, queries, tokens),
+The policies expose their attention through ``predict_chunk(obs, capture_attention=True)``:
+``extras["attention"] = {"maps": float32 (layers, heads, queries, tokens),
 "query_kind": "action", "layout": {segment: [start, stop] | [start, stop, h, w]}}``. This module
 turns one such capture into :func:`robokit.viz.attention.render_tree` input:
 

@@ -112,6 +112,8 @@ def test_bad_options_and_data_are_clear_errors(data: Path, tmp_path: Path):
         train(_opts(data, tmp_path / "run", 1, policy="nope"))
     with pytest.raises(ConfigError, match="camera"):
         _opts(data, tmp_path / "run", 1, policy_config={"camera_names": ["top"]})
+    with pytest.raises(DataError, match="has no camera 'side'"):
+        train(_opts(data, tmp_path / "run", 1, camera_names=["side"]))
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             train(_opts(data, tmp_path / "run", 1, device="cuda"))

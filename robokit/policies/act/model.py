@@ -291,7 +291,7 @@ class ACTPolicy(Policy):
         ``extras["done"]``: probability that the episode is finished by the next step (the done
         head's output for chunk step 1; only when it was trained, ``done_weight > 0``);
         ``extras["done_chunk"]`` the probability of "done or past the end" for every
-        step of the chunk. With ``capture_attention`` also ``extras["attention"]`` :
+        step of the chunk. With ``capture_attention`` also ``extras["attention"]``:
         the decoder cross-attention of the one decoder layer ACT uses, per head, from each action
         query to every memory token.
         """

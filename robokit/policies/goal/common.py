@@ -153,7 +153,7 @@ class PatchEmbed(nn.Module):
     """Image -> one token per ``patch`` x ``patch`` square, raster order: ``(N, C, H, W) -> (N, h*w, D)``.
 
     ``stem="linear"``: the ViT patch embedding (a linear map of the raw pixels of each patch, as the
-    GRP seed does). ``stem="conv"``: log2(patch) stride-2 3x3 convolutions reaching the same grid
+    original GRP does). ``stem="conv"``: log2(patch) stride-2 3x3 convolutions reaching the same grid
     (an "early convolutions" hybrid ViT; it learns much faster from a few dozen demonstrations).
     ``film_dim > 0`` adds :class:`FiLM` conditioning (after every stem convolution but the last,
     or on the linear stem's output); ``forward(x, cond)`` with ``cond`` (N, film_dim), or None = none.

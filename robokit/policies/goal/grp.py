@@ -1,6 +1,6 @@
 """GRP: a goal-conditioned ViT policy that follows a text instruction OR a goal image.
 
-Token sequence (one row per sample; the seed's order, plus a proprioception token)::
+Token sequence (one row per sample; the original GRP's order, plus a proprioception token)::
 
     [CLS, STATE, obs patches cam_1 .. cam_K, GOAL_IMG, goal-image patches, text tokens]
 
@@ -13,9 +13,9 @@ Token sequence (one row per sample; the seed's order, plus a proprioception toke
   a BLOCK MASK: per sample either the text tokens or the goal-image tokens (GOAL_IMG + patches) are
   hidden from every query. In training the choice is random per sample (``goal_image_prob``) so one
   model follows both; at inference it follows what the observation gives.
-* heads on the CLS output: an MLP to ``chunk_size x action_dim`` (MSE on normalised actions, the
-  seed's action stacking = robokit's chunk, so deploy's temporal ensembler applies) and a done head
-  (the VLA note's learned end token) trained on the batch's ``done``.
+* heads on the CLS output: an MLP to ``chunk_size x action_dim`` (MSE on normalised actions; the
+  original's action stacking is robokit's chunk, so deploy's temporal ensembler applies) and a done
+  head (a learned end-of-episode signal) trained on the batch's ``done``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class GRPConfig(PolicyConfig):
     image_shape: tuple[int, int, int] = (64, 80, 3)
     chunk_size: int = 20
     patch_size: int = 8
-    stem: str = "linear"           # patch embedding: "linear" (ViT, the seed's) or "conv" (hybrid)
+    stem: str = "linear"           # patch embedding: "linear" (ViT, the original's) or "conv" (hybrid)
     film: bool = True              # FiLM-condition the observation encoder on the pooled goal
     keypoints: int = 32            # spatial-softmax keypoints per camera -> one token each (0 = off)
     n_embd: int = 128
@@ -72,7 +72,7 @@ class GRPConfig(PolicyConfig):
     mlp_ratio: float = 4.0
     dropout: float = 0.1
     obs_stacking: int = 1          # frames stacked per observation patch (1 = current frame only)
-    text_max_length: int = 48      # the seed's max_block_size: instructions are cut to this many tokens
+    text_max_length: int = 48      # the original's max_block_size: instructions are cut to this many tokens
     text_encoder: str = "char"     # "char" or a LOCAL pretrained encoder directory (needs transformers)
     goal_mode: str = "random"      # training: "random" per sample, or always "text" / "image"
     goal_image_prob: float = 0.5   # "random": chance of the goal image when a sample has both

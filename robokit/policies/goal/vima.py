@@ -26,11 +26,11 @@ taken then; the current step's is a learned query whose output feeds the heads. 
 (``xattn_n_heads``) -> MLP (``xattn_ff_expanding``).
 
 Actions: each chunk step is discretised per dimension (``action_space="cartesian"``: TCP x, y, z,
-roll, pitch, yaw relative to the ready pose, gripper, with the seed's 50/100/50 position bins and 50
-rotation bins; ``"joint"``: every joint over the dataset's action range) and trained with
+roll, pitch, yaw relative to the ready pose, gripper, with 50/100/50 position bins and 50 rotation
+bins; ``"joint"``: every joint over the dataset's action range) and trained with
 cross-entropy; predicted bins decode to continuous targets, Cartesian ones through IK to joint
 targets, so ``predict_chunk`` returns joint targets (chunk, action_dim) like every other policy.
-A done head (the VLA note's end token) is trained on the batch's ``done``.
+A done head (a learned end-of-episode signal) is trained on the batch's ``done``.
 
 Batch keys beyond base.py's, all optional (see docs/goal_policies.md):
 ``object_boxes`` float (B, N, 4) normalised [0, 1] boxes, ``object_camera`` int64 (B, N) camera
