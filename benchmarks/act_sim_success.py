@@ -1,6 +1,6 @@
 """ACT trained on 50 scripted pick_place demonstrations, evaluated on 50 held-out seeds.
 
-The whole loop of ``make demo`` (robokit.demo.run_demo: record with the scripted expert -> train
+The whole loop of ``make demo`` (robokit.commands.demo.run_demo: record with the scripted expert -> train
 ACT -> deploy in the MuJoCo simulation through the control loop) at one of these sizes:
 
 * ``demo`` (default): exactly what ``make demo`` trains, evaluated on 50 held-out seeds instead
@@ -34,7 +34,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from rich.console import Console
 
-from robokit.demo import DemoConfig, run_demo
+from robokit.commands.demo import DemoConfig, run_demo
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

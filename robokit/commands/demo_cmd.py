@@ -1,5 +1,5 @@
 """`robokit demo`: the whole loop in simulation, scene -> scripted expert -> record -> train ACT ->
-deploy (what `make demo` runs; see :mod:`robokit.demo`).
+deploy (what `make demo` runs; see :mod:`robokit.commands.demo`).
 
     robokit demo                                   # the measured default, about 6 minutes on 2 cores
     robokit demo --out /tmp/demo --episodes 2 --steps 5 --eval-episodes 1 --image-size 32x40
@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import typer
 
 from robokit.commands.common import parse_image_size
-from robokit.demo.config import DemoConfig
+from robokit.commands.demo.config import DemoConfig
 
 _D = DemoConfig()
 
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         """The whole loop in simulation: scene -> scripted expert -> record -> train ACT -> deploy."""
         from rich.console import Console
 
-        from robokit.demo import run_demo  # first: it sets up the process before torch loads
+        from robokit.commands.demo import run_demo  # first: it sets up the process before torch loads
 
         config = DemoConfig(
             out=out, episodes=episodes, image_size=parse_image_size(image_size),

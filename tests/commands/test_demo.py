@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from robokit.cli import main
-from robokit.demo import MARKER, prepare_output
+from robokit.commands.demo import MARKER, prepare_output
 from robokit.errors import UserError
 from robokit.policies.checkpoint import read_checkpoint_info
 

@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from robokit.commands.common import format_duration, training_fields
-from robokit.demo.config import TASK, DemoConfig
+from robokit.commands.demo.config import TASK, DemoConfig
 from robokit.errors import UserError
 
 

@@ -23,8 +23,8 @@ from rich.table import Table
 # before anything imports torch or mujoco.
 import robokit.hardware.sim  # noqa: F401
 from robokit.commands.common import format_duration, log_to_console
-from robokit.demo.config import MARKER, DemoConfig, DemoResult, StageTime, prepare_output
-from robokit.demo.stages import (
+from robokit.commands.demo.config import MARKER, DemoConfig, DemoResult, StageTime, prepare_output
+from robokit.commands.demo.stages import (
     check_expert,
     deploy_in_sim,
     record_demonstrations,
