@@ -1,6 +1,6 @@
-"""Data loading: robokit's EpisodeDataset against the seed's EpisodicDataset, same run, same episodes.
+"""Data loading: robokit's EpisodeDataset against the original ACT EpisodicDataset, same run, same episodes.
 
-The baseline is a faithful reimplementation of the seed's (and original ACT's) ``EpisodicDataset``:
+The baseline is a faithful reimplementation of the original ACT code's ``EpisodicDataset``:
 per sample it opens the HDF5 file, draws a random start step, reads qpos and one frame per camera,
 reads the WHOLE action tail ``/action[t:]``, pads it to the episode length, normalises, and turns the
 images into float32 / 255. Ours keeps file handles open per worker, reads only the chunk's rows (the
@@ -40,7 +40,7 @@ from robokit.training.dataset import EpisodeDataset, build_datasets
 
 
 class SeedEpisodicDataset(Dataset):
-    """The seed's EpisodicDataset (``train.py`` of the ACT write-up), minus its print/IPython."""
+    """The original ACT ``EpisodicDataset`` (as in its ``utils.py``), minus its print/IPython."""
 
     def __init__(self, episode_ids: list[int], dataset_dir: str, camera_names: list[str],
                  norm_stats: dict[str, np.ndarray]) -> None:

@@ -1,4 +1,4 @@
-"""Recording throughput: the streaming episode writer against the seed recorder's approach.
+"""Recording throughput: the streaming episode writer against the original Franka recorder's approach.
 
 Two measurements per storage kind (raw, lzf, jpeg), in the same run on the same machine:
 
@@ -10,7 +10,7 @@ Two measurements per storage kind (raw, lzf, jpeg), in the same run on the same 
    dropped, achieved loop and camera rates, loop overruns, peak RSS growth, and how long saving
    takes after "stop".
 2. **Throughput**: ``--throughput-steps`` steps pushed as fast as possible (a) through the streaming
-   writer and (b) the seed's way (live_record.py / ALOHA: frames kept in a list, written — and for
+   writer and (b) the original recorder's way (live_record.py / ALOHA: frames kept in a list, written — and for
    jpeg encoded and padded — at the end). Steps per second, raw-equivalent MB/s, peak RSS growth,
    the pause after "stop" and the ratios streaming / seed.
 
@@ -180,7 +180,7 @@ def streaming_throughput(compress: str, frames: list[np.ndarray], steps: int, n_
 
 def seed_throughput(compress: str, frames: list[np.ndarray], steps: int, n_cams: int, folder: Path,
                     monitor: RssMonitor) -> dict:
-    """The seed's live_record.py: append every frame to a list, write everything at "stop"."""
+    """The original recorder's live_record.py: append every frame to a list, write everything at "stop"."""
     names = [f"cam{i}" for i in range(n_cams)]
     shape = frames[0].shape
     base = monitor.mark()

@@ -1,6 +1,6 @@
 """Writing the seed-shaped attention tree: render_tree vs a plain one-file-at-a-time loop.
 
-The seed's pi0 array is [10 diffusion steps, 18 layers, 1, 1 kv head, 8 q heads, 51 queries, 867
+openpi's pi0 attention array is [10 diffusion steps, 18 layers, 1, 1 kv head, 8 q heads, 51 queries, 867
 tokens]; the tree has 10 x 50 x 18 leaf folders with 3 camera figures (224x224) + 1 text strip each:
 27,000 heat-map JPEGs + 9,000 strips. Both writers produce the same pixels (checked on a sample):
 
@@ -67,7 +67,7 @@ BUDGET_S = 120.0
 
 
 def seed_attention(diffusion: int, rng: np.random.Generator) -> np.ndarray:
-    """Softmax-like weights of the seed's shape with a few hot tokens per query."""
+    """Softmax-like weights of pi0's shape with a few hot tokens per query."""
     logits = rng.standard_normal((diffusion, 18, 1, 1, 8, 51, 867), dtype=np.float32)
     hot = rng.integers(0, 816, size=(diffusion, 18, 1, 1, 8, 51, 3))
     np.put_along_axis(logits, hot, 6.0, axis=-1)
