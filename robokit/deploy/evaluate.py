@@ -186,9 +186,44 @@ def make_runner(checkpoint_or_policy: Any = None, server: str | None = None, dev
         path = Path(checkpoint_or_policy)
         if not path.is_file():
             raise UserError(f"checkpoint {path} not found")
-        policy, _ = load_checkpoint(path, map_location=pick_device(device))
-        return LocalRunner(policy, checkpoint_sha256=file_sha256(path))
+        from robokit.deploy.server import trained_tasks
+
+        policy, meta = load_checkpoint(path, map_location=pick_device(device))
+        return LocalRunner(policy, checkpoint_sha256=file_sha256(path), tasks=trained_tasks(meta))
     return LocalRunner(checkpoint_or_policy)
+
+
+def check_task_set(info: PolicyInfo, task_set: str) -> None:
+    """Refuse to evaluate a policy trained on one simulated task set on another.
+
+    Without this a single-task checkpoint run on the ``multi`` scene just fails every episode. A
+    policy whose training instructions are unknown (an older checkpoint, a policy object) is run
+    as asked; one trained on other instructions (real-robot data) or on only some of the set's
+    gets a warning.
+    """
+    from robokit.hardware.sim.tasks import TASK_SETS, list_tasks
+
+    if not info.tasks:
+        return
+    list_tasks(task_set)  # a clear error for an unknown task set
+    wanted = set(TASK_SETS[task_set].instructions.values())
+    trained = set(info.tasks)
+    if not wanted & trained:
+        fits = [name for name, spec in TASK_SETS.items() if trained <= set(spec.instructions.values())]
+        if fits:
+            raise UserError(f"the policy was trained on the '{fits[0]}' task set ({_quoted(trained)}), not on "
+                            f"'{task_set}' ({_quoted(wanted)}); run it with --task-set {fits[0]}")
+        log.warning("the policy was trained on %s, which no simulated task set has; the '%s' results "
+                    "say little about it", _quoted(trained), task_set)
+        return
+    unseen = wanted - trained
+    if unseen:
+        log.warning("the policy was not trained on %d of the '%s' instructions (%s); expect those to fail",
+                    len(unseen), task_set, _quoted(unseen))
+
+
+def _quoted(texts: set[str]) -> str:
+    return ", ".join(f"'{t}'" for t in sorted(texts))
 
 
 def goal_camera(info: PolicyInfo) -> str:
@@ -254,6 +289,7 @@ def evaluate_in_sim(
     video: VideoRecorder | None = None
     try:  # everything opened from here on is closed in the finally, whatever fails
         info: PolicyInfo = runner.info
+        check_task_set(info, cfg.task_set)
         rate = float(info.fps if cfg.fps is None else cfg.fps)
         loop_config = cfg.loop_config(rate)  # (checked before the simulation is built with this rate)
         h, w, _ = info.image_shape

@@ -303,6 +303,8 @@ class PolicyInfo:
     history: int = 0
     #: The policy reads the instruction (``task``).
     instruction: bool = False
+    #: The instructions of the episodes it was trained on (empty: not known).
+    tasks: tuple[str, ...] = ()
 
     def needs(self) -> dict[str, Any]:
         """The ``needs`` map of a hello reply (the form of ``DataNeeds.to_dict()``)."""
@@ -314,7 +316,8 @@ class PolicyInfo:
         return {"type": self.type, "camera_names": list(self.camera_names),
                 "image_shape": list(self.image_shape), "state_dim": self.state_dim,
                 "action_dim": self.action_dim, "chunk_size": self.chunk_size, "fps": self.fps,
-                "checkpoint_sha256": self.checkpoint_sha256, "objects": self.objects, "needs": self.needs()}
+                "checkpoint_sha256": self.checkpoint_sha256, "objects": self.objects, "needs": self.needs(),
+                "tasks": list(self.tasks)}
 
     @classmethod
     def from_header(cls, value: Any) -> PolicyInfo:
@@ -327,6 +330,9 @@ class PolicyInfo:
             goal_camera = needs.get("goal_camera")
             if goal_camera is not None and goal_camera not in cameras:
                 raise ValueError(f"goal camera {str(goal_camera)[:64]!r} is not one of the cameras")
+            tasks = value.get("tasks") or []
+            if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+                raise TypeError("'tasks' must be a list of strings")
             history = needs.get("history", 0)
             if isinstance(history, bool) or not isinstance(history, int) or history < 0:
                 raise ValueError(f"'history' must be a non-negative integer, got {str(history)[:64]}")
@@ -336,7 +342,8 @@ class PolicyInfo:
                        chunk_size=int(value["chunk_size"]), fps=float(value["fps"]),
                        checkpoint_sha256=value.get("checkpoint_sha256"),
                        objects=value.get("objects") is True or needs.get("object_boxes") is True,
-                       goal_camera=goal_camera, history=history, instruction=needs.get("instruction") is True)
+                       goal_camera=goal_camera, history=history, instruction=needs.get("instruction") is True,
+                       tasks=tuple(tasks))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError(f"malformed policy description in hello reply ({exc!r})", BAD_MESSAGE) from exc
         if len(info.image_shape) != 3 or min(info.state_dim, info.action_dim, info.chunk_size) <= 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any, Protocol
 
@@ -71,11 +72,11 @@ class LocalRunner:
     #: An inference in this process cannot be abandoned; it takes as long as it takes.
     timeout_s: float = math.inf
 
-    def __init__(self, policy: Any, checkpoint_sha256: str | None = None) -> None:
+    def __init__(self, policy: Any, checkpoint_sha256: str | None = None, tasks: Sequence[str] = ()) -> None:
         from robokit.deploy.server import policy_info
 
         self.policy = policy
-        self.info = policy_info(policy, checkpoint_sha256)
+        self.info = policy_info(policy, checkpoint_sha256, tasks=tasks)
 
     def infer(self, obs: Observation) -> InferResult:
         policy_obs = prepare_observation(obs, self.info)

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +99,18 @@ def policy_wants_objects(policy: Any) -> bool:
     return bool(getattr(policy, "objects_trained", True))
 
 
-def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | None = None) -> P.PolicyInfo:
-    """The hello description of ``policy`` from its config and its data needs."""
+def trained_tasks(train_meta: dict[str, Any]) -> tuple[str, ...]:
+    """The instructions a checkpoint was trained on (its ``train_meta["tasks"]``), or () if not recorded."""
+    tasks = train_meta.get("tasks")
+    if not isinstance(tasks, (list, tuple)):
+        return ()
+    return tuple(str(t) for t in tasks if isinstance(t, str) and t)
+
+
+def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | None = None,
+                tasks: Sequence[str] = ()) -> P.PolicyInfo:
+    """The hello description of ``policy`` from its config and its data needs; ``tasks``: the
+    instructions it was trained on (its checkpoint's ``train_meta``), when known."""
     cfg = policy.config
     needs = policy_needs(policy)
     return P.PolicyInfo(
@@ -109,7 +119,8 @@ def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | 
         state_dim=int(cfg.state_dim), action_dim=int(cfg.action_dim), chunk_size=int(cfg.chunk_size),
         fps=float(fps if fps is not None else cfg.fps), checkpoint_sha256=checkpoint_sha256,
         objects=policy_wants_objects(policy), goal_camera=needs.get("goal_camera") or None,
-        history=int(needs.get("history", 0)), instruction=bool(needs.get("instruction", False)))
+        history=int(needs.get("history", 0)), instruction=bool(needs.get("instruction", False)),
+        tasks=tuple(str(t) for t in tasks))
 
 
 class PolicyServer:
@@ -122,11 +133,11 @@ class PolicyServer:
     def __init__(self, policy: Any, bind: str = DEFAULT_BIND, *, checkpoint_sha256: str | None = None,
                  fps: float | None = None, max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES,
                  curve: ServerKeys | None = None, warmup: bool = True,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, tasks: Sequence[str] = ()) -> None:
         if max_message_bytes <= 0:
             raise ConfigError(f"the maximum message size must be positive, got {max_message_bytes} bytes")
         self.policy = policy
-        self.info = policy_info(policy, checkpoint_sha256, fps)
+        self.info = policy_info(policy, checkpoint_sha256, fps, tasks)
         self.max_message_bytes = int(max_message_bytes)
         self.stats = ServerStats()
         self._stop = threading.Event()
@@ -174,7 +185,7 @@ class PolicyServer:
         fps = kwargs.pop("fps", None) or getattr(policy.config, "fps", None) or meta.get("fps")
         log.info("loaded %s from %s on %s (trained %s steps)", getattr(policy, "name", "policy"), path,
                  dev, meta.get("step", "?"))
-        return cls(policy, checkpoint_sha256=file_sha256(path), fps=fps, **kwargs)
+        return cls(policy, checkpoint_sha256=file_sha256(path), fps=fps, tasks=trained_tasks(meta), **kwargs)
 
     def _setup_curve(self, keys: ServerKeys) -> None:
         if not zmq.has("curve"):

@@ -451,6 +451,7 @@ class _Trainer:
             "best_val_loss": None if self.best_val is None else float(self.best_val),
             "train_loss": None if self.last_train is None else float(self.last_train),
             "fps": float(self.policy.config.fps), "camera_names": list(info.camera_names),
+            "tasks": list(info.tasks),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "robokit_version": robokit.__version__,
             "train_seconds": round(self._train_seconds(run_start), 2),

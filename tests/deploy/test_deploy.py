@@ -78,6 +78,45 @@ def test_bad_deploy_arguments_are_one_line_user_errors(tiny_checkpoint, capsys, 
     assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_checkpoint_of_one_task_set_is_refused_on_another(make_tiny_checkpoint, capsys):
+    # Trained on pick_place: on the multi scene every episode would fail, and the run used to say 0%
+    # and exit 0. Now it is one clear line naming the task set it was trained on.
+    ckpt = make_tiny_checkpoint("act", {"fps": 30.0, "tasks": ["put the red cube in the green zone"]}, fps=30.0)
+    with pytest.raises(SystemExit) as exit_info:
+        from robokit.cli import main
+
+        main(["deploy", "--sim", str(ckpt), "--task-set", "multi", "--episodes", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--task-set pick_place" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_server_announces_the_tasks_its_checkpoint_was_trained_on(make_tiny_checkpoint):
+    from robokit.deploy.client import PolicyClient
+
+    ckpt = make_tiny_checkpoint("act", {"fps": 30.0, "tasks": ["put the red cube in the green zone"]}, fps=30.0)
+    with PolicyServer.from_checkpoint(ckpt, device="cpu", bind="tcp://127.0.0.1:0", warmup=False) as server:
+        server.start()
+        with PolicyClient(server.address, timeout_s=10.0) as client:
+            assert client.hello().tasks == ("put the red cube in the green zone",)
+
+
+def test_task_set_check_runs_what_matches_and_warns_on_the_rest(caplog):
+    from robokit.deploy.evaluate import check_task_set
+    from robokit.deploy.protocol import PolicyInfo
+    from robokit.hardware.sim import list_tasks
+
+    def info(*tasks):
+        return PolicyInfo(type="t", camera_names=("top",), image_shape=(24, 32, 3), state_dim=8, action_dim=8,
+                          chunk_size=4, fps=30.0, tasks=tasks)
+
+    check_task_set(info(), "multi")  # unknown training tasks: run as asked
+    check_task_set(info(*list_tasks("multi")), "multi")
+    assert not caplog.records
+    check_task_set(info(list_tasks("multi")[0]), "multi")  # one of six: a warning, not an error
+    check_task_set(info("put the cube in the bowl"), "pick_place")  # real-robot data: a warning
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+
+
 def test_multi_task_set_reports_every_instruction_with_text_goals():
     from robokit.hardware.sim import list_tasks
 

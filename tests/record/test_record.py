@@ -422,7 +422,7 @@ def test_kinesthetic_teaching_resumes_after_homing(env, tmp_path):
 def test_replay_source_refuses_actions_it_cannot_send(tmp_path):
     path = tmp_path / "episode_0.hdf5"
     write_act_sim(path, steps=4)  # 14-dof bimanual actions
-    with pytest.raises(UserError, match=r"replay needs \(T, 8\)"):
+    with pytest.raises(UserError, match=r"replay on a 7-joint arm needs \(T, 8\)"):
         Replay(path)
 
 

@@ -83,7 +83,7 @@ def test_resume_continues_exactly_where_the_run_stopped(data: Path, tmp_path: Pa
     b, meta = load_checkpoint(tmp_path / "split" / "last.pt")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
-    assert meta["step"] == 6
+    assert meta["step"] == 6 and meta["tasks"] == ["pick the cube"]  # what deploy --sim checks the task set by
     steps = [r["step"] for r in records(tmp_path / "split") if r["split"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]  # the log carries on, without duplicates
     with pytest.raises(ConfigError, match="already trained 6 steps"):
