@@ -1,4 +1,5 @@
-"""The sampler of training batches and the training-state file that ``--resume`` reads.
+"""What the training loop runs on besides the model: the sampler of training batches, the module
+DDP wraps, moving a batch to the device, and the training-state file that ``--resume`` reads.
 
 ``train_state.pt`` holds the optimizer state, the step and the RNG states: tensors and plain
 containers only, so ``torch.load(weights_only=True)`` reads it.
