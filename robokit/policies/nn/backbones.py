@@ -89,8 +89,9 @@ class Backbone(nn.Module):
     num_channels: int  # channels of the feature map
 
     def fused_for_inference(self) -> nn.Module:
-        """The same function for inference only, possibly rearranged to run faster."""
-        raise NotImplementedError
+        """The same function for inference only, possibly rearranged to run faster. A backbone with
+        nothing to fold returns itself."""
+        return self
 
 
 class ResNetBackbone(Backbone):
