@@ -89,7 +89,7 @@ class PandaSimEnv:
     def _build(self, task_set: str) -> None:
         spec = TASK_SETS[task_set]
         xml = build_scene_xml(list(spec.objects), list(spec.targets), self.image_size,
-                              self.control_dt / self._substeps)
+                              self.control_dt / self._substeps, spec.top_camera)
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.data = mujoco.MjData(self.model)
         self._spec = spec

@@ -37,9 +37,20 @@ _FINGER_KP = 2000.0
 _FINGER_FORCE = 60.0  # tendon force limit; each finger gets half (≈ the Panda hand's 30 N each)
 
 TABLE_TOP_Z = 0.0
-# The fixed camera looks down at the workspace from the front right, so the arm is seen in 3/4 view.
-TOP_CAM_POS = np.array([1.0, -0.4, 1.3])
-TOP_CAM_LOOK_AT = np.array([0.34, 0.0, 0.2])
+
+
+@dataclass(frozen=True)
+class CameraPlacement:
+    """Where the fixed ``top`` camera is, where it looks, and its vertical field of view (degrees)."""
+
+    pos: tuple[float, float, float]
+    look_at: tuple[float, float, float]
+    fovy: float
+
+
+# The default fixed camera looks down at the workspace from the front right, so the arm is seen in
+# 3/4 view.
+TOP_CAMERA = CameraPlacement(pos=(1.0, -0.4, 1.3), look_at=(0.34, 0.0, 0.2), fovy=46.0)
 
 
 @dataclass(frozen=True)
@@ -201,10 +212,12 @@ def build_scene_xml(
     targets: list[TargetSpec],
     image_size: tuple[int, int],
     physics_dt: float,
+    top_camera: CameraPlacement = TOP_CAMERA,
 ) -> str:
     """The full scene: arm, table, lights, cameras ``top`` and ``wrist``, objects and targets."""
     height, width = image_size
-    top_xyaxes = look_at_xyaxes(TOP_CAM_POS, TOP_CAM_LOOK_AT)
+    top_pos = np.array(top_camera.pos, float)
+    top_xyaxes = look_at_xyaxes(top_pos, np.array(top_camera.look_at, float))
     lo, hi = 0.0, GRIPPER_MAX_WIDTH_M / 2
     kp_str = [f"{kp}" for kp in _KP]
     actuators = "\n".join(
@@ -256,7 +269,7 @@ def build_scene_xml(
     <geom name="table" class="scene" type="box" size="0.6 0.75 0.02" pos="0.35 0 {TABLE_TOP_Z - 0.02}"
           rgba="0.72 0.6 0.45 1"/>
     <geom name="table_leg" class="marker" type="box" size="0.5 0.6 0.36" pos="0.35 0 -0.4" rgba="0.5 0.42 0.32 1"/>
-    <camera name="top" pos="{_fmt(TOP_CAM_POS)}" xyaxes="{top_xyaxes}" fovy="46"/>
+    <camera name="top" pos="{_fmt(top_pos)}" xyaxes="{top_xyaxes}" fovy="{top_camera.fovy:.6g}"/>
     {_arm_xml()}
     {"".join(_target_xml(t) for t in targets)}
     {"".join(_object_xml(o, k) for k, o in enumerate(objects))}
