@@ -100,6 +100,14 @@ class PolicyConfig:
         look back, take a goal image, an instruction or object boxes override this."""
         return DataNeeds(camera_names=tuple(self.camera_names))
 
+    @classmethod
+    def options_for_tasks(cls, values: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
+        """The config options ``values`` completed for a dataset of these instructions.
+
+        The trainer calls it before building the config; a policy that reads instructions fills in
+        what it learns from them (its vocabulary). The default changes nothing."""
+        return values
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-container form stored in checkpoints (no custom classes: weights_only loading)."""
         out = dataclasses.asdict(self)

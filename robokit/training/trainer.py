@@ -182,6 +182,7 @@ class _Trainer:
         values.update(camera_names=list(info.camera_names), image_shape=tuple(info.image_shape),
                       state_dim=info.state_dim, action_dim=info.action_dim,
                       chunk_size=self.chunk_size, fps=float(fps))
+        values = policy_cls.config_class.options_for_tasks(values, list(info.tasks))
         return policy_cls.config_class.from_dict(values)
 
     def _make_loader(self, ds: Any, batch_sampler: Any = None, batch_size: int | None = None) -> DataLoader:

@@ -25,7 +25,7 @@ two give the same result, and this order gives each camera one contiguous range 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robokit.errors import ConfigError
-from robokit.policies.base import Policy, PolicyConfig
+from robokit.errors import ConfigError, UserError
+from robokit.policies.base import DataNeeds, Policy, PolicyConfig
 from robokit.policies.nn.backbones import (
     BACKBONES,
     FusedBackboneCache,
@@ -42,6 +42,7 @@ from robokit.policies.nn.backbones import (
     backbone_param_groups,
     build_backbone,
 )
+from robokit.policies.nn.task_conditioning import UNKNOWN_WORDS, TaskEncoder, build_vocabulary, per_image
 from robokit.policies.nn.transformer import (
     Transformer,
     TransformerEncoder,
@@ -73,9 +74,22 @@ class ACTConfig(PolicyConfig):
     lr: float = 1e-5
     lr_backbone: float = 1e-5  # 0 freezes the backbone
     weight_decay: float = 1e-4
+    # Multi-task ACT: the words of the training instructions. Empty = one task, no instruction read.
+    # The trainer fills it when the dataset holds more than one instruction.
+    vocabulary: list[str] = field(default_factory=list)
+    task_dim: int = 64  # size of the task vector that FiLM-modulates the stem and joins the memory
+    max_words: int = 16
+    unknown_words: str = "error"  # error | unk: what an instruction word never seen in training does
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.vocabulary = [str(w) for w in self.vocabulary]
+        if self.vocabulary and self.backbone != "small":
+            raise ConfigError("multi-task ACT (several instructions) conditions the 'small' backbone; "
+                              f"use --backbone small, not '{self.backbone}'")
+        if self.unknown_words not in UNKNOWN_WORDS:
+            raise ConfigError(f"ACT unknown_words must be one of {', '.join(UNKNOWN_WORDS)}, "
+                              f"got {self.unknown_words!r}")
         if self.backbone not in BACKBONES:
             raise ConfigError(f"unknown backbone '{self.backbone}'; choose one of: {', '.join(BACKBONES)}")
         if self.pretrained_backbone is not None and self.backbone == "small":
@@ -102,17 +116,33 @@ class ACTConfig(PolicyConfig):
             raise ConfigError(f"image_shape {self.image_shape} is smaller than the {self.backbone} "
                               f"backbone's stride ({stride} pixels)")
 
+    @property
+    def multi_task(self) -> bool:
+        """True when the policy follows an instruction (trained on several)."""
+        return bool(self.vocabulary)
+
+    def data_needs(self) -> DataNeeds:
+        return DataNeeds(camera_names=tuple(self.camera_names), instruction=self.multi_task)
+
+    @classmethod
+    def options_for_tasks(cls, values: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
+        """Several instructions in the data make a multi-task ACT (unless a vocabulary is given)."""
+        if len(set(tasks)) > 1 and not values.get("vocabulary"):
+            return {**values, "vocabulary": build_vocabulary(tasks)}
+        return values
+
 
 class ACTModel(nn.Module):
     """The network. Module and parameter names follow the original ``DETRVAE`` for easy import."""
 
-    pos_table: torch.Tensor  # (2 + chunk_size, hidden_dim) buffer of the CVAE encoder's positions
+    pos_table: torch.Tensor  # (2 or 3 + chunk_size, hidden_dim) buffer of the CVAE encoder's positions
 
     def __init__(self, cfg: ACTConfig) -> None:
         super().__init__()
         d = cfg.hidden_dim
         self.cfg = cfg
-        self.backbone = build_backbone(cfg.backbone, cfg.pretrained_backbone)
+        self.backbone = build_backbone(cfg.backbone, cfg.pretrained_backbone,
+                                       film_dim=cfg.task_dim if cfg.multi_task else 0)
         self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
         self.input_proj_robot_state = nn.Linear(cfg.state_dim, d)
         self.transformer = Transformer(d, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward,
@@ -130,8 +160,17 @@ class ACTModel(nn.Module):
         self.encoder_joint_proj = nn.Linear(cfg.state_dim, d)
         self.latent_proj = nn.Linear(d, 2 * cfg.latent_dim)
         # A constant of the architecture: not stored in checkpoints.
-        self.register_buffer("pos_table", sinusoid_table_1d(2 + cfg.chunk_size, d), persistent=False)
+        head_tokens = 3 if cfg.multi_task else 2  # CLS, qpos (, task)
+        self.register_buffer("pos_table", sinusoid_table_1d(head_tokens + cfg.chunk_size, d), persistent=False)
         self.image_normalizer = ImageNormalizer()
+        # Multi-task: the instruction's task vector modulates the stem and is one more memory token
+        # (and one more token of the CVAE encoder, so the latent need not encode the task).
+        self.task_encoder: TaskEncoder | None = None
+        if cfg.multi_task:
+            self.task_encoder = TaskEncoder(cfg.vocabulary, cfg.task_dim, cfg.max_words, cfg.unknown_words)
+            self.task_proj = nn.Linear(cfg.task_dim, d)
+            self.task_pos = nn.Parameter(torch.zeros(1, d))
+            self.encoder_task_proj = nn.Linear(cfg.task_dim, d)
         if cfg.lr_backbone == 0:
             self.backbone.requires_grad_(False)
         # Parameters that can never receive a gradient: the decoder layers after the first (their
@@ -155,39 +194,57 @@ class ACTModel(nn.Module):
             self._pos_cache[key] = pos
         return pos
 
+    def encode_task(self, tasks: Any, batch_size: int, device: torch.device) -> torch.Tensor | None:
+        """Task vectors (B, task_dim) of the batch's instructions; None for a single-task model."""
+        if self.task_encoder is None:
+            return None
+        if tasks is None or isinstance(tasks, str) or len(tasks) != batch_size:
+            raise ConfigError("this ACT policy was trained on several instructions and needs one per sample "
+                              "(the episodes' task, or the observation's 'task')")
+        return self.task_encoder([str(t) for t in tasks], device)
+
     def encode_latent(self, qpos: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+                      task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """CVAE posterior (mu, logvar), each (B, latent_dim), from normalised qpos and actions."""
         b = qpos.shape[0]
-        tokens = torch.cat([self.cls_embed.weight.expand(b, 1, -1),
-                            self.encoder_joint_proj(qpos)[:, None],
-                            self.encoder_action_proj(actions)], dim=1)
-        mask = torch.cat([torch.zeros(b, 2, dtype=torch.bool, device=qpos.device), is_pad], dim=1)
+        head = [self.cls_embed.weight.expand(b, 1, -1), self.encoder_joint_proj(qpos)[:, None]]
+        if task is not None:
+            head.append(self.encoder_task_proj(task)[:, None])
+        tokens = torch.cat([*head, self.encoder_action_proj(actions)], dim=1)
+        mask = torch.cat([torch.zeros(b, len(head), dtype=torch.bool, device=qpos.device), is_pad], dim=1)
         out = self.encoder(tokens, self.pos_table[None, : tokens.shape[1]], mask)[:, 0]
         mu, logvar = self.latent_proj(out).split(self.cfg.latent_dim, dim=-1)
         return mu, logvar
 
     def decode(self, images: torch.Tensor, qpos: torch.Tensor, latent: torch.Tensor,
                backbone: nn.Module | None = None, need_weights: bool = False,
-               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+               task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Action chunk (B, H, A) and done logits (B, H), both normalised, for one batch.
 
-        ``images`` are uint8 (B, K, 3, H, W); ``qpos`` normalised (B, S); ``latent`` (B, latent_dim).
+        ``images`` are uint8 (B, K, 3, H, W); ``qpos`` normalised (B, S); ``latent`` (B, latent_dim);
+        ``task`` the task vectors (B, task_dim) of a multi-task model.
         ``backbone`` overrides ``self.backbone`` (the fused inference copy). With ``need_weights``
         the third value holds the decoder cross-attention weights and the token layout.
         """
         b, k = images.shape[:2]
         x = self.image_normalizer(images.flatten(0, 1))
-        if backbone is not None:
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.input_proj((self.backbone if backbone is None else backbone)(x))  # (B*K, D, h, w)
+        if task is not None:
+            feats = self.input_proj(self.backbone(x, per_image(task, k)))
+        else:
+            if backbone is not None:
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats = self.input_proj((self.backbone if backbone is None else backbone)(x))  # (B*K, D, h, w)
         d, h, w = feats.shape[1:]
         img_tokens = feats.permute(0, 2, 3, 1).reshape(b, k * h * w, d)
         latent_tok = self.latent_out_proj(latent)
         proprio_tok = self.input_proj_robot_state(qpos)
-        src = torch.cat([latent_tok[:, None], proprio_tok[:, None], img_tokens], dim=1)
-        pos = torch.cat([self.additional_pos_embed.weight,
-                         self.image_position(h, w, k, images.device).to(src.dtype)], dim=0)[None]
+        head = [latent_tok[:, None], proprio_tok[:, None]]
+        head_pos = [self.additional_pos_embed.weight]
+        if task is not None:
+            head.append(self.task_proj(task)[:, None])
+            head_pos.append(self.task_pos)
+        src = torch.cat([*head, img_tokens], dim=1)
+        pos = torch.cat([*head_pos, self.image_position(h, w, k, images.device).to(src.dtype)], dim=0)[None]
         memory = self.transformer.encoder(src, pos)
         tgt = torch.zeros(b, self.cfg.chunk_size, d, dtype=src.dtype, device=src.device)
         hs, weights = self.transformer.decoder(tgt, memory, pos, self.query_embed.weight[None],
@@ -227,10 +284,11 @@ class ACTPolicy(Policy):
         done = batch.get("done")
         done = is_pad.float() if done is None else torch.maximum(done.to(dev).float(), is_pad.float())
         actions, is_pad, done = _fit_chunk(actions, is_pad, done, cfg.chunk_size)
+        task = self.model.encode_task(batch.get("task"), qpos.shape[0], dev)
 
-        mu, logvar = self.model.encode_latent(qpos, actions, is_pad)
+        mu, logvar = self.model.encode_latent(qpos, actions, is_pad, task)
         latent = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-        pred, done_logits, _ = self.model.decode(images, qpos, latent)
+        pred, done_logits, _ = self.model.decode(images, qpos, latent, task=task)
 
         pred, mu, logvar = pred.float(), mu.float(), logvar.float()  # losses in fp32 under autocast
         l1 = ((pred - actions).abs() * (~is_pad)[..., None]).mean()
@@ -249,10 +307,11 @@ class ACTPolicy(Policy):
 
     # -- inference ------------------------------------------------------------------------------
     def infer(self, images: torch.Tensor, qpos: torch.Tensor, capture_attention: bool = False,
-              ) -> dict[str, Any]:
+              tasks: list[str] | None = None) -> dict[str, Any]:
         """Batched inference with z = 0 (the prior's mean).
 
-        ``images`` uint8 (B, K, 3, H, W) at ``config.image_shape``; ``qpos`` (B, S) NOT normalised.
+        ``images`` uint8 (B, K, 3, H, W) at ``config.image_shape``; ``qpos`` (B, S) NOT normalised;
+        ``tasks`` one instruction per sample for a multi-task model.
         Returns ``action`` (B, H, A) de-normalised, ``done`` (B, H) probabilities and, with
         ``capture_attention``, ``attention`` (B, layers, heads, H, tokens) and ``layout``.
         """
@@ -263,9 +322,10 @@ class ACTPolicy(Policy):
                 qpos_n = self.normalize_qpos(qpos.to(self.device).float())
                 latent = torch.zeros(qpos_n.shape[0], self.config.latent_dim, device=self.device,
                                      dtype=qpos_n.dtype)
+                task = self.model.encode_task(tasks, qpos_n.shape[0], self.device)
                 actions, done_logits, info = self.model.decode(
                     images.to(self.device), qpos_n, latent, backbone=self._fused.get(self.model.backbone),
-                    need_weights=capture_attention)
+                    need_weights=capture_attention, task=task)
                 out: dict[str, Any] = {"action": self.denormalize_action(actions),
                                        "done": torch.sigmoid(done_logits)}
                 if capture_attention:
@@ -276,9 +336,12 @@ class ACTPolicy(Policy):
             self.train(was_training)
 
     def token_layout(self, h: int, w: int) -> dict[str, list[int]]:
-        """Memory token ranges: latent, state, then each camera's (h, w) grid in raster order."""
+        """Memory token ranges: latent, state, (task,) then each camera's (h, w) grid in raster order."""
         layout = {"latent": [0, 1], "state": [1, 2]}
         start = 2
+        if self.config.multi_task:
+            layout["task"] = [2, 3]
+            start = 3
         for cam in self.config.camera_names:
             layout[cam] = [start, start + h * w, h, w]
             start += h * w
@@ -296,7 +359,14 @@ class ACTPolicy(Policy):
         query to every memory token.
         """
         images, qpos = observation_to_tensors(obs, self.config, self.device)
-        out = self.infer(images, qpos, capture_attention)
+        tasks = None
+        if self.config.multi_task:
+            task = obs.get("task")
+            if not isinstance(task, str) or not task.strip():
+                raise UserError("this ACT policy follows instructions; give the task in words (the "
+                                f"'task' of the observation), e.g. {self.trained_instruction_hint()}")
+            tasks = [task]
+        out = self.infer(images, qpos, capture_attention, tasks)
         chunk = out["action"][0].float().cpu().numpy()
         extras: dict[str, Any] = {}
         if self.config.done_weight > 0:
@@ -309,6 +379,11 @@ class ACTPolicy(Policy):
             extras["attention"] = {"maps": out["attention"][0].float().cpu().numpy(),
                                    "query_kind": "action", "layout": out["layout"]}
         return chunk, extras
+
+
+    def trained_instruction_hint(self) -> str:
+        """Words the policy knows, for error messages."""
+        return "an instruction using the words: " + ", ".join(self.config.vocabulary)
 
 
 def _fit_chunk(actions: torch.Tensor, is_pad: torch.Tensor, done: torch.Tensor, chunk: int,

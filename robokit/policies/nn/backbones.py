@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from robokit.errors import CheckpointError, ConfigError
+from robokit.policies.nn.task_conditioning import FiLM
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "small")
 
@@ -179,11 +180,15 @@ def load_pretrained_resnet(body: nn.Module, path: str | Path) -> None:
 
 
 class SmallBackbone(Backbone):
-    """Five 3x3 convolutions (GroupNorm + ReLU), output stride 16: cheap enough for CPU training."""
+    """Five 3x3 convolutions (GroupNorm + ReLU), output stride 16: cheap enough for CPU training.
+
+    With ``film_dim > 0`` a task vector modulates every stage after its GroupNorm through
+    zero-initialised FiLM (``forward(x, cond)``), so one network can look for what the task names.
+    """
 
     stride = 16
 
-    def __init__(self, channels: tuple[int, ...] = (32, 64, 128, 256, 256)) -> None:
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128, 256, 256), film_dim: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 3
@@ -194,20 +199,29 @@ class SmallBackbone(Backbone):
             in_ch = out_ch
         self.body = nn.Sequential(*layers)
         self.num_channels = in_ch
+        self.films = nn.ModuleList(FiLM(film_dim, c) for c in channels) if film_dim > 0 else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if self.films is None or cond is None:
+            return self.body(x)
+        for stage, film in enumerate(self.films):
+            conv, norm, act = self.body[3 * stage: 3 * stage + 3]
+            x = act(film(norm(conv(x)), cond))
+        return x
 
     def fused_for_inference(self) -> nn.Module:
-        return self.body
+        return self if self.films is not None else self.body
 
 
-def build_backbone(name: str, pretrained_path: str | Path | None = None) -> Backbone:
-    """The backbone called ``name`` (one of :data:`BACKBONES`)."""
+def build_backbone(name: str, pretrained_path: str | Path | None = None, film_dim: int = 0) -> Backbone:
+    """The backbone called ``name`` (one of :data:`BACKBONES`); ``film_dim``: task-conditioned stages
+    (the ``small`` backbone only)."""
+    if film_dim and name != "small":
+        raise ConfigError(f"task conditioning (FiLM) of the image stem needs the 'small' backbone, not '{name}'")
     if name == "small":
         if pretrained_path:
             raise ConfigError("pretrained weights exist only for the ResNet backbones, not 'small'")
-        return SmallBackbone()
+        return SmallBackbone(film_dim=film_dim)
     if name in ("resnet18", "resnet34", "resnet50"):
         return ResNetBackbone(name, pretrained_path)
     raise ConfigError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
