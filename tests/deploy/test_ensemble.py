@@ -1,5 +1,7 @@
 """Streaming temporal ensembling equals ACT's formula over its full T x (T+H) x A buffer, in every mode."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,22 @@ def test_invalid_input_is_refused():
         ActionQueue("teleport", 5, 2)
     with pytest.raises(ConfigError):
         ActionQueue("chunk", 5, 2, query_every=6)
+
+
+@pytest.mark.parametrize(("k", "expected"), [(math.log(2), (12 + 21 / 2 + 30 / 4) / (1 + 1 / 2 + 1 / 4)),
+                                             (-math.log(2), (12 + 21 * 2 + 30 * 4) / (1 + 2 + 4)),
+                                             (0.0, (12 + 21 + 30) / 3)])
+def test_ensembled_action_matches_a_hand_computation(k, expected):
+    # Chunks predicted at steps 0, 1, 2 (row j is the action for step start + j, valued 10*(query+1) + step
+    # offset). At step 2 the votes are row 2 of the oldest (12), row 1 of the next (21) and row 0 of the
+    # newest (30), weighted 1, e^-k, e^-2k: the oldest weighs most for k > 0, the newest for k < 0.
+    queue = ActionQueue("ensemble", chunk_size=3, action_dim=1, k=k)
+    got = []
+    for t in range(3):
+        assert queue.query_due()
+        queue.add(np.array([[10.0 * (t + 1) + j] for j in range(3)]), queue.on_query())
+        got.append(float(queue.pop()[0]))
+    assert got[0] == pytest.approx(10.0)
+    w1 = math.exp(-k)
+    assert got[1] == pytest.approx((11 + 20 * w1) / (1 + w1))
+    assert got[2] == pytest.approx(expected)
