@@ -86,6 +86,34 @@ def _results_table(results: Any) -> Any:
     return table
 
 
+def _failure_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items() if n) or "no failures"
+
+
+def _grounding_text(g: Any) -> str:
+    return f"{100 * g.accuracy:.0f}% ({g.correct}/{g.counted})" if g.accuracy is not None else "-"
+
+
+def _failures_summary(results: Any) -> str:
+    """Why episodes failed and whether the gripper went to the named object first: one line for a
+    single instruction, else a line per instruction (the variable-length failure list last)."""
+    per_task = results.per_task()
+    overall = results.grounding()
+    none = f" ({overall.without} went to no object)" if overall.without else ""
+    if len(per_task) == 1:
+        return (f"failures: {_failure_text(results.failure_counts())}; went to the named object first: "
+                f"{_grounding_text(overall)}{none}")
+    width = max(len(task) for task in [*per_task, "overall"])
+    lines = ["failures per instruction (grounded: went to the named object first / went to an object)"]
+    for task, (s, n) in per_task.items():
+        g = results.grounding(task)
+        lines.append(f"  {task:<{width}}  {s:>3}/{n:<3}  grounded {g.correct:>2}/{g.counted:<2}  "
+                     f"{_failure_text(results.failure_counts(task))}")
+    lines.append(f"  {'overall':<{width}}  {results.successes:>3}/{results.episodes:<3}  grounded "
+                 f"{_grounding_text(overall)}{none}  {_failure_text(results.failure_counts())}")
+    return "\n".join(lines)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("deploy")
     def deploy_command(
@@ -196,6 +224,7 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
                                   client_keys=common["client_keys"], keys=keys if keys.is_terminal else None,
                                   on_episode=on_episode, on_tick=panel.on_tick)
     console.print(_results_table(results))
+    console.print(_failures_summary(results), highlight=False)
     if record is not None:
         console.print(f"rollouts saved in {record}")
     if video is not None:

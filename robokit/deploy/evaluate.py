@@ -4,7 +4,7 @@
 
     from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim
     results = evaluate_in_sim("runs/act/best.pt", EvalConfig(episodes=50, seed_start=1000))
-    results.success_rate, results.per_task()
+    results.success_rate, results.per_task(), results.failure_counts(), results.grounding()
 
 Each episode resets the scene to a held-out seed (``seed_start + i``; training data uses other
 seeds), runs the same :class:`~robokit.deploy.loop.ControlLoop` as the real robot, and counts a
@@ -19,6 +19,10 @@ policy in this process and for the ``hello`` reply of a server): the goal image 
 ``goal_camera``, and a policy that reads object boxes (``info.objects``) gets the boxes of the
 scene's objects from ``env.object_box`` in pixels of the rendered images (:func:`scene_objects`),
 as the sim recorder stores them.
+
+Every episode is also reviewed (:mod:`robokit.deploy.rollout_review`): a failure gets a category
+(wrong object lifted, grasp missed, wrong target, not released, time out) and each episode the
+object the gripper went to first, which gives the grounding accuracy.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from robokit.deploy.loop import ControlLoop, EpisodeResult, StepRecord, StopReas
 from robokit.deploy.loop_config import LoopConfig, WatchdogConfig
 from robokit.deploy.protocol import PolicyInfo
 from robokit.deploy.recording import RolloutRecorder, VideoRecorder
+from robokit.deploy.rollout_review import EpisodeReview, Grounding, count_failures, named_object
 from robokit.deploy.runner import LocalRunner, PolicyRunner, RemoteRunner
 from robokit.errors import UserError
 
@@ -114,6 +119,8 @@ class EpisodeOutcome:
     wall_s: float
     episode_file: str | None = None
     video_file: str | None = None
+    failure: str | None = None  # why it failed (robokit.deploy.rollout_review.FAILURES); None on success
+    first_object: str | None = None  # the object the gripper went to first; None if none
 
 
 @dataclass
@@ -144,9 +151,29 @@ class EvalResults:
             table[o.task] = (s + int(o.success), n + 1)
         return table
 
+    def failure_counts(self, task: str | None = None) -> dict[str, int]:
+        """Failed episodes per category (every category of ``FAILURES``), of all episodes or of one
+        instruction."""
+        return count_failures(o.failure for o in self.outcomes if task is None or o.task == task)
+
+    def failures_per_task(self) -> dict[str, dict[str, int]]:
+        """instruction -> failed episodes per category, in the order first seen."""
+        return {task: self.failure_counts(task) for task in self.per_task()}
+
+    def grounding(self, task: str | None = None) -> Grounding:
+        """How often the gripper went to the named object first (all episodes or one instruction)."""
+        mine = [o for o in self.outcomes if task is None or o.task == task]
+        named = {o.task: named_object(o.task) for o in mine}
+        firsts = [o for o in mine if o.first_object is not None]
+        return Grounding(correct=sum(o.first_object == named[o.task] for o in firsts), counted=len(firsts),
+                         without=len(mine) - len(firsts))
+
     def to_dict(self) -> dict[str, Any]:
+        grounding = self.grounding()
         return {"success_rate": self.success_rate, "successes": self.successes, "episodes": self.episodes,
                 "per_task": {k: {"successes": s, "episodes": n} for k, (s, n) in self.per_task().items()},
+                "failures": self.failures_per_task(), "failure_counts": self.failure_counts(),
+                "grounding_accuracy": grounding.accuracy, "grounding": asdict(grounding),
                 "policy": self.policy, "settings": self.settings,
                 "outcomes": [asdict(o) for o in self.outcomes]}
 
@@ -307,6 +334,7 @@ def evaluate_in_sim(
         goal_cam = goal_camera(info)
         hold_steps = max(1, round(cfg.success_hold_s * rate))
         loop = ControlLoop(env.robot, env.cameras, runner, loop_config, step_fn=env.step, keys=keys)
+        review = EpisodeReview(env)
         cams = tuple(info.camera_names)
         objects_fn = (lambda: scene_objects(env, cams)) if info.objects else None
         for i in range(cfg.episodes):
@@ -317,6 +345,7 @@ def evaluate_in_sim(
                 goal_image = expert_goal_image(env, seed, task_name or cfg.task_set, goal_cam)
             env.reset(seed=seed, task=task_name)
             instruction = env.task.instruction
+            review.start()
             streak = [0]
 
             def goal_reached(streak: list[int] = streak) -> bool:
@@ -330,13 +359,14 @@ def evaluate_in_sim(
             t0 = time.perf_counter()
             result: EpisodeResult = loop.run_episode(
                 task=instruction if cfg.goal == "text" else None, goal_image=goal_image,
-                on_step=_chain(recorder, video), goal_reached=goal_reached, on_tick=on_tick,
+                on_step=_chain(recorder, video, review), goal_reached=goal_reached, on_tick=on_tick,
                 objects=objects_fn)
             success = result.reason == StopReason.SUCCESS
             if not success and result.reason not in (StopReason.WATCHDOG, StopReason.QUIT):
                 for _ in range(5):  # let a released object come to rest before judging
                     env.step()
                 success = bool(env.task.success())
+            verdict = review.finish(success)
             extra = {"seed": seed, "stop_reason": result.reason.value, "policy": info.type}
             episode_file = (recorder.finish(success, extra, {goal_cam: goal_image} if goal_image is not None
                                             else None) if recorder is not None else None)
@@ -344,7 +374,8 @@ def evaluate_in_sim(
             outcome = EpisodeOutcome(index=i, seed=seed, task=instruction, success=success, steps=result.steps,
                                      reason=result.reason.value, message=result.message,
                                      wall_s=time.perf_counter() - t0, episode_file=episode_file,
-                                     video_file=video_file)
+                                     video_file=video_file, failure=verdict.failure,
+                                     first_object=verdict.first_object)
             results.outcomes.append(outcome)
             log.debug("episode %d (seed %d, %s): %s after %d steps (%s)", i, seed, instruction,
                       "success" if success else "failure", result.steps, result.message)
