@@ -12,7 +12,8 @@ success when the task's check holds (for ``success_hold_s``) or holds after the 
 With ``task_set="multi"`` the instructions are taken in turn, so each gets the same number of
 episodes; ``goal="image"`` gives the policy a goal image instead of the instruction (the final
 frame of the scripted expert on the same seed, from the policy's goal camera, as recorded
-datasets store it).
+datasets store it). ``task_text`` gives the policy other words for an instruction (a paraphrase)
+while the scene and its success check stay the instruction's.
 
 What each observation carries follows the policy's description (``runner.info``, the same for a
 policy in this process and for the ``hello`` reply of a server): the goal image comes from its
@@ -64,6 +65,9 @@ class EvalConfig:
     seed_start: int = 1000
     task_set: str = "pick_place"
     goal: str = "text"  # text: the instruction; image: the expert's final frame
+    # instruction -> the words given to the policy instead (paraphrases); the scene, its success
+    # check and the failure review stay the instruction's
+    task_text: dict[str, str] | None = None
     mode: str | None = None
     realtime: bool = False
     max_steps: int | None = None
@@ -325,7 +329,7 @@ def evaluate_in_sim(
         results = EvalResults(policy=info.to_header(), settings={
             "episodes": cfg.episodes, "seed_start": cfg.seed_start, "task_set": cfg.task_set, "goal": cfg.goal,
             "mode": loop_config.mode, "realtime": cfg.realtime, "fps": rate, "max_steps": loop_config.max_steps,
-            "k": cfg.k, "query_every": cfg.query_every, "server": cfg.server,
+            "k": cfg.k, "query_every": cfg.query_every, "server": cfg.server, "task_text": cfg.task_text,
             "done_threshold": cfg.done_threshold, "objects": info.objects})
         recorder = (RolloutRecorder(cfg.record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
                                     chunk_shape=(info.chunk_size, info.action_dim))
@@ -358,7 +362,8 @@ def evaluate_in_sim(
                 video.start(f"episode_{i:03d}_seed{seed}")
             t0 = time.perf_counter()
             result: EpisodeResult = loop.run_episode(
-                task=instruction if cfg.goal == "text" else None, goal_image=goal_image,
+                task=(cfg.task_text or {}).get(instruction, instruction) if cfg.goal == "text" else None,
+                goal_image=goal_image,
                 on_step=_chain(recorder, video, review), goal_reached=goal_reached, on_tick=on_tick,
                 objects=objects_fn)
             success = result.reason == StopReason.SUCCESS
