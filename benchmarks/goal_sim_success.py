@@ -260,7 +260,8 @@ def train(policy: str, data: Path, out: Path, steps: int | None, sets: Sequence[
         cmd += ["--set", item]
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.parent / f"{out.name}.train.log"
-    print(f"training {policy}: {' '.join(cmd[1:])} (log: {log})", flush=True)
+    command = " ".join(["robokit", *cmd[3:]])
+    print(f"training {policy}: {command} (log: {log})", flush=True)
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     _run_logged(cmd, log, f"training {policy}")
@@ -268,20 +269,22 @@ def train(policy: str, data: Path, out: Path, steps: int | None, sets: Sequence[
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     times = {"train_seconds": round(wall, 1), "train_cpu_seconds": round(cpu, 1),
-             "train_command": " ".join(["robokit", *cmd[3:]]), "train_log": str(log)}
+             "train_command": command, "train_log": str(log)}
     (out / "benchmark_train.json").write_text(json.dumps(times, indent=2) + "\n")
     return times
 
 
 def train_options(policy: str, steps: int | None, sets: Sequence[str]) -> dict[str, Any]:
     """The training configuration as run: the config file's values with the overrides applied."""
-    from robokit.commands.train_cmd import load_config_file
+    from robokit.commands.train_cmd import coerce_policy_value, load_config_file
 
     values = load_config_file(CONFIGS / f"goal_{policy}.toml")
     if steps is not None:
         values["steps"] = steps
-    if sets:
-        values.setdefault("policy_config", {}).update(dict(s.partition("=")[::2] for s in sets))
+    for item in sets:
+        key, _, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        values.setdefault("policy_config", {})[key] = coerce_policy_value(policy, key, text)
     if "image_size" in values:
         values["image_size"] = "x".join(str(v) for v in values["image_size"])
     return values
@@ -316,10 +319,11 @@ def expert_on_seeds(held_out: range) -> list[bool]:
                 for i, seed in enumerate(held_out)]
 
 
-def _progress(label: str, total: int) -> Any:
+def _progress(label: str, total: int, names: Mapping[str, str] | None) -> Any:
     def report(outcome: Any) -> None:
         verdict = "success" if outcome.success else FAILURE_LABELS.get(outcome.failure, outcome.failure)
-        print(f"  {label} {outcome.index + 1}/{total} seed {outcome.seed}: {outcome.task}: {verdict}", flush=True)
+        told = (names or {}).get(outcome.task, outcome.task)
+        print(f"  {label} {outcome.index + 1}/{total} seed {outcome.seed}: {told}: {verdict}", flush=True)
 
     return report
 
@@ -330,7 +334,7 @@ def evaluate(source: Any, held_out: range, goal: str, device: str, task_text: di
     config = EvalConfig(task_set=TASK_SET, episodes=len(held_out), seed_start=held_out.start, goal=goal,
                         mode=EVAL_MODE, query_every=QUERY_EVERY, device=device, task_text=task_text)
     t0 = time.perf_counter()
-    results = evaluate_in_sim(source, config, on_episode=_progress(label, len(held_out)))
+    results = evaluate_in_sim(source, config, on_episode=_progress(label, len(held_out), task_text))
     return results, time.perf_counter() - t0
 
 
@@ -340,8 +344,10 @@ def _pct(ok: int, n: int) -> str:
 
 
 def _grounding_cell(g: Grounding) -> str:
+    """Episodes whose first cube was the named one, of those that went to a cube; then how many
+    went to no cube at all."""
     cell = _pct(g.correct, g.counted)
-    return cell + (f", {g.without} to none" if g.without else "")
+    return cell + (f"; {g.without} to no cube" if g.without else "")
 
 
 def baseline_per_task(results: EvalResults, baseline: Sequence[bool]) -> dict[str, tuple[int, int]]:
@@ -452,7 +458,7 @@ def _paraphrase_section(checkpoint: Path, held_out: range, device: str, original
 
     policy, _ = load_checkpoint(checkpoint, map_location=pick_device(device))
     how = read_unknown_words_as_unk(policy)
-    print(f"\nparaphrases ({how}); the same seeds, each paraphrase in its instruction's scene:", flush=True)
+    print(f"\nparaphrases, on the same seeds, each in its instruction's scene; {how}:", flush=True)
     results, seconds = evaluate(policy, held_out, "text", device, task_text=PARAPHRASES, label="paraphrase")
     baseline = None
     if original is not None:
