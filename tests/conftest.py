@@ -161,13 +161,14 @@ def episode_files() -> EpisodeFiles:
 
 
 def _record_episode(folder: Path, index: int = 0, cams: tuple[str, ...] = ("top", "wrist"), steps: int = 24,
-                    hw: tuple[int, int] = (48, 64), chunks: np.ndarray | None = None) -> Path:
+                    hw: tuple[int, int] = (48, 64), chunks: np.ndarray | None = None,
+                    task: str = "pick the cube") -> Path:
     from robokit.episodes.writer import EpisodeWriter
 
     h, w = hw
     writer = EpisodeWriter(
         folder, index, camera_shapes={c: (h, w, 3) for c in cams},
-        attrs={"fps": 10.0, "task": "pick the cube", "robot": "sim", "sim": True, "source": "test"},
+        attrs={"fps": 10.0, "task": task, "robot": "sim", "sim": True, "source": "test"},
         extra_step_datasets=None if chunks is None else {"predicted_chunks": chunks.shape[1:]})
     for t in range(steps):
         q = np.full(8, np.sin(t / 5.0), np.float32)
@@ -241,8 +242,9 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
             "vae_enc_layers": 1, "latent_dim": 8},
     "cnnmlp": {"camera_names": ["top"], "image_shape": (24, 32, 3), "backbone": "small",
                "mlp_hidden_dim": 16},
-    "grp": {"camera_names": ["top"], "image_shape": (32, 32, 3), "patch_size": 8, "n_embd": 32, "n_head": 2,
-            "n_blocks": 2, "chunk_size": 5, "text_max_length": 16},
+    "grp": {"camera_names": ["top"], "image_shape": (32, 32, 3), "n_embd": 32, "n_head": 2, "task_dim": 16,
+            "n_blocks": 2, "chunk_size": 5,
+            "vocabulary": ["blue", "bowl", "cube", "green", "in", "on", "plate", "put", "red", "the", "yellow", "zone"]},
 }
 
 

@@ -14,7 +14,7 @@ turns one such capture into :func:`robokit.viz.attention.render_tree` input:
   the object tokens (shown as ``<name>`` after the text), in one text strip.
 
 Optional ``extras["attention"]["text_tokens"]`` (list of str) overrides the token labels; without
-it, character tokenizers show the instruction's characters.
+it, character tokenizers show the instruction's characters, word tokenizers its words.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ def parse_steps(spec: str, length: int) -> list[int]:
 
 def policy_text_tokens(policy: Any, task: str) -> list[str] | None:
     """Token strings of ``task`` as the policy's text encoder splits it, if it can tell."""
+    word_tokenizer = getattr(getattr(policy, "words", None), "tokenizer", None)
+    if word_tokenizer is not None and hasattr(word_tokenizer, "words"):  # one token per word
+        return list(word_tokenizer.words(task))
     enc = getattr(policy, "text_encoder", None)
     tok = getattr(enc, "tokenizer", None)
     if tok is not None and hasattr(tok, "ids"):  # character tokenizer: one token per character

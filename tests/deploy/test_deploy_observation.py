@@ -18,9 +18,10 @@ from robokit.hardware.base import PANDA_READY_POSE
 from robokit.hardware.sim import PandaSimEnv, list_tasks
 from robokit.policies.base import DataNeeds
 from robokit.policies.goal.grp import GRPConfig, GRPPolicy
+from robokit.policies.nn.task_conditioning import build_vocabulary
 
 CAMS = ["top", "wrist"]
-SHAPE = (16, 24, 3)
+SHAPE = (32, 48, 3)
 
 
 class RecordingGRP(GRPPolicy):
@@ -37,8 +38,9 @@ class RecordingGRP(GRPPolicy):
 
 def tiny_grp(goal_camera: str) -> RecordingGRP:
     torch.manual_seed(0)
-    config = GRPConfig(camera_names=list(CAMS), image_shape=SHAPE, patch_size=8, n_embd=32, n_head=2, n_blocks=2,
-                       chunk_size=4, text_max_length=12, dropout=0.0, goal_camera=goal_camera)
+    config = GRPConfig(camera_names=list(CAMS), image_shape=SHAPE, n_embd=32, n_head=2, n_blocks=2, task_dim=16,
+                       chunk_size=4, dropout=0.0, goal_camera=goal_camera,
+                       vocabulary=build_vocabulary(list_tasks("multi")))
     return RecordingGRP(config).eval()
 
 
@@ -144,9 +146,9 @@ def test_the_policy_sees_the_same_observation_in_process_and_through_a_server():
     np.testing.assert_array_equal(a["goal_image"], b["goal_image"])
     assert a["task"] == b["task"] == obs.task
     assert a["objects"] == b["objects"]
-    # boxes follow their camera's image to the policy's size: top 64 -> 24 wide, wrist 40 -> 24 wide
-    np.testing.assert_allclose(a["objects"][0]["box"], [3.0, 4.0 / 3, 9.0, 20.0 / 3])
-    np.testing.assert_allclose(a["objects"][1]["box"], [0.0, 16.0 / 3, 12.0, 16.0])
+    # boxes follow their camera's image to the policy's size: top 64x48 -> 48x32, wrist 40x30 -> 48x32
+    np.testing.assert_allclose(a["objects"][0]["box"], [6.0, 8.0 / 3, 18.0, 40.0 / 3])
+    np.testing.assert_allclose(a["objects"][1]["box"], [0.0, 32.0 / 3, 24.0, 32.0])
 
 
 def test_runners_declare_how_long_a_query_may_take():

@@ -19,7 +19,7 @@ from robokit.training.trainer import TrainOptions, TrainProgress, train
 # A tiny ACT: small backbone, one layer each, so a step takes milliseconds on a CPU.
 TINY_ACT = {"backbone": "small", "hidden_dim": 32, "nheads": 2, "dim_feedforward": 64, "enc_layers": 1,
             "dec_layers": 1, "vae_enc_layers": 1, "latent_dim": 8, "dropout": 0.0}
-TINY_GRP = {"patch_size": 8, "n_embd": 32, "n_head": 2, "n_blocks": 1, "text_max_length": 8}
+TINY_GRP = {"n_embd": 32, "n_head": 2, "n_blocks": 1, "task_dim": 16}
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +122,8 @@ def test_bad_options_and_data_are_clear_errors(data: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize(("policy", "chunk", "overrides"), [
-    ("grp", 4, TINY_GRP),
-    ("grp", 4, {**TINY_GRP, "obs_stacking": 2}),  # the dataset then returns one past frame too
+    ("grp", 4, TINY_GRP),  # the vocabulary comes from the episodes' instructions
+    ("grp", 4, {**TINY_GRP, "tokenizer": "char", "loss": "mse"}),  # the seed's character tokens and MSE
     ("cnnmlp", None, {"backbone": "small", "mlp_hidden_dim": 32, "mlp_depth": 1}),  # its default chunk: 1
 ])
 def test_epochs_and_other_policies_through_the_same_trainer(data: Path, tmp_path: Path, policy: str,

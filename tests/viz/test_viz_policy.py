@@ -18,14 +18,15 @@ def tiny_grp(make_tiny_policy):
 
 
 def test_grp_attention_tree_over_episode_steps(tmp_path, record_episode, tiny_grp):
-    ep = record_episode(tmp_path / "data", cams=("top", "wrist"))
+    ep = record_episode(tmp_path / "data", cams=("top", "wrist"), task="put the red cube in the blue bowl")
     policy = tiny_grp(("top", "wrist"))
     summaries = render_policy_attention(policy, ep, "0:5:2", tmp_path / "viz", overview=False)
     assert [s.root.name for s in summaries] == [f"inference_timestep_{t}" for t in (0, 2, 4)]
     s = summaries[0]
     # the goal image is masked while GRP follows text: skipped, not drawn as an all-cold map
     assert s.cameras == ["top", "wrist"] and s.skipped_cameras == ["goal_image"]
-    assert s.text_tokens == len("pick the cube") and s.layers == 2 and s.action_tokens == 1
+    assert s.text_tokens == 8 and s.layers == 2
+    assert s.action_tokens == policy.config.chunk_size
     folder = s.root / "action_token_0" / "layer_1"
     assert sorted(p.name for p in folder.iterdir()) == [
         "fused_attention_on_text.jpg",

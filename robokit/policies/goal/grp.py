@@ -1,44 +1,42 @@
-"""GRP: a goal-conditioned ViT policy that follows a text instruction OR a goal image.
+"""GRP: a goal-conditioned transformer policy that follows a text instruction OR a goal image.
 
-Token sequence (one row per sample; the original GRP's order, plus a proprioception token)::
+Token sequence (one row per sample; the GRP seed's text / goal-image block mask, with action
+queries as ACT's decoder has them)::
 
-    [CLS, STATE, obs patches cam_1 .. cam_K, GOAL_IMG, goal-image patches, text tokens]
+    [STATE, TASK, obs tokens cam_1 .. cam_K, GOAL_IMG, goal-image tokens, text tokens, action queries]
 
-* observation patches: each camera is cut into ``patch_size`` squares (ViT style, raster order);
-  with ``obs_stacking`` S > 1 the last S frames are stacked along the channels of each patch;
-* goal-image patches: the goal image (one camera, ``goal_camera``) through its own patch embedding;
-* text tokens: a small trainable character embedding (``robokit.policies.goal.tokenizer``) or a local
-  pretrained encoder directory;
-* a learned position embedding over the whole sequence, then ``n_blocks`` transformer blocks under
-  a BLOCK MASK: per sample either the text tokens or the goal-image tokens (GOAL_IMG + patches) are
-  hidden from every query. In training the choice is random per sample (``goal_image_prob``) so one
-  model follows both; at inference it follows what the observation gives.
-* heads on the CLS output: an MLP to ``chunk_size x action_dim`` (MSE on normalised actions; the
-  original's action stacking is robokit's chunk, so deploy's temporal ensembler applies) and a done
-  head (a learned end-of-episode signal) trained on the batch's ``done``.
+* the goal is first one **task vector** per sample: from the instruction's words
+  (:class:`~robokit.policies.nn.task_conditioning.TaskEncoder`; ``tokenizer = "char"`` reads
+  characters as the seed did) or from the goal image (a small GroupNorm conv net, max-pooled). It
+  drives zero-initialised FiLM after every stage of the observation stem (a GroupNorm conv net,
+  stride 16) and is the TASK token;
+* **early fusion** of the goal image: the goal camera's stem sees the current frame and the goal
+  image stacked along the channels (zeros when the sample follows text), so the first convolution
+  can already compare the two;
+* the text tokens (words) and the goal-image tokens (the goal net's feature map) are in the
+  sequence under the seed's BLOCK MASK: per sample either the text or the goal image (GOAL_IMG +
+  its tokens) is hidden from every query. In training the choice is random per sample
+  (``goal_image_prob``) so one model follows both; at inference it follows what the observation
+  gives;
+* ``chunk_size`` learned action queries read the sequence; a linear head per query gives that
+  step's action (masked L1 on normalised actions as ACT, ``loss = "mse"`` for the seed's) and a
+  done logit. Nothing depends on the other samples of a batch.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robokit.errors import ConfigError, UserError
 from robokit.policies.base import DataNeeds, Policy, PolicyConfig
 from robokit.policies.goal.common import (
-    MLP,
-    AttentionPool,
-    BatchStandardize,
     Block,
-    PatchEmbed,
-    SpatialSoftmax,
     batch_tasks,
     check_image,
     done_loss,
@@ -49,31 +47,36 @@ from robokit.policies.goal.common import (
     uint8_images_to_float,
 )
 from robokit.policies.goal.tokenizer import make_text_encoder
+from robokit.policies.nn.backbones import SmallBackbone
+from robokit.policies.nn.task_conditioning import UNKNOWN_WORDS, TaskEncoder, build_vocabulary, per_image
 from robokit.policies.registry import register_policy
 
 log = logging.getLogger(__name__)
 
 GOAL_MODES = ("random", "text", "image")
+LOSSES = ("l1", "mse")
+VERSION = 2
 
 
 @dataclass
 class GRPConfig(PolicyConfig):
     """GRP options (see the module docstring). Defaults fit a CPU-trainable model."""
 
+    version: int = VERSION
     image_shape: tuple[int, int, int] = (64, 80, 3)
     chunk_size: int = 20
-    patch_size: int = 8
-    stem: str = "linear"           # patch embedding: "linear" (ViT, the original's) or "conv" (hybrid)
-    film: bool = True              # FiLM-condition the observation encoder on the pooled goal
-    keypoints: int = 32            # spatial-softmax keypoints per camera -> one token each (0 = off)
     n_embd: int = 128
     n_head: int = 4
-    n_blocks: int = 4
+    n_blocks: int = 3
     mlp_ratio: float = 4.0
-    dropout: float = 0.1
-    obs_stacking: int = 1          # frames stacked per observation patch (1 = current frame only)
-    text_max_length: int = 48      # the original's max_block_size: instructions are cut to this many tokens
-    text_encoder: str = "char"     # "char" or a LOCAL pretrained encoder directory (needs transformers)
+    dropout: float = 0.0
+    tokenizer: str = "word"        # word | char | a LOCAL pretrained text-encoder directory
+    vocabulary: list[str] = field(default_factory=list)  # words of the training instructions ("word")
+    max_words: int = 16
+    unknown_words: str = "error"   # error | unk: what a word never seen in training does
+    text_max_length: int = 48      # characters ("char") or encoder tokens (a local encoder)
+    task_dim: int = 64             # the task vector driving FiLM
+    loss: str = "l1"               # l1 (as ACT) | mse (the seed's)
     goal_mode: str = "random"      # training: "random" per sample, or always "text" / "image"
     goal_image_prob: float = 0.5   # "random": chance of the goal image when a sample has both
     goal_camera: str = ""          # camera the goal image shows; "" = the first camera
@@ -83,29 +86,32 @@ class GRPConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.vocabulary = [str(w) for w in self.vocabulary]
+        if self.version != VERSION:
+            raise ConfigError(f"GRP config version {self.version} is not this robokit's ({VERSION})")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError(f"lr must be positive and weight_decay not negative, "
                               f"got {self.lr}, {self.weight_decay}")
         h, w, _ = self.image_shape
-        if self.patch_size <= 0 or h % self.patch_size or w % self.patch_size:
-            raise ConfigError(f"image_shape {h}x{w} must be a multiple of patch_size {self.patch_size}")
+        if h % 16 or w % 16:
+            raise ConfigError(f"GRP image_shape {h}x{w} must be a multiple of 16 (the stem's stride)")
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd {self.n_embd} must be divisible by n_head {self.n_head}")
-        for name in ("n_blocks", "obs_stacking", "text_max_length", "n_head"):
+        for name in ("n_blocks", "text_max_length", "n_head", "max_words", "task_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.stem not in ("linear", "conv"):
-            raise ConfigError(f"stem must be 'linear' or 'conv', got '{self.stem}'")
-        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
-            raise ConfigError(f"stem='conv' needs a power-of-two patch_size, got {self.patch_size}")
+        if self.task_dim % 4:
+            raise ConfigError(f"task_dim must be a multiple of 4, got {self.task_dim}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
+        if self.unknown_words not in UNKNOWN_WORDS:
+            raise ConfigError(f"unknown_words must be one of {', '.join(UNKNOWN_WORDS)}, got {self.unknown_words!r}")
         if self.goal_mode not in GOAL_MODES:
             raise ConfigError(f"goal_mode must be one of {', '.join(GOAL_MODES)}, got '{self.goal_mode}'")
         if not 0.0 <= self.goal_image_prob <= 1.0:
             raise ConfigError(f"goal_image_prob must be in [0, 1], got {self.goal_image_prob}")
         if not self.camera_names:
             raise ConfigError("GRP needs at least one camera")
-        if self.keypoints < 0:
-            raise ConfigError(f"keypoints must not be negative, got {self.keypoints}")
         if self.goal_camera and self.goal_camera not in self.camera_names:
             raise ConfigError(f"goal_camera '{self.goal_camera}' is not one of the cameras "
                               f"{', '.join(self.camera_names)}")
@@ -115,14 +121,48 @@ class GRPConfig(PolicyConfig):
         return self.goal_camera or self.camera_names[0]
 
     def data_needs(self) -> DataNeeds:
-        """The stacked frames before t, the instruction, and goal images of ``goal_camera_name``."""
-        return DataNeeds(camera_names=tuple(self.camera_names), history=self.obs_stacking - 1,
-                         goal_camera=self.goal_camera_name, instruction=True)
+        """The instruction and goal images of ``goal_camera_name``."""
+        return DataNeeds(camera_names=tuple(self.camera_names), goal_camera=self.goal_camera_name,
+                         instruction=True)
+
+    @classmethod
+    def options_for_tasks(cls, values: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
+        """The word tokenizer's vocabulary comes from the training instructions."""
+        if values.get("tokenizer", "word") == "word" and not values.get("vocabulary") and tasks:
+            return {**values, "vocabulary": build_vocabulary(tasks)}
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PolicyConfig:
+        if "version" not in values and {"patch_size", "stem", "film", "keypoints"} & set(values):
+            raise ConfigError("this is a version-1 GRP (the seed's patch ViT with character tokens and "
+                              "MSE), which this robokit no longer runs; train it again with "
+                              "`robokit train --policy grp` (version 2)")
+        return super().from_dict(values)
+
+
+class GoalImageEncoder(nn.Module):
+    """Goal image -> feature map tokens (B, h*w, C) and a max-pooled vector (B, C), stride 16."""
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 96, 128)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for out_ch in channels:
+            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=False),
+                       nn.GroupNorm(8, out_ch), nn.ReLU(inplace=True)]
+            in_ch = out_ch
+        self.body = nn.Sequential(*layers)
+        self.channels = in_ch
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat = self.body(x)
+        return feat.flatten(2).transpose(1, 2), feat.amax(dim=(2, 3))
 
 
 @register_policy("grp")
 class GRPPolicy(Policy):
-    """Goal-conditioned ViT policy (text or goal image) predicting action chunks."""
+    """Goal-conditioned transformer policy (text or goal image) predicting action chunks."""
 
     config_class = GRPConfig
 
@@ -131,68 +171,67 @@ class GRPPolicy(Policy):
         self.config: GRPConfig = config
         c = config
         h, w, _ = c.image_shape
-        self.grid = (h // c.patch_size, w // c.patch_size)
-        n_patch = self.grid[0] * self.grid[1]
+        self.grid = (h // 16, w // 16)
+        n_cell = self.grid[0] * self.grid[1]
         d = c.n_embd
-        self.patch_embedding = PatchEmbed(3 * c.obs_stacking, d, c.patch_size, c.stem,
-                                          film_dim=d if c.film else 0)
-        if c.film:
-            self.text_pool_block = Block(d, c.n_head, c.mlp_ratio, c.dropout)
-            self.text_pool = AttentionPool(d, c.n_head)
-            self.goal_pool = AttentionPool(d, c.n_head)
-            self.text_standardize = BatchStandardize(d)
-            self.goal_standardize = BatchStandardize(d)
-            self.film_norm = nn.LayerNorm(d)
-        # Without stacking the goal image goes through the observation's encoder: the model then
-        # compares like with like. With stacking the channel counts differ: a separate encoder.
-        self.goal_patch_embedding = (self.patch_embedding if c.obs_stacking == 1
-                                     else PatchEmbed(3, d, c.patch_size, c.stem))
-        self.text_encoder = make_text_encoder(c.text_encoder, d, c.text_max_length)
-        self.state_embedding = nn.Linear(c.state_dim, d)
-        self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.goal_img_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-
-        # Token layout, fixed by the config (needed by the block mask and attention capture).
         k = len(c.camera_names)
-        self.layout: dict[str, list[int]] = {"cls": [0, 1], "state": [1, 2]}
+        self.goal_index = c.camera_names.index(c.goal_camera_name)
+
+        # The instruction: word tokens and one task vector, or characters / a local encoder.
+        if c.tokenizer == "word":
+            if not c.vocabulary:
+                raise ConfigError("GRP with tokenizer='word' needs the training instructions' vocabulary "
+                                  "(`robokit train` fills it from the dataset)")
+            self.words: TaskEncoder | None = TaskEncoder(c.vocabulary, c.task_dim, c.max_words, c.unknown_words)
+            self.text_encoder: nn.Module | None = None
+            text_len, text_dim = c.max_words, c.task_dim
+        else:
+            self.words = None
+            self.text_encoder = make_text_encoder("char" if c.tokenizer == "char" else c.tokenizer, d,
+                                                  c.text_max_length)
+            self.text_vector = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, c.task_dim))
+            text_len, text_dim = c.text_max_length, d
+        self.text_proj = nn.Linear(text_dim, d)
+
+        self.goal_encoder = GoalImageEncoder()
+        self.goal_vector = nn.Sequential(nn.Linear(self.goal_encoder.channels, c.task_dim), nn.GELU(),
+                                         nn.Linear(c.task_dim, c.task_dim))
+        self.goal_proj = nn.Linear(self.goal_encoder.channels, d)
+        # Every camera's stem input has 6 channels: its frame, then the goal image on the goal
+        # camera (zeros elsewhere and when the sample follows text).
+        self.stem = SmallBackbone(channels=(32, 64, 128, 128, 128), film_dim=c.task_dim, in_channels=6)
+        self.obs_proj = nn.Linear(self.stem.num_channels, d)
+        self.state_proj = nn.Linear(c.state_dim, d)
+        self.task_proj = nn.Linear(c.task_dim, d)
+        self.goal_img_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.action_queries = nn.Parameter(torch.randn(1, c.chunk_size, d) * 0.02)
+
+        self.layout: dict[str, list[int]] = {"state": [0, 1], "task": [1, 2]}
         pos = 2
-        if c.keypoints:
-            # One token per camera carrying its keypoints' coordinates (after the goal FiLM).
-            self.spatial_softmax = SpatialSoftmax(self.patch_embedding.feature_channels, c.keypoints)
-            self.kp_embedding = nn.Linear(2 * c.keypoints, d)
-            self.layout["keypoints"] = [pos, pos + k]
-            pos += k
         for cam in c.camera_names:
-            self.layout[cam] = [pos, pos + n_patch, *self.grid]
-            pos += n_patch
+            self.layout[cam] = [pos, pos + n_cell, *self.grid]
+            pos += n_cell
         self.layout["goal_token"] = [pos, pos + 1]
-        self.layout["goal_image"] = [pos + 1, pos + 1 + n_patch, *self.grid]
-        pos += 1 + n_patch
-        self.layout["text"] = [pos, pos + c.text_max_length]
-        self.seq_len = pos + c.text_max_length
-        self.n_obs_patches = k * n_patch
+        self.layout["goal_image"] = [pos + 1, pos + 1 + n_cell, *self.grid]
+        pos += 1 + n_cell
+        self.layout["text"] = [pos, pos + text_len]
+        pos += text_len
+        self.layout["actions"] = [pos, pos + c.chunk_size]
+        self.seq_len = pos + c.chunk_size
+        self.n_obs_tokens = k * n_cell
 
         self.pos_embedding = nn.Parameter(torch.randn(1, self.seq_len, d) * 0.02)
-        self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(d, c.n_head, c.mlp_ratio, c.dropout) for _ in range(c.n_blocks))
         self.norm = nn.LayerNorm(d)
-        # The heads read the CLS output and, directly, the keypoint coordinates: through attention
-        # alone (a CLS attending to ~100 tokens) the keypoints' gradient is too weak to learn from.
-        # With FiLM they also read the pooled goal itself: then "which keypoint to go to" is a
-        # choice the head makes from the goal vector, instead of one the goal must first imprint on
-        # the image features (measured: without it the policy ignored the colour word after 2000
-        # steps and went for whichever cube it had learnt on average).
-        self.readout_dim = d + (2 * c.keypoints * (k + 1) if c.keypoints else 0) + (d if c.film else 0)
-        self.mlp_head = MLP(self.readout_dim, d * 2, 0.0, out=c.chunk_size * c.action_dim)
-        self.done_head = nn.Linear(self.readout_dim, c.chunk_size)
-        self._frames: collections.deque[np.ndarray] = collections.deque(maxlen=c.obs_stacking)
+        self.action_head = nn.Linear(d, c.action_dim)
+        self.done_head = nn.Linear(d, 1)
 
     # -- the network -----------------------------------------------------------------------------
     def key_mask(self, use_text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Block mask (B, seq_len), True = visible: hides the goal image OR the text per sample.
 
         ``use_text`` (B,) bool picks text (goal-image tokens hidden) or goal image (text hidden);
-        ``text_mask`` (B, L) hides padding characters too.
+        ``text_mask`` (B, L) hides padding tokens too.
         """
         b = use_text.shape[0]
         mask = torch.ones(b, self.seq_len, dtype=torch.bool, device=use_text.device)
@@ -203,115 +242,72 @@ class GRPPolicy(Policy):
         mask[:, t0:t1] = text_mask & use_text[:, None]
         return mask
 
+    def encode_text(self, tasks: list[str], use_text: torch.Tensor,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Text tokens (B, L, D), their mask and the text task vectors (B, task_dim).
+
+        Samples that follow their goal image may have no instruction: they get a placeholder that
+        the block mask and the goal choice then hide."""
+        dev = use_text.device
+        if self.words is not None:
+            texts = [t if use else (t or self.config.vocabulary[0]) for t, use in zip(tasks, use_text.tolist())]
+            tokens, mask, vector = self.words.encode(texts, dev)
+        else:
+            assert self.text_encoder is not None
+            tokens, mask = self.text_encoder(tasks, dev)
+            weights = mask.to(tokens.dtype)[..., None]
+            vector = self.text_vector((tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0))
+        return self.text_proj(tokens), mask, vector
+
     def forward_tokens(self, images: torch.Tensor, qpos: torch.Tensor, tasks: list[str],
                        goal: torch.Tensor | None, use_text: torch.Tensor,
                        need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Readout (B, readout_dim): the CLS output and the keypoints, and with ``need_weights``
-        per-layer attention (B, heads, T, T).
+        """The action queries' outputs (B, chunk_size, D) and, with ``need_weights``, per-layer
+        attention (B, heads, T, T).
 
-        ``images``: float (B, K, 3*S, H, W) normalised; ``qpos`` normalised (B, S);
+        ``images``: float (B, K, 3, H, W) normalised; ``qpos`` normalised (B, S);
         ``goal``: float (B, 3, H, W) normalised or None (then every sample must use text).
         """
         b, k = images.shape[:2]
         dev = images.device
-        d = self.config.n_embd
-        n_goal = self.layout["goal_image"][1] - self.layout["goal_image"][0]
-        n_kp = 2 * self.config.keypoints
-        goal_head = self.goal_img_token.expand(b, -1, -1)
-        goal_kp = torch.zeros(b, n_kp, device=dev)
+        text, text_mask, text_vec = self.encode_text(tasks, use_text)
         if goal is None:
-            goal_tok = torch.zeros(b, n_goal, d, device=dev)
-        else:
-            goal_tok, goal_feat = self.goal_patch_embedding.features(goal)
-            if self.config.keypoints and self.config.obs_stacking == 1:
-                # Zeroed where the goal image is hidden, so it cannot leak past the block mask.
-                goal_kp = self.spatial_softmax(goal_feat) * (~use_text)[:, None]
-                goal_head = goal_head + self.kp_embedding(goal_kp)[:, None]
-        text, text_mask = self.text_encoder(tasks, dev)
-        cond = self.goal_vector(text, text_mask, goal_tok, use_text) if self.config.film else None
-        patches, feat = self.patch_embedding.features(images.flatten(0, 1),
-                                                      None if cond is None else cond.repeat_interleave(k, dim=0))
-        obs = patches.reshape(b, k * patches.shape[1], -1)
-        extra = []
-        readout = []
-        if self.config.keypoints:
-            kp = self.spatial_softmax(feat)  # (B*K, 2*keypoints)
-            extra.append(self.kp_embedding(kp).view(b, k, d))
-            readout = [kp.view(b, -1), goal_kp]
+            goal = torch.zeros(b, *images.shape[2:], device=dev, dtype=images.dtype)
+        # A sample that follows text sees no goal image anywhere: zeros in the fused channels, and
+        # its goal tokens are hidden by the block mask.
+        goal = goal * (~use_text).to(goal.dtype)[:, None, None, None]
+        goal_tokens, goal_pooled = self.goal_encoder(goal)
+        cond = torch.where(use_text[:, None], text_vec, self.goal_vector(goal_pooled))
+
+        fused = torch.zeros(b, k, 6, *images.shape[3:], device=dev, dtype=images.dtype)
+        fused[:, :, :3] = images
+        fused[:, self.goal_index, 3:] = goal
+        feat = self.stem(fused.flatten(0, 1), per_image(cond, k))  # (B*K, C, h, w)
+        obs = self.obs_proj(feat.flatten(2).transpose(1, 2)).reshape(b, -1, self.config.n_embd)
         tokens = torch.cat([
-            self.cls_token.expand(b, -1, -1),
-            self.state_embedding(qpos)[:, None],
-            *extra,
+            self.state_proj(qpos)[:, None],
+            self.task_proj(cond)[:, None],
             obs,
-            goal_head,
-            goal_tok,
+            self.goal_img_token.expand(b, -1, -1),
+            self.goal_proj(goal_tokens),
             text,
+            self.action_queries.expand(b, -1, -1),
         ], dim=1)
-        x = self.drop(tokens + self.pos_embedding)
+        x = tokens + self.pos_embedding
         attn_mask = self.key_mask(use_text, text_mask)[:, None, None, :]
         maps = []
         for block in self.blocks:
             x, w = block(x, mask=attn_mask, need_weights=need_weights)
             if w is not None:
                 maps.append(w)
-        if cond is not None:
-            readout.append(cond)
-        return torch.cat([self.norm(x[:, 0]), *readout], dim=1), maps
+        a0, a1 = self.layout["actions"]
+        return self.norm(x[:, a0:a1]), maps
 
-    def goal_vector(self, text: torch.Tensor, text_mask: torch.Tensor, goal_tok: torch.Tensor,
-                    use_text: torch.Tensor) -> torch.Tensor:
-        """Pooled goal (B, D) that FiLM-conditions the observation encoder: the instruction (one
-        transformer block over the characters, attention-pooled) or the goal image (its patch tokens,
-        attention-pooled), per sample by the same choice as the block mask, so hidden tokens stay
-        without influence."""
-        t0, t1 = self.layout["text"]
-        # A sample without characters (following its goal image) would have no key to attend to.
-        keys = text_mask | ~text_mask.any(dim=1, keepdim=True)
-        t, _ = self.text_pool_block(text + self.pos_embedding[:, t0:t1], mask=keys[:, None, None, :])
-        # Plus the plain mean of the token embeddings: learned pooling alone can learn to look
-        # away from a word before anything downstream needs it (measured: after 1000 steps the
-        # pooled vectors of "red" / "green" / "blue" instructions had cosine similarity 0.999, only
-        # the target word was kept), and then the colour never gets a gradient. The mean keeps
-        # every word's contribution in the vector the heads read; standardising across the batch
-        # (BatchStandardize) then lifts what differs between instructions above what they share.
-        text_vec = self.text_pool(t, keys) + _mean_over(text, text_mask)
-        goal_vec = (self.goal_pool(goal_tok, torch.ones(goal_tok.shape[:2], dtype=torch.bool, device=goal_tok.device))
-                    + goal_tok.mean(dim=1))
-        # Only a kind of goal some sample follows updates its statistics (a text-only batch has
-        # zero goal-image tokens, which would poison the goal statistics).
-        if use_text.any():
-            text_vec = self.text_standardize(text_vec)
-        if not use_text.all():
-            goal_vec = self.goal_standardize(goal_vec)
-        return self.film_norm(torch.where(use_text[:, None], text_vec, goal_vec))
-
-    def heads(self, readout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised action chunk (B, H, A) and done logits (B, H)."""
-        c = self.config
-        return self.mlp_head(readout).view(-1, c.chunk_size, c.action_dim), self.done_head(readout)
+        return self.action_head(queries), self.done_head(queries)[..., 0]
 
     # -- training --------------------------------------------------------------------------------
-    def _stacked_batch_images(self, batch: dict[str, Any]) -> torch.Tensor:
-        images = torch.as_tensor(batch["images"], device=self.device)
-        if images.ndim != 5 or images.shape[1] != len(self.config.camera_names):
-            raise UserError(f"batch images must be (B, {len(self.config.camera_names)}, 3, H, W), "
-                            f"got {tuple(images.shape)}")
-        size = self.config.image_hw
-        frames = uint8_images_to_float(images, size)
-        s = self.config.obs_stacking
-        if s == 1:
-            return frames
-        hist = batch.get("image_history")
-        if hist is None:
-            raise ConfigError(f"obs_stacking={s} needs 'image_history' (B, {s - 1}, K, 3, H, W) in the "
-                              f"training batch, which this dataset does not provide; use obs_stacking=1")
-        hist = uint8_images_to_float(torch.as_tensor(hist, device=self.device), size)
-        if hist.shape[1] != s - 1:
-            raise ConfigError(f"'image_history' holds {hist.shape[1]} frames, obs_stacking={s} needs {s - 1}")
-        # (B, S, K, 3, H, W) oldest first -> (B, K, S*3, H, W)
-        seq = torch.cat([hist, frames[:, None]], dim=1)
-        return seq.permute(0, 2, 1, 3, 4, 5).flatten(2, 3)
-
     def _choose_goal(self, tasks: list[str] | None, has_goal: bool, b: int) -> torch.Tensor:
         """Per-sample True = text, False = goal image, following ``goal_mode``."""
         c = self.config
@@ -334,7 +330,10 @@ class GRPPolicy(Policy):
 
     def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         c = self.config
-        images = self._stacked_batch_images(batch)
+        raw = torch.as_tensor(batch["images"], device=self.device)
+        if raw.ndim != 5 or raw.shape[1] != len(c.camera_names):
+            raise UserError(f"batch images must be (B, {len(c.camera_names)}, 3, H, W), got {tuple(raw.shape)}")
+        images = uint8_images_to_float(raw, c.image_hw)
         b = images.shape[0]
         qpos = self.normalize_qpos(torch.as_tensor(batch["qpos"], device=self.device).float())
         tasks = batch_tasks(batch, b)
@@ -343,22 +342,20 @@ class GRPPolicy(Policy):
         if goal_u8 is not None:
             goal = uint8_images_to_float(torch.as_tensor(goal_u8, device=self.device), c.image_hw)
         use_text = self._choose_goal(tasks, goal is not None, b)
-        cls, _ = self.forward_tokens(images, qpos, tasks or [""] * b, goal, use_text)
-        pred, done_logits = self.heads(cls)
+        queries, _ = self.forward_tokens(images, qpos, tasks or [""] * b, goal, use_text)
+        pred, done_logits = self.heads(queries)
         target = self.normalize_action(torch.as_tensor(batch["action"], device=self.device).float())
         is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
         if target.shape != pred.shape:
             raise UserError(f"batch actions are {tuple(target.shape)}, GRP predicts {tuple(pred.shape)} "
                             f"(chunk_size {c.chunk_size}, action_dim {c.action_dim})")
-        mse = masked_mean(F.mse_loss(pred, target, reduction="none"), ~is_pad[..., None])
+        error = (pred - target).abs() if c.loss == "l1" else (pred - target).pow(2)
+        action_loss = masked_mean(error, ~is_pad[..., None])
         done = done_loss(done_logits, batch)
-        return {"loss": mse + c.done_weight * done, "mse": mse.detach(), "done_bce": done.detach(),
-                "text_fraction": use_text.float().mean().detach()}
+        return {"loss": action_loss + c.done_weight * done, c.loss: action_loss.detach(),
+                "done_bce": done.detach(), "text_fraction": use_text.float().mean().detach()}
 
     # -- inference -------------------------------------------------------------------------------
-    def reset(self) -> None:
-        self._frames.clear()
-
     def _goal_from_obs(self, obs: dict[str, Any]) -> tuple[bool, np.ndarray | None, str]:
         """(use_text, goal image uint8 (3, H, W) or None, instruction) from what ``obs`` gives."""
         c = self.config
@@ -370,9 +367,14 @@ class GRPPolicy(Policy):
             if goal is None:
                 raise UserError("this GRP policy follows goal images (goal_mode='image') but the "
                                 "observation has no 'goal_image'; send one with the request")
-            img = resize_hwc(check_image("goal_image", goal), c.image_hw).transpose(2, 0, 1)
-            return False, img, ""
-        if task:
+            img = check_image("goal_image", goal)
+            (gh, gw), (h, w) = img.shape[:2], c.image_hw
+            if abs(gw * h - gh * w) > 0.02 * gh * w:  # resizing would distort it
+                raise UserError(f"goal_image is {img.shape[1]}x{img.shape[0]} (WxH) but the policy sees "
+                                f"{c.image_hw[1]}x{c.image_hw[0]} images of camera '{c.goal_camera_name}'; "
+                                "send the goal image as that camera shows it (same aspect ratio)")
+            return False, resize_hwc(img, c.image_hw).transpose(2, 0, 1), ""
+        if task.strip():
             return True, None, task
         if c.goal_mode == "text":
             raise UserError("this GRP policy follows text instructions (goal_mode='text') but the "
@@ -383,37 +385,31 @@ class GRPPolicy(Policy):
     def predict_chunk(self, obs: dict[str, Any],
                       capture_attention: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         c = self.config
-        size = c.image_hw
-        frames = obs_images(obs, c.camera_names, size)
-        qpos = obs_qpos(obs, c.state_dim)
-        use_text, goal_img, task = self._goal_from_obs(obs)
-        if not self._frames:
-            for _ in range(c.obs_stacking - 1):
-                self._frames.append(frames)  # episode start: repeat the first frame
-        self._frames.append(frames)
-        stack = np.stack(list(self._frames), axis=1)  # (K, S, 3, H, W)
-        images = uint8_images_to_float(torch.from_numpy(stack).to(self.device)[None], size)
-        images = images.flatten(2, 3)  # (1, K, S*3, H, W)
-        goal = None
-        if goal_img is not None:
-            goal = uint8_images_to_float(torch.from_numpy(goal_img).to(self.device)[None], size)
-        q = self.normalize_qpos(torch.from_numpy(qpos).to(self.device)[None])
-        flag = torch.tensor([use_text], device=self.device)
-        cls, maps = self.forward_tokens(images, q, [task], goal, flag, need_weights=capture_attention)
-        pred, done_logits = self.heads(cls)
+        was_training = self.training
+        self.eval()
+        try:
+            frames = obs_images(obs, c.camera_names, c.image_hw)
+            qpos = obs_qpos(obs, c.state_dim)
+            use_text, goal_img, task = self._goal_from_obs(obs)
+            images = uint8_images_to_float(torch.from_numpy(frames).to(self.device)[None], c.image_hw)
+            goal = None
+            if goal_img is not None:
+                goal = uint8_images_to_float(torch.from_numpy(goal_img).to(self.device)[None], c.image_hw)
+            q = self.normalize_qpos(torch.from_numpy(qpos).to(self.device)[None])
+            flag = torch.tensor([use_text], device=self.device)
+            queries, maps = self.forward_tokens(images, q, [task], goal, flag, need_weights=capture_attention)
+            pred, done_logits = self.heads(queries)
+        finally:
+            self.train(was_training)
         chunk = self.denormalize_action(pred)[0].cpu().numpy().astype(np.float32)
-        extras: dict[str, Any] = {"done": float(torch.sigmoid(done_logits[0, 0])),
+        done = torch.sigmoid(done_logits[0]).cpu().numpy()
+        extras: dict[str, Any] = {"done": float(done[min(1, len(done) - 1)]), "done_chunk": done,
                                   "goal_mode": "text" if use_text else "image"}
         if capture_attention:
-            # CLS (the action token) row of every layer: (layers, heads, 1, tokens).
-            rows = torch.stack([m[0, :, :1, :] for m in maps])
+            a0, a1 = self.layout["actions"]
+            # The action queries' rows of every layer: (layers, heads, chunk, tokens).
+            rows = torch.stack([m[0, :, a0:a1, :] for m in maps])
             extras["attention"] = {"maps": rows.cpu().numpy().astype(np.float32), "query_kind": "action",
                                    "layout": {k: list(v) for k, v in self.layout.items()},
                                    "goal_camera": c.goal_camera_name}
         return chunk, extras
-
-
-def _mean_over(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean (B, D) of ``tokens`` (B, T, D) where ``valid`` (B, T); 0 for an empty row."""
-    w = valid.to(tokens.dtype)[..., None]
-    return (tokens * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)

@@ -188,10 +188,11 @@ class SmallBackbone(Backbone):
 
     stride = 16
 
-    def __init__(self, channels: tuple[int, ...] = (32, 64, 128, 256, 256), film_dim: int = 0) -> None:
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128, 256, 256), film_dim: int = 0,
+                 in_channels: int = 3) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        in_ch = 3
+        in_ch = in_channels
         for i, out_ch in enumerate(channels):
             stride = 2 if i < 4 else 1
             layers += [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),

@@ -60,6 +60,10 @@ class WordTokenizer:
         """Number of ids, padding and unknown included."""
         return len(self.vocabulary) + 2
 
+    def words(self, text: str) -> list[str]:
+        """The words of ``text`` as this tokenizer splits it."""
+        return instruction_words(text)
+
     def ids(self, text: str) -> list[int]:
         """Word ids of one instruction, or a :class:`UserError` naming what is wrong with it."""
         words = instruction_words(text)
@@ -105,14 +109,19 @@ class TaskEncoder(nn.Module):
         ids, mask = self.tokenizer.encode_batch(texts)
         return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
-    def forward(self, texts: Sequence[str], device: torch.device) -> torch.Tensor:
+    def encode(self, texts: Sequence[str], device: torch.device,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Word tokens (B, max_words, dim), their validity mask (B, max_words) and the task vectors (B, dim)."""
         ids, mask = self.tokenize(texts, device)
         x = self.embed(ids) + self.position[None]
         # Each sample attends only to its own words: padding is masked out, never attended to.
         x = self.block(x, src_key_padding_mask=~mask)
         weights = mask.to(x.dtype)[..., None]
         pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.out(pooled)
+        return x, mask, self.out(pooled)
+
+    def forward(self, texts: Sequence[str], device: torch.device) -> torch.Tensor:
+        return self.encode(texts, device)[2]
 
 
 class FiLM(nn.Module):
