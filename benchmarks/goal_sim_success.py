@@ -32,8 +32,9 @@ seeds stored in the episodes (``sim_seed``) afterwards: an overlap is an error.
         --data data/goal_multi --set lr=5e-4 --paraphrases
     .venv/bin/python benchmarks/goal_sim_success.py --policy act --eval-only runs/goal_sim_success/act-text/last.pt
 
-Tiny smoke run (not a figure): ``--episodes-per-task 1 --steps 5 --eval-seeds 2000:2006``.
-Default JSON: benchmarks/results/goal_sim_success_<policy>_<goal>.json.
+Smoke run (not a figure, a couple of minutes): ``--quick`` = ``--episodes-per-task 1 --steps 5
+--eval-seeds 2000:2006`` in a temporary folder. Default JSON:
+benchmarks/results/goal_sim_success_<policy>_<goal>[_quick].json.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -269,7 +271,8 @@ def train(policy: str, data: Path, out: Path, steps: int | None, sets: Sequence[
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     times = {"train_seconds": round(wall, 1), "train_cpu_seconds": round(cpu, 1),
-             "train_command": command, "train_log": str(log)}
+             "train_command": command, "train_log": str(log),
+             "train_config_file": str(config), "train_config": train_options(policy, steps, sets)}
     (out / "benchmark_train.json").write_text(json.dumps(times, indent=2) + "\n")
     return times
 
@@ -293,18 +296,21 @@ def train_options(policy: str, steps: int | None, sets: Sequence[str]) -> dict[s
 # -- evaluation ----------------------------------------------------------------------------------------
 def read_unknown_words_as_unk(policy: Any) -> str:
     """Make a loaded policy read words it never saw as its unknown-word token; says what it did."""
-    changed = False
     config = getattr(policy, "config", None)
-    if config is not None and hasattr(config, "unknown_words"):
-        config.unknown_words = "unk"
-        changed = True
+    in_config = hasattr(config, "unknown_words")
+    if in_config:
+        setattr(config, "unknown_words", "unk")  # noqa: B010 (not every policy config has the field)
+    words = False
     for module in policy.modules() if hasattr(policy, "modules") else ():
         tokenizer = getattr(module, "tokenizer", None)
         if tokenizer is not None and hasattr(tokenizer, "unknown_words"):
             tokenizer.unknown_words = "unk"  # built from the config at load time: set it here too
-            changed = True
-    if changed:
+            words = True
+    if words:
         return "unknown words read as one unknown token (policy.config.unknown_words = 'unk')"
+    if in_config:
+        return ("no word tokenizer found in the policy (policy.config.unknown_words = 'unk' set anyway): "
+                "the paraphrases reach it as they are")
     return "the policy has no word vocabulary: the paraphrases reach it as they are"
 
 
@@ -413,16 +419,16 @@ def format_table(rows: Sequence[Mapping[str, Any]], first_column: str = "instruc
 # -- the run -------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--policy", choices=POLICIES, required=True)
+    parser.add_argument("--policy", choices=POLICIES, default="act")
     parser.add_argument("--goal", choices=("text", "image"), default="text",
                         help="what the policy is told at evaluation: the instruction or a goal image")
-    parser.add_argument("--episodes-per-task", type=int, default=20, metavar="N",
+    parser.add_argument("--episodes-per-task", type=int, default=None, metavar="N",
                         help="scripted demonstrations per instruction (default 20)")
-    parser.add_argument("--eval-seeds", default="2000:2120", metavar="A:B",
+    parser.add_argument("--eval-seeds", default=None, metavar="A:B",
                         help="held-out evaluation seeds A..B-1 (default 2000:2120: 20 per instruction)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="results file (default benchmarks/results/goal_sim_success_<policy>_<goal>.json)")
-    parser.add_argument("--data", type=Path, default=Path("data/goal_multi"), metavar="DIR",
+    parser.add_argument("--data", type=Path, default=None, metavar="DIR",
                         help="dataset folder, recorded or topped up as needed (default data/goal_multi)")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="training run folder (default runs/goal_sim_success/<policy>-<goal>)")
@@ -434,7 +440,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paraphrases", action="store_true",
                         help="also evaluate one paraphrase per instruction in words the training set never had")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (training and evaluation)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run, not a figure: 1 episode per instruction, 5 steps, 6 seeds, "
+                             "data and run in a temporary folder unless given")
     args = parser.parse_args(argv)
+    quick = args.quick
+    args.episodes_per_task = args.episodes_per_task or (1 if quick else 20)
+    args.eval_seeds = args.eval_seeds or ("2000:2006" if quick else "2000:2120")
+    if quick and args.steps is None:
+        args.steps = 5
     if args.episodes_per_task <= 0:
         parser.error("--episodes-per-task must be positive")
     if args.steps is not None and args.steps <= 0:
@@ -476,9 +490,19 @@ def _paraphrase_section(checkpoint: Path, held_out: range, device: str, original
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="goal_sim_success_") as tmp:
+        root = Path(tmp) if args.quick else None
+        args.data = args.data or (root / "data" if root else Path("data/goal_multi"))
+        args.out = args.out or (root or Path("runs/goal_sim_success")) / f"{args.policy}-{args.goal}"
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """The benchmark with the options of :func:`parse_args` (data and out filled in)."""
     held_out = parse_seeds(args.eval_seeds)
-    out: Path = args.out or Path("runs/goal_sim_success") / f"{args.policy}-{args.goal}"
-    json_path: Path = args.json or RESULTS / f"goal_sim_success_{args.policy}_{args.goal}.json"
+    out: Path = args.out
+    name = f"goal_sim_success_{args.policy}_{args.goal}" + ("_quick" if args.quick else "")
+    json_path: Path = args.json or RESULTS / f"{name}.json"
     if len(held_out) % len(PARAPHRASES):
         print(f"warning: {len(held_out)} evaluation episodes do not split evenly over the "
               f"{len(PARAPHRASES)} instructions", flush=True)
@@ -545,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import torch
 
     report = {
-        "benchmark": "goal_sim_success", "policy": args.policy, "goal": args.goal, "task_set": TASK_SET,
+        "benchmark": "goal_sim_success", "quick": args.quick, "policy": args.policy, "goal": args.goal, "task_set": TASK_SET,
         "success_rate": results.success_rate, "successes": results.successes, "episodes": results.episodes,
         "per_instruction": rows, "failure_counts": results.failure_counts(),
         "grounding_accuracy": results.grounding().accuracy, "grounding": rows[-1]["grounding"],
@@ -554,8 +578,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             results.success_rate / expert_rate if expert_rate else None,
         "seeds": {"eval": [held_out.start, held_out.stop - 1], "eval_range": args.eval_seeds,
                   "recording_seeds": dataset.get("record_seeds", {}), "disjoint": dataset["seeds_checked"]},
-        "config": {"train_config_file": str(CONFIGS / f"goal_{args.policy}.toml"),
-                   "train": train_options(args.policy, args.steps, args.sets),
+        "config": {"train_config_file": times.get("train_config_file"),
+                   # as trained (saved next to the checkpoint; None for a run this script did not train)
+                   "train": times.get("train_config"),
                    "episodes_per_task": args.episodes_per_task,
                    "record": {"task_set": TASK_SET, "image_size": IMAGE_SIZE, "fps": FPS, "cameras": ["top", "wrist"],
                               "compress": COMPRESS, "workers": RECORD_WORKERS},
