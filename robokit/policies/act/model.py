@@ -17,6 +17,11 @@ Additions over the original: the ``is_pad_head`` is trained (BCE on "done or pad
 through the backbone as one batch; at inference the frozen batch norms are folded into the
 convolutions (channels-last) and attention weights are formed only when asked for.
 
+Multi-task ACT (MT-ACT style): trained on several instructions, the config holds their vocabulary
+and the instruction becomes one task vector (:mod:`robokit.policies.nn.task_conditioning`) that
+FiLM-modulates every stage of the ``small`` backbone and joins the memory and the CVAE encoder as
+one token each.
+
 Token order: the image tokens are camera after camera, each in raster order (left to right, top to
 bottom). ACT's width folding interleaves the cameras row by row instead; the encoder and the
 cross-attention do not depend on token order (no masks, positions travel with the tokens), so the
