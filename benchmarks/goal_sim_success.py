@@ -183,19 +183,23 @@ def _run_logged(cmd: Sequence[str], log: Path, what: str, threads: str | None = 
         raise SystemExit(f"{what} failed (exit {done.returncode}); end of {log}:\n{tail}")
 
 
-def record_dataset(data: Path, per_task: int, held_out: range, workers: int = RECORD_WORKERS) -> dict[str, Any]:
-    """Make ``data`` hold >= ``per_task`` scripted episodes of every instruction; returns what was done."""
+def record_dataset(data: Path, per_task: int, held_out: range, workers: int = RECORD_WORKERS,
+                   only: Sequence[str] = ()) -> dict[str, Any]:
+    """Make ``data`` hold >= ``per_task`` scripted episodes of every instruction (or of those in
+    ``only``); returns what was done."""
     from robokit.episodes import next_episode_index
     from robokit.hardware.sim import list_tasks
 
     instructions = list_tasks(TASK_SET)
     before = census(data)
-    foreign = sorted(set(before.counts) - set(instructions))
+    foreign = sorted(set(before.counts) - set(only or instructions))
     if foreign:
         raise SystemExit(f"{data} holds episodes of other instructions ({'; '.join(foreign)}); "
                          "give another --data folder")
     jobs = []
     for i, task in enumerate(instructions):
+        if only and task not in only:
+            continue
         have = before.counts.get(task, 0)
         if have < per_task:
             jobs.append((i, task, per_task - have, recording_seed(i, have, per_task - have, held_out)))
@@ -232,12 +236,14 @@ def record_dataset(data: Path, per_task: int, held_out: range, workers: int = RE
             "record_seeds": {task: seed for _, task, _, seed in jobs}}
 
 
-def check_dataset(data: Path, per_task: int, held_out: range) -> Census:
-    """The dataset's census, after checking it has every instruction and no held-out scene."""
+def check_dataset(data: Path, per_task: int, held_out: range, only: Sequence[str] = ()) -> Census:
+    """The dataset's census, after checking it has every instruction (or those in ``only``) and no
+    held-out scene."""
     from robokit.hardware.sim import list_tasks
 
     found = census(data)
-    short = {t: found.counts.get(t, 0) for t in list_tasks(TASK_SET) if found.counts.get(t, 0) < per_task}
+    wanted = only or list_tasks(TASK_SET)
+    short = {t: found.counts.get(t, 0) for t in wanted if found.counts.get(t, 0) < per_task}
     if short:
         raise SystemExit(f"{data} holds too few episodes: {short} (wanted {per_task} each)")
     hits = overlap(found.all_seeds, held_out)
@@ -314,12 +320,12 @@ def read_unknown_words_as_unk(policy: Any) -> str:
     return "the policy has no word vocabulary: the paraphrases reach it as they are"
 
 
-def expert_on_seeds(held_out: range) -> list[bool]:
+def expert_on_seeds(held_out: range, only: Sequence[str] = ()) -> list[bool]:
     """The baseline: the scripted expert on the evaluation's seeds and instructions, in its order."""
     from robokit.hardware.sim import PandaSimEnv, list_tasks
     from robokit.hardware.sim.expert import run_expert_episode
 
-    instructions = list_tasks(TASK_SET)
+    instructions = list(only) or list_tasks(TASK_SET)
     with PandaSimEnv(task=TASK_SET, seed=held_out.start, camera_names=(), control_hz=FPS) as env:
         return [bool(run_expert_episode(env, seed=seed, task=instructions[i % len(instructions)]).success)
                 for i, seed in enumerate(held_out)]
@@ -335,10 +341,11 @@ def _progress(label: str, total: int, names: Mapping[str, str] | None) -> Any:
 
 
 def evaluate(source: Any, held_out: range, goal: str, device: str, task_text: dict[str, str] | None = None,
-             label: str = "episode") -> tuple[EvalResults, float]:
+             label: str = "episode", only: Sequence[str] = ()) -> tuple[EvalResults, float]:
     """Evaluate a checkpoint path or policy object on the held-out seeds; (results, seconds)."""
     config = EvalConfig(task_set=TASK_SET, episodes=len(held_out), seed_start=held_out.start, goal=goal,
-                        mode=EVAL_MODE, query_every=QUERY_EVERY, device=device, task_text=task_text)
+                        mode=EVAL_MODE, query_every=QUERY_EVERY, device=device, task_text=task_text,
+                        tasks=tuple(only))
     t0 = time.perf_counter()
     results = evaluate_in_sim(source, config, on_episode=_progress(label, len(held_out), task_text))
     return results, time.perf_counter() - t0
@@ -437,6 +444,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="policy option for training (repeatable), as robokit train --set")
     parser.add_argument("--eval-only", type=Path, default=None, metavar="CHECKPOINT",
                         help="skip recording and training: evaluate this checkpoint")
+    parser.add_argument("--instruction", dest="instructions", action="append", default=[], metavar="TEXT",
+                        help="only this instruction (repeatable): record, train and evaluate on it alone "
+                             "(e.g. single-instruction ACT)")
     parser.add_argument("--paraphrases", action="store_true",
                         help="also evaluate one paraphrase per instruction in words the training set never had")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (training and evaluation)")
@@ -500,6 +510,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     """The benchmark with the options of :func:`parse_args` (data and out filled in)."""
     held_out = parse_seeds(args.eval_seeds)
+    from robokit.hardware.sim import list_tasks
+
+    unknown = [t for t in args.instructions if t not in list_tasks(TASK_SET)]
+    if unknown:
+        raise SystemExit(f"--instruction {unknown[0]!r} is not one of: {'; '.join(list_tasks(TASK_SET))}")
     out: Path = args.out
     name = f"goal_sim_success_{args.policy}_{args.goal}" + ("_quick" if args.quick else "")
     json_path: Path = args.json or RESULTS / f"{name}.json"
@@ -530,8 +545,8 @@ def run(args: argparse.Namespace) -> None:
         if checkpoint.exists():
             raise SystemExit(f"{out} already holds a training run: evaluate it with --eval-only {checkpoint}, "
                              "or give another --out")
-        dataset.update(record_dataset(args.data, args.episodes_per_task, held_out))
-        found = check_dataset(args.data, args.episodes_per_task, held_out)
+        dataset.update(record_dataset(args.data, args.episodes_per_task, held_out, only=args.instructions))
+        found = check_dataset(args.data, args.episodes_per_task, held_out, only=args.instructions)
         dataset["seeds_checked"] = True
         extra = {t: n for t, n in found.counts.items() if n > args.episodes_per_task}
         if extra:
@@ -545,11 +560,11 @@ def run(args: argparse.Namespace) -> None:
     print(f"scripted expert on the held-out seeds {held_out.start}..{held_out.stop - 1} (the baseline)...",
           flush=True)
     t0 = time.perf_counter()
-    expert = expert_on_seeds(held_out)
+    expert = expert_on_seeds(held_out, args.instructions)
     expert_seconds = time.perf_counter() - t0
     print(f"evaluating {checkpoint} ({args.goal} goals, {EVAL_MODE} mode, a chunk every {QUERY_EVERY} steps)",
           flush=True)
-    results, eval_seconds = evaluate(str(checkpoint), held_out, args.goal, args.device)
+    results, eval_seconds = evaluate(str(checkpoint), held_out, args.goal, args.device, only=args.instructions)
     rows = table_rows(results, expert)
     print(f"\n{args.policy}, {args.goal} goals, {len(held_out)} held-out seeds "
           f"{held_out.start}..{held_out.stop - 1}:\n")

@@ -68,6 +68,7 @@ class EvalConfig:
     # instruction -> the words given to the policy instead (paraphrases); the scene, its success
     # check and the failure review stay the instruction's
     task_text: dict[str, str] | None = None
+    tasks: tuple[str, ...] = ()  # only these instructions of the task set, in turn; () = all of them
     mode: str | None = None
     realtime: bool = False
     max_steps: int | None = None
@@ -279,15 +280,21 @@ def expert_goal_image(env: Any, seed: int, task: str, camera: str, settle_steps:
 
 def scene_objects(env: Any, camera_names: Sequence[str]) -> list[dict[str, Any]]:
     """Boxes of the task's objects as the policy is trained on them: per object (sorted by name, the
-    order of a dataset's object slots) the box in the first of ``camera_names`` that sees it, in
-    pixels of the rendered image; objects no camera sees are left out."""
+    order of a dataset's object slots) the box of the camera that sees it best (the largest box; the
+    first of ``camera_names`` on a tie), in pixels of the rendered image (every camera renders at
+    the same size); objects no camera sees are left out."""
     found = []
     for name in sorted(env.task.object_names):
+        best: dict[str, Any] | None = None
         for cam in camera_names:
             box = env.object_box(cam, name)
-            if box is not None:
-                found.append({"name": name, "box": [int(v) for v in box], "camera": cam})
-                break
+            if box is None:
+                continue
+            area = (box[2] - box[0]) * (box[3] - box[1])
+            if best is None or area > best["area"]:
+                best = {"name": name, "box": [int(v) for v in box], "camera": cam, "area": area}
+        if best is not None:
+            found.append({k: best[k] for k in ("name", "box", "camera")})
     return found
 
 
@@ -312,7 +319,12 @@ def evaluate_in_sim(
     from robokit.hardware.sim import PandaSimEnv, list_tasks
 
     cfg = config or EvalConfig()
-    instructions = list_tasks(cfg.task_set)
+    every_task = list_tasks(cfg.task_set)
+    unknown = [t for t in cfg.tasks if t not in every_task]
+    if unknown:
+        raise UserError(f"{unknown[0]!r} is not a task of the sim task set {cfg.task_set!r}; its tasks: "
+                        f"{'; '.join(every_task)}")
+    instructions = list(cfg.tasks) or every_task
     runner = make_runner(checkpoint_or_policy, cfg.server, cfg.device, cfg.query_timeout_s, client_keys)
     env: Any = None
     loop: ControlLoop | None = None
@@ -330,6 +342,7 @@ def evaluate_in_sim(
             "episodes": cfg.episodes, "seed_start": cfg.seed_start, "task_set": cfg.task_set, "goal": cfg.goal,
             "mode": loop_config.mode, "realtime": cfg.realtime, "fps": rate, "max_steps": loop_config.max_steps,
             "k": cfg.k, "query_every": cfg.query_every, "server": cfg.server, "task_text": cfg.task_text,
+            "tasks": list(instructions),
             "done_threshold": cfg.done_threshold, "objects": info.objects})
         recorder = (RolloutRecorder(cfg.record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
                                     chunk_shape=(info.chunk_size, info.action_dim))
@@ -343,7 +356,7 @@ def evaluate_in_sim(
         objects_fn = (lambda: scene_objects(env, cams)) if info.objects else None
         for i in range(cfg.episodes):
             seed = cfg.seed_start + i
-            task_name = instructions[i % len(instructions)] if len(instructions) > 1 else None
+            task_name = instructions[i % len(instructions)] if len(every_task) > 1 else None
             goal_image = None
             if cfg.goal == "image":
                 goal_image = expert_goal_image(env, seed, task_name or cfg.task_set, goal_cam)

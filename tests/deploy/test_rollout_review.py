@@ -169,3 +169,16 @@ def test_deploy_sim_prints_the_failures_and_the_grounding(make_tiny_checkpoint, 
     saved = json.loads((tmp_path / "r.json").read_text())
     assert sum(counts["grasp_missed"] for counts in saved["failures"].values()) == episodes
     assert "grounding_accuracy" in saved
+
+
+def test_an_evaluation_can_be_restricted_to_some_instructions_of_a_task_set():
+    from robokit.errors import UserError
+
+    only = list_tasks("multi")[4]
+    still = ScriptedVariants(["still"] * 2)
+    config = EvalConfig(task_set="multi", tasks=(only,), episodes=2, seed_start=SEED_START, max_steps=2,
+                        mode="chunk", done_threshold=2.0)
+    results = evaluate_in_sim(still, config)
+    assert [o.task for o in results.outcomes] == [only, only]
+    with pytest.raises(UserError, match="'put the cube away' is not a task of the sim task set 'multi'"):
+        evaluate_in_sim(still, EvalConfig(task_set="multi", tasks=("put the cube away",), episodes=1))
