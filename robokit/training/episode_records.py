@@ -174,14 +174,16 @@ def episode_object_arrays(rec: EpisodeRecord, camera_names: Sequence[str], names
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-step object slots of one episode: boxes float32 (T, N, 4), camera int64 (T, N), valid bool (T, N).
 
-    At each step an object's box is the one of the first camera (in ``camera_names`` order) that
-    sees it, divided by that camera's recorded width/height, so boxes are in [0, 1] whatever size
-    the images are resized to. Invalid slots hold a zero box and camera 0.
+    At each step an object's box is the one of the camera that sees it best (the largest box as a
+    share of the image; the first in ``camera_names`` order on a tie), divided by that camera's
+    recorded width/height, so boxes are in [0, 1] whatever size the images are resized to (as
+    floats: nothing is rounded). Invalid slots hold a zero box and camera 0.
     """
     t, n = rec.length, len(names)
     boxes = np.zeros((t, n, 4), np.float32)
     cams = np.zeros((t, n), np.int64)
     valid = np.zeros((t, n), bool)
+    best = np.zeros((t, n), np.float64)  # area of the chosen box, as a share of its image
     for j, name in enumerate(names):
         for k, cam in enumerate(camera_names):
             raw = rec.object_boxes.get(cam, {}).get(name)
@@ -191,9 +193,12 @@ def episode_object_arrays(rec: EpisodeRecord, camera_names: Sequence[str], names
                 raise DataError(f"{rec.path}: /objects/{name}/box_{cam} has shape {raw.shape}, "
                                 f"expected ({t}, 4)")
             seen = (raw[:, 0] >= 0) & (raw[:, 1] >= 0) & (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1])
-            take = seen & ~valid[:, j]
             h, w = rec.image_shapes[cam][:2]
-            boxes[take, j] = np.clip(raw[take] / np.array([w, h, w, h], np.float32), 0.0, 1.0)
+            norm = np.clip(raw / np.array([w, h, w, h], np.float32), 0.0, 1.0)
+            area = (norm[:, 2] - norm[:, 0]) * (norm[:, 3] - norm[:, 1])
+            take = seen & (~valid[:, j] | (area > best[:, j]))
+            best[take, j] = area[take]
+            boxes[take, j] = norm[take]
             cams[take, j] = k
             valid[take, j] = True
     return boxes, cams, valid

@@ -1,14 +1,18 @@
-"""VIMA-style policy: bins, Cartesian coding through fk/ik, prompt, history, masks, overfit."""
+"""VIMA-style policy: bins and offsets, Cartesian coding through fk/ik, prompt, task conditioning,
+history, masks, checkpoint versions, overfit."""
 
+import lzma
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from robokit.errors import ConfigError, UserError
+from robokit.errors import CheckpointError, ConfigError, UserError
 from robokit.hardware.base import PANDA_Q_MAX, PANDA_Q_MIN, PANDA_READY_POSE
 from robokit.hardware.kinematics import fk
+from robokit.policies.checkpoint import load_checkpoint, save_checkpoint
 from robokit.policies.goal.actions import (
     CartesianCoder,
     UniformBins,
@@ -16,9 +20,15 @@ from robokit.policies.goal.actions import (
     matrix_from_euler_xyz,
 )
 from robokit.policies.goal.vima import VIMAConfig, VIMAPolicy, interleave_positions
+from robokit.policies.goal.vima_layers import interleave_word_positions
+from robokit.policies.nn.task_conditioning import build_vocabulary
 from robokit.policies.registry import get_policy_class
 
 TASK = "put the red cube in the blue bowl"
+LONG_TASK = TASK + " and then go back to where you started"
+VOCABULARY = build_vocabulary([LONG_TASK, "put the green cube on the yellow plate"])
+# A checkpoint of the first VIMA version (character prompt, thin stem, argmax bins, no config version).
+V1_CHECKPOINT = Path(__file__).parent / "artifacts" / "vima_v1.pt.xz"
 
 STATS = {"qpos_mean": np.zeros(8), "qpos_std": np.ones(8), "qpos_min": -np.ones(8), "qpos_max": np.ones(8),
          "action_mean": np.zeros(8), "action_std": np.ones(8),
@@ -28,7 +38,8 @@ STATS = {"qpos_mean": np.zeros(8), "qpos_std": np.ones(8), "qpos_min": -np.ones(
 def tiny(objects_trained=True, **kw) -> VIMAPolicy:
     base = {"camera_names": ["top"], "image_shape": (16, 24, 3), "n_embd": 32, "n_head": 2, "xattn_n_heads": 2,
             "n_layer": 1, "prompt_layers": 1, "chunk_size": 3, "text_max_length": 12, "obj_crop": 8,
-            "obj_patch": 4, "obs_grid": (1, 2), "dropout": 0.0, "bins_xyz": (20, 20, 20), "bins_rot": 10}
+            "obj_patch": 4, "obs_grid": (1, 2), "dropout": 0.0, "bins_xyz": (20, 20, 20), "bins_rot": 10,
+            "vocabulary": VOCABULARY, "task_dim": 16, "stem_channels": (8, 16, 16)}
     base.update(kw)
     torch.manual_seed(0)
     policy = VIMAPolicy(VIMAConfig(**base))
@@ -87,6 +98,29 @@ def test_bins_round_trip_within_half_a_bin():
     assert torch.equal(bins.encode(torch.from_numpy(values)), torch.from_numpy(bins.encode(values)))
 
 
+def test_bin_and_offset_round_trip_below_a_tenth_of_a_bin():
+    bins = UniformBins([0.2, -0.5, 0.0, -math.pi, 0.0], [0.8, 0.5, 0.6, math.pi, 1.0], [50, 100, 50, 50, 2])
+    values = np.random.default_rng(3).uniform(bins.low, bins.high, size=(2000, 5))
+    index, offset = bins.encode_with_offset(values)
+    assert np.all(np.abs(offset) <= 0.5) and np.array_equal(index, bins.encode(values))
+    assert np.all(np.abs(bins.decode(index, offset) - values) < 0.1 * bins.step)
+    # the same through the heads' outputs: one-hot bin logits and the offsets of those bins
+    logits = torch.full((2000, bins.total), -30.0)
+    offsets = torch.zeros(2000, bins.total)
+    for d in range(5):
+        columns = torch.from_numpy(index[:, d] + bins.offsets[d])
+        logits[torch.arange(2000), columns] = 30.0
+        offsets[torch.arange(2000), columns] = torch.from_numpy(offset[:, d])
+    for mode in ("argmax", "expectation"):
+        decoded = bins.decode_logits(logits, mode, offsets)
+        assert np.all(np.abs(decoded - values)[:, :4] < 0.1 * bins.step[:4])
+        on_off = np.isclose(decoded[:, 4], 0.0, atol=1e-9) | np.isclose(decoded[:, 4], 1.0, atol=1e-9)
+        assert np.all(on_off)  # two bins are on/off: no offset
+    # the loss reads the offset of the true bin only
+    valid = torch.ones(2000, dtype=torch.bool)
+    assert float(bins.offset_loss(offsets, torch.from_numpy(index), torch.from_numpy(offset), valid)) < 1e-6
+
+
 def test_bins_decode_logits_argmax_and_expectation():
     bins = UniformBins([0.0], [1.0], [11])
     logits = torch.full((1, 11), -30.0)
@@ -129,14 +163,21 @@ def test_interleave_puts_objects_after_their_mention():
     assert sorted(tp + op) == list(range(1, 1 + len(text) + 3))
 
 
+def test_word_interleave_puts_objects_after_their_words():
+    # put the red cube <red_cube> in the blue bowl <blue_bowl> <green_cube>
+    tp, op = interleave_word_positions("Put the RED cube in the blue bowl", 8, ["blue_bowl", "red_cube", "green_cube"])
+    assert op[1] == 1 + 4 and tp[4] == op[1] + 1
+    assert op[0] == 1 + 8 + 1 and op[2] == op[0] + 1  # objects not named follow the text
+    assert sorted(tp + op) == list(range(1, 1 + 8 + 3))
+
+
 @pytest.mark.parametrize("cams", [["top"], ["top", "wrist", "side"]])
 def test_chunk_shape_for_cameras_objects_and_long_instruction(cams):
     # with and without FiLM conditioning and keypoints
     policy = tiny(camera_names=cams, film=len(cams) == 1, keypoints=4 if len(cams) == 1 else 0)
     objects = [{"name": "red_cube", "box": [2, 3, 12, 14], "camera": cams[-1]},
                {"name": "blue_bowl", "box": [20, 10, 39, 29], "camera": cams[0]}]
-    long_task = TASK + " and then go back to where you started"
-    for o in (obs(cams), obs(cams, task=long_task, objects=objects)):
+    for o in (obs(cams), obs(cams, task=LONG_TASK, objects=objects)):
         chunk, extras = policy.predict_chunk(o)
         assert chunk.shape == (3, 8) and chunk.dtype == np.float32 and np.isfinite(chunk).all()
         assert 0.0 <= extras["done"] <= 1.0
@@ -219,8 +260,8 @@ def test_attention_capture_on_prompt_tokens():
     _, extras = policy.predict_chunk(obs(["top"], objects=objects), capture_attention=True)
     att = extras["attention"]
     layout = att["layout"]
-    assert att["maps"].shape == (1, 2, 1, 1 + 12 + 1) and att["query_kind"] == "action"
-    assert layout["text"] == [1, 13] and layout["object/red_cube"] == [13, 14]
+    assert att["maps"].shape == (1, 2, 1, 1 + 16 + 1) and att["query_kind"] == "action"  # 16 words
+    assert layout["text"] == [1, 17] and layout["object/red_cube"] == [17, 18]
     np.testing.assert_allclose(att["maps"].sum(-1), 1.0, atol=1e-5)
 
 
@@ -240,8 +281,14 @@ def test_bad_input_is_a_clear_error():
         policy.predict_chunk(obs(["top"], task=""))
     with pytest.raises(UserError, match="camera 'side'"):
         policy.predict_chunk(obs(["top"], objects=[{"name": "x", "box": [0, 0, 4, 4], "camera": "side"}]))
+    with pytest.raises(UserError, match="'drawer' that the policy never saw"):
+        policy.predict_chunk(obs(["top"], task="put the drawer"))
     with pytest.raises(UserError, match="U\\+00E9"):
-        policy.predict_chunk(obs(["top"], task="put the cube in the caf\u00e9"))
+        tiny(tokenizer="char").predict_chunk(obs(["top"], task="put the cube in the caf\u00e9"))
+    with pytest.raises(ConfigError, match="vocabulary"):
+        tiny(vocabulary=[])
+    with pytest.raises(ConfigError, match="action_head"):
+        VIMAConfig(action_head="mse")
     with pytest.raises(ConfigError, match="action_space='joint'"):
         VIMAConfig(action_dim=6)
     with pytest.raises(ConfigError, match="obj_patch"):
@@ -288,3 +335,62 @@ def test_checkpoint_round_trip(tmp_path, space):
     for step in range(2):  # the second step uses the history
         o = obs(["top"], seed=step, objects=objects)
         np.testing.assert_array_equal(policy.predict_chunk(o)[0], loaded.predict_chunk(o)[0])
+
+
+def _logits(policy, b):
+    """Bin logits and offsets (B, chunk * total) of a batch in eval mode."""
+    images = torch.as_tensor(b["images"]).float() / 255.0
+    objects = policy._batch_objects(b, len(b["task"]))
+    prompt, pmask, _ = policy.encode_prompt(images, b["task"], objects)
+    ee = torch.from_numpy(policy.ee_features(np.asarray(b["qpos"])))
+    out, _ = policy.forward_queries(images, ee, None, prompt, pmask, policy.task_vector(b["task"], policy.device))
+    return torch.cat([policy.action_head(out), policy.offset_head(out)], dim=1)
+
+
+def test_a_sample_computes_the_same_alone_and_inside_a_batch():
+    policy = tiny()
+    # FiLM starts at zero: give it weights so the task vector really steers the stem
+    with torch.no_grad():
+        for film in policy.stem.films:
+            film.proj.weight.normal_(0, 0.5)
+    b = batch(b=4, objects=True)
+    b["task"] = [TASK, "put the green cube on the yellow plate", LONG_TASK, TASK]
+    with torch.no_grad():
+        together = _logits(policy, b)
+        for i in range(4):
+            one = {k: (v[i:i + 1] if isinstance(v, (torch.Tensor, list)) else v) for k, v in b.items()}
+            torch.testing.assert_close(_logits(policy, one)[0], together[i], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(together[0], together[1])  # and the instruction matters
+
+
+def test_the_first_versions_setup_is_still_available():
+    policy = tiny(tokenizer="char", stem="thin", action_head="bins", vocabulary=[])
+    assert policy.task_encoder is None and policy.offset_head is None
+    chunk, _ = policy.predict_chunk(obs(["top"], task="anything at all"))
+    assert chunk.shape == (3, 8)
+    terms = policy.train().compute_loss(batch(objects=True))
+    assert "offset_l1" not in terms and torch.isfinite(terms["loss"])
+    assert "offset_l1" in tiny().train().compute_loss(batch(objects=True))
+
+
+def test_the_trainer_gives_the_word_tokenizer_the_datasets_vocabulary():
+    tasks = ["put the red cube in the blue bowl", "put the blue cube on the yellow plate"]
+    values = VIMAConfig.options_for_tasks({"n_embd": 32}, tasks)
+    assert values["vocabulary"] == ["blue", "bowl", "cube", "in", "on", "plate", "put", "red", "the", "yellow"]
+    assert VIMAConfig.options_for_tasks({"tokenizer": "char"}, tasks) == {"tokenizer": "char"}
+    assert VIMAConfig.options_for_tasks({"vocabulary": ["a"]}, tasks) == {"vocabulary": ["a"]}
+
+
+def test_a_first_version_checkpoint_is_refused_with_a_message(tmp_path):
+    path = tmp_path / "old.pt"
+    path.write_bytes(lzma.decompress(V1_CHECKPOINT.read_bytes()))
+    with pytest.raises(CheckpointError, match="first-version VIMA checkpoint.*retrain"):
+        load_checkpoint(path, expected_type="vima")
+    # a config of another version (a newer robokit's) names its version too
+    policy = tiny()
+    policy.config.version = 3
+    save_checkpoint(tmp_path / "new.pt", policy, {})
+    with pytest.raises(CheckpointError, match="version-3 VIMA config"):
+        load_checkpoint(tmp_path / "new.pt", expected_type="vima")
+    # options given to the trainer need no version
+    assert VIMAConfig.from_dict({"n_embd": 64}).version == 2

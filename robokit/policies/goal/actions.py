@@ -3,7 +3,10 @@
 Bins are a uniform GRID whose first and last centres sit on the range's ends, so ``n`` bins over
 ``[lo, hi]`` decode to ``lo + i * (hi - lo) / (n - 1)``; encoding rounds to the nearest centre, so a
 value inside the range round-trips within half a bin step (values outside are clamped). Two bins
-over [0, 1] are exactly open/closed for the gripper.
+over [0, 1] are exactly open/closed for the gripper. With an offset within the bin (BeT-style:
+``encode_with_offset`` gives the bin and where in it the value sits, in bin steps, -0.5..0.5) a
+value round-trips exactly, so a head that predicts the offset too is finer than a bin. A dimension
+of two bins is on/off (the gripper): the heads' offsets are neither trained nor decoded there.
 
 Cartesian actions: the TCP target of a joint-space action is ``fk(q_target)`` (SIM helper's
 ``robokit.hardware.kinematics``). Its position is binned per axis; its orientation RELATIVE to the
@@ -67,21 +70,62 @@ class UniformBins:
         idx = np.rint((np.asarray(values, dtype=np.float64) - self.low) / self.step).astype(np.int64)
         return np.clip(idx, 0, np.asarray(self.counts) - 1)
 
-    def decode(self, indices: np.ndarray) -> np.ndarray:
-        """``(..., D)`` bin indices -> ``(..., D)`` values at the bin centres."""
-        return self.low + np.asarray(indices, dtype=np.float64) * self.step
+    def decode(self, indices: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
+        """``(..., D)`` bin indices -> ``(..., D)`` values at the bin centres, moved by ``offsets``
+        (bin steps, as :meth:`encode_with_offset` gives them) when given."""
+        position = np.asarray(indices, dtype=np.float64)
+        if offsets is not None:
+            position = position + np.asarray(offsets, dtype=np.float64)
+        return self.low + position * self.step
 
-    def decode_logits(self, logits: torch.Tensor, mode: str = "argmax") -> np.ndarray:
-        """``(..., total)`` logits -> ``(..., D)`` values: argmax bin, or the expectation over bins."""
+    def encode_with_offset(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(..., D)`` values -> bin indices ``(..., D)`` int64 and the offset of each value from
+        its bin centre in bin steps, float32 in [-0.5, 0.5] (values are clamped into the range)."""
+        v = np.clip(np.asarray(values, dtype=np.float64), self.low, self.high)
+        idx = self.encode(v)
+        offset = (v - self.decode(idx)) / self.step
+        return idx, np.clip(offset, -0.5, 0.5).astype(np.float32)
+
+    def decode_logits(self, logits: torch.Tensor, mode: str = "argmax",
+                      offsets: torch.Tensor | None = None) -> np.ndarray:
+        """``(..., total)`` logits -> ``(..., D)`` values: the argmax bin, or the expectation over
+        bins. ``offsets`` ``(..., total)``: each bin's predicted offset in bin steps (clamped to
+        +-0.5), added to its centre, except in two-bin (on/off) dimensions."""
         out = []
         for d, n in enumerate(self.counts):
-            part = logits[..., self.offsets[d]:self.offsets[d + 1]].float()
+            lo, hi = self.offsets[d], self.offsets[d + 1]
+            part = logits[..., lo:hi].double()
+            centres = torch.linspace(float(self.low[d]), float(self.high[d]), n, device=part.device,
+                                     dtype=torch.float64)
+            if offsets is not None and n > 2:
+                centres = centres + offsets[..., lo:hi].double().clamp(-0.5, 0.5) * float(self.step[d])
+            else:
+                centres = centres.expand_as(part)
             if mode == "expectation":
-                centres = torch.linspace(float(self.low[d]), float(self.high[d]), n, device=part.device)
                 out.append((part.softmax(-1) * centres).sum(-1))
             else:
-                out.append(self.low[d] + part.argmax(-1).double() * float(self.step[d]))
-        return torch.stack([o.double() for o in out], dim=-1).cpu().numpy()
+                out.append(centres.gather(-1, part.argmax(-1, keepdim=True))[..., 0])
+        return torch.stack(out, dim=-1).cpu().numpy()
+
+    def offset_loss(self, predicted: torch.Tensor, targets: torch.Tensor, true_offsets: torch.Tensor,
+                    valid: torch.Tensor) -> torch.Tensor:
+        """Mean L1 between the offset predicted for each dimension's TRUE bin and the true offset
+        (dimensions of more than two bins).
+
+        ``predicted`` (..., total) per-bin offsets, ``targets`` (..., D) bin indices, ``true_offsets``
+        (..., D) in bin steps, ``valid`` (...) bool selects the entries that count."""
+        flat_valid = valid.reshape(-1)
+        if not bool(flat_valid.any()):
+            return predicted.sum() * 0.0
+        pred = predicted.reshape(-1, predicted.shape[-1])[flat_valid]
+        tg = targets.reshape(-1, targets.shape[-1])[flat_valid]
+        dims = [d for d, n in enumerate(self.counts) if n > 2]
+        if not dims:
+            return predicted.sum() * 0.0
+        index = tg[:, dims] + torch.as_tensor(self.offsets[dims], device=tg.device)
+        chosen = pred.gather(1, index)
+        true = true_offsets.reshape(-1, true_offsets.shape[-1])[flat_valid][:, dims].to(chosen.dtype)
+        return (chosen - true).abs().mean()
 
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
                       label_smoothing: float = 0.0) -> torch.Tensor:

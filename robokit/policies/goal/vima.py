@@ -64,9 +64,19 @@ from robokit.policies.goal.common import (
     obs_qpos,
     uint8_images_to_float,
 )
+from robokit.policies.goal.row_cache import RowCache
 from robokit.policies.goal.tokenizer import make_text_encoder
 from robokit.policies.goal.vima_config import VIMAConfig
-from robokit.policies.goal.vima_layers import ObjectEncoder, XAttnLayer, interleave_positions
+from robokit.policies.goal.vima_layers import (
+    ConvStem,
+    ObjectEncoder,
+    WordPromptEncoder,
+    XAttnLayer,
+    interleave_positions,
+    interleave_word_positions,
+    observation_objects,
+)
+from robokit.policies.nn.task_conditioning import TaskEncoder, per_image
 from robokit.policies.registry import register_policy
 
 log = logging.getLogger(__name__)
@@ -85,19 +95,38 @@ class VIMAPolicy(Policy):
         d = c.n_embd
         k = len(c.camera_names)
         # -- prompt
-        self.text_encoder = make_text_encoder(c.text_encoder, d, c.text_max_length)
+        words = c.tokenizer == "word"
+        if words and not c.vocabulary:
+            raise ConfigError("the VIMA word tokenizer needs the vocabulary of the training instructions "
+                              "(robokit train fills it from the dataset): give vocabulary=[...] or use "
+                              "tokenizer='char'")
+        self.text_encoder: nn.Module = (
+            WordPromptEncoder(c.vocabulary, d, c.max_words, c.unknown_words)
+            if words and c.text_encoder == "char" else make_text_encoder(c.text_encoder, d, c.text_max_length))
+        text_len = int(getattr(self.text_encoder, "max_length"))  # noqa: B009 (any of three encoders)
         self.obj_encoder = ObjectEncoder(d, c.obj_crop, c.obj_patch, k, c.dropout)
         self.prompt_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.prompt_pos = nn.Embedding(1 + c.text_max_length + c.max_objects, d)
+        self.prompt_pos = nn.Embedding(1 + text_len + c.max_objects, d)
         self.prompt_blocks = nn.ModuleList(Block(d, c.xattn_n_heads, 2.0, c.dropout) for _ in range(c.prompt_layers))
         # -- queries
-        # The prompt steers what the camera encoder extracts (pooled prompt -> FiLM per layer).
-        self.stem = PatchEmbed(3, d, 8, "conv", film_dim=d if c.film else 0)
+        # The instruction steers what the camera encoder extracts through FiLM on every stage: the
+        # word tokenizer's task vector, or (char) the pooled prompt as the first version did.
+        self.task_encoder = TaskEncoder(c.vocabulary, c.task_dim, c.max_words, c.unknown_words) if words else None
+        film_dim = (c.task_dim if words else d) if c.film else 0
+        self.stem: nn.Module
+        if c.stem == "groupnorm":
+            self.stem = ConvStem(c.stem_channels, film_dim)
+            self.stem_proj: nn.Module | None = nn.Conv2d(self.stem.num_channels, d, 1)
+            fmap_channels = self.stem.num_channels
+        else:
+            self.stem = PatchEmbed(3, d, 8, "conv", film_dim=film_dim)
+            self.stem_proj = None
+            fmap_channels = self.stem.feature_channels
         self.stem_head = nn.Sequential(nn.GELU(), nn.AdaptiveAvgPool2d(c.obs_grid))
-        self.prompt_pool = AttentionPool(d, c.xattn_n_heads) if c.film else None
-        self.prompt_norm = nn.LayerNorm(d) if c.film else None
+        self.prompt_pool = AttentionPool(d, c.xattn_n_heads) if c.film and not words else None
+        self.prompt_norm = nn.LayerNorm(d) if c.film and not words else None
         # Spatial-softmax keypoints per camera: one token each, and read directly by the heads.
-        self.spatial_softmax = SpatialSoftmax(self.stem.feature_channels, c.keypoints) if c.keypoints else None
+        self.spatial_softmax = SpatialSoftmax(fmap_channels, c.keypoints) if c.keypoints else None
         self.kp_embedding = nn.Linear(2 * c.keypoints, d) if c.keypoints else None
         n_kp_tok = k if c.keypoints else 0
         self.tokens_per_step = k * c.obs_grid[0] * c.obs_grid[1] + n_kp_tok + 2
@@ -112,14 +141,25 @@ class VIMAPolicy(Policy):
         self.norm = nn.LayerNorm(d)
         # -- actions
         self.bins = self._make_bins()
-        self.readout_dim = d + 2 * c.keypoints * k
+        self.readout_dim = d + 2 * c.keypoints * k + (c.task_dim if words else 0)
         self.action_head = MLP(self.readout_dim, 2 * d, 0.0, out=c.chunk_size * self.bins.total)
+        # Per bin, where in the bin the value sits (bin steps); zero-initialised: bin centres at first.
+        self.offset_head = (MLP(self.readout_dim, 2 * d, 0.0, out=c.chunk_size * self.bins.total)
+                            if c.action_head == "bins+offset" else None)
+        if self.offset_head is not None:
+            last = self.offset_head[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.done_head = nn.Linear(self.readout_dim, c.chunk_size)
         # Whether training batches carried object boxes: a model trained without object tokens
         # must not see any at inference (they would be inputs it never learnt), so obs["objects"]
         # is ignored then. Saved with the weights.
         self.register_buffer("objects_trained", torch.zeros((), dtype=torch.bool))
         self._coder: CartesianCoder | None = None
+        # Training batches repeat the episodes' rows: their kinematics are computed once each.
+        self._cartesian_rows = RowCache(self._to_cartesian)
+        self._pose_rows = RowCache(self._pose_features)
         self._reference_R: np.ndarray | None = None
         if c.action_space == "cartesian" or c.use_ee:
             kinematics()  # fail at construction, not in the middle of training
@@ -155,27 +195,42 @@ class VIMAPolicy(Policy):
             self._coder = CartesianCoder(self.bins, np.asarray(self.config.reference_q))
         return self._coder
 
+    def _to_cartesian(self, actions: np.ndarray) -> np.ndarray:
+        return self.coder.to_cartesian(actions)
+
+    def _pose_features(self, q: np.ndarray) -> np.ndarray:
+        return self.coder.pose_features(q)
+
+    def action_values(self, actions: np.ndarray, cached: bool = False) -> np.ndarray:
+        """Joint-space actions ``(..., A)`` -> the values the bins cover ``(..., D)``: Cartesian TCP
+        targets through fk (``cached``: each distinct row computed once), or the actions themselves."""
+        if self.config.action_space == "cartesian":
+            return self._cartesian_rows(actions) if cached else self.coder.to_cartesian(actions)
+        return np.asarray(actions, dtype=np.float64)
+
     def action_targets(self, actions: np.ndarray) -> np.ndarray:
         """Joint-space actions ``(..., A)`` -> bin indices ``(..., D)`` the heads are trained on."""
-        if self.config.action_space == "cartesian":
-            return self.bins.encode(self.coder.to_cartesian(actions))
-        return self.bins.encode(actions)
+        return self.bins.encode(self.action_values(actions))
 
-    def decode_actions(self, logits: torch.Tensor, qpos: np.ndarray) -> np.ndarray:
-        """Logits (H, total) -> joint targets (H, A): bins to values, Cartesian ones through IK."""
-        values = self.bins.decode_logits(logits, self.config.decode)
+    def decode_actions(self, logits: torch.Tensor, qpos: np.ndarray,
+                       offsets: torch.Tensor | None = None) -> np.ndarray:
+        """Logits (H, total) and per-bin offsets -> joint targets (H, A): bins to values, Cartesian
+        ones through IK."""
+        values = self.bins.decode_logits(logits, self.config.decode, offsets)
         if self.config.action_space == "cartesian":
             return self.coder.to_joints(values, qpos)
         return values.astype(np.float32)
 
     # -- encoders --------------------------------------------------------------------------------
-    def ee_features(self, qpos: np.ndarray) -> np.ndarray:
-        """Raw qpos ``(..., S)`` -> end-effector encoder input (TCP pose features + normalised qpos)."""
+    def ee_features(self, qpos: np.ndarray, cached: bool = False) -> np.ndarray:
+        """Raw qpos ``(..., S)`` -> end-effector encoder input (TCP pose features + normalised qpos);
+        ``cached``: the fk of each distinct joint row is computed once (training batches)."""
         q = np.asarray(qpos, dtype=np.float32)
         qn = (q - self.qpos_mean.cpu().numpy()) / self.qpos_std.cpu().numpy()
         if not self.config.use_ee:
             return qn
-        pose = self.coder.pose_features(q[..., :7]).astype(np.float32)
+        arm = q[..., :7]
+        pose = (self._pose_rows(arm) if cached else self.coder.pose_features(arm)).astype(np.float32)
         grip = q[..., 7:8] if q.shape[-1] > 7 else np.zeros_like(q[..., :1])
         return np.concatenate([pose, grip, qn], axis=-1)
 
@@ -202,10 +257,13 @@ class VIMAPolicy(Policy):
                 obj_tok = obj_tok.index_put((sel[:, 0], sel[:, 1]), enc.to(obj_tok.dtype))
         for i in range(b):
             n_chars = int(text_mask[i].sum())
-            # Interleaving by character offsets only means something for the character encoder;
-            # with a pretrained (subword) encoder the objects follow the text.
+            # Interleaving by character or word offsets only means something for the built-in
+            # encoders; with a pretrained (subword) encoder the objects follow the text.
             nm = names[i] if n_obj and self.config.text_encoder == "char" else [""] * n_obj
-            tp, op = interleave_positions(tasks[i][:n_chars], n_chars, nm)
+            if isinstance(self.text_encoder, WordPromptEncoder):
+                tp, op = interleave_word_positions(tasks[i], n_chars, nm)
+            else:
+                tp, op = interleave_positions(tasks[i][:n_chars], n_chars, nm)
             # Padding positions continue after the last real token (masked anyway).
             tp = tp + list(range(1 + n_chars + n_obj, 1 + n_chars + n_obj + L - n_chars))
             text_pos[i] = torch.tensor(tp[:L], device=dev)
@@ -230,10 +288,15 @@ class VIMAPolicy(Policy):
         images (B, K, 3, H, W); ``cond`` (B, D) is the pooled prompt that FiLM-conditions the
         camera encoder."""
         b, k = images.shape[:2]
-        h, w = images.shape[-2] // 8, images.shape[-1] // 8
-        tok, fmap = self.stem.features(images.flatten(0, 1),
-                                       None if cond is None else cond.repeat_interleave(k, dim=0))
-        feat = self.stem_head(tok.transpose(1, 2).reshape(b * k, -1, h, w))  # (B*K, D, gh, gw)
+        cond_k = None if cond is None else per_image(cond, k)
+        if self.stem_proj is not None:  # the GroupNorm stem
+            fmap = self.stem(images.flatten(0, 1), cond_k)
+            feat = self.stem_head(self.stem_proj(fmap))  # (B*K, D, gh, gw)
+        else:
+            h, w = images.shape[-2] // 8, images.shape[-1] // 8
+            assert isinstance(self.stem, PatchEmbed)
+            tok, fmap = self.stem.features(images.flatten(0, 1), cond_k)
+            feat = self.stem_head(tok.transpose(1, 2).reshape(b * k, -1, h, w))
         parts = [feat.flatten(2).transpose(1, 2).reshape(b, -1, feat.shape[1])]
         kp = images.new_zeros(b, 0)
         if self.spatial_softmax is not None and self.kp_embedding is not None:  # both or neither
@@ -253,13 +316,14 @@ class VIMAPolicy(Policy):
         return (step[None, :] < step[:, None]) | (same & (~is_act[None, :] | is_act[:, None]))
 
     def forward_queries(self, images: torch.Tensor, ee_in: torch.Tensor, hist: dict[str, torch.Tensor] | None,
-                        prompt: torch.Tensor, prompt_mask: torch.Tensor,
+                        prompt: torch.Tensor, prompt_mask: torch.Tensor, task: torch.Tensor | None = None,
                         need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Readout (B, readout_dim): the current step's ACTION token output and keypoints (the heads
-        read them directly, as GRP's), and the cross-attention maps per layer."""
+        """Readout (B, readout_dim): the current step's ACTION token output, keypoints and the task
+        vector ``task`` (B, task_dim) of the word tokenizer (the heads read them directly), and the
+        cross-attention maps per layer."""
         b = images.shape[0]
-        cond = None
-        if self.prompt_norm is not None and self.prompt_pool is not None:  # both or neither (film)
+        cond = task if self.config.film else None
+        if self.prompt_norm is not None and self.prompt_pool is not None:  # both or neither (char + film)
             cond = self.prompt_norm(self.prompt_pool(prompt, prompt_mask))
         cur, kp = self.step_tokens(images, ee_in, self.action_query.expand(b, -1, -1)[:, 0], cond)
         seqs = []
@@ -286,7 +350,12 @@ class VIMAPolicy(Policy):
             x, w = layer(x, mask, prompt, pmask, need_weights=need_weights)
             if w is not None:
                 maps.append(w)
-        return torch.cat([self.norm(x[:, -1]), kp], dim=1), maps
+        parts = [self.norm(x[:, -1]), kp] + ([task] if task is not None else [])
+        return torch.cat(parts, dim=1), maps
+
+    def task_vector(self, tasks: list[str], device: torch.device) -> torch.Tensor | None:
+        """The word tokenizer's task vectors (B, task_dim), one per instruction; None for char."""
+        return None if self.task_encoder is None else self.task_encoder(tasks, device)
 
     # -- batch / observation plumbing ------------------------------------------------------------
     def _batch_objects(self, batch: dict[str, Any], b: int) -> dict[str, Any] | None:
@@ -315,26 +384,7 @@ class VIMAPolicy(Policy):
         if not bool(self.objects_trained):
             log.debug("ignoring obs['objects']: this model was trained without object boxes")
             return None
-        c = self.config
-        boxes, cams, names = [], [], []
-        for i, o in enumerate(objs[: c.max_objects]):
-            if not isinstance(o, dict) or "box" not in o:
-                raise UserError(f"observation object {i} must be a dict with 'name', 'box' and 'camera'")
-            cam = o.get("camera", c.camera_names[0])
-            if cam not in c.camera_names:
-                raise UserError(f"object '{o.get('name', i)}' refers to camera '{cam}', which the policy does "
-                                f"not use ({', '.join(c.camera_names)})")
-            img = obs["images"][cam]
-            h, w = np.asarray(img).shape[:2]
-            box = np.asarray(o["box"], dtype=np.float32).reshape(-1)
-            if box.shape != (4,):
-                raise UserError(f"box of object '{o.get('name', i)}' must be [x0, y0, x1, y1], got {o['box']}")
-            boxes.append(box / np.array([w, h, w, h], np.float32))
-            cams.append(c.camera_names.index(cam))
-            names.append(str(o.get("name", "")))
-        return {"boxes": torch.from_numpy(np.clip(np.stack(boxes), 0, 1))[None].to(self.device),
-                "camera": torch.tensor([cams], device=self.device),
-                "valid": torch.ones(1, len(boxes), dtype=torch.bool, device=self.device), "names": [names]}
+        return observation_objects(obs, self.config.camera_names, self.config.max_objects, self.device)
 
     def _batch_history(self, batch: dict[str, Any], size: tuple[int, int]) -> dict[str, torch.Tensor] | None:
         hh = self.config.history_len - 1
@@ -368,26 +418,34 @@ class VIMAPolicy(Policy):
         if tasks is None:
             raise UserError("the VIMA-style policy needs an instruction ('task') per sample; the dataset has none")
         qpos = np.asarray(torch.as_tensor(batch["qpos"]).cpu(), dtype=np.float32)
-        ee_in = torch.from_numpy(self.ee_features(qpos)).to(self.device)
+        ee_in = torch.from_numpy(self.ee_features(qpos, cached=True)).to(self.device)
         objects = self._batch_objects(batch, b)
         if objects is not None and self.training:
             self.objects_trained.fill_(True)
         prompt, pmask, _ = self.encode_prompt(images, tasks, objects)
-        out, _ = self.forward_queries(images, ee_in, self._batch_history(batch, size), prompt, pmask)
+        task = self.task_vector(tasks, self.device)
+        out, _ = self.forward_queries(images, ee_in, self._batch_history(batch, size), prompt, pmask, task)
         logits = self.action_head(out).view(b, c.chunk_size, self.bins.total)
         actions = np.asarray(torch.as_tensor(batch["action"]).cpu(), dtype=np.float32)
         if actions.shape[1:] != (c.chunk_size, c.action_dim):
             raise UserError(f"batch actions are {actions.shape}, the policy predicts "
                             f"({c.chunk_size}, {c.action_dim}) per sample")
-        targets = torch.from_numpy(self.action_targets(actions)).to(self.device)
+        index, offset = self.bins.encode_with_offset(self.action_values(actions, cached=True))
+        targets = torch.from_numpy(index).to(self.device)
         is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
         ce = self.bins.cross_entropy(logits, targets, ~is_pad, c.label_smoothing)
         done = done_loss(self.done_head(out), batch)
         with torch.no_grad():
             hit = (self._argmax_bins(logits) == targets).all(-1).float()
             acc = (hit * (~is_pad)).sum() / (~is_pad).sum().clamp_min(1)
-        return {"loss": ce + c.done_weight * done, "ce": ce.detach(), "done_bce": done.detach(),
-                "bin_accuracy": acc}
+        terms = {"loss": ce + c.done_weight * done, "ce": ce.detach(), "done_bce": done.detach(),
+                 "bin_accuracy": acc}
+        if self.offset_head is not None:
+            predicted = self.offset_head(out).view(b, c.chunk_size, self.bins.total)
+            l1 = self.bins.offset_loss(predicted, targets, torch.from_numpy(offset).to(self.device), ~is_pad)
+            terms["loss"] = terms["loss"] + c.offset_weight * l1
+            terms["offset_l1"] = l1.detach()
+        return terms
 
     def _argmax_bins(self, logits: torch.Tensor) -> torch.Tensor:
         o = self.bins.offsets
@@ -419,9 +477,11 @@ class VIMAPolicy(Policy):
                     "action": self.normalize_action(torch.from_numpy(np.stack([h[2] for h in self._history])[None])
                                                     .to(self.device)),
                     "valid": torch.ones(1, len(self._history), dtype=torch.bool, device=self.device)}
-        out, maps = self.forward_queries(images, ee_in, hist, prompt, pmask, need_weights=capture_attention)
+        out, maps = self.forward_queries(images, ee_in, hist, prompt, pmask, self.task_vector([task], self.device),
+                                         need_weights=capture_attention)
         logits = self.action_head(out).view(c.chunk_size, self.bins.total)
-        chunk = self.decode_actions(logits, qpos)
+        offsets = None if self.offset_head is None else self.offset_head(out).view(c.chunk_size, self.bins.total)
+        chunk = self.decode_actions(logits, qpos, offsets)
         if c.history_len > 1:
             self._history.append((frames, qpos, chunk[0].astype(np.float32)))
         extras: dict[str, Any] = {"done": float(torch.sigmoid(self.done_head(out)[0, 0]))}

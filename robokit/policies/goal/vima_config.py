@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from robokit.errors import ConfigError
 from robokit.hardware.base import PANDA_READY_POSE
 from robokit.policies.base import DataNeeds, PolicyConfig
+from robokit.policies.nn.task_conditioning import UNKNOWN_WORDS, build_vocabulary
 
 ACTION_SPACES = ("cartesian", "joint")
 DECODE_MODES = ("argmax", "expectation")
+TOKENIZERS = ("word", "char")
+STEMS = ("groupnorm", "thin")
+ACTION_HEADS = ("bins+offset", "bins")
+#: The checkpoint format of this policy. 1: character prompt, thin stem, argmax bins (no ``version``
+#: field in the config); 2: adds the word tokenizer and task vector, the GroupNorm stem and the
+#: offset head. A version-1 checkpoint is refused with a message (its weights do not fit).
+VERSION = 2
+# Every field a version-1 checkpoint's config holds (a saved config holds them all; options given
+# to the trainer are a few of them).
+_V1_FIELDS = frozenset((
+    "camera_names", "image_shape", "state_dim", "action_dim", "chunk_size", "fps", "n_embd", "n_layer",
+    "n_head", "xattn_n_heads", "xattn_ff_expanding", "prompt_layers", "dropout", "text_max_length",
+    "text_encoder", "max_objects", "obj_crop", "obj_patch", "obs_grid", "history_len", "use_ee",
+    "action_space", "bins_xyz", "bins_rot", "bins_gripper", "bins_joint", "workspace_low",
+    "workspace_high", "rot_range", "decode", "label_smoothing", "done_weight", "lr", "weight_decay",
+    "film", "keypoints", "reference_q"))
 
 
 @dataclass
@@ -26,8 +44,16 @@ class VIMAConfig(PolicyConfig):
     xattn_ff_expanding: int = 4    # MLP expansion inside the cross-attention layers
     prompt_layers: int = 1         # bidirectional self-attention layers over the prompt
     dropout: float = 0.1
-    text_max_length: int = 48
-    text_encoder: str = "char"
+    version: int = VERSION         # checkpoint format (see VERSION); never set it by hand
+    tokenizer: str = "word"        # word: vocabulary + task vector (FiLM); char: the seed's characters
+    vocabulary: list[str] = field(default_factory=list)  # words of the training instructions (trainer fills it)
+    max_words: int = 16            # word tokenizer: words per instruction
+    unknown_words: str = "error"   # error | unk: what a word never seen in training does
+    task_dim: int = 64             # size of the task vector that FiLM-modulates the camera stem
+    text_max_length: int = 48      # char tokenizer: characters per instruction
+    text_encoder: str = "char"     # "char": the built-in embedding of `tokenizer`'s tokens; else a local directory
+    stem: str = "groupnorm"        # groupnorm: GroupNorm + FiLM conv stages; thin: the seed's 3-conv stem
+    stem_channels: tuple[int, ...] = (32, 64, 128, 128)  # groupnorm stem; stride 2 on all but the last
     max_objects: int = 8
     obj_crop: int = 16             # object crops are resized to obj_crop x obj_crop
     obj_patch: int = 4             # ... and cut into obj_patch squares for the object ViT
@@ -42,6 +68,8 @@ class VIMAConfig(PolicyConfig):
     workspace_low: tuple[float, float, float] = (0.2, -0.5, 0.0)   # TCP range, robot base frame (m)
     workspace_high: tuple[float, float, float] = (0.8, 0.5, 0.6)
     rot_range: float = math.pi     # relative roll/pitch/yaw range is [-rot_range, rot_range]
+    action_head: str = "bins+offset"  # bins + a continuous offset within the bin, or plain "bins"
+    offset_weight: float = 1.0     # weight of the L1 loss on the offset (in bin steps)
     decode: str = "argmax"         # "argmax" bin or "expectation" over bins
     label_smoothing: float = 0.0
     done_weight: float = 1.0
@@ -56,7 +84,21 @@ class VIMAConfig(PolicyConfig):
         if self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError(f"lr must be positive and weight_decay not negative, "
                               f"got {self.lr}, {self.weight_decay}")
+        if self.version != VERSION:
+            raise ConfigError(f"this is a version-{self.version} VIMA config; this robokit reads version "
+                              f"{VERSION} only: retrain with robokit train --policy vima")
         self.obs_grid = tuple(int(v) for v in self.obs_grid)  # type: ignore[assignment]
+        self.stem_channels = tuple(int(v) for v in self.stem_channels)
+        self.vocabulary = [str(w) for w in self.vocabulary]
+        for name, value, allowed in (("tokenizer", self.tokenizer, TOKENIZERS), ("stem", self.stem, STEMS),
+                                     ("action_head", self.action_head, ACTION_HEADS),
+                                     ("unknown_words", self.unknown_words, UNKNOWN_WORDS)):
+            if value not in allowed:
+                raise ConfigError(f"VIMA {name} must be one of {', '.join(allowed)}, got {value!r}")
+        if not self.stem_channels or min(self.stem_channels) <= 0:
+            raise ConfigError(f"stem_channels must be positive channel counts, got {self.stem_channels}")
+        if self.offset_weight < 0:
+            raise ConfigError(f"offset_weight must not be negative, got {self.offset_weight}")
         self.bins_xyz = tuple(int(v) for v in self.bins_xyz)  # type: ignore[assignment]
         self.workspace_low = tuple(float(v) for v in self.workspace_low)  # type: ignore[assignment]
         self.workspace_high = tuple(float(v) for v in self.workspace_high)  # type: ignore[assignment]
@@ -73,7 +115,8 @@ class VIMAConfig(PolicyConfig):
         for name in ("n_head", "xattn_n_heads"):
             if self.n_embd % int(getattr(self, name)):
                 raise ConfigError(f"n_embd {self.n_embd} must be divisible by {name} {getattr(self, name)}")
-        for name in ("n_layer", "history_len", "text_max_length", "obj_crop", "obj_patch", "xattn_ff_expanding"):
+        for name in ("n_layer", "history_len", "text_max_length", "obj_crop", "obj_patch", "xattn_ff_expanding",
+                     "max_words", "task_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_objects < 0 or self.prompt_layers < 0 or self.keypoints < 0:
@@ -86,6 +129,26 @@ class VIMAConfig(PolicyConfig):
             raise ConfigError("reference_q must hold 7 joint angles")
         if not self.camera_names:
             raise ConfigError("the VIMA-style policy needs at least one camera")
+
+    @classmethod
+    def options_for_tasks(cls, values: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
+        """The word tokenizer's vocabulary: the words of the training instructions (unless given)."""
+        if values.get("tokenizer", "word") == "word" and not values.get("vocabulary"):
+            return {**values, "vocabulary": build_vocabulary(tasks)}
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> VIMAConfig:
+        """As :meth:`PolicyConfig.from_dict`; a saved first-version config (no ``version``) is refused."""
+        if "version" not in values and _V1_FIELDS <= set(values):
+            raise ConfigError(
+                "this is a first-version VIMA checkpoint (its config has no 'version'): it predates the "
+                f"word tokenizer, the GroupNorm stem and the offset head of version {VERSION}, and its "
+                "weights do not fit this model; retrain it with robokit train --policy vima (add --set "
+                "tokenizer=char --set stem=thin --set action_head=bins for the first version's setup)")
+        config = super().from_dict(values)
+        assert isinstance(config, VIMAConfig)
+        return config
 
     def data_needs(self) -> DataNeeds:
         """The history steps before t, the instruction, and object boxes when it has object slots."""

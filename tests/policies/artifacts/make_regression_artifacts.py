@@ -67,7 +67,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "vima": {"camera_names": ["top"], "image_shape": (16, 24, 3), "n_embd": 32, "n_head": 2,
              "xattn_n_heads": 2, "n_layer": 1, "prompt_layers": 1, "chunk_size": 3, "text_max_length": 12,
              "obj_crop": 8, "obj_patch": 4, "obs_grid": (1, 2), "dropout": 0.0, "bins_xyz": (20, 20, 20),
-             "bins_rot": 10, "history_len": 2},
+             "bins_rot": 10, "history_len": 2, "task_dim": 16, "stem_channels": (8, 16, 16),
+             "vocabulary": ["blue", "bowl", "cube", "cubes", "in", "put", "red", "stack", "the"]},
 }
 
 
@@ -222,6 +223,8 @@ def build(name: str, seed: int = 0) -> tuple[Policy, dict[str, Any]]:
     cls = get_policy_class(name)
     torch.manual_seed(seed)
     policy = cls(cls.config_class(**CONFIGS[name]))
+    if name == "vima":  # its offset head starts at zero: give it weights so its outputs are checked too
+        torch.nn.init.normal_(policy.offset_head[-1].weight, std=0.05)
     sparse_weights(policy, seed)
     if name == "vima":  # actions near the ready pose; object tokens in use as after training on boxes
         stats = norm_stats(rng)
