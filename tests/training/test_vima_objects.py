@@ -297,3 +297,23 @@ def test_evaluate_in_sim_sends_no_objects_to_a_model_trained_without_them():
     evaluate_in_sim(policy, EvalConfig(episodes=1, seed_start=5, task_set="multi", max_steps=2, mode="chunk",
                                        done_threshold=2.0))
     assert policy.seen and all(seen is None for seen in policy.seen)
+
+
+def test_each_object_box_comes_from_the_camera_that_sees_it_best(tmp_path):
+    """Per step the larger of an object's boxes (as a share of its image) wins, whatever the camera
+    order; a camera that does not see the object never does."""
+    shapes = {"top": (16, 20, 3), "wrist": (16, 20, 3)}
+    series = {"top": [(2, 2, 6, 6), (2, 2, 6, 6), None],  # 4x4 px
+              "wrist": [(0, 0, 3, 3), (0, 0, 15, 10), (1, 1, 3, 3)]}  # 3x3, 15x10, 2x2 px
+    writer = EpisodeWriter(tmp_path / "d", 0, shapes, attrs={"fps": 10.0, "task": "t", "sim": True},
+                           box_objects={cam: ["cube"] for cam in shapes})
+    for t in range(3):
+        q = np.full(8, 0.1 * t, np.float32)
+        writer.append(q, q, q, {cam: np.zeros(shape, np.uint8) for cam, shape in shapes.items()}, t_robot=t / 10.0,
+                      object_boxes={cam: {"cube": series[cam][t]} for cam in shapes})
+    path = writer.save()
+    for cams in (["top", "wrist"], ["wrist", "top"]):
+        ds = EpisodeDataset([path], camera_names=cams, chunk_size=2, object_boxes=True)
+        chosen = [cams[int(ds[t]["object_camera"][0])] for t in range(3)]
+        assert chosen == ["top", "wrist", "wrist"]
+        np.testing.assert_allclose(ds[1]["object_boxes"][0].numpy(), [0, 0, 15 / 20, 10 / 16])
