@@ -4,7 +4,8 @@ One run of the whole pipeline for one policy, on held-out seeds:
 
 1. **record** (or reuse) N scripted demonstrations of each of the 6 instructions of the ``multi``
    task set (3 cubes x blue bowl / yellow plate): 64x80, cameras top + wrist, 15 fps, lzf, two
-   ``robokit record`` processes in parallel over disjoint instructions. A folder that already holds
+   ``robokit record`` processes in parallel over disjoint instructions, every instruction on the
+   same scenes (one recording seed for all). A folder that already holds
    >= N episodes of every instruction is reused as it is; one that holds fewer is topped up.
 2. **train** with the policy's configuration file ``benchmarks/configs/goal_<policy>.toml``
    (``robokit train DATA --config FILE``; ``--steps`` and ``--set KEY=VALUE`` override it).
@@ -72,7 +73,7 @@ IMAGE_SIZE = "64x80"
 FPS = 15
 COMPRESS = "lzf"
 RECORD_WORKERS = 2
-RECORD_SEED_BASE = 100  # instruction i is recorded from --seed 100 + i (as the lead's shell loop)
+RECORD_SEED_BASE = 100  # every instruction is recorded from --seed 100: the same scenes for each
 CHECKPOINT = "last.pt"
 EVAL_MODE, QUERY_EVERY = "chunk", 10
 
@@ -117,13 +118,18 @@ def scene_seeds(record_seed: int, draws: int) -> list[int]:
     return [int(rng.integers(0, 2**31 - 1)) for _ in range(draws)]
 
 
-def recording_seed(index: int, have: int, episodes: int, held_out: range, n_tasks: int = 6) -> int:
-    """``--seed`` for recording ``episodes`` more demonstrations of instruction ``index`` that
-    already has ``have``: 100 + index (+ n_tasks x have for a top-up, so no two recordings share a
-    seed stream), skipped ahead while its predicted scene seeds would hit the held-out range."""
-    seed = RECORD_SEED_BASE + index + n_tasks * have
+def recording_seed(have: int, episodes: int, held_out: range) -> int:
+    """``--seed`` for recording ``episodes`` more demonstrations of an instruction that already has
+    ``have``: 100 (+ have for a top-up, so a top-up draws other scenes than the first recording),
+    skipped ahead while its predicted scene seeds would hit the held-out range.
+
+    Every instruction records from the same seed, so each scene is demonstrated once per
+    instruction: a policy cannot fit the data by remembering which cube each scene's demonstration
+    went for, only by reading the instruction (measured: with a scene stream per instruction,
+    multi-task ACT learnt to ignore the instruction and went for the middle slot)."""
+    seed = RECORD_SEED_BASE + have
     while overlap(scene_seeds(seed, 3 * episodes + 20), held_out):
-        seed += n_tasks * 1000
+        seed += 1000
     return seed
 
 
@@ -202,7 +208,7 @@ def record_dataset(data: Path, per_task: int, held_out: range, workers: int = RE
             continue
         have = before.counts.get(task, 0)
         if have < per_task:
-            jobs.append((i, task, per_task - have, recording_seed(i, have, per_task - have, held_out)))
+            jobs.append((i, task, per_task - have, recording_seed(have, per_task - have, held_out)))
     if not jobs:
         return {"recorded": 0, "record_seconds": 0.0, "record_seeds": {}}
     staging = data / ".staging"

@@ -43,12 +43,12 @@ def test_predicted_scene_seeds_are_the_ones_the_simulator_draws(bench):
 def test_a_recording_seed_whose_scenes_hit_the_held_out_seeds_is_skipped(bench):
     first = bench.scene_seeds(100, 1)[0]
     held_out = range(first, first + 1)
-    seed = bench.recording_seed(0, 0, 1, held_out)
+    seed = bench.recording_seed(0, 1, held_out)
     assert seed != 100
     assert bench.overlap(bench.scene_seeds(seed, 50), held_out) == []
-    assert bench.recording_seed(0, 0, 1, range(2000, 2120)) == 100
-    # a top-up of the same instruction draws from another stream than its first recording
-    assert bench.recording_seed(0, 20, 10, range(2000, 2120)) != 100
+    assert bench.recording_seed(0, 1, range(2000, 2120)) == 100
+    # a top-up draws from another stream than the first recording
+    assert bench.recording_seed(20, 10, range(2000, 2120)) != 100
 
 
 def test_eval_seeds_parse_as_a_half_open_range(bench):
