@@ -14,7 +14,8 @@ from robokit.policies.registry import get_policy_class
 
 TASK = "put the red cube in the blue bowl"
 OTHER = "put the blue cube on the yellow plate"
-VOCAB = build_vocabulary([TASK, OTHER, "put the green cube in the blue bowl"])
+GREEN = "put the green cube in the blue bowl"  # TASK with only the colour word changed
+VOCAB = build_vocabulary([TASK, OTHER, GREEN])
 SIZE = (32, 48)
 
 
@@ -193,7 +194,8 @@ def test_the_vocabulary_comes_from_the_training_instructions():
 
 @pytest.mark.parametrize("tokenizer", ["word", "char"])
 def test_tiny_overfit_follows_text_and_goal_image_and_learns_done(fit_batch, tokenizer):
-    """Two tasks with opposite actions on the SAME observation: only the goal tells them apart."""
+    """Two tasks with opposite actions on the SAME observation, instructions that differ only in the
+    colour word: only the goal tells them apart."""
     torch.manual_seed(0)
     policy = tiny(n_embd=48, tokenizer=tokenizer).train()
     g = torch.Generator().manual_seed(3)
@@ -203,12 +205,12 @@ def test_tiny_overfit_follows_text_and_goal_image_and_learns_done(fit_batch, tok
     b = {"images": image.expand(8, -1, -1, -1, -1), "qpos": torch.zeros(8, 8),
          "action": actions.repeat(4, 1, 1), "is_pad": torch.zeros(8, 4, dtype=torch.bool),
          "done": torch.tensor([[1.0] * 4, [0.0] * 4]).repeat(4, 1),
-         "task": [TASK, OTHER] * 4, "goal_image": goals.repeat(4, 1, 1, 1)}
+         "task": [TASK, GREEN] * 4, "goal_image": goals.repeat(4, 1, 1, 1)}
     fit_batch(policy, b, steps=150, lr=3e-3)
     policy.eval()
     o = {"qpos": np.zeros(8, np.float32), "images": {"top": image[0, 0].permute(1, 2, 0).numpy()}}
     red, red_x = policy.predict_chunk({**o, "task": TASK})
-    blue, blue_x = policy.predict_chunk({**o, "task": OTHER})
+    blue, blue_x = policy.predict_chunk({**o, "task": GREEN})
     assert red.mean() > 0.5 and blue.mean() < -0.5
     assert red_x["done"] > 0.8 and blue_x["done"] < 0.2
     goal_red, _ = policy.predict_chunk({**o, "goal_image": goals[0].permute(1, 2, 0).numpy()})
