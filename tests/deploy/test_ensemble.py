@@ -162,3 +162,27 @@ def test_ensembled_action_matches_a_hand_computation(k, expected):
     w1 = math.exp(-k)
     assert got[1] == pytest.approx((11 + 20 * w1) / (1 + w1))
     assert got[2] == pytest.approx(expected)
+
+
+def mean_vote_age(mode, k, query_every=None, chunk_size=20, steps=120):
+    """Steady-state mean age (steps since the observation) of the predictions an action averages:
+    each chunk's rows hold its start step, so the ensembled action at t is t minus that age."""
+    queue = ActionQueue(mode, chunk_size, 1, k=k, query_every=query_every)
+    ages = []
+    for t in range(steps):
+        if queue.query_due():
+            start = queue.on_query()
+            queue.add(np.full((chunk_size, 1), float(start)), start)
+        action = queue.pop()
+        if t >= 3 * chunk_size:
+            ages.append(t - float(action[0]))
+    return float(np.mean(ages))
+
+
+def test_only_a_negative_k_makes_the_blended_plan_fresher():
+    # Whole chunks, chunks every 10 steps and ACT's every-step ensembling at k = 0.01 all act on
+    # predictions 9.5-10 steps old on average; favouring the newest votes (k < 0) is what lowers it.
+    for mode, k, every in [("chunk", 0.01, None), ("chunk", 0.01, 10), ("ensemble", 0.01, None), ("ensemble", 0.0, None)]:
+        assert 9.4 < mean_vote_age(mode, k, every) < 10.0
+    assert mean_vote_age("ensemble", -0.3) < 3.0
+    assert mean_vote_age("ensemble", -1.0) < 1.0
