@@ -130,25 +130,6 @@ class AttentionPool(nn.Module):
         return self.out(y.flatten(1))
 
 
-class BatchStandardize(nn.BatchNorm1d):
-    """Standardise each feature of (B, D) vectors across the batch (running statistics at eval).
-
-    Goal vectors of different instructions share most of their words ("put the ... cube in the
-    ..."): the features that tell them apart are a small part of each vector. Standardising per
-    feature over the batch removes what every sample shares and scales what differs to unit
-    variance, so a colour word weighs as much as anything else that varies. A one-sample training
-    batch uses the running statistics instead (BatchNorm cannot estimate them from one sample).
-    """
-
-    def __init__(self, dim: int) -> None:
-        super().__init__(dim, affine=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] == 1:
-            return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
-        return super().forward(x)
-
-
 class PatchEmbed(nn.Module):
     """Image -> one token per ``patch`` x ``patch`` square, raster order: ``(N, C, H, W) -> (N, h*w, D)``.
 
