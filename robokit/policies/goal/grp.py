@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -253,8 +253,7 @@ class GRPPolicy(Policy):
             texts = [t if use else (t or self.config.vocabulary[0]) for t, use in zip(tasks, use_text.tolist())]
             tokens, mask, vector = self.words.encode(texts, dev)
         else:
-            assert self.text_encoder is not None
-            tokens, mask = self.text_encoder(tasks, dev)
+            tokens, mask = cast(nn.Module, self.text_encoder)(tasks, dev)
             weights = mask.to(tokens.dtype)[..., None]
             vector = self.text_vector((tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0))
         return self.text_proj(tokens), mask, vector

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -147,8 +147,7 @@ class VIMAPolicy(Policy):
         self.offset_head = (MLP(self.readout_dim, 2 * d, 0.0, out=c.chunk_size * self.bins.total)
                             if c.action_head == "bins+offset" else None)
         if self.offset_head is not None:
-            last = self.offset_head[-1]
-            assert isinstance(last, nn.Linear)
+            last = cast(nn.Linear, self.offset_head[-1])
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         self.done_head = nn.Linear(self.readout_dim, c.chunk_size)
@@ -294,8 +293,7 @@ class VIMAPolicy(Policy):
             feat = self.stem_head(self.stem_proj(fmap))  # (B*K, D, gh, gw)
         else:
             h, w = images.shape[-2] // 8, images.shape[-1] // 8
-            assert isinstance(self.stem, PatchEmbed)
-            tok, fmap = self.stem.features(images.flatten(0, 1), cond_k)
+            tok, fmap = cast(PatchEmbed, self.stem).features(images.flatten(0, 1), cond_k)
             feat = self.stem_head(tok.transpose(1, 2).reshape(b * k, -1, h, w))
         parts = [feat.flatten(2).transpose(1, 2).reshape(b, -1, feat.shape[1])]
         kp = images.new_zeros(b, 0)

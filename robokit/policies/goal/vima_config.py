@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from robokit.errors import ConfigError
 from robokit.hardware.base import PANDA_READY_POSE
@@ -146,9 +146,7 @@ class VIMAConfig(PolicyConfig):
                 f"word tokenizer, the GroupNorm stem and the offset head of version {VERSION}, and its "
                 "weights do not fit this model; retrain it with robokit train --policy vima (add --set "
                 "tokenizer=char --set stem=thin --set action_head=bins for the first version's setup)")
-        config = super().from_dict(values)
-        assert isinstance(config, VIMAConfig)
-        return config
+        return cast(VIMAConfig, super().from_dict(values))
 
     def data_needs(self) -> DataNeeds:
         """The history steps before t, the instruction, and object boxes when it has object slots."""
