@@ -75,7 +75,7 @@ COMPRESS = "lzf"
 RECORD_WORKERS = 2
 RECORD_SEED_BASE = 100  # every instruction is recorded from --seed 100: the same scenes for each
 CHECKPOINT = "last.pt"
-EVAL_MODE, QUERY_EVERY = "chunk", 10
+EVAL_MODE, QUERY_EVERY, ENSEMBLE_K = "chunk", 10, 0.01
 
 FAILURE_LABELS = {"wrong_object": "wrong object lifted", "grasp_missed": "grasp missed",
                   "wrong_target": "wrong target", "not_released": "not released", "time_out": "time out"}
@@ -347,10 +347,11 @@ def _progress(label: str, total: int, names: Mapping[str, str] | None) -> Any:
 
 
 def evaluate(source: Any, held_out: range, goal: str, device: str, task_text: dict[str, str] | None = None,
-             label: str = "episode", only: Sequence[str] = ()) -> tuple[EvalResults, float]:
+             label: str = "episode", only: Sequence[str] = (), mode: str = EVAL_MODE,
+             query_every: int = QUERY_EVERY, k: float = ENSEMBLE_K) -> tuple[EvalResults, float]:
     """Evaluate a checkpoint path or policy object on the held-out seeds; (results, seconds)."""
     config = EvalConfig(task_set=TASK_SET, episodes=len(held_out), seed_start=held_out.start, goal=goal,
-                        mode=EVAL_MODE, query_every=QUERY_EVERY, device=device, task_text=task_text,
+                        mode=mode, query_every=query_every, k=k, device=device, task_text=task_text,
                         tasks=tuple(only))
     t0 = time.perf_counter()
     results = evaluate_in_sim(source, config, on_episode=_progress(label, len(held_out), task_text))
@@ -358,6 +359,44 @@ def evaluate(source: Any, held_out: range, goal: str, device: str, task_text: di
 
 
 # -- tables --------------------------------------------------------------------------------------------
+GRASP_FIELDS = ("across", "along", "height", "yaw_error", "across_after", "height_after")
+
+
+def grasp_summary(results: EvalResults) -> dict[str, dict[str, Any]]:
+    """Where the hand was against the named cube when it closed, by outcome (success / each failure):
+    the number of episodes that closed, and the median and 90th percentile of each offset's
+    magnitude (``height`` signed: TCP above the cube's centre)."""
+    groups: dict[str, list[Any]] = {}
+    for o in results.outcomes:
+        if o.grasp is not None:
+            groups.setdefault("success" if o.success else str(o.failure), []).append(o.grasp)
+    summary: dict[str, dict[str, Any]] = {}
+    for name, grasps in groups.items():
+        row: dict[str, Any] = {"closed": len(grasps)}
+        for f in GRASP_FIELDS:
+            values = [getattr(g, f) for g in grasps if getattr(g, f) is not None]
+            if not values:
+                continue
+            v = np.asarray(values, dtype=float)
+            mag = v if f.startswith("height") else np.abs(v)
+            row[f] = {"median": round(float(np.median(mag)), 4), "p90": round(float(np.percentile(mag, 90)), 4)}
+        summary[name] = row
+    return summary
+
+
+def format_grasps(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The grasp summary as a Markdown table: median (90th percentile) per offset, cm and degrees."""
+    head = ["outcome", "closed", *GRASP_FIELDS]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, row in summary.items():
+        cells = [FAILURE_LABELS.get(name, name), str(row["closed"])]
+        for f in GRASP_FIELDS:
+            scale, unit = (1.0, "°") if f == "yaw_error" else (100.0, " cm")
+            cells.append(f"{scale * row[f]['median']:.1f} ({scale * row[f]['p90']:.1f}){unit}" if f in row else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _pct(ok: int, n: int) -> str:
     return f"{ok}/{n} ({100 * ok / n:.0f}%)" if n else "-"
 
@@ -455,6 +494,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "(e.g. single-instruction ACT)")
     parser.add_argument("--paraphrases", action="store_true",
                         help="also evaluate one paraphrase per instruction in words the training set never had")
+    parser.add_argument("--mode", default=EVAL_MODE, choices=("chunk", "ensemble"),
+                        help="how the evaluation executes action chunks (default: chunk)")
+    parser.add_argument("--query-every", type=int, default=QUERY_EVERY, metavar="N",
+                        help=f"query the policy every N control steps (default {QUERY_EVERY})")
+    parser.add_argument("--k", type=float, default=ENSEMBLE_K,
+                        help=f"temporal ensembling weight exp(-k*i), ensemble mode (default {ENSEMBLE_K})")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (training and evaluation)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run, not a figure: 1 episode per instruction, 5 steps, 6 seeds, "
@@ -482,14 +527,15 @@ def _print_lines(lines: Iterable[str]) -> None:
 
 
 def _paraphrase_section(checkpoint: Path, held_out: range, device: str, original: EvalResults | None,
-                        ) -> dict[str, Any]:
+                        execution: Mapping[str, Any]) -> dict[str, Any]:
     from robokit.policies.checkpoint import load_checkpoint
     from robokit.training.runtime import pick_device
 
     policy, _ = load_checkpoint(checkpoint, map_location=pick_device(device))
     how = read_unknown_words_as_unk(policy)
     print(f"\nparaphrases, on the same seeds, each in its instruction's scene; {how}:", flush=True)
-    results, seconds = evaluate(policy, held_out, "text", device, task_text=PARAPHRASES, label="paraphrase")
+    results, seconds = evaluate(policy, held_out, "text", device, task_text=PARAPHRASES, label="paraphrase",
+                                **execution)
     baseline = None
     if original is not None:
         done = {o.index: o.success for o in original.outcomes}
@@ -568,13 +614,18 @@ def run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     expert = expert_on_seeds(held_out, args.instructions)
     expert_seconds = time.perf_counter() - t0
-    print(f"evaluating {checkpoint} ({args.goal} goals, {EVAL_MODE} mode, a chunk every {QUERY_EVERY} steps)",
+    print(f"evaluating {checkpoint} ({args.goal} goals, {args.mode} mode, a chunk every {args.query_every} steps)",
           flush=True)
-    results, eval_seconds = evaluate(str(checkpoint), held_out, args.goal, args.device, only=args.instructions)
+    results, eval_seconds = evaluate(str(checkpoint), held_out, args.goal, args.device, only=args.instructions,
+                                     mode=args.mode, query_every=args.query_every, k=args.k)
     rows = table_rows(results, expert)
     print(f"\n{args.policy}, {args.goal} goals, {len(held_out)} held-out seeds "
           f"{held_out.start}..{held_out.stop - 1}:\n")
     _print_lines(format_table(rows))
+    grasps = grasp_summary(results)
+    print("\nthe hand against the named cube when the gripper closed, median (90th percentile); "
+          "'after' = once the fingers shut:\n")
+    _print_lines(format_grasps(grasps))
     expert_rate = sum(expert) / len(expert)
     ratio = f"{results.success_rate / expert_rate:.2f}" if expert_rate else "-"
     print(f"\noverall: {_pct(results.successes, results.episodes)}; scripted expert "
@@ -582,7 +633,8 @@ def run(args: argparse.Namespace) -> None:
     paraphrases = None
     if args.paraphrases:
         paraphrases = _paraphrase_section(checkpoint, held_out, args.device,
-                                          results if args.goal == "text" else None)
+                                          results if args.goal == "text" else None,
+                                          {"mode": args.mode, "query_every": args.query_every, "k": args.k})
     if "train_seconds" in times:
         print(f"training time: {times['train_seconds']:.0f} s wall ({times.get('train_cpu_seconds', 0):.0f} s CPU)")
     print(f"evaluation time: {eval_seconds:.0f} s; expert baseline {expert_seconds:.0f} s", flush=True)
@@ -592,7 +644,7 @@ def run(args: argparse.Namespace) -> None:
     report = {
         "benchmark": "goal_sim_success", "quick": args.quick, "policy": args.policy, "goal": args.goal, "task_set": TASK_SET,
         "success_rate": results.success_rate, "successes": results.successes, "episodes": results.episodes,
-        "per_instruction": rows, "failure_counts": results.failure_counts(),
+        "per_instruction": rows, "failure_counts": results.failure_counts(), "grasps": grasps,
         "grounding_accuracy": results.grounding().accuracy, "grounding": rows[-1]["grounding"],
         "baseline": "scripted expert driven directly on the same seeds",
         "expert_success_rate": expert_rate, "ratio_policy_to_expert":
@@ -605,7 +657,7 @@ def run(args: argparse.Namespace) -> None:
                    "episodes_per_task": args.episodes_per_task,
                    "record": {"task_set": TASK_SET, "image_size": IMAGE_SIZE, "fps": FPS, "cameras": ["top", "wrist"],
                               "compress": COMPRESS, "workers": RECORD_WORKERS},
-                   "eval": {"mode": EVAL_MODE, "query_every": QUERY_EVERY, "goal": args.goal,
+                   "eval": {"mode": args.mode, "query_every": args.query_every, "k": args.k, "goal": args.goal,
                             "checkpoint": str(checkpoint), "eval_only": args.eval_only is not None}},
         **{k: times.get(k) for k in ("train_seconds", "train_cpu_seconds", "train_command")},
         "eval_seconds": round(eval_seconds, 1), "expert_seconds": round(expert_seconds, 1),

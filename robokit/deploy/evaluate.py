@@ -42,7 +42,7 @@ from robokit.deploy.loop import ControlLoop, EpisodeResult, StepRecord, StopReas
 from robokit.deploy.loop_config import LoopConfig, WatchdogConfig
 from robokit.deploy.protocol import PolicyInfo
 from robokit.deploy.recording import RolloutRecorder, VideoRecorder
-from robokit.deploy.rollout_review import EpisodeReview, Grounding, count_failures, named_object
+from robokit.deploy.rollout_review import EpisodeReview, GraspAttempt, Grounding, count_failures, named_object
 from robokit.deploy.runner import LocalRunner, PolicyRunner, RemoteRunner
 from robokit.errors import UserError
 
@@ -126,6 +126,7 @@ class EpisodeOutcome:
     video_file: str | None = None
     failure: str | None = None  # why it failed (robokit.deploy.rollout_review.FAILURES); None on success
     first_object: str | None = None  # the object the gripper went to first; None if none
+    grasp: GraspAttempt | None = None  # the hand against the named object when it first closed
 
 
 @dataclass
@@ -393,7 +394,7 @@ def evaluate_in_sim(
                                      reason=result.reason.value, message=result.message,
                                      wall_s=time.perf_counter() - t0, episode_file=episode_file,
                                      video_file=video_file, failure=verdict.failure,
-                                     first_object=verdict.first_object)
+                                     first_object=verdict.first_object, grasp=verdict.grasp)
             results.outcomes.append(outcome)
             log.debug("episode %d (seed %d, %s): %s after %d steps (%s)", i, seed, instruction,
                       "success" if success else "failure", result.steps, result.message)

@@ -19,6 +19,10 @@ Failure categories, checked in this order (a successful episode has none):
 ``first_object`` is the object the gripper went to first: the first object whose centre the TCP
 came near horizontally while the TCP was low; ``None`` when it went to none.
 
+``grasp`` is where the hand was relative to the named object when the gripper was first commanded
+to close (:class:`GraspAttempt`), and again :data:`CLOSE_STEPS` steps later, when the fingers have
+shut: it tells a grasp missed beside the cube from one closed too high or at the wrong angle.
+
 Thresholds, from the scenes' sizes (cubes are 4 cm in ``multi``, 5 cm in ``pick_place``; the
 ``multi`` cubes stand at least ~9 cm apart, the expert hovers its TCP 9 cm above a cube's centre
 before it descends and carries at 13 cm above the table):
@@ -52,6 +56,32 @@ LIFT_HEIGHT = 0.03  # m above the starting height that counts as lifted
 APPROACH_RADIUS = 0.03  # m, TCP to object centre, horizontally
 APPROACH_ABOVE_TOP = 0.06  # m, TCP above the object's top at most
 GRIPPER_CLOSING = 0.5  # gripper command (0 open, 1 closed) from which the hand holds
+CLOSE_STEPS = 5  # control steps the fingers take to shut at 15 Hz (the expert's 0.3 s close phase)
+
+
+@dataclass(frozen=True)
+class GraspAttempt:
+    """The named object seen from the TCP when the gripper closed (metres and degrees).
+
+    ``across`` is along the fingers' closing direction (the cube fits while ``|across|`` is under
+    the open fingers' half gap minus the cube's half size), ``along`` is perpendicular to it in the
+    horizontal plane, ``height`` is the TCP above the object's centre and ``yaw_error`` the hand's
+    yaw against the cube's nearest face, folded into [-45, 45). ``*_after`` are the same offsets
+    :data:`CLOSE_STEPS` steps later (None if the episode ended before).
+    """
+
+    across: float
+    along: float
+    height: float
+    yaw_error: float
+    across_after: float | None = None
+    along_after: float | None = None
+    height_after: float | None = None
+
+    @property
+    def horizontal(self) -> float:
+        """Horizontal distance from the TCP to the object's centre at the close command."""
+        return float(np.hypot(self.across, self.along))
 
 
 @dataclass(frozen=True)
@@ -61,6 +91,7 @@ class Verdict:
 
     failure: str | None
     first_object: str | None
+    grasp: GraspAttempt | None = None
 
 
 class EpisodeReview:
@@ -77,6 +108,8 @@ class EpisodeReview:
         self._named_lifted = False
         self._first_object: str | None = None
         self._gripper = 0.0
+        self._grasp: GraspAttempt | None = None
+        self._since_close = -1
 
     def start(self) -> None:
         """Begin a new episode from the scene as it is now (just reset, objects at rest)."""
@@ -86,12 +119,40 @@ class EpisodeReview:
         self._named_lifted = False
         self._first_object = None
         self._gripper = 0.0
+        self._grasp = None
+        self._since_close = -1
 
     def __call__(self, record: StepRecord | None = None) -> None:
         """Observe the scene at one step (``record`` gives the gripper command sent)."""
         if record is not None and len(record.command):
+            was_open = self._gripper < GRIPPER_CLOSING
             self._gripper = float(record.command[-1])
+            if self._grasp is None and was_open and self._gripper >= GRIPPER_CLOSING:
+                self._grasp = self._grasp_offsets()
+                self._since_close = 0
         self._observe()
+        if self._grasp is not None and self._since_close >= 0:
+            self._since_close += 1
+            if self._since_close == CLOSE_STEPS:
+                later = self._grasp_offsets()
+                self._grasp = GraspAttempt(self._grasp.across, self._grasp.along, self._grasp.height,
+                                           self._grasp.yaw_error, later.across, later.along, later.height)
+
+    def _grasp_offsets(self) -> GraspAttempt:
+        """The named object's centre in the TCP's frame (see :class:`GraspAttempt`)."""
+        env = self._env
+        site = env.data.site("tcp")
+        tcp = np.asarray(site.xpos, dtype=float)
+        rot = np.asarray(site.xmat, dtype=float).reshape(3, 3)
+        pos, cube_rot = env.object_pose(env.task.object_name)
+        delta = pos - tcp
+        # The fingers close along the TCP's y axis; its x axis is the other horizontal direction.
+        across = float(delta[:2] @ _unit(rot[:2, 1]))
+        along = float(delta[:2] @ _unit(rot[:2, 0]))
+        hand_yaw = np.arctan2(rot[1, 0], rot[0, 0])
+        cube_yaw = np.arctan2(cube_rot[1, 0], cube_rot[0, 0])
+        error = (hand_yaw - cube_yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
+        return GraspAttempt(across, along, float(tcp[2] - pos[2]), float(np.degrees(error)))
 
     def _observe(self) -> None:
         env = self._env
@@ -115,7 +176,7 @@ class EpisodeReview:
     def finish(self, success: bool) -> Verdict:
         """Classify the episode from what was seen and the scene's final state."""
         self._observe()
-        return Verdict(None if success else self._failure(), self._first_object)
+        return Verdict(None if success else self._failure(), self._first_object, self._grasp)
 
     def _failure(self) -> str:
         env = self._env
@@ -137,6 +198,11 @@ class EpisodeReview:
         if env.fingers_touch(named) and (held_up or self._gripper >= GRIPPER_CLOSING):
             return "not_released"
         return "time_out"
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-9 else v
 
 
 def _target_specs(task: Any) -> Any:

@@ -50,6 +50,9 @@ class DataNeeds:
     object_boxes: bool = False  # per-step boxes of the scene's objects
     goal_camera: str | None = None  # camera its goal images show; None = it takes no goal image
     instruction: bool = False  # it reads the instruction text (``task``)
+    # Training only: it learns where the object each episode moves is in every camera (a target
+    # built from the episodes' object boxes, never an input at deploy).
+    task_object: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_names", tuple(self.camera_names))

@@ -55,6 +55,7 @@ from robokit.training.episode_records import (
     dataset_object_names,
     episode_object_arrays,
     read_episode_record,
+    task_object_tracks,
 )
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,10 @@ class EpisodeDataset(Dataset):
     N is the same for every sample: ``object_names`` (default :func:`dataset_object_names` of these
     episodes; give the whole dataset's so train and validation splits agree). Batch such samples
     with :func:`~robokit.training.episode_records.collate_samples`. Boxes are in RAM with the other low-dimensional arrays.
+    ``task_object``: add where the episode's moved object (the one its instruction names) is at
+    step t in each camera, from the same boxes: ``task_object_xy`` float32 (K, 2) box centres as
+    (x, y) fractions of the image and ``task_object_valid`` bool (K,) (a training target; see
+    :func:`~robokit.training.episode_records.task_object_tracks`).
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class EpisodeDataset(Dataset):
         history: int = 0,
         object_boxes: bool | None = False,
         object_names: Sequence[str] | None = None,
+        task_object: bool = False,
     ) -> None:
         if len(episodes) == 0:
             raise DataError("the dataset has no episodes")
@@ -163,6 +169,14 @@ class EpisodeDataset(Dataset):
             if names:
                 self.object_names = names
                 self._objects = [episode_object_arrays(r, self.camera_names, names) for r in self.records]
+        self._task_objects: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if task_object:
+            self._task_objects = [task_object_tracks(r, self.camera_names) for r in self.records]
+            if not any(valid.any() for _, valid in self._task_objects):
+                raise DataError(f"{first.path.parent}: no episode has object boxes (/objects/<name>/box_<cam>) "
+                                f"for camera(s) {', '.join(self.camera_names)}, so the object each episode "
+                                "moves cannot be located; record them in the simulation or switch the "
+                                "object pointer off")
 
         # Per-process state: never pickled into DataLoader workers (see __getstate__).
         self._handles: dict[int, Episode] = {}
@@ -336,6 +350,13 @@ class EpisodeDataset(Dataset):
             sample["goal_image"] = torch.from_numpy(self._goals[e])
         if self._objects is not None:
             sample.update(self._object_sample(e, t, moved))
+        if self._task_objects is not None:
+            xy, valid = (a[t] for a in self._task_objects[e])
+            if any(moved):  # the image content moved: so did the object in it
+                h, w = self.image_shape[:2]
+                xy = np.clip(xy + np.array([(dx / w, dy / h) for dx, dy in moved], np.float32), 0.0, 1.0)
+            sample["task_object_xy"] = torch.from_numpy(np.array(xy, np.float32))
+            sample["task_object_valid"] = torch.from_numpy(valid.copy())
         return sample
 
     def _object_sample(self, e: int, t: int, moved: Sequence[tuple[int, int]]) -> dict[str, Any]:
@@ -432,6 +453,7 @@ def build_datasets(
     history: int = 0,
     object_boxes: bool | None = False,
     records: Sequence[EpisodeRecord] | None = None,
+    task_object: bool = False,
 ) -> tuple[EpisodeDataset, EpisodeDataset | None, dict[str, np.ndarray], DatasetInfo]:
     """Train/val datasets of a folder of episodes, normalisation statistics, and dataset info.
 
@@ -439,7 +461,7 @@ def build_datasets(
     episode (as ACT). With one episode it is used for both (``info.val_is_train``); with
     ``val_fraction == 0`` there is no validation set (``val_ds`` is None). Augmentation applies to
     the training set only. The RAM cache is used when train and val together fit ``cache_bytes``.
-    ``object_boxes`` as :class:`EpisodeDataset`'s, with the object slots of the whole folder, so
+    ``object_boxes`` and ``task_object`` as :class:`EpisodeDataset`'s, with the object slots of the whole folder, so
     train and validation samples have the same N (``info.object_names``). ``records``: the
     folder's episodes as :func:`scan_episodes` returned them, to save reading them twice.
     """
@@ -461,7 +483,8 @@ def build_datasets(
     common: dict[str, Any] = {"camera_names": cams, "chunk_size": chunk_size, "image_size": image_size,
                               "goal_images": goal_images, "goal_camera": goal_camera,
                               "act_real_shift": act_real_shift, "seed": seed, "history": history,
-                              "object_boxes": object_boxes, "object_names": dataset_object_names(records, cams)}
+                              "object_boxes": object_boxes, "object_names": dataset_object_names(records, cams),
+                              "task_object": task_object}
     h, w = image_size or records[0].image_shapes[cams[0]][:2]
     total_bytes = int(h) * int(w) * 3 * len(cams) * sum(r.length for r in records)
     use_cache = total_bytes <= cache_bytes

@@ -204,6 +204,58 @@ def episode_object_arrays(rec: EpisodeRecord, camera_names: Sequence[str], names
     return boxes, cams, valid
 
 
+def moved_object(rec: EpisodeRecord, camera_names: Sequence[str]) -> str | None:
+    """The object an episode moves: in its stillest camera (the one whose objects' boxes move the
+    least, a fixed camera rather than one on the wrist), the object whose box centre ends farthest
+    from where it started. None when no camera has boxes of any object.
+
+    A demonstration moves the object its instruction names, so this labels which object the
+    instruction is about without reading the instruction.
+    """
+    best: tuple[float, str] | None = None
+    stillest = np.inf
+    for cam in camera_names:
+        travel: dict[str, float] = {}
+        h, w = rec.image_shapes[cam][:2]
+        for name, raw in rec.object_boxes.get(cam, {}).items():
+            seen = np.flatnonzero((raw[:, 0] >= 0) & (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1]))
+            if len(seen) < 2:
+                continue
+            centre = (raw[:, :2] + raw[:, 2:]) / 2.0 / np.array([w, h], np.float32)
+            travel[name] = float(np.linalg.norm(centre[seen[-1]] - centre[seen[0]]))
+        if not travel:
+            continue
+        still = float(np.median(list(travel.values()))) if len(travel) > 1 else 0.0
+        if still < stillest:
+            stillest = still
+            name = max(travel, key=lambda n: travel[n])
+            best = (travel[name], name)
+    return None if best is None else best[1]
+
+
+def task_object_tracks(rec: EpisodeRecord, camera_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Where the episode's moved object (:func:`moved_object`) is in each camera at every step:
+    box centres float32 (T, K, 2) as (x, y) fractions of the image, and valid bool (T, K) where the
+    camera saw it. All invalid when the episode has no boxes."""
+    t, k = rec.length, len(camera_names)
+    xy = np.zeros((t, k, 2), np.float32)
+    valid = np.zeros((t, k), bool)
+    name = moved_object(rec, camera_names)
+    if name is None:
+        return xy, valid
+    for j, cam in enumerate(camera_names):
+        raw = rec.object_boxes.get(cam, {}).get(name)
+        if raw is None:
+            continue
+        if raw.shape != (t, 4):
+            raise DataError(f"{rec.path}: /objects/{name}/box_{cam} has shape {raw.shape}, expected ({t}, 4)")
+        h, w = rec.image_shapes[cam][:2]
+        valid[:, j] = (raw[:, 0] >= 0) & (raw[:, 1] >= 0) & (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1])
+        xy[:, j] = np.clip((raw[:, :2] + raw[:, 2:]) / 2.0 / np.array([w, h], np.float32), 0.0, 1.0)
+    xy[~valid] = 0.0
+    return xy, valid
+
+
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """DataLoader ``collate_fn`` for dataset samples: torch's default collation, except that
     ``object_names`` becomes a list (B) of lists (N) of names (default collation would transpose it)."""

@@ -162,7 +162,7 @@ class _Trainer:
             val_fraction=opts.val_fraction, seed=opts.seed, image_size=opts.image_size, augment=augment,
             cache_bytes=int(opts.cache_gb * 1024**3), goal_images=goal_images,
             goal_camera=needs.goal_camera, act_real_shift=opts.act_real_shift, history=needs.history,
-            object_boxes=None if needs.object_boxes else False)
+            object_boxes=None if needs.object_boxes else False, task_object=needs.task_object)
         self.chunk_size = chunk
 
     def _build_config(self, opts: TrainOptions, policy_cls: type[Policy]) -> PolicyConfig:

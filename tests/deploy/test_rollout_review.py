@@ -120,6 +120,17 @@ def test_an_arm_that_never_moves_misses_the_grasp_and_goes_nowhere(reviewed):
     assert outcome.first_object is None
 
 
+def test_the_grasp_is_measured_against_the_named_cube_when_the_hand_closes(reviewed):
+    _, episodes = reviewed
+    expert = episodes["expert"][0].grasp
+    assert expert is not None  # the expert closes centred on its cube, at its height, square to it
+    assert expert.horizontal < 0.01 and abs(expert.height) < 0.02 and abs(expert.yaw_error) < 10.0
+    assert expert.across_after is not None and abs(expert.across_after) < 0.01
+    other = episodes["other_cube"][0].grasp  # closed on another cube: far from the named one
+    assert other is not None and other.horizontal > 0.06
+    assert episodes["still"][0].grasp is None  # never closed
+
+
 @pytest.mark.parametrize("variant, failure", [("other_target", "wrong_target"), ("no_release", "not_released"),
                                               ("drop", "time_out")])
 def test_each_other_way_of_failing_gets_its_category(reviewed, variant, failure):

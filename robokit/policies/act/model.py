@@ -20,7 +20,9 @@ convolutions (channels-last) and attention weights are formed only when asked fo
 Multi-task ACT (MT-ACT style): trained on several instructions, the config holds their vocabulary
 and the instruction becomes one task vector (:mod:`robokit.policies.nn.task_conditioning`) that
 FiLM-modulates every stage of the ``small`` backbone and joins the memory and the CVAE encoder as
-one token each.
+one token each. With ``object_pointer`` the policy also learns where the instructed object is in
+each camera (:mod:`robokit.policies.nn.object_pointer`, trained on the recorded object boxes of
+the object each demonstration moves) and reads that position as one more token per camera.
 
 Token order: the image tokens are camera after camera, each in raster order (left to right, top to
 bottom). ACT's width folding interleaves the cameras row by row instead; the encoder and the
@@ -47,6 +49,7 @@ from robokit.policies.nn.backbones import (
     backbone_param_groups,
     build_backbone,
 )
+from robokit.policies.nn.object_pointer import ObjectPointer, pointer_loss
 from robokit.policies.nn.task_conditioning import UNKNOWN_WORDS, TaskEncoder, build_vocabulary, per_image
 from robokit.policies.nn.transformer import (
     Transformer,
@@ -85,6 +88,11 @@ class ACTConfig(PolicyConfig):
     task_dim: int = 64  # size of the task vector that FiLM-modulates the stem and joins the memory
     max_words: int = 16
     unknown_words: str = "error"  # error | unk: what an instruction word never seen in training does
+    # Learn where the instructed object is in each camera (a training target from the episodes'
+    # object boxes) and read it as a token; weight of its L1 loss in image fractions.
+    object_pointer: bool = False
+    pointer_weight: float = 1.0
+    pointer_stage: int = 2  # the small backbone's stage it points in (2: stride 8)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +103,11 @@ class ACTConfig(PolicyConfig):
         if self.unknown_words not in UNKNOWN_WORDS:
             raise ConfigError(f"ACT unknown_words must be one of {', '.join(UNKNOWN_WORDS)}, "
                               f"got {self.unknown_words!r}")
+        if self.object_pointer and self.backbone != "small":
+            raise ConfigError(f"the object pointer reads the 'small' backbone's stages; use --backbone small, "
+                              f"not '{self.backbone}'")
+        if not 0 <= self.pointer_stage < 5:
+            raise ConfigError(f"ACT pointer_stage must be a stage of the small backbone (0-4), got {self.pointer_stage}")
         if self.backbone not in BACKBONES:
             raise ConfigError(f"unknown backbone '{self.backbone}'; choose one of: {', '.join(BACKBONES)}")
         if self.pretrained_backbone is not None and self.backbone == "small":
@@ -111,7 +124,7 @@ class ACTConfig(PolicyConfig):
             raise ConfigError(f"ACT hidden_dim must be a multiple of 4, got {self.hidden_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ACT dropout must be in [0, 1), got {self.dropout}")
-        for name in ("kl_weight", "done_weight", "lr_backbone", "weight_decay"):
+        for name in ("kl_weight", "done_weight", "lr_backbone", "weight_decay", "pointer_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"ACT {name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -127,7 +140,8 @@ class ACTConfig(PolicyConfig):
         return bool(self.vocabulary)
 
     def data_needs(self) -> DataNeeds:
-        return DataNeeds(camera_names=tuple(self.camera_names), instruction=self.multi_task)
+        return DataNeeds(camera_names=tuple(self.camera_names), instruction=self.multi_task,
+                         task_object=self.object_pointer)
 
     @classmethod
     def options_for_tasks(cls, values: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
@@ -176,6 +190,10 @@ class ACTModel(nn.Module):
             self.task_proj = nn.Linear(cfg.task_dim, d)
             self.task_pos = nn.Parameter(torch.zeros(1, d))
             self.encoder_task_proj = nn.Linear(cfg.task_dim, d)
+        self.pointer: ObjectPointer | None = None
+        if cfg.object_pointer:
+            self.pointer = ObjectPointer(self.backbone.channels[cfg.pointer_stage], d)
+            self.pointer_pos = nn.Parameter(torch.zeros(len(cfg.camera_names), d))
         if cfg.lr_backbone == 0:
             self.backbone.requires_grad_(False)
         # Parameters that can never receive a gradient: the decoder layers after the first (their
@@ -233,7 +251,16 @@ class ACTModel(nn.Module):
         """
         b, k = images.shape[:2]
         x = self.image_normalizer(images.flatten(0, 1))
-        if task is not None:
+        info: dict[str, Any] = {}
+        pointer_tokens = None
+        if self.pointer is not None:
+            stages = self.backbone.stages(x, None if task is None else per_image(task, k))
+            xy, attention, tokens = self.pointer(stages[self.cfg.pointer_stage])
+            info["pointer_xy"] = xy.view(b, k, 2)
+            info["pointer_attention"] = attention.view(b, k, *attention.shape[1:])
+            pointer_tokens = tokens.view(b, k, -1)
+            feats = self.input_proj(stages[-1])
+        elif task is not None:
             feats = self.input_proj(self.backbone(x, per_image(task, k)))
         else:
             if backbone is not None:
@@ -248,6 +275,9 @@ class ACTModel(nn.Module):
         if task is not None:
             head.append(self.task_proj(task)[:, None])
             head_pos.append(self.task_pos)
+        if pointer_tokens is not None:
+            head.append(pointer_tokens)
+            head_pos.append(self.pointer_pos)
         src = torch.cat([*head, img_tokens], dim=1)
         pos = torch.cat([*head_pos, self.image_position(h, w, k, images.device).to(src.dtype)], dim=0)[None]
         memory = self.transformer.encoder(src, pos)
@@ -256,7 +286,6 @@ class ACTModel(nn.Module):
                                                num_layers=1, need_weights=need_weights)
         actions = self.action_head(hs)
         done_logits = self.is_pad_head(hs)[..., 0]
-        info: dict[str, Any] = {}
         if need_weights:
             info["weights"] = torch.stack(weights, dim=1)  # (B, layers, heads, H, tokens)
             info["grid"] = (h, w)
@@ -293,7 +322,7 @@ class ACTPolicy(Policy):
 
         mu, logvar = self.model.encode_latent(qpos, actions, is_pad, task)
         latent = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-        pred, done_logits, _ = self.model.decode(images, qpos, latent, task=task)
+        pred, done_logits, info = self.model.decode(images, qpos, latent, task=task)
 
         pred, mu, logvar = pred.float(), mu.float(), logvar.float()  # losses in fp32 under autocast
         l1 = ((pred - actions).abs() * (~is_pad)[..., None]).mean()
@@ -303,6 +332,13 @@ class ACTPolicy(Policy):
         if cfg.done_weight > 0:
             out["done_bce"] = F.binary_cross_entropy_with_logits(done_logits.float(), done)
             loss = loss + cfg.done_weight * out["done_bce"]
+        if cfg.object_pointer:
+            if "task_object_xy" not in batch:
+                raise ConfigError("this ACT policy learns an object pointer and needs the batch's task_object_xy "
+                                  "(episodes with object boxes; the trainer adds them)")
+            out["pointer_l1"] = pointer_loss(info["pointer_xy"].float(), batch["task_object_xy"].to(dev),
+                                             batch["task_object_valid"].to(dev))
+            loss = loss + cfg.pointer_weight * out["pointer_l1"]
         out["loss"] = loss
         return out
 
@@ -336,6 +372,8 @@ class ACTPolicy(Policy):
                 if capture_attention:
                     out["attention"] = info["weights"]
                     out["layout"] = self.token_layout(*info["grid"])
+                if "pointer_xy" in info:
+                    out["pointer"] = info["pointer_xy"]
                 return out
         finally:
             self.train(was_training)
@@ -347,6 +385,9 @@ class ACTPolicy(Policy):
         if self.config.multi_task:
             layout["task"] = [2, 3]
             start = 3
+        if self.config.object_pointer:
+            layout["pointer"] = [start, start + len(self.config.camera_names)]
+            start += len(self.config.camera_names)
         for cam in self.config.camera_names:
             layout[cam] = [start, start + h * w, h, w]
             start += h * w
@@ -383,6 +424,8 @@ class ACTPolicy(Policy):
         if capture_attention:
             extras["attention"] = {"maps": out["attention"][0].float().cpu().numpy(),
                                    "query_kind": "action", "layout": out["layout"]}
+        if "pointer" in out:  # where it thinks the instructed object is, (x, y) image fractions per camera
+            extras["pointer"] = out["pointer"][0].float().cpu().numpy()
         return chunk, extras
 
 

@@ -201,14 +201,25 @@ class SmallBackbone(Backbone):
         self.body = nn.Sequential(*layers)
         self.num_channels = in_ch
         self.films = nn.ModuleList(FiLM(film_dim, c) for c in channels) if film_dim > 0 else None
+        self.channels = tuple(channels)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if self.films is None or cond is None:
             return self.body(x)
-        for stage, film in enumerate(self.films):
+        return self.stages(x, cond)[-1]
+
+    def stages(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The output of every stage (the last is :meth:`forward`'s), FiLM-modulated by ``cond``
+        when the backbone has FiLM and ``cond`` is given."""
+        outputs = []
+        for stage in range(len(self.channels)):
             conv, norm, act = self.body[3 * stage: 3 * stage + 3]
-            x = act(film(norm(conv(x)), cond))
-        return x
+            y = norm(conv(x))
+            if self.films is not None and cond is not None:
+                y = self.films[stage](y, cond)
+            x = act(y)
+            outputs.append(x)
+        return outputs
 
     def fused_for_inference(self) -> nn.Module:
         return self if self.films is not None else self.body
