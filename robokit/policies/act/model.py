@@ -33,7 +33,7 @@ two give the same result, and this order gives each camera one contiguous range 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from robokit.policies.nn.backbones import (
     BACKBONES,
     FusedBackboneCache,
     ImageNormalizer,
+    SmallBackbone,
     backbone_param_groups,
     build_backbone,
 )
@@ -192,7 +193,7 @@ class ACTModel(nn.Module):
             self.encoder_task_proj = nn.Linear(cfg.task_dim, d)
         self.pointer: ObjectPointer | None = None
         if cfg.object_pointer:
-            self.pointer = ObjectPointer(self.backbone.channels[cfg.pointer_stage], d)
+            self.pointer = ObjectPointer(cast(SmallBackbone, self.backbone).channels[cfg.pointer_stage], d)
             self.pointer_pos = nn.Parameter(torch.zeros(len(cfg.camera_names), d))
         if cfg.lr_backbone == 0:
             self.backbone.requires_grad_(False)
@@ -254,7 +255,7 @@ class ACTModel(nn.Module):
         info: dict[str, Any] = {}
         pointer_tokens = None
         if self.pointer is not None:
-            stages = self.backbone.stages(x, None if task is None else per_image(task, k))
+            stages = cast(SmallBackbone, self.backbone).stages(x, None if task is None else per_image(task, k))
             xy, attention, tokens = self.pointer(stages[self.cfg.pointer_stage])
             info["pointer_xy"] = xy.view(b, k, 2)
             info["pointer_attention"] = attention.view(b, k, *attention.shape[1:])
