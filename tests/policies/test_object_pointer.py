@@ -93,37 +93,39 @@ def test_the_pointer_needs_the_small_backbone(make_tiny_policy):
     assert make_tiny_policy("act", object_pointer=True).config.data_needs().task_object
 
 
-def _square_batch(n: int, rng: np.random.Generator, instruction_colours: bool) -> dict:
-    """Images (24x32) with a red and a green 4x4 square at random places; the instruction names one
-    of them (or, with ``instruction_colours`` False, always the red one), the target is its centre."""
-    images = np.zeros((n, 1, 3, 24, 32), np.uint8)
+def _square_batch(n: int, rng: np.random.Generator, hw: tuple[int, int]) -> dict:
+    """Images with a red and a green 4x4 square in two random cells of a grid of 4 px cells; the
+    instruction names one of them and the pointer's target is its centre."""
+    h, w = hw
+    rows, cols = (h - 4) // 4, w // 4
+    images = np.zeros((n, 1, 3, h, w), np.uint8)
     xy = np.zeros((n, 1, 2), np.float32)
     tasks = []
     for i in range(n):
-        places = rng.choice(40, size=2, replace=False)  # two cells of a 5 x 8 grid of 4 px cells
-        named = int(rng.integers(2)) if instruction_colours else 0
-        for j, (place, channel) in enumerate(zip(places, (0, 1))):
-            y, x = 2 + 4 * (place // 8), 4 * (place % 8)
-            images[i, 0, channel, y:y + 4, x:x + 4] = 255
+        places = rng.choice(rows * cols, size=2, replace=False)
+        named = int(rng.integers(2))
+        for j, place in enumerate(places):
+            y, x = 2 + 4 * (place // cols), 4 * (place % cols)
+            images[i, 0, j, y:y + 4, x:x + 4] = 255  # square j in channel j: red, then green
             if j == named:
-                xy[i, 0] = [(x + 2) / 32, (y + 2) / 24]
+                xy[i, 0] = [(x + 2) / w, (y + 2) / h]
         tasks.append(f"put the {('red', 'green')[named]} cube on the plate")
     return {"images": torch.from_numpy(images), "qpos": torch.zeros(n, 8), "action": torch.zeros(n, 10, 8),
             "is_pad": torch.zeros(n, 10, dtype=torch.bool), "task": tasks,
             "task_object_xy": torch.from_numpy(xy), "task_object_valid": torch.ones(n, 1, dtype=torch.bool)}
 
 
-def test_act_learns_to_point_at_the_object_the_instruction_names(make_tiny_policy, fit_batch):
+@pytest.mark.parametrize("name, hw", [("act", (24, 32)), ("grp", (32, 32))])
+def test_the_policy_learns_to_point_at_the_object_the_instruction_names(make_tiny_policy, fit_batch, name, hw):
     rng = np.random.default_rng(0)
-    policy = make_tiny_policy("act", object_pointer=True, pointer_stage=1,
+    policy = make_tiny_policy(name, object_pointer=True, pointer_stage=1, image_shape=(*hw, 3), chunk_size=10,
                               vocabulary=["cube", "green", "on", "plate", "put", "red", "the"])
     policy.set_norm_stats({"qpos_mean": np.zeros(8), "qpos_std": np.ones(8), "qpos_min": -np.ones(8),
                            "qpos_max": np.ones(8), "action_mean": np.zeros(8), "action_std": np.ones(8),
                            "action_min": -np.ones(8), "action_max": np.ones(8)})
-    batch = _square_batch(24, rng, instruction_colours=True)
+    batch = _square_batch(24, rng, hw)
     start = float(policy.compute_loss(batch)["pointer_l1"].detach())
     losses = fit_batch(policy, batch, steps=80, lr=3e-3)
-    print(start, float(losses["pointer_l1"].detach()))
     assert float(losses["pointer_l1"].detach()) < start / 3
     # Same image, the other colour word: it points at the other square.
     hits = 0
@@ -134,8 +136,7 @@ def test_act_learns_to_point_at_the_object_the_instruction_names(make_tiny_polic
         for colour, other in (("red", "green"), ("green", "red")):
             chunk, extras = policy.predict_chunk({"images": {"top": image}, "qpos": np.zeros(8, np.float32),
                                                   "task": f"put the {colour} cube on the plate"})
-            point = extras["pointer"][0] * [32, 24]
+            point = extras["pointer"][0] * [hw[1], hw[0]]
             hits += np.linalg.norm(point - squares[colour]) < np.linalg.norm(point - squares[other])
-    print(hits)
     assert hits >= 20  # of 24
     assert extras["pointer"].shape == (1, 2) and chunk.shape == (10, 8)

@@ -21,6 +21,10 @@ queries as ACT's decoder has them)::
 * ``chunk_size`` learned action queries read the sequence; a linear head per query gives that
   step's action (masked L1 on normalised actions as ACT, ``loss = "mse"`` for the seed's) and a
   done logit. Nothing depends on the other samples of a batch.
+* with ``object_pointer``, the policy also learns where the instructed object is in each camera
+  (:mod:`robokit.policies.nn.object_pointer`: a spatial softmax over a FiLM-modulated stage of the
+  stem, trained on the recorded boxes of the object each demonstration moves) and reads the
+  position as one POINTER token per camera, after TASK.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from robokit.policies.goal.common import (
 )
 from robokit.policies.goal.tokenizer import make_text_encoder
 from robokit.policies.nn.backbones import SmallBackbone
+from robokit.policies.nn.object_pointer import ObjectPointer, pointer_loss
 from robokit.policies.nn.task_conditioning import UNKNOWN_WORDS, TaskEncoder, build_vocabulary, per_image
 from robokit.policies.registry import register_policy
 
@@ -81,6 +86,11 @@ class GRPConfig(PolicyConfig):
     goal_image_prob: float = 0.5   # "random": chance of the goal image when a sample has both
     goal_camera: str = ""          # camera the goal image shows; "" = the first camera
     done_weight: float = 1.0       # weight of the done-head loss
+    # Learn where the instructed object is in each camera (a training target from the episodes'
+    # object boxes) and read it as a token; weight of its L1 loss in image fractions.
+    object_pointer: bool = False
+    pointer_weight: float = 1.0
+    pointer_stage: int = 2         # the stem stage it points in (2: stride 8)
     lr: float = 3e-4               # AdamW learning rate (`robokit train --lr` overrides)
     weight_decay: float = 1e-4
 
@@ -106,6 +116,9 @@ class GRPConfig(PolicyConfig):
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
         if self.unknown_words not in UNKNOWN_WORDS:
             raise ConfigError(f"unknown_words must be one of {', '.join(UNKNOWN_WORDS)}, got {self.unknown_words!r}")
+        if not 0 <= self.pointer_stage < 5 or self.pointer_weight < 0:
+            raise ConfigError(f"pointer_stage must be a stage of the stem (0-4) and pointer_weight >= 0, "
+                              f"got {self.pointer_stage}, {self.pointer_weight}")
         if self.goal_mode not in GOAL_MODES:
             raise ConfigError(f"goal_mode must be one of {', '.join(GOAL_MODES)}, got '{self.goal_mode}'")
         if not 0.0 <= self.goal_image_prob <= 1.0:
@@ -123,7 +136,7 @@ class GRPConfig(PolicyConfig):
     def data_needs(self) -> DataNeeds:
         """The instruction and goal images of ``goal_camera_name``."""
         return DataNeeds(camera_names=tuple(self.camera_names), goal_camera=self.goal_camera_name,
-                         instruction=True)
+                         instruction=True, task_object=self.object_pointer)
 
     @classmethod
     def options_for_tasks(cls, values: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
@@ -205,9 +218,13 @@ class GRPPolicy(Policy):
         self.task_proj = nn.Linear(c.task_dim, d)
         self.goal_img_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.action_queries = nn.Parameter(torch.randn(1, c.chunk_size, d) * 0.02)
+        self.pointer = ObjectPointer(self.stem.channels[c.pointer_stage], d) if c.object_pointer else None
 
         self.layout: dict[str, list[int]] = {"state": [0, 1], "task": [1, 2]}
         pos = 2
+        if self.pointer is not None:
+            self.layout["pointer"] = [pos, pos + k]
+            pos += k
         for cam in c.camera_names:
             self.layout[cam] = [pos, pos + n_cell, *self.grid]
             pos += n_cell
@@ -260,9 +277,9 @@ class GRPPolicy(Policy):
 
     def forward_tokens(self, images: torch.Tensor, qpos: torch.Tensor, tasks: list[str],
                        goal: torch.Tensor | None, use_text: torch.Tensor,
-                       need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The action queries' outputs (B, chunk_size, D) and, with ``need_weights``, per-layer
-        attention (B, heads, T, T).
+                       need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """The action queries' outputs (B, chunk_size, D), with ``need_weights`` per-layer
+        attention (B, heads, T, T), and the pointer's positions (B, K, 2) (None without a pointer).
 
         ``images``: float (B, K, 3, H, W) normalised; ``qpos`` normalised (B, S);
         ``goal``: float (B, 3, H, W) normalised or None (then every sample must use text).
@@ -281,11 +298,17 @@ class GRPPolicy(Policy):
         fused = torch.zeros(b, k, 6, *images.shape[3:], device=dev, dtype=images.dtype)
         fused[:, :, :3] = images
         fused[:, self.goal_index, 3:] = goal
-        feat = self.stem(fused.flatten(0, 1), per_image(cond, k))  # (B*K, C, h, w)
+        stages = self.stem.stages(fused.flatten(0, 1), per_image(cond, k))
+        feat = stages[-1]  # (B*K, C, h, w)
         obs = self.obs_proj(feat.flatten(2).transpose(1, 2)).reshape(b, -1, self.config.n_embd)
+        head = [self.state_proj(qpos)[:, None], self.task_proj(cond)[:, None]]
+        pointer_xy = None
+        if self.pointer is not None:
+            xy, _, pointer_tokens = self.pointer(stages[self.config.pointer_stage])
+            pointer_xy = xy.view(b, k, 2)
+            head.append(pointer_tokens.view(b, k, -1))
         tokens = torch.cat([
-            self.state_proj(qpos)[:, None],
-            self.task_proj(cond)[:, None],
+            *head,
             obs,
             self.goal_img_token.expand(b, -1, -1),
             self.goal_proj(goal_tokens),
@@ -300,7 +323,7 @@ class GRPPolicy(Policy):
             if w is not None:
                 maps.append(w)
         a0, a1 = self.layout["actions"]
-        return self.norm(x[:, a0:a1]), maps
+        return self.norm(x[:, a0:a1]), maps, pointer_xy
 
     def heads(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised action chunk (B, H, A) and done logits (B, H)."""
@@ -341,7 +364,7 @@ class GRPPolicy(Policy):
         if goal_u8 is not None:
             goal = uint8_images_to_float(torch.as_tensor(goal_u8, device=self.device), c.image_hw)
         use_text = self._choose_goal(tasks, goal is not None, b)
-        queries, _ = self.forward_tokens(images, qpos, tasks or [""] * b, goal, use_text)
+        queries, _, pointer_xy = self.forward_tokens(images, qpos, tasks or [""] * b, goal, use_text)
         pred, done_logits = self.heads(queries)
         target = self.normalize_action(torch.as_tensor(batch["action"], device=self.device).float())
         is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
@@ -351,8 +374,17 @@ class GRPPolicy(Policy):
         error = (pred - target).abs() if c.loss == "l1" else (pred - target).pow(2)
         action_loss = masked_mean(error, ~is_pad[..., None])
         done = done_loss(done_logits, batch)
-        return {"loss": action_loss + c.done_weight * done, c.loss: action_loss.detach(),
-                "done_bce": done.detach(), "text_fraction": use_text.float().mean().detach()}
+        out = {"loss": action_loss + c.done_weight * done, c.loss: action_loss.detach(),
+               "done_bce": done.detach(), "text_fraction": use_text.float().mean().detach()}
+        if pointer_xy is not None:
+            if "task_object_xy" not in batch:
+                raise UserError("this GRP policy learns an object pointer and needs the batch's task_object_xy "
+                                "(episodes with object boxes; the trainer adds them)")
+            pointing = pointer_loss(pointer_xy.float(), torch.as_tensor(batch["task_object_xy"], device=self.device),
+                                    torch.as_tensor(batch["task_object_valid"], device=self.device))
+            out["loss"] = out["loss"] + c.pointer_weight * pointing
+            out["pointer_l1"] = pointing.detach()
+        return out
 
     # -- inference -------------------------------------------------------------------------------
     def _goal_from_obs(self, obs: dict[str, Any]) -> tuple[bool, np.ndarray | None, str]:
@@ -396,7 +428,8 @@ class GRPPolicy(Policy):
                 goal = uint8_images_to_float(torch.from_numpy(goal_img).to(self.device)[None], c.image_hw)
             q = self.normalize_qpos(torch.from_numpy(qpos).to(self.device)[None])
             flag = torch.tensor([use_text], device=self.device)
-            queries, maps = self.forward_tokens(images, q, [task], goal, flag, need_weights=capture_attention)
+            queries, maps, pointer_xy = self.forward_tokens(images, q, [task], goal, flag,
+                                                            need_weights=capture_attention)
             pred, done_logits = self.heads(queries)
         finally:
             self.train(was_training)
@@ -404,6 +437,8 @@ class GRPPolicy(Policy):
         done = torch.sigmoid(done_logits[0]).cpu().numpy()
         extras: dict[str, Any] = {"done": float(done[min(1, len(done) - 1)]), "done_chunk": done,
                                   "goal_mode": "text" if use_text else "image"}
+        if pointer_xy is not None:  # where it thinks the instructed object is, (x, y) image fractions per camera
+            extras["pointer"] = pointer_xy[0].float().cpu().numpy()
         if capture_attention:
             a0, a1 = self.layout["actions"]
             # The action queries' rows of every layer: (layers, heads, chunk, tokens).
