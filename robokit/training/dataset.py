@@ -51,6 +51,7 @@ from robokit.training.episode_records import (
     EpisodeRecord,
     check_consistent,
     close_episode,
+    common_fps,
     compute_norm_stats,
     dataset_object_names,
     episode_object_arrays,
@@ -414,19 +415,6 @@ def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
     return sorted(order[:n_train]), sorted(order[n_train:])
 
 
-def _common_fps(records: Sequence[EpisodeRecord]) -> float | None:
-    rates = {r.fps for r in records if r.fps is not None}
-    if len(rates) > 1:
-        by_rate: dict[float, str] = {}
-        for r in records:
-            if r.fps is not None:
-                by_rate.setdefault(r.fps, r.path.name)
-        listed = ", ".join(f"{name} at {fps:g} Hz" for fps, name in sorted(by_rate.items()))
-        raise DataError(f"{records[0].path.parent}: episodes were recorded at different rates "
-                        f"({listed}); train on episodes of one rate")
-    return rates.pop() if rates else None
-
-
 def scan_episodes(folder: str | Path) -> list[EpisodeRecord]:
     """Every episode of a dataset folder, read and checked (:func:`read_episode_record`), in order."""
     folder = Path(folder)
@@ -471,7 +459,7 @@ def build_datasets(
     paths = [r.path for r in records]
     cams = list(camera_names) if camera_names else list(records[0].camera_names)
     check_consistent(records, cams, image_size)
-    fps = _common_fps(records)
+    fps = common_fps(records)
     stats = compute_norm_stats([r.qpos for r in records], [r.action for r in records])
 
     train_idx, val_idx = split_episodes(len(records), val_fraction, seed)

@@ -204,6 +204,20 @@ def episode_object_arrays(rec: EpisodeRecord, camera_names: Sequence[str], names
     return boxes, cams, valid
 
 
+def common_fps(records: Sequence[EpisodeRecord]) -> float | None:
+    """The rate all the episodes were recorded at (None if none records it); DataError if they differ."""
+    rates = {r.fps for r in records if r.fps is not None}
+    if len(rates) > 1:
+        by_rate: dict[float, str] = {}
+        for r in records:
+            if r.fps is not None:
+                by_rate.setdefault(r.fps, r.path.name)
+        listed = ", ".join(f"{name} at {fps:g} Hz" for fps, name in sorted(by_rate.items()))
+        raise DataError(f"{records[0].path.parent}: episodes were recorded at different rates "
+                        f"({listed}); train on episodes of one rate")
+    return rates.pop() if rates else None
+
+
 def moved_object(rec: EpisodeRecord, camera_names: Sequence[str]) -> str | None:
     """The object an episode moves: in its stillest camera (the one whose objects' boxes move the
     least, a fixed camera rather than one on the wrist), the object whose box centre ends farthest

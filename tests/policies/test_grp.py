@@ -100,7 +100,7 @@ def same(a, b):
 
 def _out(policy, images, texts, goal, use_text):
     with torch.no_grad():
-        out, _ = policy.forward_tokens(images, torch.zeros(len(texts), 8), texts, goal, torch.tensor(use_text))
+        out, _, _ = policy.forward_tokens(images, torch.zeros(len(texts), 8), texts, goal, torch.tensor(use_text))
     return out
 
 

@@ -20,7 +20,7 @@ from robokit.policies.goal.actions import (
     matrix_from_euler_xyz,
 )
 from robokit.policies.goal.vima import VIMAConfig, VIMAPolicy, interleave_positions
-from robokit.policies.goal.vima_layers import interleave_word_positions
+from robokit.policies.goal.vima_layers import batch_objects, interleave_word_positions
 from robokit.policies.nn.task_conditioning import build_vocabulary
 from robokit.policies.registry import get_policy_class
 
@@ -206,7 +206,7 @@ def test_invalid_objects_and_padding_do_not_change_the_output():
     policy = tiny()
     b = batch(objects=True)
     images = torch.randn(4, 1, 3, 16, 24)
-    objects = policy._batch_objects(b, 4)
+    objects = batch_objects(b, 4, policy.config.max_objects, policy.device)
     with torch.no_grad():
         ref, _, _ = policy.encode_prompt(images, b["task"], objects)
         objects["valid"][:, 1] = False
@@ -340,7 +340,7 @@ def test_checkpoint_round_trip(tmp_path, space):
 def _logits(policy, b):
     """Bin logits and offsets (B, chunk * total) of a batch in eval mode."""
     images = torch.as_tensor(b["images"]).float() / 255.0
-    objects = policy._batch_objects(b, len(b["task"]))
+    objects = batch_objects(b, len(b["task"]), policy.config.max_objects, policy.device)
     prompt, pmask, _ = policy.encode_prompt(images, b["task"], objects)
     ee = torch.from_numpy(policy.ee_features(np.asarray(b["qpos"])))
     out, _ = policy.forward_queries(images, ee, None, prompt, pmask, policy.task_vector(b["task"], policy.device))

@@ -206,6 +206,23 @@ def test_robokit_train_gives_vima_the_boxes_without_extra_options(recorded, tmp_
     assert result.dataset["object_names"] == [] and not bool(policy.objects_trained)
 
 
+@pytest.mark.parametrize("name, config", [("vima", {**TINY, "object_pointer": True}),
+                                          ("act", {"backbone": "small", "hidden_dim": 32, "nheads": 2,
+                                                   "dim_feedforward": 64, "enc_layers": 1, "vae_enc_layers": 1,
+                                                   "latent_dim": 8, "object_pointer": True})])
+def test_robokit_train_gives_the_object_pointer_its_target_from_the_recorded_boxes(recorded, tmp_path, name, config):
+    result = train(TrainOptions(data=recorded[0].parent, out=tmp_path / "run", policy=name, steps=2, batch_size=4,
+                                chunk_size=3, image_size=(16, 24), val_fraction=0.0, log_every=1,
+                                policy_config=config, device="cpu"))
+    logged = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "pointer_l1" in line]
+    assert logged
+    policy, _ = load_checkpoint(result.last_path, expected_type=name)
+    with open_episode(recorded[0]) as ep:
+        obs = {"images": {cam: ep.image(cam, 0) for cam in CAMS}, "qpos": ep.qpos()[0], "task": ep.task}
+    _, extras = policy.predict_chunk(obs)
+    assert extras["pointer"].shape == (2, 2) and np.all((extras["pointer"] >= 0) & (extras["pointer"] <= 1))
+
+
 # -- wire protocol ----------------------------------------------------------------------------------------
 @pytest.fixture()
 def served():

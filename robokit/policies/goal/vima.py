@@ -72,10 +72,12 @@ from robokit.policies.goal.vima_layers import (
     ObjectEncoder,
     WordPromptEncoder,
     XAttnLayer,
+    batch_objects,
     interleave_positions,
     interleave_word_positions,
     observation_objects,
 )
+from robokit.policies.nn.object_pointer import ObjectPointer, pointer_loss
 from robokit.policies.nn.task_conditioning import TaskEncoder, per_image
 from robokit.policies.registry import register_policy
 
@@ -129,6 +131,8 @@ class VIMAPolicy(Policy):
         self.spatial_softmax = SpatialSoftmax(fmap_channels, c.keypoints) if c.keypoints else None
         self.kp_embedding = nn.Linear(2 * c.keypoints, d) if c.keypoints else None
         n_kp_tok = k if c.keypoints else 0
+        self.pointer = ObjectPointer(fmap_channels, d) if c.object_pointer else None
+        n_kp_tok += k if self.pointer is not None else 0
         self.tokens_per_step = k * c.obs_grid[0] * c.obs_grid[1] + n_kp_tok + 2
         ee_in = c.state_dim + (10 if c.use_ee else 0)
         self.ee_encoder = nn.Sequential(nn.Linear(ee_in, d), nn.GELU(), nn.Linear(d, d))
@@ -141,7 +145,8 @@ class VIMAPolicy(Policy):
         self.norm = nn.LayerNorm(d)
         # -- actions
         self.bins = self._make_bins()
-        self.readout_dim = d + 2 * c.keypoints * k + (c.task_dim if words else 0)
+        self.readout_dim = (d + 2 * c.keypoints * k + (2 * k if self.pointer is not None else 0)
+                            + (c.task_dim if words else 0))
         self.action_head = MLP(self.readout_dim, 2 * d, 0.0, out=c.chunk_size * self.bins.total)
         # Per bin, where in the bin the value sits (bin steps); zero-initialised: bin centres at first.
         self.offset_head = (MLP(self.readout_dim, 2 * d, 0.0, out=c.chunk_size * self.bins.total)
@@ -301,6 +306,10 @@ class VIMAPolicy(Policy):
             kp_k = self.spatial_softmax(fmap)  # (B*K, 2*keypoints)
             parts.append(self.kp_embedding(kp_k).view(b, k, -1))
             kp = kp_k.view(b, -1)
+        if self.pointer is not None:  # its positions follow the keypoints in the readout
+            xy, _, tok = self.pointer(fmap)
+            parts.append(tok.view(b, k, -1))
+            kp = torch.cat([kp, xy.to(kp.dtype).reshape(b, -1)], dim=1)
         parts += [self.ee_encoder(ee_in)[:, None], action_tok[:, None]]
         return torch.cat(parts, dim=1) + self.token_pos, kp
 
@@ -351,29 +360,18 @@ class VIMAPolicy(Policy):
         parts = [self.norm(x[:, -1]), kp] + ([task] if task is not None else [])
         return torch.cat(parts, dim=1), maps
 
+    def pointer_xy(self, readout: torch.Tensor) -> torch.Tensor:
+        """The pointer's positions (B, K, 2) inside a readout of :meth:`forward_queries`."""
+        c = self.config
+        k = len(c.camera_names)
+        start = c.n_embd + 2 * c.keypoints * k
+        return readout[:, start:start + 2 * k].view(-1, k, 2)
+
     def task_vector(self, tasks: list[str], device: torch.device) -> torch.Tensor | None:
         """The word tokenizer's task vectors (B, task_dim), one per instruction; None for char."""
         return None if self.task_encoder is None else self.task_encoder(tasks, device)
 
     # -- batch / observation plumbing ------------------------------------------------------------
-    def _batch_objects(self, batch: dict[str, Any], b: int) -> dict[str, Any] | None:
-        if batch.get("object_boxes") is None:
-            return None
-        boxes = torch.as_tensor(batch["object_boxes"], device=self.device).float()
-        if boxes.ndim != 3 or boxes.shape[0] != b or boxes.shape[2] != 4:
-            raise UserError(f"batch 'object_boxes' must be (B, N, 4) normalised boxes, got {tuple(boxes.shape)}")
-        n = boxes.shape[1]
-        cams = torch.as_tensor(batch.get("object_camera", torch.zeros(b, n, dtype=torch.long)),
-                               device=self.device).long()
-        valid = torch.as_tensor(batch.get("object_valid", torch.ones(b, n, dtype=torch.bool)),
-                                device=self.device).bool()
-        names = batch.get("object_names") or [[""] * n for _ in range(b)]
-        if n > self.config.max_objects:
-            boxes, cams, valid = boxes[:, :self.config.max_objects], cams[:, :self.config.max_objects], \
-                valid[:, :self.config.max_objects]
-            names = [list(nm)[:self.config.max_objects] for nm in names]
-        return {"boxes": boxes.clamp(0.0, 1.0), "camera": cams, "valid": valid, "names": [list(nm) for nm in names]}
-
     def _obs_objects(self, obs: dict[str, Any]) -> dict[str, Any] | None:
         """``obs["objects"]`` (pixel boxes) -> the normalised tensor form used in batches."""
         objs = obs.get("objects")
@@ -417,7 +415,7 @@ class VIMAPolicy(Policy):
             raise UserError("the VIMA-style policy needs an instruction ('task') per sample; the dataset has none")
         qpos = np.asarray(torch.as_tensor(batch["qpos"]).cpu(), dtype=np.float32)
         ee_in = torch.from_numpy(self.ee_features(qpos, cached=True)).to(self.device)
-        objects = self._batch_objects(batch, b)
+        objects = batch_objects(batch, b, self.config.max_objects, self.device)
         if objects is not None and self.training:
             self.objects_trained.fill_(True)
         prompt, pmask, _ = self.encode_prompt(images, tasks, objects)
@@ -443,6 +441,14 @@ class VIMAPolicy(Policy):
             l1 = self.bins.offset_loss(predicted, targets, torch.from_numpy(offset).to(self.device), ~is_pad)
             terms["loss"] = terms["loss"] + c.offset_weight * l1
             terms["offset_l1"] = l1.detach()
+        if self.pointer is not None:
+            if batch.get("task_object_xy") is None:
+                raise UserError("this VIMA policy learns an object pointer and needs the batch's task_object_xy "
+                                "(episodes with object boxes; the trainer adds them)")
+            pointing = pointer_loss(self.pointer_xy(out).float(), batch["task_object_xy"].to(self.device),
+                                    batch["task_object_valid"].to(self.device))
+            terms["loss"] = terms["loss"] + c.pointer_weight * pointing
+            terms["pointer_l1"] = pointing.detach()
         return terms
 
     def _argmax_bins(self, logits: torch.Tensor) -> torch.Tensor:
@@ -483,6 +489,8 @@ class VIMAPolicy(Policy):
         if c.history_len > 1:
             self._history.append((frames, qpos, chunk[0].astype(np.float32)))
         extras: dict[str, Any] = {"done": float(torch.sigmoid(self.done_head(out)[0, 0]))}
+        if self.pointer is not None:  # where it thinks the instructed object is, (x, y) image fractions per camera
+            extras["pointer"] = self.pointer_xy(out)[0].float().cpu().numpy()
         if capture_attention:
             rows = torch.stack([m[0, :, -1:, :] for m in maps])  # ACTION query -> prompt tokens
             extras["attention"] = {"maps": rows.cpu().numpy().astype(np.float32), "query_kind": "action",

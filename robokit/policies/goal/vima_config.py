@@ -77,6 +77,11 @@ class VIMAConfig(PolicyConfig):
     weight_decay: float = 1e-4
     film: bool = True              # FiLM-condition the camera encoder on the pooled prompt
     keypoints: int = 32            # spatial-softmax keypoints per camera (0 = off)
+    # Learn where the instructed object is in each camera (a training target from the episodes'
+    # object boxes, robokit.policies.nn.object_pointer): one more token per camera and step, and
+    # the positions go to the heads with the keypoints. Weight of its L1 loss in image fractions.
+    object_pointer: bool = False
+    pointer_weight: float = 1.0
     reference_q: list[float] = field(default_factory=lambda: PANDA_READY_POSE.tolist())
 
     def __post_init__(self) -> None:
@@ -97,6 +102,8 @@ class VIMAConfig(PolicyConfig):
                 raise ConfigError(f"VIMA {name} must be one of {', '.join(allowed)}, got {value!r}")
         if not self.stem_channels or min(self.stem_channels) <= 0:
             raise ConfigError(f"stem_channels must be positive channel counts, got {self.stem_channels}")
+        if self.pointer_weight < 0:
+            raise ConfigError(f"pointer_weight must be >= 0, got {self.pointer_weight}")
         if self.offset_weight < 0:
             raise ConfigError(f"offset_weight must not be negative, got {self.offset_weight}")
         self.bins_xyz = tuple(int(v) for v in self.bins_xyz)  # type: ignore[assignment]
@@ -151,4 +158,4 @@ class VIMAConfig(PolicyConfig):
     def data_needs(self) -> DataNeeds:
         """The history steps before t, the instruction, and object boxes when it has object slots."""
         return DataNeeds(camera_names=tuple(self.camera_names), history=self.history_len - 1,
-                         object_boxes=self.max_objects > 0, instruction=True)
+                         object_boxes=self.max_objects > 0, instruction=True, task_object=self.object_pointer)

@@ -148,6 +148,26 @@ class XAttnLayer(nn.Module):
         return x + self.drop(self.mlp(self.norm3(x))), w
 
 
+def batch_objects(batch: dict[str, Any], b: int, max_objects: int, device: torch.device) -> dict[str, Any] | None:
+    """A training batch's object slots (``object_boxes`` etc.) as the policy's tensors, at most
+    ``max_objects``; None when the batch has no boxes."""
+    if batch.get("object_boxes") is None:
+        return None
+    boxes = torch.as_tensor(batch["object_boxes"], device=device).float()
+    if boxes.ndim != 3 or boxes.shape[0] != b or boxes.shape[2] != 4:
+        raise UserError(f"batch 'object_boxes' must be (B, N, 4) normalised boxes, got {tuple(boxes.shape)}")
+    n = boxes.shape[1]
+    cams = torch.as_tensor(batch.get("object_camera", torch.zeros(b, n, dtype=torch.long)),
+                           device=device).long()
+    valid = torch.as_tensor(batch.get("object_valid", torch.ones(b, n, dtype=torch.bool)),
+                            device=device).bool()
+    names = batch.get("object_names") or [[""] * n for _ in range(b)]
+    if n > max_objects:
+        boxes, cams, valid = boxes[:, :max_objects], cams[:, :max_objects], valid[:, :max_objects]
+        names = [list(nm)[:max_objects] for nm in names]
+    return {"boxes": boxes.clamp(0.0, 1.0), "camera": cams, "valid": valid, "names": [list(nm) for nm in names]}
+
+
 def observation_objects(obs: dict[str, Any], camera_names: Sequence[str], max_objects: int,
                         device: torch.device) -> dict[str, Any]:
     """``obs["objects"]`` (pixel boxes, floats kept as given) -> the normalised batch form of one
