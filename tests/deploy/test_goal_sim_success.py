@@ -92,6 +92,26 @@ def test_table_counts_successes_failures_and_grounding_per_instruction(bench):
     assert lines[-1] == "| **overall** | 1/4 (25%) | 1 | 1 | 0 | 0 | 1 | 2/3 (67%); 1 to no cube | 3/4 (75%) | 0.33 |"
 
 
+def test_grasp_offsets_are_summarised_by_outcome(bench):
+    from robokit.deploy.rollout_review import GraspAttempt
+
+    def closed(i, success, failure, across, height):
+        o = _outcome(i, RED_BOWL, success, failure)
+        return EpisodeOutcome(**{**o.__dict__, "grasp": GraspAttempt(across, 0.0, height, -5.0, 0.0, 0.0, height)})
+
+    results = EvalResults(outcomes=[closed(0, True, None, 0.002, 0.01), closed(1, True, None, -0.004, 0.01),
+                                    closed(2, False, "grasp_missed", -0.03, 0.02), _outcome(3, RED_BOWL, False, "time_out")])
+    summary = bench.grasp_summary(results)
+    assert set(summary) == {"success", "grasp_missed"}  # the episode that never closed is not in it
+    assert summary["success"]["closed"] == 2
+    assert summary["success"]["across"]["median"] == pytest.approx(0.003)  # of the magnitudes
+    assert summary["grasp_missed"]["height"]["median"] == pytest.approx(0.02)
+    assert summary["grasp_missed"]["yaw_error"]["median"] == pytest.approx(5.0)
+    lines = bench.format_grasps(summary)
+    assert lines[0].startswith("| outcome | closed | across |") and len(lines) == 4
+    assert lines[3].startswith("| grasp missed | 1 | 3.0 (3.0) cm |")
+
+
 def test_paraphrase_rows_show_the_paraphrase_and_keep_the_task(bench):
     results = EvalResults(outcomes=[_outcome(0, RED_BOWL, True, first="red_cube")])
     rows = bench.table_rows(results, names=bench.PARAPHRASES)
