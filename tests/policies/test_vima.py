@@ -270,7 +270,8 @@ def test_objects_are_ignored_by_a_model_trained_without_them():
     objects = [{"name": "red_cube", "box": [2, 3, 12, 14], "camera": "top"}]
     with_objects, extras = policy.predict_chunk(obs(["top"], objects=objects), capture_attention=True)
     assert not any(k.startswith("object/") for k in extras["attention"]["layout"])
-    np.testing.assert_array_equal(with_objects, policy.predict_chunk(obs(["top"]))[0])
+    # (the attention-capturing path may round differently: equal up to float noise)
+    np.testing.assert_allclose(with_objects, policy.predict_chunk(obs(["top"]))[0], atol=1e-5)
     policy.train().compute_loss(batch(objects=True))
     assert bool(policy.objects_trained)
 

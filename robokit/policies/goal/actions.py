@@ -89,7 +89,7 @@ class UniformBins:
     def decode_logits(self, logits: torch.Tensor, mode: str = "argmax",
                       offsets: torch.Tensor | None = None) -> np.ndarray:
         """``(..., total)`` logits -> ``(..., D)`` values: the argmax bin, or the expectation over
-        bins. ``offsets`` ``(..., total)``: each bin's predicted offset in bin steps (clamped to
+        bins (dimensions of more than two bins; two-bin ones take the argmax either way). ``offsets`` ``(..., total)``: each bin's predicted offset in bin steps (clamped to
         +-0.5), added to its centre, except in two-bin (on/off) dimensions."""
         out = []
         for d, n in enumerate(self.counts):
@@ -101,7 +101,7 @@ class UniformBins:
                 centres = centres + offsets[..., lo:hi].double().clamp(-0.5, 0.5) * float(self.step[d])
             else:
                 centres = centres.expand_as(part)
-            if mode == "expectation":
+            if mode == "expectation" and n > 2:  # an on/off dimension (the gripper) stays on or off
                 out.append((part.softmax(-1) * centres).sum(-1))
             else:
                 out.append(centres.gather(-1, part.argmax(-1, keepdim=True))[..., 0])

@@ -70,7 +70,7 @@ class VIMAConfig(PolicyConfig):
     rot_range: float = math.pi     # relative roll/pitch/yaw range is [-rot_range, rot_range]
     action_head: str = "bins+offset"  # bins + a continuous offset within the bin, or plain "bins"
     offset_weight: float = 1.0     # weight of the L1 loss on the offset (in bin steps)
-    decode: str = "argmax"         # "argmax" bin or "expectation" over bins
+    decode: str = "expectation"    # "expectation" over bins (centre + offset each) or the "argmax" bin
     label_smoothing: float = 0.0
     done_weight: float = 1.0
     lr: float = 3e-4               # AdamW learning rate (`robokit train --lr` overrides)
