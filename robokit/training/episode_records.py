@@ -161,6 +161,11 @@ def compute_norm_stats(qpos: Sequence[np.ndarray], action: Sequence[np.ndarray],
 # ---------------------------------------------------------------------------------------------
 # Object boxes
 # ---------------------------------------------------------------------------------------------
+def box_visible(raw: np.ndarray) -> np.ndarray:
+    """bool (T,) of (T, 4) pixel boxes [x0, y0, x1, y1]: the object was seen (not a -1 row, not empty)."""
+    return (raw[:, 0] >= 0) & (raw[:, 1] >= 0) & (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1])
+
+
 def dataset_object_names(records: Sequence[EpisodeRecord], camera_names: Sequence[str]) -> list[str]:
     """Sorted names of the objects any episode has boxes for in any of ``camera_names``.
 
@@ -192,7 +197,7 @@ def episode_object_arrays(rec: EpisodeRecord, camera_names: Sequence[str], names
             if raw.shape != (t, 4):
                 raise DataError(f"{rec.path}: /objects/{name}/box_{cam} has shape {raw.shape}, "
                                 f"expected ({t}, 4)")
-            seen = (raw[:, 0] >= 0) & (raw[:, 1] >= 0) & (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1])
+            seen = box_visible(raw)
             h, w = rec.image_shapes[cam][:2]
             norm = np.clip(raw / np.array([w, h, w, h], np.float32), 0.0, 1.0)
             area = (norm[:, 2] - norm[:, 0]) * (norm[:, 3] - norm[:, 1])
@@ -232,7 +237,7 @@ def moved_object(rec: EpisodeRecord, camera_names: Sequence[str]) -> str | None:
         travel: dict[str, float] = {}
         h, w = rec.image_shapes[cam][:2]
         for name, raw in rec.object_boxes.get(cam, {}).items():
-            seen = np.flatnonzero((raw[:, 0] >= 0) & (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1]))
+            seen = np.flatnonzero(box_visible(raw))
             if len(seen) < 2:
                 continue
             centre = (raw[:, :2] + raw[:, 2:]) / 2.0 / np.array([w, h], np.float32)
@@ -264,7 +269,7 @@ def task_object_tracks(rec: EpisodeRecord, camera_names: Sequence[str]) -> tuple
         if raw.shape != (t, 4):
             raise DataError(f"{rec.path}: /objects/{name}/box_{cam} has shape {raw.shape}, expected ({t}, 4)")
         h, w = rec.image_shapes[cam][:2]
-        valid[:, j] = (raw[:, 0] >= 0) & (raw[:, 1] >= 0) & (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1])
+        valid[:, j] = box_visible(raw)
         xy[:, j] = np.clip((raw[:, :2] + raw[:, 2:]) / 2.0 / np.array([w, h], np.float32), 0.0, 1.0)
     xy[~valid] = 0.0
     return xy, valid
