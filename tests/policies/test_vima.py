@@ -129,6 +129,39 @@ def test_bins_decode_logits_argmax_and_expectation():
     assert bins.decode_logits(logits, "expectation")[0, 0] == pytest.approx(0.3, abs=1e-6)
 
 
+def test_soft_targets_make_the_loss_grow_with_the_distance():
+    bins = UniformBins([0.0, 0.0], [1.0, 1.0], [41, 2])
+    positions = torch.tensor([[20.3, 1.0]])
+    soft = bins.gaussian_targets(positions, 1.0)
+    assert all(float(t.sum()) == pytest.approx(1.0) for t in soft)
+    assert float((soft[0] * torch.arange(41)).sum()) == pytest.approx(20.3, abs=1e-3)
+    assert soft[1].tolist() == [[0.0, 1.0]]  # on/off stays one-hot
+    valid = torch.ones(1, dtype=torch.bool)
+    target = torch.tensor([[20, 1]])
+
+    def loss(peak: int, sigma: float) -> float:
+        logits = torch.full((1, 43), -8.0)
+        logits[0, peak] = 8.0
+        logits[0, 42] = 8.0
+        return float(bins.cross_entropy(logits, target, valid, 0.0, positions, sigma))
+
+    assert loss(20, 1.0) < loss(21, 1.0) < loss(30, 1.0) - 2  # soft: ten bins off costs more than one
+    assert loss(21, 0.0) == pytest.approx(loss(30, 0.0))  # one-hot: every wrong bin costs the same
+
+
+def test_expectation_loss_measures_the_decoded_value_in_bin_steps():
+    bins = UniformBins([0.0, 0.0], [1.0, 1.0], [11, 2])
+    valid = torch.ones(1, dtype=torch.bool)
+    logits = torch.full((1, 13), -30.0)
+    logits[0, 3] = 30.0
+    offsets = torch.zeros(1, 13)
+    offsets[0, 3] = 0.25
+    assert float(bins.expectation_loss(logits, offsets, torch.tensor([[3.25, 0.0]]), valid)) < 1e-6
+    assert float(bins.expectation_loss(logits, None, torch.tensor([[5.0, 0.0]]), valid)) == pytest.approx(2.0)
+    # decode="expectation" returns the same value the loss measured
+    assert bins.decode_logits(logits, "expectation", offsets)[0, 0] == pytest.approx(0.325, abs=1e-6)
+
+
 def test_euler_round_trip():
     angles = np.random.default_rng(1).uniform(-1.2, 1.2, size=(50, 3))
     np.testing.assert_allclose(euler_xyz_from_matrix(matrix_from_euler_xyz(angles)), angles, atol=1e-9)
@@ -292,14 +325,17 @@ def test_bad_input_is_a_clear_error():
         VIMAConfig(action_head="mse")
     with pytest.raises(ConfigError, match="action_space='joint'"):
         VIMAConfig(action_dim=6)
+    with pytest.raises(ConfigError, match="bin_sigma"):
+        VIMAConfig(bin_sigma=-1.0)
     with pytest.raises(ConfigError, match="obj_patch"):
         VIMAConfig(obj_crop=10, obj_patch=4)
 
 
-def test_tiny_overfit_follows_the_instruction_and_learns_done(fit_batch):
+@pytest.mark.parametrize("losses", [{}, {"bin_sigma": 1.0, "expectation_weight": 0.1}], ids=["one-hot", "soft"])
+def test_tiny_overfit_follows_the_instruction_and_learns_done(fit_batch, losses):
     """Two instructions on the SAME observation with different Cartesian targets."""
     torch.manual_seed(0)
-    policy = tiny(n_embd=48).train()
+    policy = tiny(n_embd=48, **losses).train()
     rng = np.random.default_rng(5)
     image = torch.from_numpy(rng.integers(0, 256, (1, 1, 3, 16, 24), dtype=np.uint8))
     q0 = ready_qpos(rng, 0.0)
@@ -310,7 +346,8 @@ def test_tiny_overfit_follows_the_instruction_and_learns_done(fit_batch):
          "action": actions.repeat(4, 1, 1), "is_pad": torch.zeros(8, 3, dtype=torch.bool),
          "done": torch.tensor([[1.0] * 3, [0.0] * 3]).repeat(4, 1), "task": ["red", "blue"] * 4}
     loss = fit_batch(policy, b, steps=120, lr=3e-3)
-    assert float(loss["bin_accuracy"]) == 1.0
+    if not losses:  # soft targets centre the expectation, not necessarily the argmax, on the value
+        assert float(loss["bin_accuracy"]) == 1.0
     policy.eval()
     o = {"qpos": q0, "images": {"top": image[0, 0].permute(1, 2, 0).numpy()}}
     for task, target, done in (("red", a_red, True), ("blue", a_blue, False)):

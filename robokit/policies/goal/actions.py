@@ -86,6 +86,11 @@ class UniformBins:
         offset = (v - self.decode(idx)) / self.step
         return idx, np.clip(offset, -0.5, 0.5).astype(np.float32)
 
+    def argmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(..., total)`` logits -> ``(..., D)`` int64 index of each dimension's largest logit."""
+        o = self.offsets
+        return torch.stack([logits[..., o[d]:o[d + 1]].argmax(-1) for d in range(len(self.counts))], -1)
+
     def decode_logits(self, logits: torch.Tensor, mode: str = "argmax",
                       offsets: torch.Tensor | None = None) -> np.ndarray:
         """``(..., total)`` logits -> ``(..., D)`` values: the argmax bin, or the expectation over
@@ -127,19 +132,70 @@ class UniformBins:
         true = true_offsets.reshape(-1, true_offsets.shape[-1])[flat_valid][:, dims].to(chosen.dtype)
         return (chosen - true).abs().mean()
 
+    def gaussian_targets(self, positions: torch.Tensor, sigma: float) -> list[torch.Tensor]:
+        """Soft bin targets, one ``(N, n_d)`` tensor per dimension: the mass a normal distribution
+        centred on each value's position (in bin steps, ``(N, D)``, as index + offset) puts in every
+        bin, the two end bins taking the tails (HL-Gauss, "Stop Regressing", Farebrother et al.
+        2024). A two-bin (on/off) dimension keeps its one-hot target."""
+        out = []
+        normal = torch.distributions.Normal(0.0, 1.0)
+        for d, n in enumerate(self.counts):
+            mu = positions[:, d:d + 1].double()
+            if n <= 2:
+                out.append(torch.nn.functional.one_hot(mu[:, 0].round().long().clamp(0, n - 1), n).double())
+                continue
+            edges = torch.arange(n + 1, device=mu.device, dtype=torch.float64) - 0.5
+            cdf = normal.cdf((edges - mu) / sigma)
+            cdf[:, 0] = 0.0
+            cdf[:, -1] = 1.0
+            out.append(cdf[:, 1:] - cdf[:, :-1])
+        return out
+
+    def expectation_loss(self, logits: torch.Tensor, offsets: torch.Tensor | None, positions: torch.Tensor,
+                         valid: torch.Tensor) -> torch.Tensor:
+        """Mean L1, in bin steps, between the expectation decode (softmax-weighted bin centres, each
+        moved by its predicted offset) and the true position (index + offset) ``(..., D)``, over
+        the dimensions of more than two bins: what ``decode_logits(mode="expectation")`` returns,
+        trained directly."""
+        flat_valid = valid.reshape(-1)
+        dims = [d for d, n in enumerate(self.counts) if n > 2]
+        if not bool(flat_valid.any()) or not dims:
+            return logits.sum() * 0.0
+        lg = logits.reshape(-1, logits.shape[-1])[flat_valid]
+        off = None if offsets is None else offsets.reshape(-1, offsets.shape[-1])[flat_valid]
+        pos = positions.reshape(-1, positions.shape[-1])[flat_valid]
+        losses = []
+        for d in dims:
+            lo, hi = self.offsets[d], self.offsets[d + 1]
+            centres = torch.arange(hi - lo, device=lg.device, dtype=lg.dtype)
+            if off is not None:
+                centres = centres + off[:, lo:hi].clamp(-0.5, 0.5)
+            expected = (lg[:, lo:hi].softmax(-1) * centres).sum(-1)
+            losses.append((expected - pos[:, d].to(expected.dtype)).abs().mean())
+        return torch.stack(losses).mean()
+
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
-                      label_smoothing: float = 0.0) -> torch.Tensor:
+                      label_smoothing: float = 0.0, positions: torch.Tensor | None = None,
+                      sigma: float = 0.0) -> torch.Tensor:
         """Mean per-dimension cross-entropy; ``logits`` (..., total), ``targets`` (..., D) indices,
-        ``valid`` (...) bool selects the entries that count."""
+        ``valid`` (...) bool selects the entries that count. With ``sigma`` > 0 the targets are
+        soft: :meth:`gaussian_targets` around ``positions`` (..., D) (index + offset, bin steps),
+        so a prediction one bin off costs little and forty bins off a lot."""
         flat_valid = valid.reshape(-1)
         if not bool(flat_valid.any()):
             return logits.sum() * 0.0
         lg = logits.reshape(-1, logits.shape[-1])[flat_valid]
         tg = targets.reshape(-1, targets.shape[-1])[flat_valid]
+        soft = None
+        if sigma > 0:
+            if positions is None:
+                raise ValueError("soft bin targets need the values' positions")
+            soft = self.gaussian_targets(positions.reshape(-1, positions.shape[-1])[flat_valid], sigma)
         losses = []
         for d in range(len(self.counts)):
             part = lg[:, self.offsets[d]:self.offsets[d + 1]]
-            losses.append(torch.nn.functional.cross_entropy(part, tg[:, d], label_smoothing=label_smoothing))
+            target = tg[:, d] if soft is None else soft[d].to(part.dtype)
+            losses.append(torch.nn.functional.cross_entropy(part, target, label_smoothing=label_smoothing))
         return torch.stack(losses).mean()
 
 

@@ -21,16 +21,15 @@ Queries, per step of history (oldest first, ``history_len`` steps, causal over s
 
 The end-effector token encodes the TCP pose ``fk(qpos)`` (relative orientation as two rotation
 columns), the gripper and the normalised joints. The ACTION token of a past step embeds the action
-taken then; the current step's is a learned query whose output feeds the heads. Layers
-(``n_layer``): causal self-attention (``n_head``) -> cross-attention to the prompt
-(``xattn_n_heads``) -> MLP (``xattn_ff_expanding``).
+taken then; the current step's is a learned query whose output feeds the heads. Layers (``n_layer``):
+causal self-attention (``n_head``) -> cross-attention to the prompt (``xattn_n_heads``) -> MLP.
 
 Actions: each chunk step is discretised per dimension (``action_space="cartesian"``: TCP x, y, z,
-roll, pitch, yaw relative to the ready pose, gripper, with 50/100/50 position bins and 50 rotation
-bins; ``"joint"``: every joint over the dataset's action range) and trained with
-cross-entropy; predicted bins decode to continuous targets, Cartesian ones through IK to joint
-targets, so ``predict_chunk`` returns joint targets (chunk, action_dim) like every other policy.
-A done head (a learned end-of-episode signal) is trained on the batch's ``done``.
+roll, pitch, yaw relative to the ready pose, gripper, 50/100/50 position and 50 rotation bins;
+``"joint"``: every joint over the dataset's action range), trained with cross-entropy (soft
+Gaussian targets with ``bin_sigma``) and decoded to continuous targets, Cartesian ones through IK,
+so ``predict_chunk`` returns joint targets (chunk, action_dim) like every other policy. A done head
+(a learned end-of-episode signal) is trained on the batch's ``done``.
 
 Batch keys beyond base.py's, all optional (see docs/goal_policies.md):
 ``object_boxes`` float (B, N, 4) normalised [0, 1] boxes, ``object_camera`` int64 (B, N) camera
@@ -428,19 +427,26 @@ class VIMAPolicy(Policy):
                             f"({c.chunk_size}, {c.action_dim}) per sample")
         index, offset = self.bins.encode_with_offset(self.action_values(actions, cached=True))
         targets = torch.from_numpy(index).to(self.device)
+        true_offset = torch.from_numpy(offset).to(self.device)
+        positions = targets + true_offset  # in bin steps
         is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
-        ce = self.bins.cross_entropy(logits, targets, ~is_pad, c.label_smoothing)
+        ce = self.bins.cross_entropy(logits, targets, ~is_pad, c.label_smoothing, positions, c.bin_sigma)
         done = done_loss(self.done_head(out), batch)
         with torch.no_grad():
-            hit = (self._argmax_bins(logits) == targets).all(-1).float()
+            hit = (self.bins.argmax(logits) == targets).all(-1).float()
             acc = (hit * (~is_pad)).sum() / (~is_pad).sum().clamp_min(1)
         terms = {"loss": ce + c.done_weight * done, "ce": ce.detach(), "done_bce": done.detach(),
                  "bin_accuracy": acc}
+        predicted = None
         if self.offset_head is not None:
             predicted = self.offset_head(out).view(b, c.chunk_size, self.bins.total)
-            l1 = self.bins.offset_loss(predicted, targets, torch.from_numpy(offset).to(self.device), ~is_pad)
+            l1 = self.bins.offset_loss(predicted, targets, true_offset, ~is_pad)
             terms["loss"] = terms["loss"] + c.offset_weight * l1
             terms["offset_l1"] = l1.detach()
+        if c.expectation_weight > 0:
+            expected = self.bins.expectation_loss(logits, predicted, positions, ~is_pad)
+            terms["loss"] = terms["loss"] + c.expectation_weight * expected
+            terms["expectation_l1"] = expected.detach()
         if self.pointer is not None:
             if batch.get("task_object_xy") is None:
                 raise UserError("this VIMA policy learns an object pointer and needs the batch's task_object_xy "
@@ -450,10 +456,6 @@ class VIMAPolicy(Policy):
             terms["loss"] = terms["loss"] + c.pointer_weight * pointing
             terms["pointer_l1"] = pointing.detach()
         return terms
-
-    def _argmax_bins(self, logits: torch.Tensor) -> torch.Tensor:
-        o = self.bins.offsets
-        return torch.stack([logits[..., o[d]:o[d + 1]].argmax(-1) for d in range(len(self.bins.counts))], -1)
 
     # -- inference -------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -72,6 +72,12 @@ class VIMAConfig(PolicyConfig):
     offset_weight: float = 1.0     # weight of the L1 loss on the offset (in bin steps)
     decode: str = "expectation"    # "expectation" over bins (centre + offset each) or the "argmax" bin
     label_smoothing: float = 0.0
+    # Soft bin targets: a normal of this width (bin steps) around the true value instead of its one
+    # bin, so the loss grows with how far off a prediction is (0 = one-hot targets).
+    bin_sigma: float = 0.0
+    # Weight of an L1 loss (bin steps) on the expectation decode itself: trains the value that
+    # decode="expectation" returns, not only the bin probabilities (0 = off).
+    expectation_weight: float = 0.0
     done_weight: float = 1.0
     lr: float = 3e-4               # AdamW learning rate (`robokit train --lr` overrides)
     weight_decay: float = 1e-4
@@ -104,8 +110,9 @@ class VIMAConfig(PolicyConfig):
             raise ConfigError(f"stem_channels must be positive channel counts, got {self.stem_channels}")
         if self.pointer_weight < 0:
             raise ConfigError(f"pointer_weight must be >= 0, got {self.pointer_weight}")
-        if self.offset_weight < 0:
-            raise ConfigError(f"offset_weight must not be negative, got {self.offset_weight}")
+        for name in ("offset_weight", "bin_sigma", "expectation_weight"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         self.bins_xyz = tuple(int(v) for v in self.bins_xyz)  # type: ignore[assignment]
         self.workspace_low = tuple(float(v) for v in self.workspace_low)  # type: ignore[assignment]
         self.workspace_high = tuple(float(v) for v in self.workspace_high)  # type: ignore[assignment]
