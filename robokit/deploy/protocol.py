@@ -29,7 +29,7 @@ from robokit.errors import ProtocolError
 PROTOCOL_VERSION = 1
 
 #: Largest whole message (all frames together) a peer accepts by default: 64 MiB holds three
-#: 1080p RGB images with room to spare. The server also sets ZMQ_MAXMSGSIZE to this per frame.
+#: 1080p RGB images with room to spare.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Largest header (frame 0).
 MAX_HEADER_BYTES = 64 * 1024
@@ -37,6 +37,10 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 32
 #: Most dimensions an array may have.
 MAX_NDIM = 8
+#: Largest size of one array dimension.
+MAX_DIM = 2**31 - 1
+#: Deepest nesting of lists and maps in a header (a valid one nests four deep).
+MAX_HEADER_DEPTH = 32
 #: Longest array name / message type / object name.
 MAX_NAME_CHARS = 128
 #: Most objects one ``infer`` request may describe.
@@ -54,16 +58,17 @@ _NAME_OF: dict[np.dtype, str] = {dt: name for name, dt in DTYPES.items()}
 
 # Error codes of ``{"type": "error", "code": ..., "message": ...}`` replies (documented in
 # docs/deploy.md; a client in another language switches on them).
-BAD_MESSAGE = "bad_message"        # frames cannot be parsed: header not msgpack/map, frame count
+BAD_MESSAGE = "bad_message"        # frames cannot be parsed: header not msgpack/map, frame count,
+                                   # extension types (timestamps too), nesting too deep
 BAD_ARRAY = "bad_array"            # an array descriptor is invalid: dtype, shape, byte size
-TOO_LARGE = "too_large"            # message, header or array count over the limits
+TOO_LARGE = "too_large"            # message, header, array count or image side over the limits
 UNKNOWN_TYPE = "unknown_type"      # request type the server does not know
 UNSUPPORTED_VERSION = "unsupported_version"  # hello with a protocol version the server cannot speak
 MISSING_ARRAY = "missing_array"    # infer without qpos or without a camera image
 WRONG_DTYPE = "wrong_dtype"        # an array of the wrong dtype for its name
 WRONG_SHAPE = "wrong_shape"        # an array of the wrong shape for its name
 BAD_REQUEST = "bad_request"        # any other invalid field (e.g. ``task`` not a string)
-POLICY_ERROR = "policy_error"      # the policy raised while answering
+POLICY_ERROR = "policy_error"      # the policy raised, or answered with NaN or infinite values
 INTERNAL = "internal"              # a bug in the server; it keeps serving
 
 ERROR_CODES = (BAD_MESSAGE, BAD_ARRAY, TOO_LARGE, UNKNOWN_TYPE, UNSUPPORTED_VERSION, MISSING_ARRAY,
@@ -140,6 +145,27 @@ def _reject_ext(code: int, data: bytes) -> Any:
                         BAD_MESSAGE)
 
 
+def _check_header_values(header: Any) -> None:
+    """Refuse timestamps and nesting deeper than :data:`MAX_HEADER_DEPTH`.
+
+    msgpack decodes its timestamp extension (type -1) itself, without calling ``ext_hook``, so a
+    timestamp has to be found in the decoded header. The walk is iterative: a hostile header can
+    nest a thousand levels deep within its 64 KiB.
+    """
+    stack: list[tuple[Any, int]] = [(header, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, msgpack.Timestamp):
+            raise ProtocolError("msgpack extension types are not allowed in a header (got a timestamp, "
+                                "type -1)", BAD_MESSAGE)
+        if isinstance(value, (list, dict)):
+            if depth > MAX_HEADER_DEPTH:
+                raise ProtocolError(f"header nests lists and maps more than {MAX_HEADER_DEPTH} levels deep",
+                                    BAD_MESSAGE)
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+
+
 def decode(frames: Sequence[Any], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
     """Parse and validate one message (without its routing envelope).
 
@@ -150,8 +176,9 @@ def decode(frames: Sequence[Any], max_message_bytes: int = DEFAULT_MAX_MESSAGE_B
     buffers = [_buffer(f) for f in frames]
     total = sum(b.nbytes for b in buffers)
     if total > max_message_bytes:
-        raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_message_bytes} bytes",
-                            TOO_LARGE)
+        largest = max(range(len(buffers)), key=lambda i: buffers[i].nbytes)
+        raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_message_bytes} bytes "
+                            f"(frame {largest} has {buffers[largest].nbytes} bytes)", TOO_LARGE)
     raw_header = buffers[0]
     if raw_header.nbytes > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {raw_header.nbytes} bytes exceeds {MAX_HEADER_BYTES} bytes",
@@ -167,6 +194,7 @@ def decode(frames: Sequence[Any], max_message_bytes: int = DEFAULT_MAX_MESSAGE_B
         raise ProtocolError(f"header is not valid msgpack ({type(exc).__name__})", BAD_MESSAGE) from exc
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a msgpack map, got {type(header).__name__}", BAD_MESSAGE)
+    _check_header_values(header)
     msg_type = header.get("type")
     if not isinstance(msg_type, str) or not msg_type or len(msg_type) > MAX_NAME_CHARS:
         raise ProtocolError("header needs 'type': a non-empty string", BAD_MESSAGE)
@@ -184,7 +212,7 @@ def decode(frames: Sequence[Any], max_message_bytes: int = DEFAULT_MAX_MESSAGE_B
                             "frames follow", BAD_MESSAGE)
     arrays: dict[str, np.ndarray] = {}
     for desc, buf in zip(descriptors, buffers[1:]):
-        name, dtype, shape = _parse_descriptor(desc)
+        name, dtype, shape = _parse_descriptor(desc, max_message_bytes)
         if name in arrays:
             raise ProtocolError(f"array '{name}' is listed twice", BAD_ARRAY)
         expected = math.prod(shape) * dtype.itemsize
@@ -195,19 +223,26 @@ def decode(frames: Sequence[Any], max_message_bytes: int = DEFAULT_MAX_MESSAGE_B
     return Message(type=msg_type, header=header, arrays=arrays)
 
 
-def _parse_descriptor(desc: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
+def _parse_descriptor(desc: Any, max_bytes: int) -> tuple[str, np.dtype, tuple[int, ...]]:
     if not isinstance(desc, dict):
         raise ProtocolError("each entry of 'arrays' must be a map with name, dtype, shape", BAD_ARRAY)
     name, dtype, shape = desc.get("name"), desc.get("dtype"), desc.get("shape")
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
         raise ProtocolError("array 'name' must be a non-empty string", BAD_ARRAY)
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise ProtocolError(f"array '{name}': dtype {dtype!r} is not allowed; use one of "
+        raise ProtocolError(f"array '{name}': dtype {str(dtype)[:32]!r} is not allowed; use one of "
                             f"{', '.join(DTYPES)}", BAD_ARRAY)
     if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _INT64_MAX for d in shape):
-        raise ProtocolError(f"array '{name}': shape must be a list of at most {MAX_NDIM} "
-                            "non-negative integers", BAD_ARRAY)
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape):
+        raise ProtocolError(f"array '{name}': shape must be a list of at most {MAX_NDIM} integers "
+                            f"from 0 to {MAX_DIM}, got {str(shape)[:80]}", BAD_ARRAY)
+    # numpy refuses shapes whose non-zero dimensions multiply past its index range even when a zero
+    # makes the array empty; bounding that product by the message limit keeps every shape that
+    # reaches numpy one it can build. Python integers cannot overflow here.
+    bytes_needed = DTYPES[dtype].itemsize * math.prod(d or 1 for d in shape)
+    if bytes_needed > max_bytes:
+        raise ProtocolError(f"array '{name}': shape {shape} of {dtype} is larger than a message may be "
+                            f"({max_bytes} bytes)", BAD_ARRAY)
     return name, DTYPES[dtype], tuple(shape)
 
 

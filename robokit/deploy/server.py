@@ -4,7 +4,8 @@ The server binds a ROUTER socket. DEALER clients send ``[header, arrays...]``; R
 empty delimiter frame. The server echoes whatever envelope it received (identity, and the delimiter
 if there was one), so both kinds work. Requests are served one at a time in arrival order (a policy
 on one GPU gains nothing from concurrency); any malformed or hostile message gets an ``error`` reply
-and the server carries on.
+and the server carries on. A reply never carries NaN or infinite actions: a policy that produces
+them gets its request answered with ``policy_error`` instead.
 
 The policy can be any object with a ``config`` (``camera_names``, ``image_shape``, ``state_dim``,
 ``action_dim``, ``chunk_size``, ``fps``), ``predict_chunk(obs) -> (chunk, extras)`` and ``reset()``;
@@ -47,6 +48,16 @@ log = logging.getLogger(__name__)
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 MAX_TASK_CHARS = 4096
 MAX_IMAGE_SIDE = 8192
+#: Largest magnitude of a ``qpos`` value. No joint, gripper or Cartesian state in any unit a robot
+#: reports comes near it; such values are uninitialised memory or a unit mix-up, and they drive
+#: a policy's normalisation into overflow.
+MAX_ABS_QPOS = 1e9
+#: Smallest per-frame size libzmq accepts before it drops a connection (see ``receive_cap``):
+#: an image of MAX_IMAGE_SIDE a side fits, so an oversized image gets a ``too_large`` reply.
+MIN_RECEIVE_CAP = 256 * 1024 * 1024
+#: Complete messages queued per client before libzmq stops reading from that client's connection:
+#: with frames up to the receive cap, this bounds what one client can make the server hold.
+RECEIVE_QUEUE = 4
 MAX_TRACKED_CLIENTS = 1024  # bounded memory however many identities a peer invents
 
 
@@ -107,6 +118,12 @@ def trained_tasks(train_meta: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(t) for t in tasks if isinstance(t, str) and t)
 
 
+def receive_cap(max_message_bytes: int) -> int:
+    """Largest single frame the server's socket receives (and answers) for a message limit of
+    ``max_message_bytes``; a larger frame makes libzmq drop the connection without a reply."""
+    return max(4 * max_message_bytes, MIN_RECEIVE_CAP)
+
+
 def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | None = None,
                 tasks: Sequence[str] = ()) -> P.PolicyInfo:
     """The hello description of ``policy`` from its config and its data needs; ``tasks``: the
@@ -139,6 +156,7 @@ class PolicyServer:
         self.policy = policy
         self.info = policy_info(policy, checkpoint_sha256, fps, tasks)
         self.max_message_bytes = int(max_message_bytes)
+        self.receive_cap = receive_cap(self.max_message_bytes)
         self.stats = ServerStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,9 +171,12 @@ class PolicyServer:
             self.warmup()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        # libzmq disconnects a peer that sends a single frame larger than this; decode() also
-        # checks the sum of all frames so a many-frame message cannot get around it.
-        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        # libzmq silently drops the connection of a peer that sends a frame over ZMQ_MAXMSGSIZE, so
+        # the client would wait for a reply that never comes. The socket therefore takes frames
+        # well beyond the limit, and decode() checks the real limit (all frames together) and
+        # answers too_large; only frames over the receive cap still cost the connection.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.receive_cap)
+        self._sock.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
         if curve is not None:
             self._setup_curve(curve)
         try:
@@ -333,11 +354,9 @@ class PolicyServer:
             return handler(msg, t0)
         except ProtocolError as exc:
             code, text = exc.code, str(exc)
-        except RobokitError as exc:  # the policy refused the input (e.g. characters it cannot tokenise)
-            code, text = P.POLICY_ERROR, str(exc)
-        except Exception as exc:
-            log.exception("policy failed on a request")
-            code, text = P.POLICY_ERROR, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bug in the server itself (the policy's failures are typed above)
+            log.exception("unexpected error while answering a request")
+            code, text = P.INTERNAL, f"{type(exc).__name__}: {exc}"
         self.stats.errors += 1
         if record is not None:
             record.errors += 1
@@ -346,9 +365,15 @@ class PolicyServer:
 
     # -- handlers --------------------------------------------------------------------------------
     def _on_hello(self, msg: P.Message, t0: float) -> list[Any]:
-        version = msg.header.get("protocol", P.PROTOCOL_VERSION)
+        if "protocol" not in msg.header:
+            raise ProtocolError(f"hello is missing the field 'protocol' (the protocol version the client "
+                                f"speaks, {P.PROTOCOL_VERSION})", P.BAD_REQUEST)
+        version = msg.header["protocol"]
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ProtocolError(f"hello field 'protocol' must be an integer, got {type(version).__name__}",
+                                P.BAD_REQUEST)
         if version != P.PROTOCOL_VERSION:
-            raise ProtocolError(f"client speaks protocol {version!r}, this server speaks "
+            raise ProtocolError(f"client speaks protocol {version}, this server speaks "
                                 f"{P.PROTOCOL_VERSION}; upgrade the older side", P.UNSUPPORTED_VERSION)
         client = msg.header.get("client")
         if isinstance(client, str):
@@ -357,7 +382,7 @@ class PolicyServer:
                         msg_id=msg.id)
 
     def _on_reset(self, msg: P.Message, t0: float) -> list[Any]:
-        self.policy.reset()
+        self._call_policy(self.policy.reset)
         return P.encode("reset", msg_id=msg.id)
 
     def _on_ping(self, msg: P.Message, t0: float) -> list[Any]:
@@ -366,8 +391,12 @@ class PolicyServer:
     @staticmethod
     def _image(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
         img = P.require_array(arrays, name, "uint8", (None, None, 3))
-        if not (0 < img.shape[0] <= MAX_IMAGE_SIDE and 0 < img.shape[1] <= MAX_IMAGE_SIDE):
-            raise ProtocolError(f"array '{name}' has an unusable image size {img.shape[:2]}", P.WRONG_SHAPE)
+        if not (img.shape[0] > 0 and img.shape[1] > 0):
+            raise ProtocolError(f"array '{name}' has an empty image size {img.shape[:2]}", P.WRONG_SHAPE)
+        if max(img.shape[:2]) > MAX_IMAGE_SIDE:
+            raise ProtocolError(f"array '{name}' is a {img.shape[0]}x{img.shape[1]} image; images may be at "
+                                f"most {MAX_IMAGE_SIDE} pixels a side (the server resizes them to the "
+                                "policy's image_shape anyway: send them smaller)", P.TOO_LARGE)
         return img
 
     def _observation(self, msg: P.Message) -> Observation:
@@ -384,26 +413,57 @@ class PolicyServer:
             objects = P.parse_objects(objects, info.camera_names)
         if not np.all(np.isfinite(qpos)):
             raise ProtocolError("array 'qpos' holds NaN or infinite values", P.BAD_REQUEST)
+        if np.any(np.abs(qpos) > MAX_ABS_QPOS):
+            worst = int(np.argmax(np.abs(qpos)))
+            raise ProtocolError(f"array 'qpos' holds {float(qpos[worst]):g} at index {worst}; values of a "
+                                f"magnitude above {MAX_ABS_QPOS:g} are not a robot state", P.BAD_REQUEST)
         return Observation(qpos=qpos, images=images, task=task, goal_image=goal_image, objects=objects)
 
     def _on_infer(self, msg: P.Message, t0: float) -> list[Any]:
         info = self.info
         obs = prepare_observation(self._observation(msg), info)
         t_model = time.perf_counter()
-        with self._inference_context():
-            chunk, extras = self.policy.predict_chunk(obs)
+        chunk, extras = self._call_policy(self.policy.predict_chunk, obs)
         model_ms = (time.perf_counter() - t_model) * 1e3
-        chunk = np.asarray(chunk, dtype=np.float32)
-        if chunk.shape != (info.chunk_size, info.action_dim):
-            raise ProtocolError(f"the policy returned actions of shape {chunk.shape}, it announced "
-                                f"({info.chunk_size}, {info.action_dim})", P.INTERNAL)
         fields: dict[str, Any] = {}
-        done = (extras or {}).get("done")
+        chunk, done = self._checked_output(chunk, extras)
         if done is not None:
-            fields["done"] = float(done)
+            fields["done"] = done
         self.stats.infers += 1
         fields["timing"] = {"model_ms": model_ms, "server_ms": (time.perf_counter() - t0) * 1e3}
         return P.encode("infer", fields, {"actions": chunk}, msg_id=msg.id)
+
+    def _call_policy(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` under the inference context; whatever it raises becomes ``policy_error``."""
+        try:
+            with self._inference_context():
+                return fn(*args)
+        except RobokitError as exc:  # the policy refused the input (e.g. characters it cannot tokenise)
+            raise ProtocolError(str(exc), P.POLICY_ERROR) from exc
+        except Exception as exc:
+            log.exception("the policy failed on a request")
+            raise ProtocolError(f"{type(exc).__name__}: {exc}", P.POLICY_ERROR) from exc
+
+    def _checked_output(self, chunk: Any, extras: Any) -> tuple[np.ndarray, float | None]:
+        """The chunk as float32 and ``done`` as a float, or ProtocolError: a robot must never be sent
+        NaN or infinite targets, and an extreme observation can drive a model there."""
+        info = self.info
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32 becomes inf, refused below
+                chunk = np.asarray(chunk, dtype=np.float32)
+            done = (extras or {}).get("done")
+            done = None if done is None else float(done)
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"the policy returned something that is not numbers ({exc})", P.POLICY_ERROR) from exc
+        if chunk.shape != (info.chunk_size, info.action_dim):
+            raise ProtocolError(f"the policy returned actions of shape {chunk.shape}, it announced "
+                                f"({info.chunk_size}, {info.action_dim})", P.INTERNAL)
+        bad = int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+        if bad or (done is not None and not np.isfinite(done)):
+            what = f"{bad} of {chunk.size} action values" if bad else "its 'done' value"
+            raise ProtocolError(f"the policy returned NaN or infinite numbers ({what}); no actions were sent. "
+                                "The observation is probably outside what it was trained on", P.POLICY_ERROR)
+        return chunk, done
 
     def _inference_context(self) -> Any:
         # Torch policies should not build autograd graphs at serving time; the check keeps the

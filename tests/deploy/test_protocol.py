@@ -122,3 +122,36 @@ def test_error_frames_decode_to_an_error_message():
     msg = protocol.decode(wire(protocol.error_frames(protocol.UNKNOWN_TYPE, "no such type", msg_id=3)))
     assert msg.type == "error" and msg.id == 3
     assert msg.header["code"] == "unknown_type" and msg.header["message"] == "no such type"
+
+
+@pytest.mark.parametrize("value", [msgpack.Timestamp(1, 2), [1, msgpack.Timestamp(0)],
+                                   {"when": {"at": msgpack.Timestamp(5, 0)}}])
+def test_msgpack_timestamps_are_refused_like_every_extension_type(value):
+    """msgpack decodes its timestamp extension (type -1) without calling ext_hook."""
+    frames = [msgpack.packb({"type": "ping", "t": value}, datetime=False)]
+    assert "extension" in expect(protocol.BAD_MESSAGE, frames)
+    # A malformed timestamp payload is refused as well.
+    expect(protocol.BAD_MESSAGE, [b"\x82\xa4type\xa4ping\xa1t\xd4\xff\x00"])
+
+
+def test_headers_nested_too_deep_are_bad_messages():
+    deep: list = []
+    for _ in range(protocol.MAX_HEADER_DEPTH + 5):
+        deep = [deep]
+    assert "levels deep" in expect(protocol.BAD_MESSAGE, [header(type="x", pad=deep)])
+    expect(protocol.BAD_MESSAGE, [b"\x82\xa4type\xa1x\xa3pad" + b"\x91" * 5000 + b"\x00"])
+
+
+@pytest.mark.parametrize("shape", [[2**63 - 1, 0, 3], [2**40, 0, 2**40], [0, 2**31], [-1, 0], [2**64 - 1],
+                                   [2**30, 2**30, 0], [True, 0]])
+def test_absurd_shapes_of_empty_arrays_are_bad_arrays(shape):
+    frames = [header(type="infer", arrays=[{"name": "images/top", "dtype": "uint8", "shape": shape}]), b""]
+    expect(protocol.BAD_ARRAY, frames)
+
+
+def test_largest_shape_that_fits_the_limit_is_accepted_and_one_more_is_not():
+    desc = {"name": "a", "dtype": "float32", "shape": [0, 250]}
+    assert protocol.decode([header(type="x", arrays=[desc]), b""], max_message_bytes=1000).arrays["a"].shape == (0, 250)
+    desc["shape"] = [0, 251]
+    assert "larger than a message" in expect(protocol.BAD_ARRAY, [header(type="x", arrays=[desc]), b""],
+                                             max_message_bytes=1000)

@@ -33,6 +33,13 @@ class EchoPolicy:
     def predict_chunk(self, obs):
         if obs.get("task") == "explode":
             raise RuntimeError("boom")
+        if obs.get("task") == "overflow":  # a forward pass that overflows, as models do on extreme input
+            with np.errstate(over="ignore", invalid="ignore"):
+                chunk = np.full((self.config.chunk_size, 8), 3e38, np.float32) * np.float32(10)
+                chunk[0] -= chunk[0]
+            return chunk, {"done": 0.5}
+        if obs.get("task") == "undecided":
+            return np.zeros((self.config.chunk_size, 8)), {"done": float("nan")}
         self.seen.append({k: (v if k != "images" else {c: i.shape for c, i in v.items()})
                           for k, v in obs.items() if k != "qpos"})
         time.sleep(self.delay_s)
@@ -165,8 +172,12 @@ def test_oversized_messages(server, client):
     # More frames than any valid message has: an error reply.
     many = [msgpack.packb({"type": "ping"})] + [b"x"] * (P.MAX_ARRAYS + 10)
     expect_error(server.address, many, P.TOO_LARGE)
-    # One frame over the limit: libzmq drops the connection, no reply; the server carries on.
-    assert raw_request(server.address, [b"\x00" * 3_000_000], timeout_ms=500) is None
+    # One frame over the limit (libzmq would drop the connection at ZMQ_MAXMSGSIZE): a reply.
+    assert "exceeds the limit" in expect_error(server.address, [b"\x00" * 3_000_000], P.TOO_LARGE).header["message"]
+    big_image = np.zeros((1000, 1000, 3), np.uint8)
+    expect_error(server.address, infer_frames(**{"images/top": big_image}), P.TOO_LARGE)
+    expect_error(server.address, [b"\x00" * 3_000_000, b"\x00" * 10], P.TOO_LARGE, kind=zmq.REQ)
+    assert server.receive_cap >= 8192 * 8192 * 3  # an image of the largest side gets its reply too
     assert client.infer(np.zeros(8, np.float32), images()).actions.shape == (5, 8)
     # A limit of 0 (libzmq: refuse everything) or below (libzmq: no limit at all) is refused.
     for limit in (0, -1):
@@ -251,3 +262,72 @@ def test_a_client_written_from_the_docs_alone_works(server):
         assert request({"type": "reset", "id": 3})[0] == {"type": "reset", "id": 3}
     finally:
         sock.close(0)
+
+
+def test_images_larger_than_the_largest_side_are_too_large(server):
+    reply = expect_error(server.address, infer_frames(**{"images/top": np.zeros((8193, 2, 3), np.uint8)}),
+                         P.TOO_LARGE)
+    assert "8192" in reply.header["message"] and "images/top" in reply.header["message"]
+
+
+def test_absurd_shape_of_an_empty_image_is_a_bad_array_not_a_policy_error(server):
+    arrays = P.decode(infer_frames()).arrays
+    head = msgpack.unpackb(P.encode("infer", arrays=arrays)[0])
+    head["arrays"][1]["shape"] = [2**63 - 1, 0, 3]
+    frames = [msgpack.packb(head), arrays["qpos"].tobytes(), b"", arrays["images/wrist"].tobytes()]
+    expect_error(server.address, frames, P.BAD_ARRAY)
+
+
+def test_timestamps_in_a_header_are_refused(server):
+    frames = [msgpack.packb({"type": "ping", "id": 4, "sent": msgpack.Timestamp(1_700_000_000, 0)})]
+    assert "extension" in expect_error(server.address, frames, P.BAD_MESSAGE).header["message"]
+
+
+@pytest.mark.parametrize("fields, code, words", [
+    ({}, P.BAD_REQUEST, "missing the field 'protocol'"),
+    ({"protocol": True}, P.BAD_REQUEST, "'protocol' must be an integer"),
+    ({"protocol": "1"}, P.BAD_REQUEST, "'protocol' must be an integer"),
+    ({"protocol": 1.0}, P.BAD_REQUEST, "'protocol' must be an integer"),
+    ({"protocol": 2**64 - 1}, P.UNSUPPORTED_VERSION, "protocol"),
+])
+def test_hello_must_say_which_protocol_it_speaks(server, fields, code, words):
+    reply = expect_error(server.address, P.encode("hello", fields, msg_id=1), code)
+    assert words in reply.header["message"]
+
+
+def test_extreme_qpos_is_refused_before_it_reaches_the_policy(server, client):
+    seen = len(server.policy.seen)
+    for value in (3e38, -2e9):
+        qpos = np.zeros(8, np.float32)
+        qpos[3] = value
+        reply = expect_error(server.address, infer_frames(qpos=qpos), P.BAD_REQUEST)
+        assert "'qpos'" in reply.header["message"] and "index 3" in reply.header["message"]
+    assert len(server.policy.seen) == seen
+    assert client.infer(np.full(8, 1e9, np.float32), images()).actions.shape == (5, 8)
+
+
+@pytest.mark.parametrize("task", ["overflow", "undecided"])
+def test_non_finite_policy_output_is_never_sent(server, client, task):
+    with pytest.raises(ProtocolError) as err:
+        client.infer(np.zeros(8, np.float32), images(), task=task)
+    assert err.value.code == P.POLICY_ERROR and "NaN or infinite" in str(err.value)
+    assert np.isfinite(client.infer(np.zeros(8, np.float32), images()).actions).all()
+
+
+def test_an_act_policy_given_an_extreme_qpos_answers_with_a_typed_error(make_tiny_policy):
+    policy = make_tiny_policy("act")
+    policy.eval()
+    with PolicyServer(policy, "tcp://127.0.0.1:0", warmup=False).start() as srv, \
+            PolicyClient(srv.address, timeout_s=10.0) as client:
+        info = client.hello()
+        frame = {c: np.zeros(info.image_shape, np.uint8) for c in info.camera_names}
+        with pytest.raises(ProtocolError) as err:
+            client.infer(np.full(info.state_dim, 3e38, np.float32), frame)
+        assert err.value.code == P.BAD_REQUEST
+        # Past the input check (a model that diverges on input it accepts): the output check.
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("robokit.deploy.server.MAX_ABS_QPOS", float("inf"))
+            with pytest.raises(ProtocolError) as err:
+                client.infer(np.full(info.state_dim, 3e38, np.float32), frame)
+        assert err.value.code == P.POLICY_ERROR and "NaN or infinite" in str(err.value)
+        assert np.isfinite(client.infer(np.zeros(info.state_dim, np.float32), frame).actions).all()
