@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
 def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, output: Path | None) -> int:
     from robokit.episodes import format as fmt
     from robokit.episodes.reader import list_episodes, open_episode
-    from robokit.episodes.summary import episode_summary
+    from robokit.episodes.summary import EpisodeShape, episode_summary, folder_mismatches
 
     partials = sorted(p.name for p in folder.iterdir() if fmt.partial_index(p) is not None)
     try:
@@ -69,6 +69,8 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
     problems: list[str] = []
     total_steps = total_bytes = bad = 0
     successes = known = 0
+    shapes: list[EpisodeShape] = []
+    recovered: list[str] = []
     for path in paths:
         size = path.stat().st_size
         total_bytes += size
@@ -81,8 +83,10 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
                     path.name, str(ep.length), _seconds(info["duration_s"]),
                     f"{rate:.1f}" if rate else "-",
                     ", ".join(f"{c} {ep.image_shape(c)[1]}x{ep.image_shape(c)[0]}" for c in ep.camera_names),
-                    _bytes(size), _clip(ep.task or "-", 40), _yes_no(ep.success),
-                    "[green]ok[/]" if not found else f"[red]{len(found)} problem(s)[/]")
+                    _bytes(size), _clip(ep.task or "-", 40), _yes_no(ep.success), _check(found, ep))
+                shapes.append(EpisodeShape.of(ep))
+                if _recovered(ep):
+                    recovered.append(path.name)
                 total_steps += ep.length
                 if ep.success is not None:
                     known += 1
@@ -106,8 +110,15 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
     if partials:
         console.print(f"[yellow]{len(partials)} unfinished recording(s)[/]: `robokit record --out {folder}` "
                       "recovers them")
-    for problem in problems:
+    if recovered:
+        console.print(f"[yellow]{len(recovered)} recovered episode(s)[/] ({', '.join(recovered)}): cut short by a "
+                      "crash, without end frames, success unknown; training uses them, delete them to leave "
+                      "them out", highlight=False, soft_wrap=True)
+    mismatches = folder_mismatches(shapes)
+    for problem in problems + mismatches:
         console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    if mismatches and not bad:
+        raise DataError(f"the episodes under {folder} cannot be trained on together (listed above)")
     return bad
 
 
@@ -151,7 +162,7 @@ def _inspect_file(console: Console, path: Path, plot: bool, video: bool, output:
         for key, value in sorted(ep.attrs.items()):
             if key not in shown:
                 table.add_row(f"attr {key}", _clip(json.dumps(value, default=str), 100))
-        table.add_row("check", "[green]ok[/]" if not problems else f"[red]{len(problems)} problem(s)[/]")
+        table.add_row("check", _check(problems, ep))
         console.print(table)
         for problem in problems:
             console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
@@ -201,6 +212,17 @@ def _inspect_checkpoint(console: Console, path: Path) -> None:
 
 
 # -- formatting -------------------------------------------------------------------------------------
+def _recovered(ep: Any) -> bool:
+    return bool(ep.attrs.get("recovered", False))
+
+
+def _check(problems: list[str], ep: Any) -> str:
+    """The check column: problems, or whether the episode was recovered after a crash."""
+    if problems:
+        return f"[red]{len(problems)} problem(s)[/]"
+    return "[yellow]recovered[/] (cut short)" if _recovered(ep) else "[green]ok[/]"
+
+
 def _bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":

@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
         teleop: Annotated[str, typer.Option(
             "--teleop", help="keyboard | kinesthetic | scripted (sim) | replay:EPISODE.hdf5")] = "keyboard",
         episodes: Annotated[int | None, typer.Option(
-            "--episodes", help="Stop after this many saved episodes (scripted default 10, replay 1).")] = None,
+            "--episodes", help="Stop after this many saved episodes (scripted default 10, replay 1); a scripted run "
+            "into a folder that already holds episodes records only what is missing.")] = None,
         end_frames: Annotated[int, typer.Option(
             "--end-frames", help="Extra steps recorded with done=True after stop.")] = 5,
         compress: Annotated[str, typer.Option(
@@ -250,7 +251,7 @@ def _run_with_panel(console: Console, session: Any, prompt: TaskPrompt, poll: An
 def _run_with_progress(console: Console, session: Any, poll: Any, on_tick: Any) -> list[Path]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    target = session.config.episodes
+    target = session.target
     with Progress(TextColumn("[bold]recording[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console, transient=False) as progress, \
             log_to_console(progress.console):

@@ -35,6 +35,15 @@ class LowDiskSpace(UserError):
     """The output folder's disk has less free space than the writer needs."""
 
 
+def saved_episodes(folder: str | Path) -> list[Path]:
+    """The ``episode_<N>.hdf5`` files of ``folder``, sorted by N (none if it does not exist)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(fmt.episode_index(p), p) for p in folder.iterdir() if p.is_file()]
+    return [p for n, p in sorted((n, p) for n, p in found if n is not None)]
+
+
 def next_episode_index(folder: str | Path) -> int:
     """1 + the highest N of ``episode_<N>.hdf5`` / ``.partial`` in ``folder`` (and ``broken/``); 0 if none."""
     folder = Path(folder)

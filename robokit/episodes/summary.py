@@ -1,14 +1,17 @@
-"""The figures ``robokit inspect`` shows for an episode: length, duration, achieved rates, frame ages."""
+"""The figures ``robokit inspect`` shows for an episode (length, duration, achieved rates, frame ages)
+and what it checks across the episodes of a folder (the same cameras, dimensions and rate)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from robokit.episodes.reader import Episode
 
-__all__ = ["episode_summary"]
+__all__ = ["EpisodeShape", "episode_summary", "folder_mismatches"]
 
 
 def episode_summary(ep: Episode) -> dict[str, Any]:
@@ -35,3 +38,43 @@ def episode_summary(ep: Episode) -> dict[str, Any]:
             if age.size:
                 out["frame_age_ms"][cam] = (float(np.median(age)) * 1e3, float(np.max(age)) * 1e3)
     return out
+
+
+@dataclass(frozen=True)
+class EpisodeShape:
+    """What must agree across the episodes of one dataset for training to read them together."""
+
+    path: Path
+    cameras: tuple[str, ...]
+    state_dim: int
+    action_dim: int
+    fps: float | None
+
+    @classmethod
+    def of(cls, ep: Episode) -> EpisodeShape:
+        return cls(Path(ep.path), tuple(ep.camera_names), int(ep.state_dim), int(ep.action_dim),
+                   None if ep.fps is None else round(float(ep.fps), 6))
+
+
+def folder_mismatches(shapes: list[EpisodeShape]) -> list[str]:
+    """One line per way the episodes of a folder disagree (cameras, state/action dimensions, rate),
+    naming an odd episode and what to do; empty when `robokit train` can read them all together."""
+    if len(shapes) < 2:
+        return []
+    problems = []
+    common = set(shapes[0].cameras).intersection(*(s.cameras for s in shapes))
+    odd = next((s for s in shapes if s.cameras != shapes[0].cameras), None)
+    if odd is not None:
+        fix = (f"train with --camera {' --camera '.join(sorted(common))} (the cameras every episode has)"
+               if common else "no camera is in every episode")
+        problems.append(f"{odd.path.name} has cameras {', '.join(odd.cameras) or 'none'} but "
+                        f"{shapes[0].path.name} has {', '.join(shapes[0].cameras) or 'none'}: {fix}, "
+                        "or move the odd episodes to another folder")
+    for field, label in (("state_dim", "state (qpos) dimension"), ("action_dim", "action dimension"),
+                         ("fps", "recording rate (fps)")):
+        odd = next((s for s in shapes if getattr(s, field) != getattr(shapes[0], field)), None)
+        if odd is not None:
+            problems.append(f"{odd.path.name} has {label} {getattr(odd, field)} but {shapes[0].path.name} has "
+                            f"{getattr(shapes[0], field)}: one dataset needs one robot and one rate; move the "
+                            "odd episodes to another folder")
+    return problems

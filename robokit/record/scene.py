@@ -4,7 +4,8 @@ the episode attributes, the task check and the pixel boxes of the task's objects
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robokit.errors import UserError
@@ -28,6 +29,20 @@ class SimScene:
         # Episode camera name -> simulator camera, for the cameras that render the scene: their
         # episodes store where each object is in the image.
         self.box_cameras = {name: cam.name for name, cam in cameras.items() if env.cameras.get(cam.name) is cam}
+        # Scene seeds the output folder already holds: a fresh draw skips them, so that a second
+        # session into the same folder (after a crash, say) never records a scene twice.
+        self._used_seeds: set[int] = set()
+
+    def avoid_seeds(self, seeds: Iterable[int]) -> None:
+        """Never draw these scene seeds for a fresh scene (those of the episodes already saved)."""
+        self._used_seeds.update(int(s) for s in seeds)
+
+    def _fresh_seed(self) -> int:
+        seed = self.env.draw_seed()
+        while seed in self._used_seeds:
+            seed = self.env.draw_seed()
+        self._used_seeds.add(seed)
+        return seed
 
     @property
     def instruction(self) -> str:
@@ -46,7 +61,7 @@ class SimScene:
         if same:
             self.env.reset(seed=self.env.seed, task=self.pinned_task or self.env.task.name)
             return "scene reset"
-        self.env.reset(seed=None, task=self.pinned_task)
+        self.env.reset(seed=self._fresh_seed(), task=self.pinned_task)
         return f"new scene (seed {self.env.seed})"
 
     def reset_for(self, source_name: str, source_attrs: Mapping[str, Any]) -> None:
@@ -56,7 +71,7 @@ class SimScene:
         if source_name == "replay" and seed is not None:
             self.env.reset(seed=int(seed), task=source_attrs.get("sim_task"))
         else:
-            self.env.reset(seed=None)
+            self.env.reset(seed=self._fresh_seed())
 
     def episode_attrs(self) -> dict[str, Any]:
         """Attributes stored with an episode recorded on the current scene."""
@@ -79,6 +94,22 @@ class SimScene:
         except Exception:
             log.exception("the task's success check failed")
             return None
+
+
+def episode_seeds(paths: Iterable[Path]) -> set[int]:
+    """The ``sim_seed`` attributes of these episode files (files without one, or unreadable, add none)."""
+    import h5py
+
+    seeds = set()
+    for path in paths:
+        try:
+            with h5py.File(path, "r") as f:
+                seed = f.attrs.get("sim_seed")
+        except OSError:
+            continue
+        if seed is not None:
+            seeds.add(int(seed))
+    return seeds
 
 
 def task_name(env: PandaSimEnv, text: str) -> str:

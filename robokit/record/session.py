@@ -45,6 +45,7 @@ from robokit.episodes.files import (
     check_free_space,
     next_episode_index,
     prepare_folder,
+    saved_episodes,
 )
 from robokit.episodes.recovery import recover_partial_episodes
 from robokit.episodes.writer import EmptyEpisode, EpisodeStep, EpisodeWriter
@@ -52,7 +53,7 @@ from robokit.errors import HardwareFault, UserError
 from robokit.hardware.base import Camera, Frame, Robot, RobotState
 from robokit.record.capture import CameraGrabber, RateLoop
 from robokit.record.config import RecordConfig
-from robokit.record.scene import SimScene
+from robokit.record.scene import SimScene, episode_seeds
 from robokit.record.status import SessionStatus, StatusBoard
 from robokit.record.teleop import Observation, TeleopSource
 
@@ -96,6 +97,8 @@ class RecordingSession:
         self.board = StatusBoard(config.out, clock, teleop.key_help)
         self._writer: EpisodeWriter | None = None
         self._index = 0
+        #: Episodes this session saves before it stops (None: until quit).
+        self.target = config.episodes
         self._episode_start = 0.0
         self._end_left = 0
         self._pending: EpisodeStep | None = None
@@ -113,6 +116,17 @@ class RecordingSession:
         messages = recover_partial_episodes(out)
         check_free_space(out, self.config.min_free_bytes)
         self._index = next_episode_index(out)
+        existing = saved_episodes(out)
+        if self.scene is not None:
+            self.scene.avoid_seeds(episode_seeds(existing))
+        # A scripted run makes a dataset of `episodes` demonstrations: run again on the same
+        # folder (after a crash, say) it completes that number instead of adding as many again.
+        if self.teleop.name == "scripted" and self.config.episodes is not None and existing:
+            self.target = max(self.config.episodes - len(existing), 0)
+            messages.append(f"{out} holds {len(existing)} episodes: " + (
+                f"recording {self.target} more to reach --episodes {self.config.episodes}" if self.target else
+                f"nothing to record for --episodes {self.config.episodes} (give a larger number to add more)"))
+            self._quit = self.target == 0
         for message in messages:
             self.board.say(message)
         return messages
@@ -339,7 +353,7 @@ class RecordingSession:
             dropped={n: s.dropped for n, s in stats.items()},
             repeated={n: s.repeated for n, s in stats.items()},
             overruns=self._rate.overruns if self._rate is not None else 0,
-            disk_free_bytes=self.board.free_bytes(), saved=len(self.saved), target=self.config.episodes,
+            disk_free_bytes=self.board.free_bytes(), saved=len(self.saved), target=self.target,
             discarded=self.discarded, task=self.task, teleop=self.teleop.status(),
             messages=list(self.board.messages), key_help=list(self.board.keys))
 
@@ -418,7 +432,7 @@ class RecordingSession:
         finally:
             self._writer = None
             self.state = IDLE
-        if self.config.episodes is not None and len(self.saved) >= self.config.episodes:
+        if self.target is not None and len(self.saved) >= self.target:
             self._quit = True
         if self._quit_after_save:
             self._quit = True

@@ -80,7 +80,8 @@ def test_scripted_pick_place_numbers_continue_and_end_frames(tmp_path, capsys):
     out = tmp_path / "pick"
     out.mkdir()
     write_act_sim(out / "episode_4.hdf5", steps=3)  # someone else's file: never overwritten
-    code, _, err = cli(capsys, "record", "--sim", "--teleop", "scripted", "--episodes", "1", "--out", out,
+    # --episodes counts the episodes the folder holds: one is there, one more makes two
+    code, _, err = cli(capsys, "record", "--sim", "--teleop", "scripted", "--episodes", "2", "--out", out,
                        "--image-size", SIZE, "--end-frames", "2", "--compress", "lzf")
     assert code == 0, err
     with open_episode(out / "episode_5.hdf5") as ep:
@@ -184,6 +185,37 @@ def test_sigterm_saves_the_episode_in_progress(tmp_path):
             if "interrupted" in ep.attrs:
                 interrupted.append(path.name)
     assert len(interrupted) == 1 and interrupted[0] in stdout, stdout  # the summary names it
+
+
+def test_a_killed_scripted_recording_run_again_completes_without_repeating_a_scene(tmp_path, capsys):
+    out = tmp_path / "d"
+    command = ["record", "--sim", "--teleop", "scripted", "--episodes", "3", "--out", str(out),
+               "--image-size", "32x40"]
+    proc = subprocess.Popen([sys.executable, "-m", "robokit.cli", *command],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "episode_1.hdf5.partial").exists():  # the second episode has started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        time.sleep(0.5)
+    finally:
+        proc.kill()  # SIGKILL: nothing is saved on the way out
+        proc.communicate(timeout=60)
+    code, stdout, err = cli(capsys, *command)  # the same command again
+    assert code == 0, err
+    text = " ".join(stdout.split())
+    assert "recovered episode_1.hdf5" in text and "holds 2 episodes: recording 1 more" in text
+    seeds, recovered = [], []
+    for path in list_episodes(out):
+        with open_episode(path) as ep:
+            seeds.append(int(ep.attrs["sim_seed"]))
+            if ep.attrs.get("recovered"):
+                recovered.append(path.name)
+    assert len(seeds) == 3 and len(set(seeds)) == 3  # completed to 3, no scene twice
+    assert recovered == ["episode_1.hdf5"]
+    code, stdout, _ = cli(capsys, *command)  # and once more: nothing is missing
+    assert code == 0 and "nothing to record" in stdout and len(list_episodes(out)) == 3
 
 
 def test_interrupt_during_a_save_waits_for_the_file(env, tmp_path):

@@ -112,6 +112,10 @@ class PandaSimEnv:
                 self._renderer = None
 
     # ------------------------------------------------------------------ episode
+    def draw_seed(self) -> int:
+        """The next scene seed of the environment's own generator (what ``reset(seed=None)`` uses)."""
+        return int(self._seed_rng.integers(0, 2**31 - 1))
+
     def reset(self, seed: int | None = None, task: str | None = None) -> None:
         """Start a new randomised scene: arm at the ready pose, gripper open, objects placed.
 
@@ -121,7 +125,7 @@ class PandaSimEnv:
         """
         self._check_open()
         if seed is None:
-            seed = int(self._seed_rng.integers(0, 2**31 - 1))
+            seed = self.draw_seed()
         seed = _check_seed(seed)
         if task is not None:
             task_set, name = resolve_task(task)
