@@ -41,7 +41,12 @@ def _stats_table(loop: Any, header: str) -> Any:
 
 
 class LivePanel:
-    """A rich live panel refreshed from the loop's tick callback, at most every PANEL_PERIOD_S."""
+    """A rich live panel refreshed from the loop's tick callback, at most every PANEL_PERIOD_S.
+
+    On exit it shows the loop's final state (watchdog, quit, done...) and stays on screen: the
+    episode's end happens after the last tick, so a panel left as the last tick drew it would still
+    say "running".
+    """
 
     def __init__(self, console: Any, enabled: bool) -> None:
         self.console = console
@@ -49,20 +54,25 @@ class LivePanel:
         self.header = ""
         self._live: Any = None
         self._last = 0.0
+        self._loop: Any = None
 
     def __enter__(self) -> Self:
         if self.enabled:
             from rich.live import Live
 
-            self._live = Live(console=self.console, auto_refresh=False, transient=True)
+            self._live = Live(console=self.console, auto_refresh=False, transient=False)
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
+            if self._loop is not None:
+                self._live.update(_stats_table(self._loop, self.header), refresh=True)
             self._live.__exit__(None, None, None)
+            self._live, self._loop = None, None
 
     def on_tick(self, loop: Any) -> None:
+        self._loop = loop
         now = time.perf_counter()
         if self._live is None or now - self._last < PANEL_PERIOD_S:
             return
@@ -267,9 +277,10 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
                             rt_priority=common["rt_priority"])
         cameras = hw.make_cameras(None, fps=rate)
         arm = hw.make_robot(None)
-        stack.enter_context(arm)
+        # Cameras first: a wrong camera spec fails in a second, before the robot connects.
         for cam in cameras.values():
             stack.enter_context(cam)
+        stack.enter_context(arm)
         loop = stack.enter_context(ControlLoop(arm, cameras, runner, config, keys=None))
         recorder = None
         if record is not None:

@@ -144,9 +144,10 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
         session = RecordingSession(robot, cameras, source, config, sim_env=env)
         for message in session.prepare():  # recovery of what a crash left behind
             console.print(f"[yellow]{message}[/]", highlight=False)
-        stack.enter_context(robot)
+        # Cameras first: a wrong camera spec fails in a second, before the robot connects and homes.
         for cam in cameras.values():
             stack.enter_context(cam)
+        stack.enter_context(robot)
         window = PreviewWindow() if preview else None
         if window is not None:
             stack.callback(window.close)

@@ -425,6 +425,7 @@ class ControlLoop:
                     return self._end(StopReason.WATCHDOG,
                                      f"watchdog: no fresh action for {waited:.2f} s ({why}); the robot was stopped")
                 if starved < wd.hold_after_ticks and last_cmd is not None:
+                    self._state = "waiting"  # no fresh action: the last command is repeated
                     cmd = last_cmd
                 else:
                     self._state = "holding"

@@ -11,7 +11,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from rich.console import Console
 
+from robokit.commands.deploy_cmd import LivePanel
 from robokit.deploy.client import PolicyClient
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason, WatchdogConfig
 from robokit.deploy.runner import LocalRunner, RemoteRunner
@@ -240,8 +242,15 @@ def test_watchdog_stops_the_robot_when_the_server_is_killed(env, tmp_path, mode)
                 proc.wait()
 
         cfg = {"mode": mode, "max_steps": 300, "watchdog": WatchdogConfig(hold_after_ticks=2, stop_after_s=1.0)}
-        with make_loop(env, RemoteRunner(client), **cfg) as loop:
-            result = loop.run_episode(on_step=on_step)
+        console = Console(record=True, force_terminal=True, width=120)
+        states = []
+
+        def on_tick(loop):
+            states.append(loop.stats().state)
+            panel.on_tick(loop)
+
+        with make_loop(env, RemoteRunner(client), **cfg) as loop, LivePanel(console, enabled=True) as panel:
+            result = loop.run_episode(on_step=on_step, on_tick=on_tick)
         client.close()
     finally:
         if proc.poll() is None:
@@ -252,6 +261,11 @@ def test_watchdog_stops_the_robot_when_the_server_is_killed(env, tmp_path, mode)
     assert result.steps < 10 + 1.0 * FPS + 10  # well before the step limit
     held = [r for r in records if r.step > 10 and not r.fresh]
     assert len(held) >= 2  # it held position before stopping
+    # the state says so: never "running" once the actions stopped coming, and the panel's last
+    # drawing is the stop
+    assert states[-1] == "holding" and {"waiting", "holding"} <= set(states)
+    assert loop.stats().state == "watchdog"
+    assert "watchdog" in console.export_text().split("state")[-1]
     # Stopped: the arm stays still from now on.
     before = env.robot.read().qpos
     for _ in range(10):

@@ -23,7 +23,7 @@ from robokit.hardware.sim import PandaSimEnv, list_tasks
 from robokit.hardware.synthetic import DRIVER_QUEUE_FRAMES, SyntheticCamera
 from robokit.record.session import RecordConfig, RecordingSession
 from robokit.record.teleop import KeyboardJog, Kinesthetic, Observation, Replay
-from tests.episodes.test_episodes import write_act_sim
+from tests.episodes.test_episodes import write_act_sim, write_v1
 
 SIZE = "48x64"
 
@@ -216,6 +216,14 @@ def test_a_killed_scripted_recording_run_again_completes_without_repeating_a_sce
     assert recovered == ["episode_1.hdf5"]
     code, stdout, _ = cli(capsys, *command)  # and once more: nothing is missing
     assert code == 0 and "nothing to record" in stdout and len(list_episodes(out)) == 3
+
+
+def test_a_wrong_camera_is_named_before_the_robot_is_contacted(tmp_path, capsys):
+    source = write_v1(tmp_path / "src", steps=3, cams=("top",))
+    code, _, err = cli(capsys, "record", "--robot", "franka", "--host", "127.250.250.250", "--camera", "top=97",
+                       "--teleop", f"replay:{source}", "--out", tmp_path / "out", "--realtime", "ignore")
+    assert code == 2 and "camera 'top' (index 97)" in err
+    assert "127.250.250.250" not in err  # nothing was sent to a robot before the cameras were found
 
 
 def test_interrupt_during_a_save_waits_for_the_file(env, tmp_path):

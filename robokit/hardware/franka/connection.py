@@ -49,8 +49,10 @@ def check_fci_reachable(host: str, timeout_s: float = 3.0, port: int = FCI_COMMA
         ) from None
     except ConnectionRefusedError:
         raise DeviceNotFound(
-            f"the Franka at {host} refused the connection on port {port}: unlock the joints in Desk and "
-            "activate FCI, and check that no other program is connected to the robot"
+            f"{host} refused the connection on port {port} (nothing listens there): check that --host "
+            f"{host} is the robot's FCI address (the IP you open Desk with), not this PC or another machine; "
+            "then that FCI is active in Desk and no other program holds the robot (franky-sim: start its "
+            "server first)"
         ) from None
     except OSError as exc:
         raise DeviceNotFound(
