@@ -41,7 +41,9 @@ def register(app: typer.Typer) -> None:
         yes: Annotated[bool, typer.Option("--yes", help="Real robot: do not ask before moving.")] = False,
     ) -> None:
         """Replay an episode's actions (sim: rebuilds the recorded scene and reports tracking + success)."""
-        from robokit.record.replay import replay_episode
+        import numpy as np
+
+        from robokit.record.replay import check_replay_speed, replay_episode
         from robokit.record.teleop import Replay
 
         console = Console()
@@ -59,14 +61,21 @@ def register(app: typer.Typer) -> None:
             env = hw.make_sim_env(task=sim_task, seed=seed, image_size=(64, 80), control_hz=fps)
         elif speed:
             raise UserError("--speed is for --sim only: a real robot replays at the recorded rate")
-        elif not yes:
-            import sys
-
-            if not sys.stdin.isatty():
-                raise UserError("replaying on the real robot moves it: add --yes to confirm")
-            typer.confirm(f"Move the robot at {host} through {episode.name}?", abort=True)
         try:
-            arm = hw.make_robot(env)
+            arm = hw.make_robot(env)  # not connected yet
+            pace = check_replay_speed(source.actions, fps, arm)
+            if not pace.keeps_up:  # said before asking to move
+                console.print(
+                    f"[yellow]warning:[/] {episode.name} moves joint {pace.joint + 1} at up to {pace.needed:.2f} "
+                    f"rad/s, and the arm at --dynamics {hw.dynamics:g} reaches {pace.available:.2f} rad/s: it will "
+                    f"lag behind the recording; --dynamics {min(1.0, np.ceil(pace.factor_needed * 100) / 100):g} "
+                    "keeps up", highlight=False, soft_wrap=True)
+            if env is None and not yes:
+                import sys
+
+                if not sys.stdin.isatty():
+                    raise UserError("replaying on the real robot moves it: add --yes to confirm")
+                typer.confirm(f"Move the robot at {host} through {episode.name}?", abort=True)
             with arm, console.status("replaying...") as status:
                 result = replay_episode(
                     source, arm, sim_env=env, fps=fps, sim_speed=speed,

@@ -122,6 +122,18 @@ class Robot(abc.ABC):
         """Maximum joint speeds in rad/s."""
         return self.limits.dq_max
 
+    @property
+    def speed_factor(self) -> float:
+        """The fraction of :attr:`velocity_limits` the arm is driven at (1: full speed). A Franka
+        driven through franky at a relative dynamics factor moves at that fraction, whatever it is sent."""
+        return 1.0
+
+    @property
+    def commanded_velocity_limits(self) -> np.ndarray:
+        """The joint speeds (rad/s) the arm actually reaches as it is driven: targets that move faster
+        only run ahead of it."""
+        return np.asarray(self.velocity_limits, float) * self.speed_factor
+
     @abc.abstractmethod
     def read(self) -> RobotState:
         """Return the latest state (never blocks for longer than one control period)."""

@@ -24,7 +24,7 @@ from robokit.record.teleop import Replay
 if TYPE_CHECKING:
     from robokit.hardware.sim import PandaSimEnv
 
-__all__ = ["ReplayResult", "replay_episode"]
+__all__ = ["ReplayResult", "SpeedCheck", "check_replay_speed", "replay_episode"]
 
 
 @dataclass
@@ -35,6 +35,35 @@ class ReplayResult:
     mean_joint_error: float
     success: bool | None  # sim task check after the last action (None on a real robot)
     scene_restored: bool  # the sim scene was rebuilt from the episode's seed
+
+
+@dataclass
+class SpeedCheck:
+    """How fast a recording moves against how fast the arm moves as it is driven."""
+
+    joint: int            # the joint (from 0) that needs the most of its speed
+    needed: float         # its fastest recorded speed, rad/s
+    available: float      # its speed limit as the arm is driven (velocity limit x speed factor), rad/s
+    factor_needed: float  # the speed factor (Franka: --dynamics) that keeps up with the recording
+
+    @property
+    def keeps_up(self) -> bool:
+        return self.needed <= self.available * (1 + 1e-6)
+
+
+def check_replay_speed(actions: np.ndarray, fps: float, robot: Robot) -> SpeedCheck:
+    """Compare the joint speeds of ``actions`` played at ``fps`` with what ``robot`` reaches: a Franka
+    at a relative dynamics factor of 0.1 lags a recording made at full speed, and its tracking error
+    grows with every step."""
+    n = robot.num_joints
+    speeds = np.abs(np.diff(np.asarray(actions, float)[:, :n], axis=0)) * float(fps)
+    peak = speeds.max(axis=0) if len(speeds) else np.zeros(n)
+    full = np.asarray(robot.velocity_limits, float)
+    usage = peak / full
+    joint = int(np.argmax(usage))
+    return SpeedCheck(joint=joint, needed=float(peak[joint]),
+                      available=float(robot.commanded_velocity_limits[joint]),
+                      factor_needed=float(usage[joint]))
 
 
 def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = None, fps: float | None = None,

@@ -118,3 +118,45 @@ def test_deploy_command_drives_the_franka_through_a_policy_server(sim_host, tmp_
         assert chunks.shape == (20, 10, 8) and queried[0] and queried.sum() >= 2
         ready = np.broadcast_to(PANDA_READY_POSE, (int(queried.sum()), 10, 7))
         np.testing.assert_allclose(chunks[queried][:, :, :7], ready, atol=1e-6)
+
+
+class FarTarget:
+    """A policy whose every target is one radian away on joint 1: far faster than a slow arm moves."""
+
+    name = "far"
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(camera_names=["top"], image_shape=(24, 32, 3), state_dim=8, action_dim=8,
+                                      chunk_size=10, fps=30.0)
+
+    def predict_chunk(self, obs):
+        target = np.concatenate([obs["qpos"][:7] + np.array([1.0, 0, 0, 0, 0, 0, 0]), [0.0]])
+        return np.tile(target, (10, 1)).astype(np.float32), {}
+
+    def reset(self):
+        pass
+
+
+def test_commands_follow_the_speed_a_slow_franka_is_driven_at(sim_host):
+    """At a relative dynamics factor of 0.1 franky moves the arm at a tenth of its top speed; the
+    safety filter's per-step bound follows it, so the commanded targets never run ahead at full speed."""
+    from robokit.deploy.runner import LocalRunner
+    from robokit.hardware.franka import FrankaRobot
+    from robokit.hardware.synthetic import SyntheticCamera
+
+    records = []
+    with FrankaRobot(sim_host, realtime="ignore", relative_dynamics_factor=0.1) as arm, \
+            SyntheticCamera("top", size=(24, 32), fps=30.0) as cam:
+        config = LoopConfig(fps=30.0, mode="chunk", query_every=10, realtime=True, max_steps=45)
+        with ControlLoop(arm, {"top": cam}, LocalRunner(FarTarget()), config) as loop:
+            loop.run_episode(on_step=records.append)
+            clamped = loop.stats().safety.velocity
+        full_speed = np.asarray(arm.velocity_limits, float)
+    commands = np.array([r.command[:7] for r in records])
+    per_tick = np.abs(np.diff(commands, axis=0)).max(axis=0)
+    assert per_tick[0] == pytest.approx(0.1 * full_speed[0] / 30.0, rel=1e-6)  # a tenth of full speed
+    assert np.all(per_tick <= 0.1 * full_speed / 30.0 + 1e-9)
+    assert clamped >= 40  # every step of the policy was shortened, and counted
+    assert records[-1].state.qpos[0] - records[0].state.qpos[0] > 0.02  # and the arm followed

@@ -17,7 +17,7 @@ from robokit.cli import main
 from robokit.episodes.files import LowDiskSpace
 from robokit.episodes.reader import list_episodes, open_episode
 from robokit.errors import HardwareFault, UserError
-from robokit.hardware.base import Robot
+from robokit.hardware.base import PANDA_READY_POSE, Robot
 from robokit.hardware.kinematics import fk
 from robokit.hardware.sim import PandaSimEnv, list_tasks
 from robokit.hardware.synthetic import DRIVER_QUEUE_FRAMES, SyntheticCamera
@@ -120,6 +120,24 @@ def test_replay_reproduces_a_scripted_episode_and_can_be_recorded(tmp_path, caps
 
 
 # -- bad input ---------------------------------------------------------------------------------------
+def test_replay_speed_check_follows_the_franka_dynamics_factor():
+    from robokit.deploy.safety import SafetyLimits
+    from robokit.hardware.franka import FrankaRobot
+    from robokit.record.replay import check_replay_speed
+
+    t = np.arange(31)[:, None] / 30.0
+    actions = np.c_[PANDA_READY_POSE + t * np.r_[1.0, np.zeros(6)], np.zeros(31)]  # joint 1 at 1 rad/s
+    slow = FrankaRobot("127.0.0.1", relative_dynamics_factor=0.1)  # never connected
+    full = np.asarray(slow.velocity_limits, float)
+    check = check_replay_speed(actions, 30.0, slow)
+    assert not check.keeps_up and check.joint == 0
+    assert check.needed == pytest.approx(1.0) and check.available == pytest.approx(0.1 * full[0])
+    assert check.factor_needed == pytest.approx(1.0 / full[0])
+    assert check_replay_speed(actions, 30.0, FrankaRobot("127.0.0.1", relative_dynamics_factor=0.6)).keeps_up
+    # deploy's per-step bound follows the same speed
+    np.testing.assert_allclose(SafetyLimits.from_robot(slow).dq_max, 0.1 * full)
+
+
 def test_corrupt_or_foreign_files_given_to_replay(tmp_path, capsys):
     bad = tmp_path / "episode_0.hdf5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)

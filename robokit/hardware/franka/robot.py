@@ -144,6 +144,11 @@ class FrankaRobot(Robot):
         return self._link is not None
 
     @property
+    def speed_factor(self) -> float:
+        """franky scales the arm's velocity, acceleration and jerk by the relative dynamics factor."""
+        return self.relative_dynamics_factor
+
+    @property
     def backend(self) -> str:
         """``"franky"`` or ``"frankx"`` once open."""
         return self._link.name if self._link is not None else "none"
