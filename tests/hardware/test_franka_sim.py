@@ -296,3 +296,23 @@ def test_franky_errors_become_robokit_errors_with_a_recovery_step():
     assert isinstance(network, HardwareFault) and "cable" in str(network)
     realtime = translate_error(franky.RealtimeException("no rt"), "10.0.0.2", "connecting")
     assert isinstance(realtime, ConfigError) and "--realtime ignore" in str(realtime)
+
+
+def test_replay_warns_before_moving_when_the_recording_is_faster_than_the_arm(sim_host, tmp_path, capsys):
+    from robokit.cli import main
+    from robokit.episodes.writer import EpisodeWriter
+
+    writer = EpisodeWriter(tmp_path, 0, {"top": (8, 8, 3)}, attrs={"fps": 30.0})
+    for t in range(31):  # joint 1 at 1.2 rad/s
+        q = np.r_[PANDA_READY_POSE + np.r_[1.2 * t / 30.0, np.zeros(6)], 0.0]
+        writer.append(q, np.zeros(8), q, {"top": np.zeros((8, 8, 3), np.uint8)}, t_robot=t / 30.0)
+    episode = writer.save()
+    try:
+        main(["replay", str(episode), "--robot", "franka", "--host", sim_host, "--realtime", "ignore",
+              "--dynamics", "0.1", "--yes"])
+    except SystemExit as exc:
+        assert not exc.code
+    text = " ".join(capsys.readouterr().out.split())
+    assert "warning: episode_0.hdf5 moves joint 1 at up to 1.20 rad/s" in text
+    assert "--dynamics 0.1 reaches" in text and "it will lag behind the recording" in text
+    assert text.index("warning") < text.index("replayed 31 steps")
