@@ -72,6 +72,7 @@ from robokit.policies.goal.vima_layers import (
     WordPromptEncoder,
     XAttnLayer,
     batch_objects,
+    history_batch,
     interleave_positions,
     interleave_word_positions,
     observation_objects,
@@ -155,6 +156,9 @@ class VIMAPolicy(Policy):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         self.done_head = nn.Linear(self.readout_dim, c.chunk_size)
+        # A continuous head beside the bins (normalised joint actions, L1 as ACT's), for decode="regression".
+        self.regression_head = (MLP(self.readout_dim, 2 * d, 0.0, out=c.chunk_size * c.action_dim)
+                                if c.regression_weight > 0 else None)
         # Whether training batches carried object boxes: a model trained without object tokens
         # must not see any at inference (they would be inputs it never learnt), so obs["objects"]
         # is ignored then. Saved with the weights.
@@ -382,23 +386,8 @@ class VIMAPolicy(Policy):
         return observation_objects(obs, self.config.camera_names, self.config.max_objects, self.device)
 
     def _batch_history(self, batch: dict[str, Any], size: tuple[int, int]) -> dict[str, torch.Tensor] | None:
-        hh = self.config.history_len - 1
-        if hh == 0:
-            return None
-        missing = [k for k in ("history_images", "history_qpos", "history_action") if batch.get(k) is None]
-        if missing:
-            raise ConfigError(f"history_len={self.config.history_len} needs {', '.join(missing)} in the training "
-                              f"batch, which this dataset does not provide; use history_len=1")
-        images = uint8_images_to_float(torch.as_tensor(batch["history_images"], device=self.device), size)
-        if images.shape[1] != hh:
-            raise ConfigError(f"'history_images' holds {images.shape[1]} steps, history_len "
-                              f"{self.config.history_len} needs {hh}")
-        qpos = np.asarray(batch["history_qpos"], dtype=np.float32)
-        action = torch.as_tensor(batch["history_action"], device=self.device).float()
-        valid = batch.get("history_valid")
-        valid = (torch.ones(images.shape[:2], dtype=torch.bool) if valid is None else torch.as_tensor(valid))
-        return {"images": images, "ee": torch.from_numpy(self.ee_features(qpos)).to(self.device),
-                "action": self.normalize_action(action), "valid": valid.to(self.device).bool()}
+        return history_batch(batch, self.config.history_len, size, self.device, self.ee_features,
+                             self.normalize_action)
 
     # -- training --------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -443,6 +432,12 @@ class VIMAPolicy(Policy):
             l1 = self.bins.offset_loss(predicted, targets, true_offset, ~is_pad)
             terms["loss"] = terms["loss"] + c.offset_weight * l1
             terms["offset_l1"] = l1.detach()
+        if self.regression_head is not None:
+            predicted_actions = self.regression_head(out).view(b, c.chunk_size, c.action_dim)
+            l1 = (predicted_actions - self.normalize_action(torch.from_numpy(actions).to(self.device))).abs().mean(-1)
+            l1 = (l1 * ~is_pad).sum() / (~is_pad).sum().clamp_min(1)
+            terms["loss"] = terms["loss"] + c.regression_weight * l1
+            terms["regression_l1"] = l1.detach()
         if c.expectation_weight > 0:
             expected = self.bins.expectation_loss(logits, predicted, positions, ~is_pad)
             terms["loss"] = terms["loss"] + c.expectation_weight * expected
@@ -487,7 +482,10 @@ class VIMAPolicy(Policy):
                                          need_weights=capture_attention)
         logits = self.action_head(out).view(c.chunk_size, self.bins.total)
         offsets = None if self.offset_head is None else self.offset_head(out).view(c.chunk_size, self.bins.total)
-        chunk = self.decode_actions(logits, qpos, offsets)
+        if c.decode == "regression" and self.regression_head is not None:  # the config checks it is there
+            chunk = self.denormalize_action(self.regression_head(out).view(c.chunk_size, c.action_dim)).cpu().numpy()
+        else:
+            chunk = self.decode_actions(logits, qpos, offsets)
         if c.history_len > 1:
             self._history.append((frames, qpos, chunk[0].astype(np.float32)))
         extras: dict[str, Any] = {"done": float(torch.sigmoid(self.done_head(out)[0, 0]))}

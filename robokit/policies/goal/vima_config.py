@@ -12,7 +12,7 @@ from robokit.policies.base import DataNeeds, PolicyConfig
 from robokit.policies.nn.task_conditioning import UNKNOWN_WORDS, build_vocabulary
 
 ACTION_SPACES = ("cartesian", "joint")
-DECODE_MODES = ("argmax", "expectation")
+DECODE_MODES = ("argmax", "expectation", "regression")
 TOKENIZERS = ("word", "char")
 STEMS = ("groupnorm", "thin")
 ACTION_HEADS = ("bins+offset", "bins")
@@ -70,7 +70,7 @@ class VIMAConfig(PolicyConfig):
     rot_range: float = math.pi     # relative roll/pitch/yaw range is [-rot_range, rot_range]
     action_head: str = "bins+offset"  # bins + a continuous offset within the bin, or plain "bins"
     offset_weight: float = 1.0     # weight of the L1 loss on the offset (in bin steps)
-    decode: str = "expectation"    # "expectation" over bins (centre + offset each) or the "argmax" bin
+    decode: str = "expectation"    # "expectation" over bins (centre + offset each), the "argmax" bin, or "regression"
     label_smoothing: float = 0.0
     # Soft bin targets: a normal of this width (bin steps) around the true value instead of its one
     # bin, so the loss grows with how far off a prediction is (0 = one-hot targets).
@@ -78,6 +78,9 @@ class VIMAConfig(PolicyConfig):
     # Weight of an L1 loss (bin steps) on the expectation decode itself: trains the value that
     # decode="expectation" returns, not only the bin probabilities (0 = off).
     expectation_weight: float = 0.0
+    # Weight of a continuous head's L1 loss on the normalised joint actions (0 = no such head);
+    # decode="regression" then takes the chunk from it instead of from the bins.
+    regression_weight: float = 0.0
     done_weight: float = 1.0
     lr: float = 3e-4               # AdamW learning rate (`robokit train --lr` overrides)
     weight_decay: float = 1e-4
@@ -110,7 +113,7 @@ class VIMAConfig(PolicyConfig):
             raise ConfigError(f"stem_channels must be positive channel counts, got {self.stem_channels}")
         if self.pointer_weight < 0:
             raise ConfigError(f"pointer_weight must be >= 0, got {self.pointer_weight}")
-        for name in ("offset_weight", "bin_sigma", "expectation_weight"):
+        for name in ("offset_weight", "bin_sigma", "expectation_weight", "regression_weight"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         self.bins_xyz = tuple(int(v) for v in self.bins_xyz)  # type: ignore[assignment]
@@ -121,6 +124,8 @@ class VIMAConfig(PolicyConfig):
             raise ConfigError(f"action_space must be one of {', '.join(ACTION_SPACES)}, got '{self.action_space}'")
         if self.decode not in DECODE_MODES:
             raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, got '{self.decode}'")
+        if self.decode == "regression" and not self.regression_weight > 0:
+            raise ConfigError("decode='regression' reads the continuous head: give regression_weight > 0")
         if self.action_space == "cartesian" and self.action_dim != 8:
             raise ConfigError(f"action_space='cartesian' needs Franka actions (7 joints + gripper, "
                               f"action_dim 8), got action_dim {self.action_dim}; use action_space='joint'")

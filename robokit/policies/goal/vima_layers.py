@@ -3,7 +3,7 @@ task-conditioned camera stem, the object encoder and the cross-attention decoder
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
-from robokit.errors import UserError
-from robokit.policies.goal.common import MLP, Attention, Block, patchify
+from robokit.errors import ConfigError, UserError
+from robokit.policies.goal.common import MLP, Attention, Block, patchify, uint8_images_to_float
 from robokit.policies.nn.task_conditioning import FiLM, WordTokenizer, instruction_words
 
 
@@ -191,3 +191,26 @@ def observation_objects(obs: dict[str, Any], camera_names: Sequence[str], max_ob
     return {"boxes": torch.from_numpy(np.clip(np.stack(boxes), 0, 1))[None].to(device),
             "camera": torch.tensor([cams], device=device),
             "valid": torch.ones(1, len(boxes), dtype=torch.bool, device=device), "names": [names]}
+
+
+def history_batch(batch: dict[str, Any], history_len: int, size: tuple[int, int], device: torch.device,
+                  ee_features: Callable[[np.ndarray], np.ndarray],
+                  normalize_action: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The training batch's history steps as the query encoder takes them (None for ``history_len``
+    1): images (B, Hh, K, 3, H, W) float, ``ee`` encoder inputs, normalised actions, validity."""
+    hh = history_len - 1
+    if hh == 0:
+        return None
+    missing = [k for k in ("history_images", "history_qpos", "history_action") if batch.get(k) is None]
+    if missing:
+        raise ConfigError(f"history_len={history_len} needs {', '.join(missing)} in the training "
+                          f"batch, which this dataset does not provide; use history_len=1")
+    images = uint8_images_to_float(torch.as_tensor(batch["history_images"], device=device), size)
+    if images.shape[1] != hh:
+        raise ConfigError(f"'history_images' holds {images.shape[1]} steps, history_len {history_len} needs {hh}")
+    qpos = np.asarray(batch["history_qpos"], dtype=np.float32)
+    action = torch.as_tensor(batch["history_action"], device=device).float()
+    valid = batch.get("history_valid")
+    valid = (torch.ones(images.shape[:2], dtype=torch.bool) if valid is None else torch.as_tensor(valid))
+    return {"images": images, "ee": torch.from_numpy(ee_features(qpos)).to(device),
+            "action": normalize_action(action), "valid": valid.to(device).bool()}
