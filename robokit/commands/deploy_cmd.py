@@ -96,6 +96,15 @@ def _results_table(results: Any) -> Any:
     return table
 
 
+def _safety_text(record: dict[str, float]) -> str:
+    """An episode's (or a run's) safety record in words: what the filter changed, the watchdog's
+    holds, and the largest gap between a command and the measured joints."""
+    counts = ", ".join(f"{key.replace('_', ' ')} {int(v)}" for key, v in record.items()
+                       if not key.startswith("max_") and v)
+    gap = record.get("max_command_gap_rad")
+    return (counts or "no clamps, no holds") + (f"; largest command gap {gap:.3f} rad" if gap is not None else "")
+
+
 def _failure_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items() if n) or "no failures"
 
@@ -165,6 +174,9 @@ def register(app: typer.Typer) -> None:
             "--done-threshold", help="Stop when the policy's done probability reaches this (>1: never).")] = 0.9,
         velocity_scale: Annotated[float, typer.Option(
             "--velocity-scale", help="Fraction of the joint velocity limits a command may use.")] = 1.0,
+        workspace: Annotated[str, typer.Option(
+            "--workspace", help="Box the hand never leaves: 'default' (the sim table's), a TOML file with "
+                                "[workspace] low/high, or 'none'.")] = "default",
         rt_priority: Annotated[int | None, typer.Option(
             "--rt-priority", help="Run the control loop SCHED_FIFO at this priority (1-99; needs rtprio rights).")] = None,
         timeout: Annotated[float | None, typer.Option(
@@ -180,6 +192,7 @@ def register(app: typer.Typer) -> None:
 
         from robokit.commands.hardware_options import HardwareOptions
         from robokit.errors import UserError
+        from robokit.hardware.workspace import workspace_from_option
         from robokit.record.keyboard import TerminalKeys
 
         console = Console(soft_wrap=True)
@@ -197,7 +210,8 @@ def register(app: typer.Typer) -> None:
             client_keys = load_client_keys(keys_dir)
         common = {"mode": mode, "query_every": query_every, "k": k, "fps": fps, "max_steps": max_steps,
                   "done_threshold": done_threshold, "timeout_s": timeout, "device": device,
-                  "client_keys": client_keys, "rt_priority": rt_priority}
+                  "client_keys": client_keys, "rt_priority": rt_priority,
+                  "workspace": workspace_from_option(workspace)}
         if hw.sim:
             if hw.cameras:
                 raise UserError("with --sim the cameras are the policy's own sim cameras; drop --camera")
@@ -235,6 +249,7 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
                                   on_episode=on_episode, on_tick=panel.on_tick)
     console.print(_results_table(results))
     console.print(_failures_summary(results), highlight=False)
+    console.print(f"safety: {_safety_text(results.safety_totals())}", highlight=False)
     if record is not None:
         console.print(f"rollouts saved in {record}")
     if video is not None:
@@ -274,7 +289,7 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
                             query_every=common["query_every"], realtime=True,
                             max_steps=int(60 * rate if common["max_steps"] is None else common["max_steps"]),
                             done_threshold=common["done_threshold"], velocity_scale=velocity_scale,
-                            rt_priority=common["rt_priority"])
+                            rt_priority=common["rt_priority"], workspace=common["workspace"])
         cameras = hw.make_cameras(None, fps=rate)
         arm = hw.make_robot(None)
         # Cameras first: a wrong camera spec fails in a second, before the robot connects.
@@ -300,9 +315,11 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
                 loop.keys = keys if keys.is_terminal else None
                 result = loop.run_episode(task=task, goal_image=goal_image, on_step=recorder, on_tick=panel.on_tick)
             if recorder is not None:
-                path = recorder.finish(None, {"stop_reason": result.reason.value, "policy": info.type})
+                path = recorder.finish(None, {"stop_reason": result.reason.value, "policy": info.type,
+                                              **{f"safety_{key}": v for key, v in result.safety.items()}})
                 console.print(f"saved {path}")
-            console.print(f"episode {i + 1}: {result.message} after {result.steps} steps")
+            console.print(f"episode {i + 1}: {result.message} after {result.steps} steps; "
+                          f"safety: {_safety_text(result.safety)}", highlight=False)
             if result.reason == StopReason.WATCHDOG:
                 raise HardwareFault(f"{result.message}. Check the policy server ({server or 'in-process'}) "
                                     "and the network, then run deploy again")

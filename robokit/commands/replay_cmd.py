@@ -39,15 +39,20 @@ def register(app: typer.Typer) -> None:
             "--speed", help="Sim only: playback speed, 1 = as recorded, 2 = twice as fast, "
                             "0 = as fast as possible.")] = 0.0,
         yes: Annotated[bool, typer.Option("--yes", help="Real robot: do not ask before moving.")] = False,
+        workspace: Annotated[str, typer.Option(
+            "--workspace", help="Box the hand never leaves: 'default' (the sim table's), a TOML file with "
+                                "[workspace] low/high, or 'none'.")] = "default",
     ) -> None:
         """Replay an episode's actions (sim: rebuilds the recorded scene and reports tracking + success)."""
         import numpy as np
 
+        from robokit.hardware.workspace import workspace_from_option
         from robokit.record.replay import check_replay_speed, replay_episode
         from robokit.record.teleop import Replay
 
         console = Console()
         hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime, dynamics=dynamics)
+        box = workspace_from_option(workspace)
         source = Replay(episode)  # DataError for corrupt / foreign / unusable files
         fps = source.fps or 30.0
         console.print(f"{episode}: {len(source.actions)} steps at {fps:g} fps ({source.layout})"
@@ -78,7 +83,7 @@ def register(app: typer.Typer) -> None:
                 typer.confirm(f"Move the robot at {host} through {episode.name}?", abort=True)
             with arm, console.status("replaying...") as status:
                 result = replay_episode(
-                    source, arm, sim_env=env, fps=fps, sim_speed=speed,
+                    source, arm, sim_env=env, fps=fps, sim_speed=speed, workspace=box,
                     on_step=lambda t, n: status.update(f"replaying step {t}/{n}") if t % 10 == 0 else None)
         finally:
             if env is not None:
@@ -86,6 +91,9 @@ def register(app: typer.Typer) -> None:
         console.print(f"replayed {result.steps} steps in {result.seconds:.1f} s; joint tracking vs the "
                       f"recording: max {result.max_joint_error:.4f} rad, mean {result.mean_joint_error:.4f} rad",
                       highlight=False)
+        changed = ", ".join(f"{key.replace('_', ' ')} {n}" for key, n in result.safety.items() if n)
+        if changed:
+            console.print(f"safety filter: {changed}", highlight=False)
         if env is not None:
             scene = "the recorded scene" if result.scene_restored else "a new scene (the episode has no sim seed)"
             console.print(f"sim task check on {scene}: {'success' if result.success else 'not completed'}",

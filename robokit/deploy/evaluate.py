@@ -45,6 +45,7 @@ from robokit.deploy.recording import RolloutRecorder, VideoRecorder
 from robokit.deploy.rollout_review import EpisodeReview, GraspAttempt, Grounding, count_failures, named_object
 from robokit.deploy.runner import LocalRunner, PolicyRunner, RemoteRunner
 from robokit.errors import UserError
+from robokit.hardware.workspace import SIM_TABLE, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class EvalConfig:
     velocity_scale: float = 1.0
     rt_priority: int | None = None
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    workspace: Workspace | None = SIM_TABLE  # the box the hand stays in (None: joint limits only)
     success_hold_s: float = 0.3  # the task check must hold this long to end an episode early
     record_dir: str | Path | None = None  # save each rollout as an episode file here
     video_dir: str | Path | None = None  # save each rollout as an MP4 here
@@ -107,7 +109,7 @@ class EvalConfig:
         return LoopConfig(fps=rate, mode=self.loop_mode, k=self.k, query_every=self.query_every,
                           realtime=self.realtime, max_steps=steps, done_threshold=self.done_threshold,
                           velocity_scale=self.velocity_scale, rt_priority=self.rt_priority,
-                          watchdog=self.watchdog)
+                          watchdog=self.watchdog, workspace=self.workspace)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class EpisodeOutcome:
     failure: str | None = None  # why it failed (robokit.deploy.rollout_review.FAILURES); None on success
     first_object: str | None = None  # the object the gripper went to first; None if none
     grasp: GraspAttempt | None = None  # the hand against the named object when it first closed
+    safety: dict[str, float] = field(default_factory=dict)  # the episode's safety record (EpisodeResult.safety)
 
 
 @dataclass
@@ -156,6 +159,14 @@ class EvalResults:
             s, n = table.get(o.task, (0, 0))
             table[o.task] = (s + int(o.success), n + 1)
         return table
+
+    def safety_totals(self) -> dict[str, float]:
+        """The safety records summed over the episodes (the command gap: its largest)."""
+        totals: dict[str, float] = {}
+        for o in self.outcomes:
+            for key, value in o.safety.items():
+                totals[key] = max(totals.get(key, 0), value) if key.startswith("max_") else totals.get(key, 0) + value
+        return totals
 
     def failure_counts(self, task: str | None = None) -> dict[str, int]:
         """Failed episodes per category (every category of ``FAILURES``), of all episodes or of one
@@ -386,7 +397,8 @@ def evaluate_in_sim(
                     env.step()
                 success = bool(env.task.success())
             verdict = review.finish(success)
-            extra = {"seed": seed, "stop_reason": result.reason.value, "policy": info.type}
+            extra = {"seed": seed, "stop_reason": result.reason.value, "policy": info.type,
+                     **{f"safety_{key}": value for key, value in result.safety.items()}}
             episode_file = (recorder.finish(success, extra, {goal_cam: goal_image} if goal_image is not None
                                             else None) if recorder is not None else None)
             video_file = video.finish("success" if success else "fail") if video is not None else None
@@ -394,7 +406,8 @@ def evaluate_in_sim(
                                      reason=result.reason.value, message=result.message,
                                      wall_s=time.perf_counter() - t0, episode_file=episode_file,
                                      video_file=video_file, failure=verdict.failure,
-                                     first_object=verdict.first_object, grasp=verdict.grasp)
+                                     first_object=verdict.first_object, grasp=verdict.grasp,
+                                     safety=result.safety)
             results.outcomes.append(outcome)
             log.debug("episode %d (seed %d, %s): %s after %d steps (%s)", i, seed, instruction,
                       "success" if success else "failure", result.steps, result.message)

@@ -115,6 +115,9 @@ class EpisodeResult:
     steps: int
     seconds: float  # loop time: simulated seconds, or wall seconds when realtime
     stats: LoopStats
+    #: This episode's safety record: the filter's clamps by kind, the ticks the watchdog held the
+    #: arm, and the largest gap (rad) between the previous command and the measured joints.
+    safety: dict[str, float] = field(default_factory=dict)
 
 
 def _median(values: collections.deque) -> float:
@@ -149,7 +152,8 @@ class ControlLoop:
         self.keys = keys
         self.queue = ActionQueue(config.mode, info.chunk_size, info.action_dim, k=config.k,
                                  query_every=config.query_every)
-        self.safety = SafetyFilter(SafetyLimits.from_robot(robot), self.dt, config.velocity_scale)
+        self.safety = SafetyFilter(SafetyLimits.from_robot(robot), self.dt, config.velocity_scale,
+                                   workspace=config.workspace)
         self.max_age_s = config.camera_max_age_s or max(3 * self.dt, 0.1)
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: tuple[int, Future, float] | None = None
@@ -162,6 +166,8 @@ class ControlLoop:
         self._counters: collections.Counter[str] = collections.Counter()
         self._state = "starting"
         self._step = 0
+        self._episode_counts = SafetyCounts()  # the filter's counts when the episode began
+        self._holds, self._max_deviation = 0, 0.0  # this episode's watchdog holds and command gap
         self._last_error: str | None = None
         self._link_ok = True
         self._done = False
@@ -339,6 +345,8 @@ class ControlLoop:
         self._arrived = []
         self.runner.reset()
         self.safety.reset(self.robot.read().qpos)
+        self._episode_counts = self.safety.counts.copy()
+        self._holds, self._max_deviation = 0, 0.0
         self._first_chunk(task, goal_image)
         self._state = "running"
         paused = False
@@ -406,8 +414,12 @@ class ControlLoop:
                 elif not cfg.realtime and self.queue.covered_ahead() == 0:
                     self._collect(None)  # simulated time stands still while the policy thinks
             # 5. action, safety, watchdog
+            if last_cmd is not None:  # how far the arm is from where it was last sent
+                gap = float(np.max(np.abs(last_cmd[: self.robot.num_joints] - state.qpos[: self.robot.num_joints])))
+                self._max_deviation = max(self._max_deviation, gap)
             action = self.queue.pop()
-            safe = self.safety.apply(action) if (action is not None and obs is not None and self._link_ok) else None
+            safe = (self.safety.apply(action, measured=state.qpos)
+                    if (action is not None and obs is not None and self._link_ok) else None)
             if safe is not None:
                 cmd = safe
                 starved = 0
@@ -429,6 +441,7 @@ class ControlLoop:
                     cmd = last_cmd
                 else:
                     self._state = "holding"
+                    self._holds += 1
                     cmd = self._hold(state, last_cmd)
             self._command(cmd)
             last_cmd = cmd
@@ -471,4 +484,7 @@ class ControlLoop:
         self._state = reason.value
         seconds = self._step * self.dt
         log.debug("episode ended after %d steps: %s", self._step, message)  # callers report it
-        return EpisodeResult(reason=reason, message=message, steps=self._step, seconds=seconds, stats=self.stats())
+        record: dict[str, float] = {**self.safety.counts.since(self._episode_counts), "watchdog_holds": self._holds,
+                                    "max_command_gap_rad": round(self._max_deviation, 6)}
+        return EpisodeResult(reason=reason, message=message, steps=self._step, seconds=seconds, stats=self.stats(),
+                             safety=record)

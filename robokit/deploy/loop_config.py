@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from robokit.errors import ConfigError
+from robokit.hardware.workspace import Workspace
 
 
 @dataclass
@@ -33,6 +34,7 @@ class LoopConfig:
     stats_window: int = 1000  # ticks kept for the jitter / loop-rate statistics
     rt_priority: int | None = None  # realtime: run the loop thread SCHED_FIFO at this priority (1..99)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    workspace: Workspace | None = None  # the box the hand must stay in (None: joint limits only)
 
     def __post_init__(self) -> None:
         if not self.fps > 0:

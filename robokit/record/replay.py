@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +23,7 @@ from robokit.record.teleop import Replay
 
 if TYPE_CHECKING:
     from robokit.hardware.sim import PandaSimEnv
+    from robokit.hardware.workspace import Workspace
 
 __all__ = ["ReplayResult", "SpeedCheck", "check_replay_speed", "replay_episode"]
 
@@ -35,6 +36,7 @@ class ReplayResult:
     mean_joint_error: float
     success: bool | None  # sim task check after the last action (None on a real robot)
     scene_restored: bool  # the sim scene was rebuilt from the episode's seed
+    safety: dict[str, int] = field(default_factory=dict)  # what the safety filter changed, by kind
 
 
 @dataclass
@@ -68,14 +70,18 @@ def check_replay_speed(actions: np.ndarray, fps: float, robot: Robot) -> SpeedCh
 
 def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = None, fps: float | None = None,
                    approach_speed: float = 0.3, sim_speed: float = 0.0,
-                   on_step: Callable[[int, int], None] | None = None) -> ReplayResult:
-    """Send every action of ``source`` to ``robot``; see the module docs.
+                   on_step: Callable[[int, int], None] | None = None,
+                   workspace: Workspace | None = None) -> ReplayResult:
+    """Send every action of ``source`` to ``robot`` through deploy's safety filter (joint limits,
+    the speed the arm is driven at, the ``workspace`` box); see the module docs.
 
     ``fps`` paces a real robot (default: the episode's rate, else 30). ``approach_speed`` (rad/s)
     limits the move to the first target on a real robot. In the simulation ``sim_speed`` is the
     playback speed against the wall clock (1 = as recorded, 2 = twice as fast) and 0 runs as fast
     as possible. ``on_step(t, total)`` reports progress.
     """
+    from robokit.deploy.safety import SafetyCounts, SafetyFilter, SafetyLimits
+
     if sim_speed < 0:
         raise UserError(f"replay speed must be 0 (as fast as possible) or positive, got {sim_speed}")
     rate = fps or source.fps or 30.0
@@ -97,6 +103,8 @@ def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = N
         loop: RateLoop | None = RateLoop(rate)
     else:
         loop = RateLoop(rate * sim_speed) if sim_speed > 0 else None
+    safety = SafetyFilter(SafetyLimits.from_robot(robot), 1.0 / rate, workspace=workspace)
+    safety.reset(robot.read().qpos)
     errors = []
     start = time.monotonic()
     for t, action in enumerate(actions):
@@ -105,7 +113,11 @@ def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = N
         state = robot.read()
         if recorded is not None and t < len(recorded):
             errors.append(float(np.max(np.abs(state.qpos - recorded[t]))))
-        robot.send_action(action)
+        command = safety.apply(action, measured=state.qpos)
+        if command is None:
+            raise UserError(f"{source.path}: the action of step {t} is not finite (NaN or inf); the replay "
+                            "stopped there")
+        robot.send_action(command)
         if sim_env is not None:
             sim_env.step()
         if on_step is not None:
@@ -117,7 +129,7 @@ def replay_episode(source: Replay, robot: Robot, sim_env: PandaSimEnv | None = N
     return ReplayResult(steps=len(actions), seconds=time.monotonic() - start,
                         max_joint_error=max(errors) if errors else float("nan"),
                         mean_joint_error=float(np.mean(errors)) if errors else float("nan"),
-                        success=success, scene_restored=restored)
+                        success=success, scene_restored=restored, safety=safety.counts.since(SafetyCounts()))
 
 
 def _approach(robot: Robot, first: np.ndarray, fps: float, speed: float) -> None:

@@ -10,7 +10,9 @@ from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
 from robokit.deploy.runner import LocalRunner
 from robokit.deploy.server import PolicyServer
+from robokit.episodes.reader import open_episode
 from robokit.hardware.base import PANDA_READY_POSE
+from robokit.hardware.workspace import SIM_TABLE
 
 
 class StillPolicy:
@@ -146,6 +148,34 @@ def test_remote_policy_over_the_protocol(tmp_path):
     assert results.episodes == 2 and results.policy["type"] == "still"
     assert policy.resets >= 2  # the server's policy is reset per episode
     assert all(s["cams"] == ["top", "wrist"] and s["task"] for s in policy.seen[1:])
+
+
+class DivePolicy(StillPolicy):
+    """Every chunk says: put the hand 5 cm under the table top and 7 cm past the box's +y side."""
+
+    name = "dive"
+    TARGET = np.array([1.045, 1.087, 0.015, -1.373, -0.02, 2.461, 1.853])  # ik([0.35, 0.62, -0.05])
+
+    def predict_chunk(self, obs):
+        return np.tile(np.r_[self.TARGET, 1.0].astype(np.float32), (6, 1)), {}
+
+
+@pytest.mark.parametrize("box", [SIM_TABLE, None], ids=["workspace", "joint-limits-only"])
+def test_a_policy_that_dives_under_the_table_never_takes_the_hand_out_of_the_box(tmp_path, box):
+    assert SIM_TABLE.shift(DivePolicy.TARGET)[1] < -0.05 and SIM_TABLE.shift(DivePolicy.TARGET)[2] > 0.04
+    results = evaluate_in_sim(DivePolicy(), EvalConfig(episodes=1, seed_start=1000, max_steps=150, mode="chunk",
+                                                       record_dir=tmp_path, workspace=box))
+    with open_episode(results.outcomes[0].episode_file) as ep:
+        qpos, attrs = ep.qpos(), dict(ep.attrs)
+    # where the hand went, from the recorded joints: the most any checked point was outside the box
+    outside = max(float(np.abs(SIM_TABLE.shift(q)).max()) for q in qpos)
+    if box is None:  # the test policy does take the hand out when nothing stops it
+        assert outside > 0.03 and attrs["safety_workspace_projected"] == 0
+    else:
+        assert outside < 0.01, outside  # within the physics' tracking error of the box
+        assert attrs["safety_workspace_projected"] + attrs["safety_workspace_held"] > 50
+        assert results.safety_totals()["workspace_projected"] == attrs["safety_workspace_projected"]
+    assert {"safety_velocity_clamps", "safety_watchdog_holds", "safety_max_command_gap_rad"} <= set(attrs)
 
 
 class ExpertPolicy:

@@ -138,6 +138,31 @@ def test_replay_speed_check_follows_the_franka_dynamics_factor():
     np.testing.assert_allclose(SafetyLimits.from_robot(slow).dq_max, 0.1 * full)
 
 
+def test_replay_goes_through_the_safety_filter_and_keeps_the_hand_in_the_box(tmp_path):
+    from robokit.episodes.writer import EpisodeWriter
+    from robokit.hardware.workspace import SIM_TABLE
+    from robokit.record.replay import replay_episode
+
+    dive = np.array([1.045, 1.087, 0.015, -1.373, -0.02, 2.461, 1.853])  # hand 5 cm under the table
+    writer = EpisodeWriter(tmp_path, 0, {"top": (8, 8, 3)}, attrs={"fps": 30.0})
+    for t in range(90):
+        q = np.r_[PANDA_READY_POSE + (dive - PANDA_READY_POSE) * min(t / 60, 1.0), 0.0]
+        writer.append(q, np.zeros(8), q, {"top": np.zeros((8, 8, 3), np.uint8)}, t_robot=t / 30)
+    source = Replay(writer.save())
+    seen = []
+    with PandaSimEnv(task="pick_place", seed=1, image_size=(24, 32), camera_names=("top",)) as sim:
+        original = sim.robot.send_action
+
+        def watch(action):
+            seen.append(sim.robot.read().qpos.copy())
+            original(action)
+
+        sim.robot.send_action = watch
+        result = replay_episode(source, sim.robot, sim_env=sim, workspace=SIM_TABLE)
+    assert result.safety["workspace_projected"] > 10
+    assert max(float(np.abs(SIM_TABLE.shift(q)).max()) for q in seen) < 0.01
+
+
 def test_corrupt_or_foreign_files_given_to_replay(tmp_path, capsys):
     bad = tmp_path / "episode_0.hdf5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
