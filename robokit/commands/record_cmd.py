@@ -70,9 +70,13 @@ def register(app: typer.Typer) -> None:
             "--keep-failed", help="Keep scripted episodes whose task check failed.")] = False,
         min_free_mb: Annotated[float, typer.Option(
             "--min-free-mb", help="Stop recording when the disk has less free space than this.")] = 200.0,
+        workspace: Annotated[str, typer.Option(
+            "--workspace", help="Box the hand never leaves under teleop: 'default' (the sim table's), a TOML "
+                                "file with [workspace] low/high, or 'none'.")] = "default",
     ) -> None:
         """Record demonstrations (keys: s start/stop+save, d discard, r re-record, h home,
         t task of the next episode, q quit)."""
+        from robokit.hardware.workspace import workspace_from_option
         from robokit.record.session import RecordConfig
         from robokit.record.teleop import check_teleop_spec
 
@@ -94,7 +98,7 @@ def register(app: typer.Typer) -> None:
             out=out or Path("data") / (task_set if sim else "recordings"), fps=fps, task=task,
             episodes=episodes, end_frames=end_frames, compress=compress, jpeg_quality=jpeg_quality,
             min_free_bytes=int(min_free_mb * 2**20), goal_images=sim and task_set == "multi",
-            keep_failed=keep_failed)
+            keep_failed=keep_failed, workspace=workspace_from_option(workspace))
         run_recording(hw, config, teleop=teleop, task_set=task_set, seed=seed, size=size, preview=preview)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from robokit.episodes.files import DEFAULT_MIN_FREE_BYTES
 from robokit.errors import UserError
+from robokit.hardware.workspace import Workspace
 
 
 @dataclass
@@ -25,6 +26,9 @@ class RecordConfig:
     goal_images: bool = False  # store each camera's final frame as /goal_images/<cam>
     keep_failed: bool = False  # keep scripted episodes whose task check failed
     extra_attrs: dict[str, Any] = field(default_factory=dict)
+    #: The box the hand never leaves (the teleop's commands go through deploy's safety filter;
+    #: None: joint limits and speed only).
+    workspace: Workspace | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robokit.deploy.safety import SafetyFilter, SafetyLimits
 from robokit.episodes.files import (
     LowDiskSpace,
     check_free_space,
@@ -103,6 +104,11 @@ class RecordingSession:
         self._end_left = 0
         self._pending: EpisodeStep | None = None
         self._hold: np.ndarray | None = None
+        # Every teleop command goes through deploy's safety filter (joint limits, the speed the arm
+        # is driven at, the workspace box); restarted from the measured joints after a scene reset.
+        box = config.workspace if robot.num_joints == 7 else None
+        self.safety = SafetyFilter(SafetyLimits.from_robot(robot), 1.0 / config.fps, workspace=box)
+        self._restart_safety = True  # restart from the next measured joints
         self._last_images: dict[str, np.ndarray] = {}
         self._task_text = config.task  # real robot: the instruction stored with the next episode
         self._quit = False
@@ -325,6 +331,12 @@ class RecordingSession:
         if action.shape != (self.robot.action_dim,) or not np.all(np.isfinite(action)):
             raise UserError(f"the {self.teleop.name} source produced an invalid action {action!r}; "
                             f"expected {self.robot.num_joints} joint targets and a gripper value")
+        if not self.teleop.action_is_next_state:  # a hand-guided arm is where the person put it
+            if self._restart_safety:
+                self.safety.reset(state.qpos)
+                self._restart_safety = False
+            safe = self.safety.apply(action, measured=state.qpos)
+            action = action if safe is None else safe.astype(np.float32)
         self._hold = action
         self.robot.send_action(action)
         if self.state in (RECORDING, ENDING):
@@ -471,6 +483,7 @@ class RecordingSession:
         self.grabber.forget()
         self.teleop.reset()
         self._hold = None
+        self._restart_safety = True
 
     def _begin_autonomous_episode(self) -> None:
         if self.scene is not None:

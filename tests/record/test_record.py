@@ -163,6 +163,45 @@ def test_replay_goes_through_the_safety_filter_and_keeps_the_hand_in_the_box(tmp
     assert max(float(np.abs(SIM_TABLE.shift(q)).max()) for q in seen) < 0.01
 
 
+def test_teleop_commands_go_through_the_safety_filter(tmp_path):
+    """A teleop source that drives the hand under the table: what is sent (and recorded) stays in
+    the workspace box, and so does the arm."""
+    from robokit.hardware.workspace import SIM_TABLE
+
+    class Dive:
+        name, autonomous, action_is_next_state, key_help = "dive", False, False, []
+        target = np.r_[1.045, 1.087, 0.015, -1.373, -0.02, 2.461, 1.853, 0.0].astype(np.float32)
+
+        def next_action(self, obs):
+            return self.target
+
+        def handle_key(self, key):
+            return False
+
+        def status(self):
+            return ""
+
+        def reset(self):
+            pass
+
+        def close(self):
+            pass
+
+    with PandaSimEnv(task="pick_place", seed=1, image_size=(24, 32), camera_names=("top",)) as sim:
+        session = RecordingSession(sim.robot, sim.cameras, Dive(), RecordConfig(out=tmp_path, end_frames=0,
+                                                                                 workspace=SIM_TABLE), sim_env=sim)
+        session.prepare()
+        session.start_episode()
+        for _ in range(90):
+            session.step()
+        session.stop_episode()
+    with open_episode(tmp_path / "episode_0.hdf5") as ep:
+        actions, qpos = ep.action(), ep.qpos()
+    assert all(SIM_TABLE.contains(a) for a in actions)
+    assert max(float(np.abs(SIM_TABLE.shift(q)).max()) for q in qpos) < 0.01
+    assert session.safety.counts.workspace > 10
+
+
 def test_corrupt_or_foreign_files_given_to_replay(tmp_path, capsys):
     bad = tmp_path / "episode_0.hdf5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)

@@ -210,7 +210,8 @@ def test_sigkill_mid_episode_is_recovered_on_the_next_start(tmp_path, pane_facto
     assert (out / "episode_1.hdf5.partial").exists()
 
     try:
-        main(["record", "--sim", "--teleop", "scripted", "--episodes", "1", "--out", str(out),
+        # the folder holds two episodes once the partial one is recovered: one more makes three
+        main(["record", "--sim", "--teleop", "scripted", "--episodes", "3", "--out", str(out),
               "--image-size", "48x64"])
     except SystemExit as exc:
         assert not exc.code
