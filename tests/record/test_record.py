@@ -243,17 +243,26 @@ def test_option_mistakes_are_named(tmp_path, capsys):
     assert code == 2 and "seed must be a whole number >= 0" in err
 
 
+def recording_in_its_second_episode(command: list[str], out) -> subprocess.Popen:
+    """``robokit COMMAND`` (a scripted recording into ``out``) in a process, once its second episode
+    has been recording a moment."""
+    proc = subprocess.Popen([sys.executable, "-m", "robokit.cli", *command],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "episode_1.hdf5.partial").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.communicate())
+        time.sleep(0.02)
+    time.sleep(0.3)
+    return proc
+
+
 def test_sigterm_saves_the_episode_in_progress(tmp_path):
     out = tmp_path / "d"
-    proc = subprocess.Popen([sys.executable, "-m", "robokit.cli", "record", "--sim", "--teleop", "scripted",
-                             "--episodes", "50", "--out", str(out), "--image-size", "32x40"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = recording_in_its_second_episode(["record", "--sim", "--teleop", "scripted", "--episodes", "50",
+                                            "--out", str(out), "--image-size", "32x40"], out)
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "episode_1.hdf5.partial").exists():  # the second episode has started
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
-        time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         stdout, _ = proc.communicate(timeout=60)
     finally:
@@ -273,17 +282,9 @@ def test_a_killed_scripted_recording_run_again_completes_without_repeating_a_sce
     out = tmp_path / "d"
     command = ["record", "--sim", "--teleop", "scripted", "--episodes", "3", "--out", str(out),
                "--image-size", "32x40"]
-    proc = subprocess.Popen([sys.executable, "-m", "robokit.cli", *command],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "episode_1.hdf5.partial").exists():  # the second episode has started
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
-        time.sleep(0.5)
-    finally:
-        proc.kill()  # SIGKILL: nothing is saved on the way out
-        proc.communicate(timeout=60)
+    proc = recording_in_its_second_episode(command, out)
+    proc.kill()  # SIGKILL: nothing is saved on the way out
+    proc.communicate(timeout=60)
     code, stdout, err = cli(capsys, *command)  # the same command again
     assert code == 0, err
     text = " ".join(stdout.split())
