@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from robokit.commands.hardware_options import CameraOpt, HostOpt, RobotOpt, SimOpt
+from robokit.commands.hardware_options import CameraOpt, CollisionOpt, DynamicsOpt, HostOpt, RobotOpt, SimOpt
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -142,6 +142,8 @@ def register(app: typer.Typer) -> None:
         robot: RobotOpt = "franka",
         host: HostOpt = None,
         camera: CameraOpt = None,
+        dynamics: DynamicsOpt = 0.1,
+        collision: CollisionOpt = None,
         realtime_kernel: Annotated[str, typer.Option(
             "--realtime-kernel", help="enforce: require a real-time kernel on hardware; ignore: "
                                       "franky-sim and non-RT machines.")] = "enforce",
@@ -196,7 +198,8 @@ def register(app: typer.Typer) -> None:
         from robokit.record.keyboard import TerminalKeys
 
         console = Console(soft_wrap=True)
-        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime_kernel, camera=camera)
+        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime_kernel, camera=camera,
+                                      dynamics=dynamics, collision=collision)
         if episodes is not None and episodes <= 0:
             raise UserError(f"--episodes must be positive, got {episodes}")
         if checkpoint is None and server is None:

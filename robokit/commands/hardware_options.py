@@ -57,6 +57,11 @@ DynamicsOpt = Annotated[
     typer.Option("--dynamics", help="Franka relative dynamics factor in (0, 1]: the fraction of the arm's "
                  "velocity/acceleration/jerk limits joint motions may use (0.1 is conservative)."),
 ]
+CollisionOpt = Annotated[
+    str | None,
+    typer.Option("--collision", help="Franka reflex thresholds TORQUE_NM,FORCE_N (every joint / axis), e.g. "
+                 "'25,30'; default: the robot's own."),
+]
 CameraOpt = Annotated[
     list[str] | None,
     typer.Option("--camera", help=f"Camera NAME=SPEC, repeatable. SPEC: {CAMERA_SPEC_FORMS}."),
@@ -73,6 +78,7 @@ class HardwareOptions:
     realtime: str = "enforce"
     cameras: list[CameraSpec] = field(default_factory=list)
     dynamics: float = 0.1
+    collision: tuple[float, float] | None = None  # Franka reflex thresholds (torque Nm, force N)
 
     @classmethod
     def from_cli(
@@ -84,6 +90,7 @@ class HardwareOptions:
         camera: list[str] | None = None,
         require_robot: bool = True,
         dynamics: float = 0.1,
+        collision: str | None = None,
     ) -> HardwareOptions:
         """Check the combination; raises :class:`UserError` with what to change.
 
@@ -107,7 +114,8 @@ class HardwareOptions:
             for spec in specs:
                 if spec.kind == "sim":
                     raise UserError(f"camera spec {spec.text!r} renders from the simulator: add --sim")
-        return cls(sim=sim, robot=robot, host=host, realtime=realtime, cameras=specs, dynamics=float(dynamics))
+        return cls(sim=sim, robot=robot, host=host, realtime=realtime, cameras=specs, dynamics=float(dynamics),
+                   collision=_collision_thresholds(collision))
 
     def sim_camera_names(self, default: tuple[str, ...] = ("top", "wrist")) -> tuple[str, ...]:
         """The simulator cameras to render: those the ``sim`` specs name, else ``default``."""
@@ -133,6 +141,8 @@ class HardwareOptions:
         if self.sim and sim_env is None:
             raise UserError("--sim was given but no simulation was built (internal: call make_sim_env first)")
         franka_options.setdefault("relative_dynamics_factor", self.dynamics)
+        if self.collision is not None and sim_env is None:
+            franka_options.setdefault("collision_thresholds", self.collision)
         return make_robot(sim_env, robot=self.robot, host=self.host, realtime=self.realtime, **franka_options)
 
     def make_cameras(
@@ -140,3 +150,17 @@ class HardwareOptions:
     ) -> dict[str, Camera]:
         """Cameras by name (not open); with --sim and no --camera, all simulator cameras."""
         return make_cameras(self.cameras, sim_env=sim_env, size=size, fps=fps)
+
+
+def _collision_thresholds(text: str | None) -> tuple[float, float] | None:
+    """``--collision TORQUE_NM,FORCE_N`` -> (torque, force); None when not given."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        torque, force = (float(p) for p in parts)
+    except ValueError:
+        raise UserError(f"--collision takes TORQUE_NM,FORCE_N (two numbers, e.g. 25,30), got {text!r}") from None
+    if not (torque > 0 and force > 0):
+        raise UserError(f"--collision thresholds must be positive, got {text!r}")
+    return torque, force

@@ -22,6 +22,7 @@ from rich.text import Text
 from robokit.commands.common import log_to_console, on_stop_signals, parse_image_size, shorten
 from robokit.commands.hardware_options import (
     CameraOpt,
+    CollisionOpt,
     DynamicsOpt,
     HardwareOptions,
     HostOpt,
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
         host: HostOpt = None,
         realtime: RealtimeOpt = "enforce",
         dynamics: DynamicsOpt = 0.1,
+        collision: CollisionOpt = None,
         camera: CameraOpt = None,
         out: Annotated[Path | None, typer.Option(
             "--out", help="Dataset folder (default: data/<task-set> with --sim, data/recordings otherwise).")] = None,
@@ -81,7 +83,7 @@ def register(app: typer.Typer) -> None:
         from robokit.record.teleop import check_teleop_spec
 
         hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime,
-                                      dynamics=dynamics, camera=camera)
+                                      dynamics=dynamics, camera=camera, collision=collision)
         teleop_kind, _ = check_teleop_spec(teleop, sim)
         if task_set not in ("pick_place", "multi"):
             raise UserError(f"unknown --task-set {task_set!r}; choose pick_place or multi")

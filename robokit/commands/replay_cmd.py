@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from robokit.commands.hardware_options import (
+    CollisionOpt,
     DynamicsOpt,
     HardwareOptions,
     HostOpt,
@@ -32,6 +33,7 @@ def register(app: typer.Typer) -> None:
         host: HostOpt = None,
         realtime: RealtimeOpt = "enforce",
         dynamics: DynamicsOpt = 0.1,
+        collision: CollisionOpt = None,
         task_set: Annotated[str, typer.Option(
             "--task-set", help="Sim scene when the episode does not name its own.")] = "pick_place",
         seed: Annotated[int, typer.Option("--seed", help="Sim scene seed when the episode has none.")] = 0,
@@ -51,7 +53,8 @@ def register(app: typer.Typer) -> None:
         from robokit.record.teleop import Replay
 
         console = Console()
-        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime, dynamics=dynamics)
+        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime, dynamics=dynamics,
+                                      collision=collision)
         box = workspace_from_option(workspace)
         source = Replay(episode)  # DataError for corrupt / foreign / unusable files
         fps = source.fps or 30.0

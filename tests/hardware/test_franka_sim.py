@@ -316,3 +316,21 @@ def test_replay_warns_before_moving_when_the_recording_is_faster_than_the_arm(si
     assert "warning: episode_0.hdf5 moves joint 1 at up to 1.20 rad/s" in text
     assert "--dynamics 0.1 reaches" in text and "it will lag behind the recording" in text
     assert text.index("warning") < text.index("replayed 31 steps")
+
+
+def test_collision_thresholds_are_set_on_connect(sim_host):
+    with FrankaRobot(sim_host, realtime="ignore", collision_thresholds=(25.0, 30.0)) as arm:
+        assert arm.connected and arm.read().qpos.shape == (7,)
+    with pytest.raises(ConfigError, match="two positive numbers"):
+        FrankaRobot(sim_host, collision_thresholds=(25.0, -1.0))
+
+
+def test_collision_option_is_parsed_and_named_when_wrong():
+    from robokit.commands.hardware_options import HardwareOptions
+
+    hw = HardwareOptions.from_cli(robot="franka", host="10.0.0.2", collision="25, 30")
+    assert hw.collision == (25.0, 30.0)
+    assert hw.make_robot().collision_thresholds == (25.0, 30.0)  # not connected yet
+    for bad in ("25", "a,b", "25,0"):
+        with pytest.raises(UserError, match="--collision"):
+            HardwareOptions.from_cli(robot="franka", host="10.0.0.2", collision=bad)

@@ -63,6 +63,10 @@ class FrankxLink(BaseLink):
         if gripper:
             self.gripper = self.robot.get_gripper()
 
+    def set_collision_thresholds(self, torque_nm: np.ndarray, force_n: np.ndarray) -> None:
+        raise ConfigError("frankx cannot set the collision thresholds; install franky-control, or drop "
+                          "--collision to keep the robot's defaults")
+
     def has_errors(self) -> bool:
         return False  # frankx does not expose it; recover() is harmless when there is nothing to recover
 

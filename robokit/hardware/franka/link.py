@@ -29,6 +29,10 @@ class FrankyLink(BaseLink):
         if gripper:
             self.gripper = self.f.Gripper(host)
 
+    def set_collision_thresholds(self, torque_nm: np.ndarray, force_n: np.ndarray) -> None:
+        """The reflex thresholds: joint torques (7, Nm) and end-effector forces/torques (6, N / Nm)."""
+        self.robot.set_collision_behavior(torque_nm.tolist(), force_n.tolist())
+
     def has_errors(self) -> bool:
         return bool(self.robot.has_errors)
 

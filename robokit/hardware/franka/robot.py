@@ -103,6 +103,7 @@ class FrankaRobot(Robot):
         session_timeout_s: float = 30.0,
         home_timeout_s: float = 60.0,
         kinesthetic_damping: float = 0.0,
+        collision_thresholds: tuple[float, float] | None = None,
     ) -> None:
         if not host or not isinstance(host, str):
             raise ConfigError("the Franka backend needs --host with the robot's IP address")
@@ -126,6 +127,13 @@ class FrankaRobot(Robot):
         self.session_timeout_s = float(session_timeout_s)
         self.home_timeout_s = float(home_timeout_s)
         self.kinesthetic_damping = float(kinesthetic_damping)
+        # The reflex thresholds set on connect: (joint torque Nm, end-effector force N), the same on
+        # every joint / axis; None keeps the robot's own.
+        if collision_thresholds is not None and (len(collision_thresholds) != 2 or not all(
+                np.isfinite(v) and v > 0 for v in collision_thresholds)):
+            raise ConfigError(f"collision thresholds must be two positive numbers (torque Nm, force N), "
+                              f"got {collision_thresholds}")
+        self.collision_thresholds = collision_thresholds
         self._gripper = FrankaGripper(host, gripper_mode, gripper_speed_mps, gripper_force_n) if gripper else None
 
         self._link: Link | None = None
@@ -176,6 +184,9 @@ class FrankaRobot(Robot):
                 if link.has_errors():
                     log.warning("Franka at %s reports errors from before; running automatic recovery", self.host)
                     link.recover()
+                if self.collision_thresholds is not None:
+                    torque, force = self.collision_thresholds
+                    link.set_collision_thresholds(np.full(7, float(torque)), np.full(6, float(force)))
                 reported = limits_from_urdf(link.urdf() or "", self.num_joints)
             if self._gripper is not None:
                 self._gripper.attach(link)
