@@ -233,7 +233,9 @@ def make_runner(checkpoint_or_policy: Any = None, server: str | None = None, dev
         from robokit.deploy.server import trained_tasks
 
         policy, meta = load_checkpoint(path, map_location=pick_device(device))
-        return LocalRunner(policy, checkpoint_sha256=file_sha256(path), tasks=trained_tasks(meta))
+        # A checkpoint's model gets the query timeout: a model that hangs must not hold the loop.
+        return LocalRunner(policy, checkpoint_sha256=file_sha256(path), tasks=trained_tasks(meta),
+                           timeout_s=timeout_s)
     return LocalRunner(checkpoint_or_policy)
 
 

@@ -18,6 +18,7 @@ from robokit.deploy.client import PolicyClient
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason, WatchdogConfig
 from robokit.deploy.runner import LocalRunner, RemoteRunner
 from robokit.deploy.safety import SafetyFilter, SafetyLimits
+from robokit.errors import ServerUnavailable
 from robokit.hardware.base import PANDA_DQ_MAX, PANDA_Q_MAX, PANDA_Q_MIN, PANDA_READY_POSE
 
 FPS = 30.0
@@ -221,6 +222,41 @@ SERVER_SCRIPT = textwrap.dedent("""
     print(server.address, flush=True)
     server.serve_forever()
 """)
+
+
+class HangingPolicy(GoToPolicy):
+    """Answers ``answers`` queries, then hangs until ``release`` is set."""
+
+    def __init__(self, answers: int) -> None:
+        super().__init__()
+        self.answers = answers
+        self.release = threading.Event()
+
+    def predict_chunk(self, obs):
+        if self.calls >= self.answers:
+            self.release.wait(60)
+        return super().predict_chunk(obs)
+
+
+@pytest.mark.parametrize("answers", [0, 1], ids=["first-query", "later-query"])
+def test_an_in_process_policy_that_hangs_cannot_hold_the_loop(env, answers):
+    policy = HangingPolicy(answers)
+    runner = LocalRunner(policy, timeout_s=0.3, first_timeout_s=0.3)
+    t0 = time.perf_counter()
+    try:
+        with make_loop(env, runner, mode="chunk", max_steps=200,
+                       watchdog=WatchdogConfig(hold_after_ticks=2, stop_after_s=0.5)) as loop:
+            if answers == 0:  # nothing moved yet: the episode cannot start, and says why
+                with pytest.raises(ServerUnavailable, match="in-process policy did not answer within 0.3 s"):
+                    loop.run_episode()
+            else:  # the watchdog holds, then stops the arm
+                result = loop.run_episode()
+                assert result.reason == StopReason.WATCHDOG, result.message
+                assert "in-process policy" in result.message
+        assert time.perf_counter() - t0 < 20  # seconds, not the minute the policy would hang
+    finally:
+        policy.release.set()
+        runner.close()
 
 
 @pytest.mark.parametrize("mode", ["ensemble", "async"])
