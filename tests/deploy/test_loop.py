@@ -259,8 +259,9 @@ def test_an_in_process_policy_that_hangs_cannot_hold_the_loop(env, answers):
         runner.close()
 
 
-@pytest.mark.parametrize("mode", ["ensemble", "async"])
-def test_watchdog_stops_the_robot_when_the_server_is_killed(env, tmp_path, mode):
+@pytest.mark.parametrize(("mode", "fault"), [("ensemble", "killed"), ("async", "killed"), ("async", "frozen")])
+def test_watchdog_stops_the_robot_when_the_server_dies_or_freezes(env, tmp_path, mode, fault):
+    """The server process dies (SIGKILL) or freezes (SIGSTOP: its socket stays open, nothing answers)."""
     script = tmp_path / "server.py"
     script.write_text(SERVER_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
@@ -274,8 +275,9 @@ def test_watchdog_stops_the_robot_when_the_server_is_killed(env, tmp_path, mode)
         def on_step(record):
             records.append(record)
             if record.step == 10:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+                proc.send_signal(signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+                if fault == "killed":
+                    proc.wait()
 
         cfg = {"mode": mode, "max_steps": 300, "watchdog": WatchdogConfig(hold_after_ticks=2, stop_after_s=1.0)}
         console = Console(record=True, force_terminal=True, width=120)
@@ -290,6 +292,7 @@ def test_watchdog_stops_the_robot_when_the_server_is_killed(env, tmp_path, mode)
         client.close()
     finally:
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
             proc.kill()
             proc.wait()
     assert result.reason == StopReason.WATCHDOG, result.message
