@@ -10,19 +10,23 @@ import shutil
 from pathlib import Path
 
 from robokit.episodes import format as fmt
-from robokit.errors import UserError
+from robokit.errors import DataError, UserError
 
 __all__ = [
     "BROKEN_DIR",
     "DEFAULT_MIN_FREE_BYTES",
     "LowDiskSpace",
     "check_free_space",
+    "hold_writer_lock",
     "in_use",
     "move_aside",
     "next_episode_index",
     "prepare_folder",
+    "release_writer_lock",
     "replace_durably",
+    "saved_episodes",
     "try_lock",
+    "writer_lock_path",
 ]
 
 #: Free space below which a recording is refused (and stopped when it falls below while recording).
@@ -124,8 +128,51 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
+def writer_lock_path(partial: Path) -> Path:
+    """The lock file a writer holds for the whole life of ``partial``: ``<partial>.lock``."""
+    return partial.with_name(partial.name + ".lock")
+
+
+def hold_writer_lock(partial: Path) -> int | None:
+    """Take the writer lock of ``partial`` before the file exists (None where flock is missing).
+
+    Raises :class:`DataError` when another process holds it. The lock lives in its own file
+    because HDF5 locks (and, in SWMR mode, unlocks) the episode file itself: a lock on that
+    file could only be taken after HDF5 let go of its own, which left a moment in which a
+    second recorder could take a live recording for a crashed one.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no protection against a second recorder, nothing else changes
+        return None
+    path = writer_lock_path(partial)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DataError(f"another recorder is writing {partial.name} in {partial.parent}; record into "
+                        "another folder, or wait until it has finished") from None
+    return fd
+
+
+def release_writer_lock(partial: Path, fd: int | None) -> None:
+    """Remove the lock file and let the lock go (after the episode is saved, discarded or left)."""
+    if fd is None:
+        return
+    writer_lock_path(partial).unlink(missing_ok=True)
+    os.close(fd)
+
+
 def in_use(path: Path) -> bool:
-    """True while a live writer holds ``path`` (its advisory lock, or HDF5's own lock before SWMR)."""
+    """True while a live writer holds ``path``: its writer lock, or (files written before the lock
+    file existed) an advisory lock on the file itself or HDF5's own."""
+    lock = writer_lock_path(path)
+    if lock.exists():
+        fd = try_lock(lock)
+        if fd is None:
+            return True
+        os.close(fd)
     fd = try_lock(path)
     if fd is None:
         try:

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from robokit.episodes import format as fmt
-from robokit.episodes.files import BROKEN_DIR, in_use, move_aside
+from robokit.episodes.files import BROKEN_DIR, in_use, move_aside, writer_lock_path
 from robokit.episodes.storage import STATE_CHUNK_ROWS, finalize_episode
 from robokit.errors import DataError
 
@@ -51,6 +51,7 @@ def recover_partial_episodes(folder: str | Path) -> list[str]:
                             f"({_reason(exc)})")
             continue
         partial.unlink(missing_ok=True)
+        writer_lock_path(partial).unlink(missing_ok=True)  # left by the recorder that crashed
         if steps == 0:
             messages.append(f"removed {partial.name}: the interrupted recording held no complete step")
         else:

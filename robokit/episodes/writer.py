@@ -51,7 +51,14 @@ from typing import Any
 import numpy as np
 
 from robokit.episodes import format as fmt
-from robokit.episodes.files import DEFAULT_MIN_FREE_BYTES, LowDiskSpace, check_free_space, prepare_folder
+from robokit.episodes.files import (
+    DEFAULT_MIN_FREE_BYTES,
+    LowDiskSpace,
+    check_free_space,
+    hold_writer_lock,
+    prepare_folder,
+    release_writer_lock,
+)
 from robokit.episodes.storage import EpisodeFile, EpisodeStep, ExtraUpdate, finalize_episode
 from robokit.errors import DataError, UserError
 
@@ -128,8 +135,14 @@ class EpisodeWriter:
             if existing.exists():
                 raise DataError(f"{existing} already exists; robokit never overwrites an episode "
                                 "(episode numbers continue after the highest one in the folder)")
-        self._file = EpisodeFile(self.partial_path, self.camera_shapes, self.state_dim, self.action_dim,
-                                 attrs, compress, self.jpeg_quality, self.box_objects, self.extra_shapes)
+        # Held from before the file exists until it is saved, discarded or left for recovery.
+        self._lock = hold_writer_lock(self.partial_path)
+        try:
+            self._file = EpisodeFile(self.partial_path, self.camera_shapes, self.state_dim, self.action_dim,
+                                     attrs, compress, self.jpeg_quality, self.box_objects, self.extra_shapes)
+        except BaseException:
+            self._release()
+            raise
 
         self._appended = 0
         self._error: BaseException | None = None
@@ -249,35 +262,44 @@ class EpisodeWriter:
         :func:`~robokit.episodes.recovery.recover_partial_episodes`).
         """
         self._stop_thread(drain=True)
-        if self._error is not None:
-            self._close_file()
-            raise DataError(f"writing {self.partial_path} failed ({self._error}); the steps written "
-                            "so far stay in the .partial file and the next `robokit record` into this "
-                            "folder recovers them") from self._error
-        self._close_file()
-        if self._file.written == 0:
-            self.partial_path.unlink(missing_ok=True)
-            raise EmptyEpisode("nothing was recorded: the episode has no steps")
-        attrs: dict[str, Any] = dict(extra_attrs or {})
-        if success is not None:
-            attrs["success"] = bool(success)
         try:
-            return finalize_episode(self.partial_path, self.final_path, attrs, goal_images)
-        except OSError as exc:
-            raise DataError(f"could not finish {self.partial_path} ({exc}); it is kept and the next "
-                            "`robokit record` into this folder recovers it") from exc
+            if self._error is not None:
+                self._close_file()
+                raise DataError(f"writing {self.partial_path} failed ({self._error}); the steps written "
+                                "so far stay in the .partial file and the next `robokit record` into this "
+                                "folder recovers them") from self._error
+            self._close_file()
+            if self._file.written == 0:
+                self.partial_path.unlink(missing_ok=True)
+                raise EmptyEpisode("nothing was recorded: the episode has no steps")
+            attrs: dict[str, Any] = dict(extra_attrs or {})
+            if success is not None:
+                attrs["success"] = bool(success)
+            try:
+                return finalize_episode(self.partial_path, self.final_path, attrs, goal_images)
+            except OSError as exc:
+                raise DataError(f"could not finish {self.partial_path} ({exc}); it is kept and the next "
+                                "`robokit record` into this folder recovers it") from exc
+        finally:
+            self._release()
 
     def discard(self) -> None:
         """Stop writing and delete the partial file."""
         self._stop_thread(drain=False)
         self._close_file()
         self.partial_path.unlink(missing_ok=True)
+        self._release()
 
     def close(self) -> None:
         """Stop writing and close the file, leaving the ``.partial`` file for recovery. Idempotent."""
         if not self._finished:
             self._stop_thread(drain=True)
         self._close_file()
+        self._release()
+
+    def _release(self) -> None:
+        release_writer_lock(self.partial_path, self._lock)
+        self._lock = None
 
     # -- writer thread ---------------------------------------------------------------------------
     def _run(self) -> None:

@@ -484,6 +484,39 @@ def test_sigkill_loses_at_most_one_second(tmp_path, compress):
         assert ep.check() == []
 
 
+def test_an_episode_being_saved_is_never_taken_for_a_crashed_one(tmp_path, monkeypatch):
+    """The writer's lock covers the file's whole life: also the moment between closing the HDF5
+    file and renaming it to the episode, when neither HDF5 nor the stream holds it."""
+    import robokit.episodes.writer as writer_module
+
+    seen = []
+    finalize = writer_module.finalize_episode
+
+    def recovery_meanwhile(*args, **kwargs):
+        seen.extend(recover_partial_episodes(tmp_path))  # a second recorder starting right now
+        return finalize(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "finalize_episode", recovery_meanwhile)
+    writer = EpisodeWriter(tmp_path, 0, {"top": (H, W, 3)}, attrs=ATTRS)
+    for t in range(3):
+        writer.append(np.zeros(8), np.zeros(8), np.zeros(8), {"top": pattern(t)}, float(t))
+    assert writer.save() == tmp_path / "episode_0.hdf5"
+    assert seen == ["left episode_0.hdf5.partial alone: another recorder is writing it"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_0.hdf5"]  # no lock file left
+
+
+def test_a_second_writer_of_the_same_episode_is_refused(tmp_path):
+    from robokit.episodes.files import hold_writer_lock, release_writer_lock
+
+    partial = tmp_path / "episode_0.hdf5.partial"
+    fd = hold_writer_lock(partial)  # another recorder that picked the same number a moment earlier
+    with pytest.raises(DataError, match="another recorder is writing episode_0.hdf5.partial"):
+        EpisodeWriter(tmp_path, 0, {"top": (H, W, 3)}, attrs=ATTRS)
+    release_writer_lock(partial, fd)
+    EpisodeWriter(tmp_path, 0, {"top": (H, W, 3)}, attrs=ATTRS).discard()
+    assert not list(tmp_path.iterdir())
+
+
 def test_recovery_leaves_an_episode_being_recorded_alone(tmp_path):
     """A second recorder starting in the same folder must not take over a live recording."""
     fresh = EpisodeWriter(tmp_path, 0, {"top": (H, W, 3)}, attrs=ATTRS)  # no step yet
