@@ -51,7 +51,7 @@ from robokit.deploy.observation import Observation
 from robokit.deploy.runner import PolicyRunner
 from robokit.deploy.safety import SafetyCounts, SafetyFilter, SafetyLimits
 from robokit.deploy.timing import RealtimePriority, precise_wait
-from robokit.errors import ProtocolError, ServerUnavailable, StaleFrame, UserError
+from robokit.errors import HardwareFault, ProtocolError, ServerUnavailable, StaleFrame, UserError
 from robokit.hardware.base import Camera, Frame, Robot, RobotState
 
 if TYPE_CHECKING:
@@ -261,7 +261,7 @@ class ControlLoop:
         state = self.robot.read()
         try:
             frames = {name: cam.read_latest(self.max_age_s) for name, cam in self.cameras.items()}
-        except StaleFrame as exc:
+        except (StaleFrame, HardwareFault) as exc:  # late or unplugged: hold, the watchdog stops the arm
             self._last_error = str(exc)
             return state, {}, None
         obs = Observation(qpos=state.as_vector(), images={n: f.image for n, f in frames.items()},

@@ -224,6 +224,21 @@ SERVER_SCRIPT = textwrap.dedent("""
 """)
 
 
+def test_a_camera_unplugged_mid_episode_makes_the_arm_hold_then_stop(env):
+    from robokit.hardware.synthetic import SyntheticCamera
+
+    records = []
+    config = LoopConfig(fps=FPS, mode="chunk", realtime=True, max_steps=300,
+                        watchdog=WatchdogConfig(hold_after_ticks=2, stop_after_s=0.5))
+    with SyntheticCamera("top", size=(16, 20), fps=FPS, fail_after=20) as cam, \
+            ControlLoop(env.robot, {"top": cam}, LocalRunner(GoToPolicy()), config, step_fn=env.step) as loop:
+        result = loop.run_episode(on_step=records.append)
+    assert result.reason == StopReason.WATCHDOG, result.message
+    assert "top" in result.message and "stopped" in result.message  # names the camera
+    assert result.steps < 20 + 60  # held for half a second of ticks, then stopped
+    assert result.safety["watchdog_holds"] >= 2
+
+
 class HangingPolicy(GoToPolicy):
     """Answers ``answers`` queries, then hangs until ``release`` is set."""
 
