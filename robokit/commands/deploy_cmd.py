@@ -271,7 +271,7 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
     from robokit.deploy.evaluate import make_runner
     from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
     from robokit.deploy.recording import RolloutRecorder
-    from robokit.errors import HardwareFault, UserError
+    from robokit.errors import HardwareFault, RobokitError, UserError
 
     goal_image = None
     if goal_image_path is not None:
@@ -314,9 +314,20 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
             if recorder is not None:
                 recorder.start(task)
             panel.header = f"episode {i + 1}/{episodes} - space pause, r reset, q stop"
-            with keys_cls() as keys, panel:
-                loop.keys = keys if keys.is_terminal else None
-                result = loop.run_episode(task=task, goal_image=goal_image, on_step=recorder, on_tick=panel.on_tick)
+            try:
+                with keys_cls() as keys, panel:
+                    loop.keys = keys if keys.is_terminal else None
+                    result = loop.run_episode(task=task, goal_image=goal_image, on_step=recorder,
+                                              on_tick=panel.on_tick)
+            except (RobokitError, KeyboardInterrupt) as exc:  # the loop has stopped the arm
+                if recorder is not None:  # keep what was recorded (a full disk still has the margin)
+                    try:
+                        saved = recorder.finish(None, {"interrupted": str(exc)[:500] or type(exc).__name__,
+                                                       "policy": info.type})
+                        console.print(f"saved the steps recorded so far: {saved}")
+                    except RobokitError as save_error:  # the first error is the one to report
+                        console.print(f"could not save the rollout in progress: {save_error}")
+                raise
             if recorder is not None:
                 path = recorder.finish(None, {"stop_reason": result.reason.value, "policy": info.type,
                                               **{f"safety_{key}": v for key, v in result.safety.items()}})

@@ -239,6 +239,33 @@ def test_a_camera_unplugged_mid_episode_makes_the_arm_hold_then_stop(env):
     assert result.safety["watchdog_holds"] >= 2
 
 
+def test_the_disk_filling_up_during_a_recorded_rollout_stops_the_arm_and_keeps_the_steps(env, tmp_path):
+    from robokit.deploy.recording import RolloutRecorder
+    from robokit.episodes.files import LowDiskSpace
+    from robokit.episodes.reader import open_episode
+
+    recorder = RolloutRecorder(tmp_path, {"top": (24, 32, 3)}, FPS, "sim", sim=True)
+    recorder.start("go to the goal")
+
+    def on_step(record):
+        recorder(record)
+        if record.step == 10:
+            recorder._writer.min_free_bytes = 2**62  # the disk "fills up": the writer's next check notices
+        if record.step > 10:
+            time.sleep(0.02)  # let the writer's once-a-second check come round
+
+    with make_loop(env, LocalRunner(GoToPolicy(target=GOAL)), max_steps=400) as loop:
+        with pytest.raises(LowDiskSpace, match="MB free"):
+            loop.run_episode(on_step=on_step)
+    path = recorder.finish(None, {"interrupted": "low disk space"})  # what the CLI does next
+    with open_episode(path) as ep:
+        assert ep.length >= 10 and ep.check() == [] and ep.attrs["interrupted"] == "low disk space"
+    before = env.robot.read().qpos  # the loop stopped the arm on its way out
+    for _ in range(10):
+        env.step()
+    np.testing.assert_allclose(env.robot.read().qpos, before, atol=1e-3)
+
+
 class HangingPolicy(GoToPolicy):
     """Answers ``answers`` queries, then hangs until ``release`` is set."""
 
