@@ -254,9 +254,9 @@ def test_the_disk_filling_up_during_a_recorded_rollout_stops_the_arm_and_keeps_t
         if record.step > 10:
             time.sleep(0.02)  # let the writer's once-a-second check come round
 
-    with make_loop(env, LocalRunner(GoToPolicy(target=GOAL)), max_steps=400) as loop:
-        with pytest.raises(LowDiskSpace, match="MB free"):
-            loop.run_episode(on_step=on_step)
+    with make_loop(env, LocalRunner(GoToPolicy(target=GOAL)), max_steps=400) as loop, \
+            pytest.raises(LowDiskSpace, match="MB free"):
+        loop.run_episode(on_step=on_step)
     path = recorder.finish(None, {"interrupted": "low disk space"})  # what the CLI does next
     with open_episode(path) as ep:
         assert ep.length >= 10 and ep.check() == [] and ep.attrs["interrupted"] == "low disk space"
