@@ -127,22 +127,21 @@ class SafetyFilter:
             now = np.asarray(measured, float)[:n]
             q = np.clip(q, now - self.max_lead, now + self.max_lead)
         if self.workspace is not None and not self.workspace.contains(q):
-            q = self._inside(q)
+            q = self._inside(q, self.workspace, self._prev)
         g = float(np.clip(a[n], lim.gripper_min, lim.gripper_max))
         if g != a[n]:
             self.counts.gripper += 1
         self._prev = q
         return np.concatenate([q, [g]])
 
-    def _inside(self, q: np.ndarray) -> np.ndarray:
-        """``q`` (within the speed bound of the previous command) moved into the workspace box, or
-        the previous command when that cannot be done within the bound."""
-        assert self.workspace is not None and self._prev is not None
-        projected = self.workspace.project(q, near=self._prev)
+    def _inside(self, q: np.ndarray, box: Workspace, prev: np.ndarray) -> np.ndarray:
+        """``q`` (within the speed bound of the previous command ``prev``) moved into ``box``, or
+        ``prev`` when that cannot be done within the bound."""
+        projected = box.project(q, near=prev)
         if projected is not None:
-            moved = self._prev + np.clip(projected - self._prev, -self.max_step, self.max_step)
-            if self.workspace.contains(moved):
+            moved = prev + np.clip(projected - prev, -self.max_step, self.max_step)
+            if box.contains(moved):
                 self.counts.workspace += 1
                 return moved
         self.counts.workspace_held += 1
-        return self._prev.copy()
+        return prev.copy()
