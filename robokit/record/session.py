@@ -106,8 +106,8 @@ class RecordingSession:
         self._hold: np.ndarray | None = None
         # Every teleop command goes through deploy's safety filter (joint limits, the speed the arm
         # is driven at, the workspace box); restarted from the measured joints after a scene reset.
-        box = config.workspace if robot.num_joints == 7 else None
-        self.safety = SafetyFilter(SafetyLimits.from_robot(robot), 1.0 / config.fps, workspace=box)
+        # Built at the first command: a Franka reports its own joint limits once connected.
+        self.safety: SafetyFilter | None = None
         self._restart_safety = True  # restart from the next measured joints
         self._last_images: dict[str, np.ndarray] = {}
         self._task_text = config.task  # real robot: the instruction stored with the next episode
@@ -332,6 +332,10 @@ class RecordingSession:
             raise UserError(f"the {self.teleop.name} source produced an invalid action {action!r}; "
                             f"expected {self.robot.num_joints} joint targets and a gripper value")
         if not self.teleop.action_is_next_state:  # a hand-guided arm is where the person put it
+            if self.safety is None:
+                box = self.config.workspace if self.robot.num_joints == 7 else None
+                self.safety = SafetyFilter(SafetyLimits.from_robot(self.robot), 1.0 / self.config.fps,
+                                           workspace=box)
             if self._restart_safety:
                 self.safety.reset(state.qpos)
                 self._restart_safety = False
