@@ -179,6 +179,9 @@ def register(app: typer.Typer) -> None:
         workspace: Annotated[str, typer.Option(
             "--workspace", help="Box the hand never leaves: 'default' (the sim table's), a TOML file with "
                                 "[workspace] low/high, or 'none'.")] = "default",
+        latency: Annotated[Path | None, typer.Option(
+            "--latency", help="Delays measured by `robokit devices --latency --save FILE`: the chunk rows "
+                              "for the image's age and the arm's response are skipped.")] = None,
         rt_priority: Annotated[int | None, typer.Option(
             "--rt-priority", help="Run the control loop SCHED_FIFO at this priority (1-99; needs rtprio rights).")] = None,
         timeout: Annotated[float | None, typer.Option(
@@ -214,7 +217,8 @@ def register(app: typer.Typer) -> None:
         common = {"mode": mode, "query_every": query_every, "k": k, "fps": fps, "max_steps": max_steps,
                   "done_threshold": done_threshold, "timeout_s": timeout, "device": device,
                   "client_keys": client_keys, "rt_priority": rt_priority,
-                  "workspace": workspace_from_option(workspace)}
+                  "workspace": workspace_from_option(workspace),
+                  "action_delay_s": _action_delay(console, latency)}
         if hw.sim:
             if hw.cameras:
                 raise UserError("with --sim the cameras are the policy's own sim cameras; drop --camera")
@@ -226,6 +230,18 @@ def register(app: typer.Typer) -> None:
                                 "loop always runs at wall-clock rate")
             _deploy_robot(console, hw, checkpoint, server, 1 if episodes is None else episodes, task, goal_image, record,
                           velocity_scale, yes, common, TerminalKeys)
+
+
+def _action_delay(console: Any, latency: Path | None) -> float:
+    """The action delay a `--latency` file gives (0 without one), announced."""
+    if latency is None:
+        return 0.0
+    from robokit.deploy.latency import load_latency
+
+    report = load_latency(latency)
+    console.print(f"action delay {report.action_delay_s * 1000:.0f} ms from {latency} "
+                  f"(measured {report.setup.get('measured_at', '?')} on {report.setup.get('robot', '?')})")
+    return report.action_delay_s
 
 
 def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episodes: int, seed_start: int,
@@ -292,7 +308,8 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
                             query_every=common["query_every"], realtime=True,
                             max_steps=int(60 * rate if common["max_steps"] is None else common["max_steps"]),
                             done_threshold=common["done_threshold"], velocity_scale=velocity_scale,
-                            rt_priority=common["rt_priority"], workspace=common["workspace"])
+                            rt_priority=common["rt_priority"], workspace=common["workspace"],
+                            action_delay_s=common["action_delay_s"])
         cameras = hw.make_cameras(None, fps=rate)
         arm = hw.make_robot(None)
         # Cameras first: a wrong camera spec fails in a second, before the robot connects.

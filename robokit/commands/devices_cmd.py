@@ -1,9 +1,10 @@
-"""`robokit devices`: list the cameras found, test-open cameras, check the robot connection."""
+"""`robokit devices`: list the cameras found, test-open cameras, check the robot connection, measure delays."""
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -11,7 +12,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from robokit.commands.hardware_options import CameraOpt, HardwareOptions, HostOpt, RealtimeOpt, RobotOpt
+from robokit.commands.hardware_options import (
+    CameraOpt,
+    DynamicsOpt,
+    HardwareOptions,
+    HostOpt,
+    RealtimeOpt,
+    RobotOpt,
+    SimOpt,
+)
+from robokit.errors import UserError
 
 console = Console()
 
@@ -106,14 +116,38 @@ def register(app: typer.Typer) -> None:
         height: Annotated[int, typer.Option("--height", help="Image height requested by --camera checks.")] = 480,
         width: Annotated[int, typer.Option("--width", help="Image width requested by --camera checks.")] = 640,
         seconds: Annotated[float, typer.Option("--seconds", help="How long each --camera check runs.")] = 1.0,
+        latency: Annotated[bool, typer.Option(
+            "--latency", help="Measure camera capture->receive, the policy round trip (--server or "
+                              "--checkpoint) and the robot's command->motion delay; print and save them.")] = False,
+        sim: SimOpt = False,
+        dynamics: DynamicsOpt = 0.1,
+        server: Annotated[str | None, typer.Option(
+            "--server", help="--latency: policy server to time, e.g. tcp://gpu-box:5555.")] = None,
+        checkpoint: Annotated[Path | None, typer.Option(
+            "--checkpoint", help="--latency: checkpoint to time in this process.")] = None,
+        device: Annotated[str, typer.Option("--device", help="--checkpoint: auto | cpu | cuda | mps.")] = "auto",
+        queries: Annotated[int, typer.Option("--queries", min=1, help="--latency: policy queries timed.")] = 20,
+        save: Annotated[Path, typer.Option(
+            "--save", help="--latency: where to write the measured delays (for `deploy --latency`).")
+        ] = Path("latency.json"),
     ) -> None:
         """List the cameras found; with --camera, open them and measure; with --host, check the robot.
 
         Examples: `robokit devices`, `robokit devices --camera top=0 --camera wrist=/dev/video2`,
-        `robokit devices --robot franka --host 172.16.0.2` (add `--realtime ignore` for franky-sim).
+        `robokit devices --robot franka --host 172.16.0.2` (add `--realtime ignore` for franky-sim),
+        `robokit devices --latency --host 172.16.0.2 --camera top=0 --server tcp://gpu-box:5555`.
         """
-        hw = HardwareOptions.from_cli(sim=False, robot=robot, host=host, realtime=realtime, camera=camera,
-                                      require_robot=False)
+        hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime, camera=camera,
+                                      require_robot=False, dynamics=dynamics)
+        if latency:
+            from robokit.commands.devices_latency import measure_latency, print_and_save
+
+            report = measure_latency(hw, server=server, checkpoint=checkpoint, device=device,
+                                     size=(height, width), fps=fps, seconds=max(seconds, 0.1), queries=queries)
+            print_and_save(console, report, save)
+            return
+        if sim or server or checkpoint:
+            raise UserError("--sim, --server and --checkpoint go with --latency")
         _list_opencv_cameras(max_index)
         if hw.cameras:
             _check_cameras(hw, (height, width), fps, max(seconds, 0.1))

@@ -82,6 +82,7 @@ class EvalConfig:
     rt_priority: int | None = None
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     workspace: Workspace | None = SIM_TABLE  # the box the hand stays in (None: joint limits only)
+    action_delay_s: float = 0.0  # image age + arm response: the chunk rows skipped (devices --latency)
     success_hold_s: float = 0.3  # the task check must hold this long to end an episode early
     record_dir: str | Path | None = None  # save each rollout as an episode file here
     video_dir: str | Path | None = None  # save each rollout as an MP4 here
@@ -109,7 +110,7 @@ class EvalConfig:
         return LoopConfig(fps=rate, mode=self.loop_mode, k=self.k, query_every=self.query_every,
                           realtime=self.realtime, max_steps=steps, done_threshold=self.done_threshold,
                           velocity_scale=self.velocity_scale, rt_priority=self.rt_priority,
-                          watchdog=self.watchdog, workspace=self.workspace)
+                          watchdog=self.watchdog, workspace=self.workspace, action_delay_s=self.action_delay_s)
 
 
 @dataclass(frozen=True)
@@ -357,7 +358,8 @@ def evaluate_in_sim(
             "mode": loop_config.mode, "realtime": cfg.realtime, "fps": rate, "max_steps": loop_config.max_steps,
             "k": cfg.k, "query_every": cfg.query_every, "server": cfg.server, "task_text": cfg.task_text,
             "tasks": list(instructions),
-            "done_threshold": cfg.done_threshold, "objects": info.objects})
+            "done_threshold": cfg.done_threshold, "objects": info.objects,
+            "action_delay_s": cfg.action_delay_s})
         recorder = (RolloutRecorder(cfg.record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
                                     chunk_shape=(info.chunk_size, info.action_dim))
                     if cfg.record_dir else None)

@@ -22,8 +22,9 @@ ensembler covers the step and the action is finite.
 
 Every chunk the policy returns is also handed to ``on_step`` (:attr:`StepRecord.chunks`, by
 reference, in the record of the tick it arrived at) together with the step of the observation it
-was predicted from: row 0 of a chunk is the action for that step. In ``ensemble`` and ``chunk``
-mode that is the tick itself; in ``async`` mode a chunk arrives some ticks after its observation.
+was predicted from: row 0 of a chunk is the action for that step (with an action delay of d steps,
+row d is). In ``ensemble`` and ``chunk`` mode that is the tick itself; in ``async`` mode a chunk
+arrives some ticks after its observation.
 A chunk the loop gave up on (overdue at a pause or at the end of the episode) is not handed over.
 """
 
@@ -51,7 +52,7 @@ from robokit.deploy.observation import Observation
 from robokit.deploy.runner import PolicyRunner
 from robokit.deploy.safety import SafetyCounts, SafetyFilter, SafetyLimits
 from robokit.deploy.timing import RealtimePriority, precise_wait
-from robokit.errors import HardwareFault, ProtocolError, ServerUnavailable, StaleFrame, UserError
+from robokit.errors import ConfigError, HardwareFault, ProtocolError, ServerUnavailable, StaleFrame, UserError
 from robokit.hardware.base import Camera, Frame, Robot, RobotState
 
 if TYPE_CHECKING:
@@ -152,6 +153,10 @@ class ControlLoop:
         self.keys = keys
         self.queue = ActionQueue(config.mode, info.chunk_size, info.action_dim, k=config.k,
                                  query_every=config.query_every)
+        if config.delay_steps >= info.chunk_size:
+            raise ConfigError(f"an action delay of {config.action_delay_s * 1000:.0f} ms is {config.delay_steps} "
+                              f"steps at {config.fps:g} Hz, the whole chunk of {info.chunk_size}: every action "
+                              "would be in the past; measure the delays again or lower the rate")
         self.safety = SafetyFilter(SafetyLimits.from_robot(robot), self.dt, config.velocity_scale,
                                    workspace=config.workspace)
         self.max_age_s = config.camera_max_age_s or max(3 * self.dt, 0.1)
@@ -299,7 +304,9 @@ class ControlLoop:
             raise UserError(f"the policy returned a chunk of shape {result.actions.shape}, expected "
                             f"({info.chunk_size}, {info.action_dim})")
         self._link_ok = True
-        self.queue.add(result.actions, start)
+        # Row 0 is for the moment the observation's image was taken; the arm follows a command only
+        # after its response delay: the rows for that span are already in the past.
+        self.queue.add(result.actions, start - self.config.delay_steps)
         self._arrived.append((start, result.actions))
         self._model_ms.append(result.model_ms)
         self._rtt_ms.append(result.rtt_ms)

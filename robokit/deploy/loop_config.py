@@ -35,6 +35,10 @@ class LoopConfig:
     rt_priority: int | None = None  # realtime: run the loop thread SCHED_FIFO at this priority (1..99)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     workspace: Workspace | None = None  # the box the hand must stay in (None: joint limits only)
+    #: Seconds from the moment an observation's image was taken to the arm following a command sent
+    #: then (camera delay + robot response, as `robokit devices --latency` measures them): the rows
+    #: of a chunk for that span are skipped, on top of the ticks its query took.
+    action_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -43,5 +47,12 @@ class LoopConfig:
             raise ConfigError(f"--max-steps must be positive, got {self.max_steps}")
         if not 0 < self.tick_budget <= 1:
             raise ConfigError(f"tick_budget must be in (0, 1], got {self.tick_budget}")
+        if not 0.0 <= self.action_delay_s < 10.0:
+            raise ConfigError(f"the action delay must be between 0 and 10 s, got {self.action_delay_s}")
         if self.rt_priority is not None and not 1 <= self.rt_priority <= 99:
             raise ConfigError(f"--rt-priority must be between 1 and 99, got {self.rt_priority}")
+
+    @property
+    def delay_steps(self) -> int:
+        """The action delay in control steps (rounded to the nearest)."""
+        return round(self.action_delay_s * self.fps)

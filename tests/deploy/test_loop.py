@@ -18,7 +18,7 @@ from robokit.deploy.client import PolicyClient
 from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason, WatchdogConfig
 from robokit.deploy.runner import LocalRunner, RemoteRunner
 from robokit.deploy.safety import SafetyFilter, SafetyLimits
-from robokit.errors import ServerUnavailable
+from robokit.errors import ConfigError, ServerUnavailable
 from robokit.hardware.base import PANDA_DQ_MAX, PANDA_Q_MAX, PANDA_Q_MIN, PANDA_READY_POSE
 
 FPS = 30.0
@@ -159,6 +159,35 @@ def test_chunk_and_async_modes_drive_the_arm(env, mode):
         assert policy.calls == 60 // 8 + 1  # one query per chunk of 8 (the last covers the end)
     else:
         assert policy.calls > 60 // 8
+
+
+class RampPolicy(GoToPolicy):
+    """Row i of every chunk moves joint 1 to ``start + 0.01 i`` (the row it came from is readable)."""
+
+    def predict_chunk(self, obs):
+        chunk, extras = super().predict_chunk(obs)
+        chunk[:, :7] = PANDA_READY_POSE
+        chunk[:, 0] += 0.01 * np.arange(self.config.chunk_size)
+        return chunk, extras
+
+
+@pytest.mark.parametrize("delay_steps", [0, 3])
+def test_an_action_delay_skips_the_rows_already_in_the_past(env, delay_steps):
+    records = []
+    policy = RampPolicy()
+    with make_loop(env, LocalRunner(policy), mode="chunk", max_steps=12,
+                   action_delay_s=delay_steps / FPS) as loop:
+        loop.run_episode(on_step=records.append)
+    rows = [round((r.command[0] - PANDA_READY_POSE[0]) / 0.01) for r in records]
+    # Each chunk starts at row d and is used up d steps earlier, so a query comes every 8 - d steps.
+    per_chunk = list(range(delay_steps, 8))
+    assert rows == (per_chunk * 3)[:12]
+    assert policy.calls == -(-12 // len(per_chunk))
+
+
+def test_an_action_delay_as_long_as_the_chunk_is_refused(env):
+    with pytest.raises(ConfigError, match="whole chunk"):
+        make_loop(env, LocalRunner(GoToPolicy(chunk=8)), action_delay_s=8 / FPS)
 
 
 class OverlapPolicy(GoToPolicy):

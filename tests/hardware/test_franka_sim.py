@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -187,6 +188,30 @@ def test_devices_command_checks_the_robot(sim_host):
     assert out.returncode == 0, out.stderr
     assert "robot connection OK" in out.stdout
     assert "joint positions" in out.stdout
+
+
+def test_devices_latency_measures_camera_policy_and_arm_against_franky_sim(sim_host, make_tiny_checkpoint,
+                                                                          tmp_path):
+    from robokit.deploy.latency import load_latency
+
+    checkpoint = make_tiny_checkpoint("act", {"fps": 30.0}, fps=30.0)
+    saved = tmp_path / "latency.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "robokit.cli", "devices", "--latency", "--robot", "franka", "--host", sim_host,
+         "--realtime", "ignore", "--dynamics", "0.5", "--camera", "top=synthetic", "--checkpoint", str(checkpoint),
+         "--device", "cpu", "--queries", "3", "--save", str(saved)],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    for row in ("camera top", "infer round trip", "command to 50 %"):
+        assert row in out.stdout
+    report = load_latency(saved)
+    assert report.setup["host"] == sim_host and report.setup["dynamics"] == 0.5
+    assert 0.0 <= report.cameras["top"].median_ms < 100.0
+    assert report.policy is not None and report.policy.queries == 3
+    # franky-sim plans each target with its motion generator: the arm follows within a second.
+    assert report.robot is not None and 0.0 < report.robot.first_motion_ms <= report.robot.response_ms < 1000.0
+    assert report.action_delay_s > 0
 
 
 # --------------------------------------------------------------------------- a session that fails half-way
