@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ from tests.hardware import test_franka_sim
 
 pytestmark = pytest.mark.franka
 
-sim_host = test_franka_sim.sim_host  # fixture: franky-sim on loopback, started once for this module
+# fixtures: franky-sim on loopback, started once for this module, and its address
+franky_sim_server = test_franka_sim.franky_sim_server
+sim_host = test_franka_sim.sim_host
 
 SERVER_SCRIPT = """
 from types import SimpleNamespace
@@ -199,3 +202,76 @@ def test_the_hand_stays_in_the_workspace_box_on_a_franka(sim_host):
     assert result.safety["workspace_projected"] + result.safety["workspace_held"] > 0
     moved = max(float(np.abs(r.state.qpos[:7] - records[0].state.qpos[:7]).max()) for r in records)
     assert moved > 0.3  # it did go toward the target, as far as the box let it
+
+
+# -- a collision reflex ---------------------------------------------------------------------------------
+CARTESIAN_REFLEX = 7  # libfranka's index of the cartesian_reflex flag among the robot's 41 errors
+
+
+def inject_reflex_when(server, monkeypatch, condition) -> threading.Event:
+    """Make franky-sim abort the running motion with a Cartesian reflex once ``condition(q)`` holds.
+
+    A real arm does this when it touches something harder than its collision thresholds: it stops,
+    answers the running Move command with "aborted by reflex" and reports the reflex in its state.
+    The check runs in franky-sim's own thread, between two control cycles.
+    """
+    from franky_sim.franka_robot_protocol import MoveStatus, RobotCommand
+    from franky_sim.franka_server import BaseCommand
+
+    fired = threading.Event()
+    process, state_bytes = server._pre_process_commands, server._get_state_bytes
+    errors = tuple(i == CARTESIAN_REFLEX for i in range(41))
+
+    def process_then_collide():
+        process()
+        motion = server.current_motion_id
+        if not fired.is_set() and motion and condition(np.asarray(server.robot_state.q)):
+            server.stop_motion(send_preemption_signal=False)  # hold where it is
+            server.reset_current_motion_id()
+            BaseCommand.send_response(server._tcp_socket, RobotCommand.kMove, motion, MoveStatus.kReflexAborted)
+            fired.set()
+
+    def state_with_reflex():
+        if not fired.is_set():
+            return state_bytes()
+        return server.robot_state.replace(errors=errors, current_errors=errors, last_motion_errors=errors,
+                                          reflex_reason=errors).pack_state()
+
+    monkeypatch.setattr(server, "_pre_process_commands", process_then_collide)
+    monkeypatch.setattr(server, "_get_state_bytes", state_with_reflex)
+    return fired
+
+
+def test_a_collision_reflex_mid_deploy_stops_cleanly_keeps_the_rollout_and_says_how_to_recover(
+        franky_sim_server, sim_host, tmp_path, monkeypatch):
+    from robokit.episodes.reader import list_episodes, open_episode
+    from robokit.hardware.base import PANDA_READY_POSE
+    from robokit.hardware.franka import FrankaRobot
+
+    with FrankaRobot(sim_host, realtime="ignore", relative_dynamics_factor=0.5) as arm:
+        arm.home()  # so that the deploy's own homing does not move joint 1 and the reflex comes mid-episode
+    script = tmp_path / "server.py"
+    script.write_text(SERVER_SCRIPT)  # a policy that keeps turning joint 1
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        address = proc.stdout.readline().strip()
+        fired = inject_reflex_when(franky_sim_server, monkeypatch, lambda q: q[0] > PANDA_READY_POSE[0] + 0.06)
+        out = subprocess.run(
+            [sys.executable, "-m", "robokit.cli", "deploy", "--robot", "franka", "--host", sim_host,
+             "--realtime-kernel", "ignore", "--dynamics", "0.5", "--camera", "top=synthetic", "--server", address,
+             "--episodes", "1", "--max-steps", "600", "--yes", "--record", str(tmp_path / "rollouts")],
+            capture_output=True, text=True, timeout=240, check=False, env={**os.environ, "COLUMNS": "200"})
+    finally:
+        proc.kill()
+        proc.wait()
+    assert fired.is_set()
+    assert out.returncode == 3, out.stdout[-2000:] + out.stderr[-3000:]
+    error_lines = [line for line in out.stderr.splitlines() if "error" in line.lower()]
+    assert len(error_lines) == 1 and "Traceback" not in out.stderr, out.stderr  # one line
+    assert "cartesian_reflex" in error_lines[0] and "recovery" in error_lines[0] and sim_host in error_lines[0]
+    assert "saved the steps recorded so far" in out.stdout
+    with open_episode(list_episodes(tmp_path / "rollouts")[0]) as ep:
+        assert "interrupted" in ep.attrs and "reflex" in str(ep.attrs["interrupted"])
+        assert 5 < ep.length < 600  # the steps up to the collision, not a full episode
+        assert ep.qpos()[-1, 0] > PANDA_READY_POSE[0] + 0.03  # the policy was turning joint 1 when it hit

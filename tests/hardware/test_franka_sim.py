@@ -28,8 +28,8 @@ JOINT_ATOL = 0.03  # rad; franky-sim's position tracking settles well within thi
 
 
 @pytest.fixture(scope="module")
-def sim_host():
-    """Start franky-sim once; yield the loopback address it listens on."""
+def franky_sim_server():
+    """Start franky-sim once; yield its robot server (what a libfranka client connects to)."""
     pytest.importorskip("franky", reason="franky (PyPI franky-control) is not installed")
     pytest.importorskip("franky_sim", reason="franky-sim is not installed (pip install 'robokit[dev]')")
     from franky_sim import SimulationServer
@@ -39,7 +39,13 @@ def sim_host():
         sim.add_robot()
         with SimulationServer(sim) as server:
             server.run_async()
-            yield server.robot_servers[0].hostname
+            yield server.robot_servers[0]
+
+
+@pytest.fixture(scope="module")
+def sim_host(franky_sim_server):
+    """The loopback address franky-sim listens on."""
+    return franky_sim_server.hostname
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def translate_error(exc: BaseException, host: str, action: str) -> RobokitError:
     ``action`` says what robokit was doing ("streaming a joint target"); it goes into the message.
     """
     name = type(exc).__name__
-    text = str(exc) or name
+    text = " ".join(str(exc).split()) or name  # libfranka's messages span lines; the CLI prints one
     where = f"the Franka at {host}"
     if name == "RealtimeException":
         return ConfigError(f"{where}: {text}: {REALTIME_HINT}")
