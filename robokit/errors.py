@@ -44,6 +44,10 @@ class HardwareFault(RobokitError):
     exit_code = 3
 
 
+class ReflexStop(HardwareFault):
+    """The robot stopped itself with a reflex (a collision, or a limit its controller enforces)."""
+
+
 class StaleFrame(HardwareFault):
     """A camera has no frame younger than the requested maximum age."""
 

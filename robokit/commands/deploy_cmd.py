@@ -287,7 +287,7 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
     from robokit.deploy.evaluate import make_runner
     from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
     from robokit.deploy.recording import RolloutRecorder
-    from robokit.errors import HardwareFault, RobokitError, UserError
+    from robokit.errors import HardwareFault, ReflexStop, RobokitError, UserError
 
     goal_image = None
     if goal_image_path is not None:
@@ -339,15 +339,18 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
             except (RobokitError, KeyboardInterrupt) as exc:  # the loop has stopped the arm
                 if recorder is not None:  # keep what was recorded (a full disk still has the margin)
                     try:
+                        safety = {**loop.episode_safety(), "reflex_stops": int(isinstance(exc, ReflexStop))}
                         saved = recorder.finish(None, {"interrupted": str(exc)[:500] or type(exc).__name__,
-                                                       "policy": info.type})
+                                                       "policy": info.type,
+                                                       **{f"safety_{key}": v for key, v in safety.items()}})
                         console.print(f"saved the steps recorded so far: {saved}")
                     except RobokitError as save_error:  # the first error is the one to report
                         console.print(f"could not save the rollout in progress: {save_error}")
                 raise
             if recorder is not None:
+                safety = {**result.safety, "reflex_stops": 0}
                 path = recorder.finish(None, {"stop_reason": result.reason.value, "policy": info.type,
-                                              **{f"safety_{key}": v for key, v in result.safety.items()}})
+                                              **{f"safety_{key}": v for key, v in safety.items()}})
                 console.print(f"saved {path}")
             console.print(f"episode {i + 1}: {result.message} after {result.steps} steps; "
                           f"safety: {_safety_text(result.safety)}", highlight=False)

@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
 def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, output: Path | None) -> int:
     from robokit.episodes import format as fmt
     from robokit.episodes.reader import list_episodes, open_episode
-    from robokit.episodes.summary import EpisodeShape, episode_summary, folder_mismatches
+    from robokit.episodes.summary import EpisodeShape, episode_summary, folder_mismatches, safety_brief
 
     partials = sorted(p.name for p in folder.iterdir() if fmt.partial_index(p) is not None)
     try:
@@ -60,12 +60,8 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
         if not partials:
             raise
         paths = []
-    table = Table(title=f"{folder} ", title_justify="left")
-    columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("episode", "left"), ("steps", "right"), ("duration", "right"), ("fps", "right"), ("cameras", "left"),
-        ("size", "right"), ("task", "left"), ("success", "center"), ("check", "left"))
-    for col, justify in columns:
-        table.add_column(col, justify=justify, overflow="fold")
+    rows: list[list[str]] = []
+    safety_texts: list[str] = []  # per row: the rollout's safety record in short ("" for a recording)
     problems: list[str] = []
     total_steps = total_bytes = bad = 0
     successes = known = 0
@@ -79,11 +75,12 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
                 found = ep.check()
                 info = episode_summary(ep)
                 rate = info["fps_achieved"] or ep.fps
-                table.add_row(
+                rows.append([
                     path.name, str(ep.length), _seconds(info["duration_s"]),
                     f"{rate:.1f}" if rate else "-",
                     ", ".join(f"{c} {ep.image_shape(c)[1]}x{ep.image_shape(c)[0]}" for c in ep.camera_names),
-                    _bytes(size), _clip(ep.task or "-", 40), _yes_no(ep.success), _check(found, ep))
+                    _bytes(size), _clip(ep.task or "-", 40), _yes_no(ep.success), _check(found, ep)])
+                safety_texts.append(safety_brief(ep.attrs))
                 shapes.append(EpisodeShape.of(ep))
                 if _recovered(ep):
                     recovered.append(path.name)
@@ -95,13 +92,26 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
                     _render(console, ep, plot, video, output)
         except DataError as exc:
             found = [str(exc)]
-            table.add_row(path.name, "-", "-", "-", "-", _bytes(size), "-", "-", "[red]unreadable[/]")
+            rows.append([path.name, "-", "-", "-", "-", _bytes(size), "-", "-", "[red]unreadable[/]"])
+            safety_texts.append("")
         if found:
             bad += 1
             problems += found
     for name in partials:
-        table.add_row(name, "-", "-", "-", "-", _bytes((folder / name).stat().st_size), "-", "-",
-                      "[yellow]unfinished[/]")
+        rows.append([name, "-", "-", "-", "-", _bytes((folder / name).stat().st_size), "-", "-",
+                     "[yellow]unfinished[/]"])
+        safety_texts.append("")
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("episode", "left"), ("steps", "right"), ("duration", "right"), ("fps", "right"), ("cameras", "left"),
+        ("size", "right"), ("task", "left"), ("success", "center"), ("check", "left")]
+    if any(safety_texts):  # rollouts: how often the policy needed the safety filter
+        columns.insert(-1, ("safety", "left"))
+        rows = [[*row[:-1], text or "-", row[-1]] for row, text in zip(rows, safety_texts, strict=True)]
+    table = Table(title=f"{folder} ", title_justify="left")
+    for col, justify in columns:
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col == "safety")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     summary = f"{len(paths)} episode(s), {total_steps} steps, {_bytes(total_bytes)}"
     if known:

@@ -78,3 +78,26 @@ def folder_mismatches(shapes: list[EpisodeShape]) -> list[str]:
                             f"{getattr(shapes[0], field)}: one dataset needs one robot and one rate; move the "
                             "odd episodes to another folder")
     return problems
+
+
+def safety_brief(attrs: dict[str, Any]) -> str:
+    """A rollout's safety record (its ``safety_*`` attributes) in a few words; "" when it has none.
+
+    Clamps of every kind are summed (joint, velocity, gripper, workspace, rejected actions); the
+    watchdog's holds, reflex stops and the largest command gap (rad) follow when they are not zero.
+    """
+    record = {key[len("safety_"):]: value for key, value in attrs.items() if key.startswith("safety_")}
+    if not record:
+        return ""
+    clamps = sum(int(v) for k, v in record.items()
+                 if k.endswith(("_clamps", "_projected", "_held")) or k == "rejected")
+    parts = [f"{clamps} clamp{'s' if clamps != 1 else ''}"]
+    holds, reflexes = int(record.get("watchdog_holds", 0)), int(record.get("reflex_stops", 0))
+    if holds:
+        parts.append(f"{holds} hold{'s' if holds != 1 else ''}")
+    if reflexes:
+        parts.append(f"{reflexes} reflex{'es' if reflexes != 1 else ''}")
+    gap = record.get("max_command_gap_rad")
+    if gap:
+        parts.append(f"gap {float(gap):.3f}")
+    return ", ".join(parts)

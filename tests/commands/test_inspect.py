@@ -42,6 +42,31 @@ def test_a_consistent_folder_is_ok(tmp_path, capsys):
     assert all("ok" in line for line in out.splitlines() if "episode_" in line and ".hdf5" in line)
 
 
+def test_rollouts_show_how_often_they_needed_the_safety_filter(tmp_path, capsys):
+    for index in range(3):
+        write_v1(tmp_path, index=index, steps=4)
+    records = {1: {"joint_clamps": 2, "velocity_clamps": 5, "workspace_projected": 1, "watchdog_holds": 3,
+                   "reflex_stops": 1, "max_command_gap_rad": 0.0423},
+               2: {"joint_clamps": 0, "velocity_clamps": 0, "watchdog_holds": 0, "reflex_stops": 0,
+                   "max_command_gap_rad": 0.0}}
+    for index, record in records.items():
+        with h5py.File(tmp_path / f"episode_{index}.hdf5", "a") as f:
+            f.attrs.update({f"safety_{key}": value for key, value in record.items()})
+    code, out, err = run(capsys, tmp_path)
+    assert code == 0, err
+    lines = {name: next(line for line in out.splitlines() if name in line)
+             for name in ("episode_0.hdf5", "episode_1.hdf5", "episode_2.hdf5")}
+    assert "safety" in out.splitlines()[2]  # the header has the column
+    assert "8 clamps, 3 holds, 1 reflex, gap 0.042" in lines["episode_1.hdf5"]
+    assert "0 clamps" in lines["episode_2.hdf5"] and "hold" not in lines["episode_2.hdf5"]
+    assert " - " in lines["episode_0.hdf5"]  # a recording has no safety record
+
+
+def test_a_folder_of_recordings_has_no_safety_column(tmp_path, capsys):
+    write_v1(tmp_path, index=0, steps=4)
+    assert "safety" not in run(capsys, tmp_path)[1]
+
+
 def test_episodes_with_other_cameras_are_a_problem(tmp_path, capsys):
     write_v1(tmp_path, index=0, steps=4, cams=("top", "wrist"))
     write_v1(tmp_path, index=1, steps=4, cams=("top",))

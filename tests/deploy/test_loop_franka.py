@@ -273,5 +273,6 @@ def test_a_collision_reflex_mid_deploy_stops_cleanly_keeps_the_rollout_and_says_
     assert "saved the steps recorded so far" in out.stdout
     with open_episode(list_episodes(tmp_path / "rollouts")[0]) as ep:
         assert "interrupted" in ep.attrs and "reflex" in str(ep.attrs["interrupted"])
+        assert ep.attrs["safety_reflex_stops"] == 1 and "safety_velocity_clamps" in ep.attrs
         assert 5 < ep.length < 600  # the steps up to the collision, not a full episode
         assert ep.qpos()[-1, 0] > PANDA_READY_POSE[0] + 0.03  # the policy was turning joint 1 when it hit

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from robokit.errors import ConfigError, HardwareFault, RobokitError
+from robokit.errors import ConfigError, HardwareFault, ReflexStop, RobokitError
 
 __all__ = ["REALTIME_HINT", "guard", "is_preemption", "translate_error"]
 
@@ -41,7 +41,8 @@ def translate_error(exc: BaseException, host: str, action: str) -> RobokitError:
             "(see docs/hardware.md)."
         )
     if name in ("ControlException", "TorqueSignalTimeoutException"):
-        return HardwareFault(
+        kind = ReflexStop if "reflex" in text.lower() else HardwareFault
+        return kind(
             f"{where} stopped with a reflex/control error while {action} ({text}). Move the arm clear of "
             "whatever it touched (guide it by hand if needed), release the user stop, then reconnect: "
             "robokit runs the automatic error recovery on open (or call FrankaRobot.recover())."
