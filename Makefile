@@ -36,7 +36,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow --durations=15
 
+# Some benchmarks deploy the checkpoint the demo trains: make it first if it is not there.
 bench: $(STAMP)
+	@test -f demo_out/run/last.pt || $(BIN)/robokit demo --out demo_out
 	@mkdir -p benchmarks/results
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 

@@ -179,7 +179,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="?", default=str(RESULTS.parents[1] / "demo_out" / "run" / "last.pt"),
+                        help="a pick_place checkpoint (default: the one `make demo` trains)")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated MODE:QUERY_EVERY[:K]")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed-start", type=int, default=1000)

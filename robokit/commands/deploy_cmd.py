@@ -218,7 +218,7 @@ def register(app: typer.Typer) -> None:
                   "done_threshold": done_threshold, "timeout_s": timeout, "device": device,
                   "client_keys": client_keys, "rt_priority": rt_priority,
                   "workspace": workspace_from_option(workspace),
-                  "action_delay_s": _action_delay(console, latency)}
+                  "action_delay_s": _action_delay(console, latency, hw)}
         if hw.sim:
             if hw.cameras:
                 raise UserError("with --sim the cameras are the policy's own sim cameras; drop --camera")
@@ -232,15 +232,22 @@ def register(app: typer.Typer) -> None:
                           velocity_scale, yes, common, TerminalKeys)
 
 
-def _action_delay(console: Any, latency: Path | None) -> float:
-    """The action delay a `--latency` file gives (0 without one), announced."""
+def _action_delay(console: Any, latency: Path | None, hw: Any) -> float:
+    """The action delay a `--latency` file gives (0 without one), announced; a warning when it was
+    measured on the other kind of robot or at another dynamics factor."""
     if latency is None:
         return 0.0
     from robokit.deploy.latency import load_latency
 
     report = load_latency(latency)
+    setup = report.setup
     console.print(f"action delay {report.action_delay_s * 1000:.0f} ms from {latency} "
-                  f"(measured {report.setup.get('measured_at', '?')} on {report.setup.get('robot', '?')})")
+                  f"(measured {setup.get('measured_at', '?')} on {setup.get('robot', '?')})")
+    if (setup.get("robot") == "sim") != bool(hw.sim):
+        console.print(f"[yellow]warning:[/] {latency} was measured on {setup.get('robot', '?')}, not on this robot")
+    elif not hw.sim and setup.get("dynamics") not in (None, hw.dynamics):
+        console.print(f"[yellow]warning:[/] {latency} was measured at --dynamics {setup['dynamics']}, this run "
+                      f"uses {hw.dynamics}: the arm's response differs; measure again at this factor")
     return report.action_delay_s
 
 

@@ -90,3 +90,14 @@ def test_devices_latency_in_sim_prints_and_saves_the_three_delays(make_tiny_chec
     assert f"from {saved}" in capsys.readouterr().out
     settings = json.loads((tmp_path / "r.json").read_text())["settings"]
     assert settings["action_delay_s"] == pytest.approx(report.action_delay_s)
+
+
+def test_a_latency_file_of_another_robot_is_used_with_a_warning(make_tiny_checkpoint, tmp_path, capsys):
+    from robokit.cli import main
+
+    checkpoint = make_tiny_checkpoint("act", {"fps": 30.0}, fps=30.0)
+    franka = LatencyReport(robot=MotionDelay(100.0, 200.0, 4, 6, 0.05), setup={"robot": "franka", "dynamics": 0.1})
+    main(["deploy", "--sim", str(checkpoint), "--episodes", "1", "--max-steps", "4", "--device", "cpu",
+          "--latency", str(franka.save(tmp_path / "franka.json"))])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "action delay 200 ms" in out and "was measured on franka, not on this robot" in out
