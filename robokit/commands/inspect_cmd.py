@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +51,7 @@ def register(app: typer.Typer) -> None:
 # -- folder -----------------------------------------------------------------------------------------
 def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, output: Path | None) -> int:
     from robokit.episodes import format as fmt
+    from robokit.episodes.mask_files import check_mask_pngs
     from robokit.episodes.reader import list_episodes, open_episode
     from robokit.episodes.summary import EpisodeShape, episode_summary, folder_mismatches, safety_brief
 
@@ -62,6 +64,7 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
         paths = []
     rows: list[list[str]] = []
     safety_texts: list[str] = []  # per row: the rollout's safety record in short ("" for a recording)
+    mask_cameras: list[str] = []  # per readable episode: its cameras with masks ("" for none)
     problems: list[str] = []
     total_steps = total_bytes = bad = 0
     successes = known = 0
@@ -81,6 +84,7 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
                     ", ".join(f"{c} {ep.image_shape(c)[1]}x{ep.image_shape(c)[0]}" for c in ep.camera_names),
                     _bytes(size), _clip(ep.task or "-", 40), _yes_no(ep.success), _check(found, ep)])
                 safety_texts.append(safety_brief(ep.attrs))
+                mask_cameras.append(",".join(ep.mask_cameras))
                 shapes.append(EpisodeShape.of(ep))
                 if _recovered(ep):
                     recovered.append(path.name)
@@ -124,6 +128,14 @@ def _inspect_folder(console: Console, folder: Path, plot: bool, video: bool, out
         console.print(f"[yellow]{len(recovered)} recovered episode(s)[/] ({', '.join(recovered)}): cut short by a "
                       "crash, without end frames, success unknown; training uses them, delete them to leave "
                       "them out", highlight=False, soft_wrap=True)
+    masked = sum(1 for text in mask_cameras if text)
+    if masked:
+        console.print(f"instance masks in {masked} episode file(s)")
+    png_line, png_problems = check_mask_pngs(folder)
+    if png_line:
+        console.print(png_line)
+    bad += len(png_problems)
+    problems += png_problems
     mismatches = folder_mismatches(shapes)
     for problem in problems + mismatches:
         console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
@@ -164,11 +176,15 @@ def _inspect_file(console: Console, path: Path, plot: bool, video: bool, output:
             if boxes:
                 line += f", object boxes: {', '.join(boxes)}"
             table.add_row(f"camera {cam}", line)
+        if ep.mask_cameras:
+            kinds = collections.Counter(i.kind for i in ep.mask_instances)
+            table.add_row("masks", f"{', '.join(ep.mask_cameras)}: {len(ep.mask_instances)} instances ("
+                          + ", ".join(f"{kind} {n}" for kind, n in kinds.items()) + ")")
         table.add_row("done steps", str(info["done_steps"]))
         table.add_row("task", ep.task or "-")
         table.add_row("success", _yes_no(ep.success))
         table.add_row("size", _bytes(ep.size_bytes))
-        shown = {"task", "fps", "success", "camera_names", "format", "version"}
+        shown = {"task", "fps", "success", "camera_names", "format", "version", "mask_instances"}
         for key, value in sorted(ep.attrs.items()):
             if key not in shown:
                 table.add_row(f"attr {key}", _clip(json.dumps(value, default=str), 100))

@@ -3,6 +3,7 @@
     robokit record --sim --teleop keyboard --out data/pick              # jog with keys, s/d/r/h/t/q
     robokit record --sim --teleop scripted --episodes 50 --out data/pick
     robokit record --sim --task-set multi --teleop scripted --episodes 60 --out data/multi
+    robokit record --sim --task-set multi --teleop scripted --episodes 60 --segmentation --out data/seg
     robokit record --robot franka --host 172.16.0.2 --teleop kinesthetic \\
         --camera top=0 --camera wrist=/dev/video2 --task "put the cube in the bowl" --out data/real
 """
@@ -75,6 +76,9 @@ def register(app: typer.Typer) -> None:
         workspace: Annotated[str, typer.Option(
             "--workspace", help="Box the hand never leaves under teleop: 'default' (the sim table's), a TOML "
                                 "file with [workspace] low/high, or 'none'.")] = "default",
+        segmentation: Annotated[bool, typer.Option(
+            "--segmentation", help="Sim: also store each camera's instance mask per step (robot links, "
+                                   "gripper, objects, targets) for segmentation models and the VLA.")] = False,
     ) -> None:
         """Record demonstrations (keys: s start/stop+save, d discard, r re-record, h home,
         t task of the next episode, q quit)."""
@@ -88,6 +92,9 @@ def register(app: typer.Typer) -> None:
         if task_set not in ("pick_place", "multi"):
             raise UserError(f"unknown --task-set {task_set!r}; choose pick_place or multi")
         size = parse_image_size(image_size or ("240x320" if sim else "480x640"))
+        if segmentation and not sim:
+            raise UserError("--segmentation renders masks in the simulator: add --sim (for real data, put "
+                            "mask PNGs beside the episodes; see docs/record.md)")
         if episodes is None:
             episodes = DEFAULT_EPISODES.get(teleop_kind)
         if compress == "auto":
@@ -100,7 +107,7 @@ def register(app: typer.Typer) -> None:
             out=out or Path("data") / (task_set if sim else "recordings"), fps=fps, task=task,
             episodes=episodes, end_frames=end_frames, compress=compress, jpeg_quality=jpeg_quality,
             min_free_bytes=int(min_free_mb * 2**20), goal_images=sim and task_set == "multi",
-            keep_failed=keep_failed, workspace=workspace_from_option(workspace))
+            keep_failed=keep_failed, workspace=workspace_from_option(workspace), segmentation=segmentation)
         run_recording(hw, config, teleop=teleop, task_set=task_set, seed=seed, size=size, preview=preview)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from robokit.episodes import format as fmt
 from robokit.episodes import layouts
+from robokit.episodes.masks import MASK_INSTANCES, MASKS, Instance, check_masks, decode_instances
 from robokit.errors import DataError
 
 __all__ = ["Episode", "list_episodes", "open_episode"]
@@ -315,6 +316,30 @@ class Episode:
                             f"(one chunk of actions per step), got {_describe(self._f[fmt.PREDICTED_CHUNKS])}")
         return chunks
 
+    @property
+    def mask_cameras(self) -> list[str]:
+        """The cameras with per-step instance masks (``/observations/masks/<cam>``)."""
+        group = self._f.get(MASKS)
+        return [c for c in self.camera_names if isinstance(group, h5py.Group) and c in group]
+
+    @property
+    def mask_instances(self) -> list[Instance]:
+        """The masks' id table (id 1 is the first entry; 0 is the background); empty without masks."""
+        text = self.attrs.get(MASK_INSTANCES)
+        return [] if text is None else decode_instances(text, str(self.path))
+
+    def masks(self, cam: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Instance ids uint8 (n, H, W) of ``cam`` for steps ``start:stop`` (see :mod:`robokit.episodes.masks`)."""
+        if cam not in self.mask_cameras:
+            raise DataError(f"{self.path}: no masks for camera '{cam}' (masks: {', '.join(self.mask_cameras) or 'none'}); "
+                            "record with --segmentation")
+        key, (h, w, _) = f"{MASKS}/{cam}", self.image_shape(cam)
+        ds = self._f[key]
+        if ds.dtype != np.uint8 or ds.shape != (self.length, h, w):
+            raise DataError(f"{self.path}: /{key} is {_describe(ds)}, expected uint8 ({self.length}, {h}, {w}): "
+                            "one mask per step at the image's size")
+        return self._read(key, slice(start, stop))
+
     def goal_image(self, cam: str) -> np.ndarray | None:
         """The stored goal frame of ``cam`` (uint8 (H, W, 3) RGB) or None if there is none."""
         key = f"{fmt.GOAL_IMAGES}/{cam}"
@@ -349,7 +374,7 @@ class Episode:
                     self.image(cam, t)
                 except DataError as exc:
                     problems.append(str(exc))
-        return problems
+        return problems + check_masks(self)
 
     def _check_v1(self) -> list[str]:
         name, f, attrs = self.path, self._f, self.attrs

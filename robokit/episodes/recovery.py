@@ -15,6 +15,7 @@ import numpy as np
 
 from robokit.episodes import format as fmt
 from robokit.episodes.files import BROKEN_DIR, in_use, move_aside, writer_lock_path
+from robokit.episodes.masks import MASKS
 from robokit.episodes.storage import STATE_CHUNK_ROWS, finalize_episode
 from robokit.errors import DataError
 
@@ -75,7 +76,7 @@ def _open_partial(path: Path) -> h5py.File:
 
 def _per_step_keys(f: h5py.File) -> list[str]:
     keys = [k for k in (fmt.ACTION, fmt.QPOS, fmt.QVEL, fmt.DONE) if k in f]
-    for group in (fmt.IMAGES, fmt.TIMESTAMPS):
+    for group in (fmt.IMAGES, fmt.TIMESTAMPS, MASKS):
         if group in f:
             keys += [f"{group}/{name}" for name in f[group]]
     if fmt.OBJECTS in f:

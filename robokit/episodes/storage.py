@@ -23,6 +23,7 @@ import numpy as np
 
 from robokit.episodes import format as fmt
 from robokit.episodes.files import replace_durably, try_lock
+from robokit.episodes.masks import MASK_INSTANCES, MASKS, UNLABELLED
 from robokit.errors import DataError, UserError
 
 __all__ = ["JPEG_CHUNK_BYTES", "STATE_CHUNK_ROWS", "EpisodeFile", "EpisodeStep", "ExtraUpdate",
@@ -51,6 +52,8 @@ class EpisodeStep:
     object_boxes: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: extra per-step dataset name -> float array of its declared row shape (None: a NaN row)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: camera -> uint8 (H, W) instance ids, for an episode that stores masks
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,10 @@ class EpisodeFile:
         jpeg_quality: int,
         box_objects: Mapping[str, list[str]],
         extra_shapes: Mapping[str, tuple[int, ...]],
+        mask_instances: str | None = None,
     ) -> None:
         self.path = path
+        self.mask_instances = mask_instances  # the id table (JSON); None: no masks
         self.camera_shapes = dict(camera_shapes)
         self.compress = compress
         self.jpeg_quality = jpeg_quality
@@ -113,6 +118,9 @@ class EpisodeFile:
                                      dtype=np.uint8, chunks=(1, h, w, c), fillvalue=0,
                                      compression="lzf" if self.compress == "lzf" else None)
                 _series(f, f"{fmt.TIMESTAMPS}/{cam}", (), np.float64, fill=np.float64(np.nan))
+                if self.mask_instances is not None:  # ids compress to a few percent with lzf
+                    f.create_dataset(f"{MASKS}/{cam}", shape=(0, h, w), maxshape=(None, h, w), dtype=np.uint8,
+                                     chunks=(1, h, w), fillvalue=UNLABELLED, compression="lzf")
             _series(f, fmt.ROBOT_TIMESTAMPS, (), np.float64, fill=np.float64(np.nan))
             _series(f, fmt.DONE, (), np.bool_, fill=False)
             for cam, names in self.box_objects.items():
@@ -137,6 +145,8 @@ class EpisodeFile:
             }
             if self.extra_shapes:
                 header[fmt.EXTRA_STEP_DATASETS] = list(self.extra_shapes)
+            if self.mask_instances is not None:
+                header[MASK_INSTANCES] = self.mask_instances
             for key, value in header.items():
                 if value is not None:
                     f.attrs[key] = value
@@ -207,6 +217,12 @@ class EpisodeFile:
                 ds.resize(i1, axis=0)
                 for j, step in enumerate(steps):
                     ds[i0 + j] = step.images[cam]
+        if self.mask_instances is not None:
+            for cam in cams:
+                ds = f[f"{MASKS}/{cam}"]
+                ds.resize(i1, axis=0)
+                for j, step in enumerate(steps):
+                    ds[i0 + j] = step.masks[cam]
         columns: list[tuple[str, np.ndarray]] = [
             (fmt.ACTION, np.stack([s.action for s in steps])),
             (fmt.QPOS, np.stack([s.qpos for s in steps])),

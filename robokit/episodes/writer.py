@@ -59,6 +59,7 @@ from robokit.episodes.files import (
     prepare_folder,
     release_writer_lock,
 )
+from robokit.episodes.masks import encode_instances
 from robokit.episodes.storage import EpisodeFile, EpisodeStep, ExtraUpdate, finalize_episode
 from robokit.errors import DataError, UserError
 
@@ -86,6 +87,9 @@ class EpisodeWriter:
     ``box_objects`` (camera -> object names) declares the per-step object boxes the episode
     stores in ``/objects/<name>/box_<cam>``. ``extra_step_datasets`` (name -> row shape) declares
     extra per-step float32 datasets ``/<name>`` of shape (T, *row shape), NaN where not given.
+    ``mask_instances`` (``(name, kind)`` per instance id from 1) makes the episode store a uint8
+    (H, W) instance mask per step and camera, given to every :meth:`append`
+    (:mod:`robokit.episodes.masks`).
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class EpisodeWriter:
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
         box_objects: Mapping[str, Sequence[str]] | None = None,
         extra_step_datasets: Mapping[str, Sequence[int]] | None = None,
+        mask_instances: Sequence[tuple[str, str]] | None = None,
     ) -> None:
         if compress not in fmt.COMPRESSIONS:
             raise UserError(f"unknown compression {compress!r}; choose one of {', '.join(fmt.COMPRESSIONS)}")
@@ -117,6 +122,7 @@ class EpisodeWriter:
         self.box_objects = _check_box_objects(box_objects or {}, self.camera_shapes)
         self.extra_shapes = _check_extra_datasets(extra_step_datasets or {})
         self._nan_rows = {name: np.full(shape, np.nan, np.float32) for name, shape in self.extra_shapes.items()}
+        self.mask_table = encode_instances(mask_instances) if mask_instances is not None else None
         self.folder = Path(folder)
         self.index = int(index)
         self.state_dim, self.action_dim = int(state_dim), int(action_dim)
@@ -139,7 +145,8 @@ class EpisodeWriter:
         self._lock = hold_writer_lock(self.partial_path)
         try:
             self._file = EpisodeFile(self.partial_path, self.camera_shapes, self.state_dim, self.action_dim,
-                                     attrs, compress, self.jpeg_quality, self.box_objects, self.extra_shapes)
+                                     attrs, compress, self.jpeg_quality, self.box_objects, self.extra_shapes,
+                                     self.mask_table)
         except BaseException:
             self._release()
             raise
@@ -179,13 +186,15 @@ class EpisodeWriter:
         done: bool = False,
         object_boxes: Mapping[str, Mapping[str, Sequence[int] | None]] | None = None,
         extras: Mapping[str, Any] | None = None,
+        masks: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Queue one step. Blocks only if the disk falls behind by more than ``queue_s``.
 
         ``object_boxes`` gives camera -> object -> (x0, y0, x1, y1) pixel box (None: not visible) for
         the objects declared in ``box_objects``; a missing one is stored as not visible.
         ``extras`` gives name -> array of the declared row shape for the ``extra_step_datasets``
-        (copied; None or a missing name: a NaN row).
+        (copied; None or a missing name: a NaN row). ``masks`` gives camera -> uint8 (H, W)
+        instance ids, required for every camera when the writer stores masks.
         Raises :class:`LowDiskSpace` when free space runs low (the episode can still be saved) and
         DataError if writing failed or a frame does not match the episode's camera shapes.
         """
@@ -218,8 +227,19 @@ class EpisodeWriter:
                                 f"this episode stores {shape} uint8")
             # A copy: cameras may reuse their buffers before the writer thread gets to this frame.
             step.images[cam] = image.copy()
+            if self.mask_table is not None:
+                step.masks[cam] = self._mask(cam, (masks or {}).get(cam), shape[:2])
         self._enqueue(step)
         self._appended += 1
+
+    def _mask(self, cam: str, mask: Any, size: tuple[int, ...]) -> np.ndarray:
+        if mask is None:
+            raise DataError(f"step {self._appended} has no mask from camera '{cam}' (this episode stores masks)")
+        mask = np.asarray(mask)
+        if mask.shape != size or mask.dtype != np.uint8:
+            raise DataError(f"camera '{cam}' gave a {mask.dtype} mask of shape {mask.shape}; this episode "
+                            f"stores uint8 {size} instance ids")
+        return mask.copy()
 
     def set_extra(self, row: int, name: str, values: Any) -> None:
         """Set row ``row`` (a step appended earlier) of the extra dataset ``name`` to ``values``.

@@ -25,6 +25,7 @@ class RecordConfig:
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
     goal_images: bool = False  # store each camera's final frame as /goal_images/<cam>
     keep_failed: bool = False  # keep scripted episodes whose task check failed
+    segmentation: bool = False  # sim: store each camera's instance mask per step
     extra_attrs: dict[str, Any] = field(default_factory=dict)
     #: The box the hand never leaves (the teleop's commands go through deploy's safety filter;
     #: None: joint limits and speed only).

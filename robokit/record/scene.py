@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from robokit.errors import UserError
 from robokit.hardware.base import Camera
 
@@ -20,9 +22,10 @@ Box = tuple[int, int, int, int]
 
 
 class SimScene:
-    """The simulated scene of a recording session (``env``) seen through the session's ``cameras``."""
+    """The simulated scene of a recording session (``env``) seen through the session's ``cameras``;
+    with ``segmentation`` its episodes store every camera's instance masks."""
 
-    def __init__(self, env: PandaSimEnv, cameras: Mapping[str, Camera]) -> None:
+    def __init__(self, env: PandaSimEnv, cameras: Mapping[str, Camera], segmentation: bool = False) -> None:
         self.env = env
         #: The task a person chose for the next episodes (None: each scene draw's own).
         self.pinned_task: str | None = None
@@ -32,6 +35,12 @@ class SimScene:
         # Scene seeds the output folder already holds: a fresh draw skips them, so that a second
         # session into the same folder (after a crash, say) never records a scene twice.
         self._used_seeds: set[int] = set()
+        #: Whether episodes store instance masks (every camera must then render the scene).
+        self.segmentation = segmentation
+        others = [name for name in cameras if name not in self.box_cameras]
+        if segmentation and others:
+            raise UserError(f"--segmentation stores the simulator's masks: camera(s) {', '.join(others)} do "
+                            "not render the scene; use sim cameras (NAME=sim) only")
 
     def avoid_seeds(self, seeds: Iterable[int]) -> None:
         """Never draw these scene seeds for a fresh scene (those of the episodes already saved)."""
@@ -86,6 +95,16 @@ class SimScene:
         names = self.env.task.object_names
         return {cam: {name: self.env.object_box(sim_cam, name) for name in names}
                 for cam, sim_cam in self.box_cameras.items()}
+
+    def mask_instances(self) -> list[tuple[str, str]] | None:
+        """The id table of the masks this session stores (None: it stores none)."""
+        return self.env.instance_table() if self.segmentation else None
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """Each box camera's instance mask of the current frame (empty: the session stores none)."""
+        if not self.segmentation:
+            return {}
+        return {cam: self.env.camera_mask(sim_cam) for cam, sim_cam in self.box_cameras.items()}
 
     def success(self) -> bool | None:
         """The task check of the current scene (None when the check itself fails)."""

@@ -15,9 +15,8 @@ A key that does nothing is answered with a message that lists the keys.
 The instruction stored with each episode starts as ``RecordConfig.task`` and can be changed between
 episodes with :meth:`RecordingSession.set_task` (the CLI asks for it when the person presses ``t``).
 
-In the simulation every step also stores the pixel box of each of the task's objects in each
-simulator camera (``/objects/<name>/box_<cam>``, from ``env.object_box``), for object-centric
-policies.
+In the simulation every step also stores each object's pixel box per simulator camera
+(``/objects/<name>/box_<cam>``) and, with ``RecordConfig.segmentation``, each camera's instance mask.
 
 Autonomous sources (scripted expert, replay) record unattended: each episode starts on a fresh
 randomised scene, ends when the source finishes, and is saved with ``success`` from the simulator
@@ -82,7 +81,7 @@ class RecordingSession:
             raise UserError("recording needs at least one camera (--camera NAME=SPEC)")
         self.robot, self.cameras, self.teleop, self.config = robot, dict(cameras), teleop, config
         self.sim_env = sim_env
-        self.scene = SimScene(sim_env, self.cameras) if sim_env is not None else None
+        self.scene = SimScene(sim_env, self.cameras, config.segmentation) if sim_env is not None else None
         self._clock = clock
         self.grabber = CameraGrabber(self.cameras, config.fps)
         self._rate = RateLoop(config.fps) if sim_env is None else None
@@ -104,15 +103,13 @@ class RecordingSession:
         self._end_left = 0
         self._pending: EpisodeStep | None = None
         self._hold: np.ndarray | None = None
-        # Every teleop command goes through deploy's safety filter (joint limits, the speed the arm
-        # is driven at, the workspace box); restarted from the measured joints after a scene reset.
-        # Built at the first command: a Franka reports its own joint limits once connected.
+        # Every teleop command goes through deploy's safety filter, restarted from the measured joints
+        # after a scene reset; built at the first command (a Franka's limits are known once connected).
         self.safety: SafetyFilter | None = None
         self._restart_safety = True  # restart from the next measured joints
         self._last_images: dict[str, np.ndarray] = {}
         self._task_text = config.task  # real robot: the instruction stored with the next episode
-        self._quit = False
-        self._quit_after_save = False
+        self._quit = self._quit_after_save = False
         self.autonomous = bool(getattr(teleop, "autonomous", False))
 
     # -- setup -----------------------------------------------------------------------------------
@@ -221,7 +218,8 @@ class RecordingSession:
             state_dim=self.robot.action_dim, action_dim=self.robot.action_dim, attrs=attrs,
             compress=self.config.compress,
             jpeg_quality=self.config.jpeg_quality, min_free_bytes=self.config.min_free_bytes,
-            box_objects=self.scene.box_objects() if self.scene is not None else None)
+            box_objects=self.scene.box_objects() if self.scene is not None else None,
+            mask_instances=self.scene.mask_instances() if self.scene is not None else None)
         self.grabber.reset_stats()
         self._pending = None
         self._episode_start = self._clock()
@@ -378,7 +376,8 @@ class RecordingSession:
         step = EpisodeStep(qpos=state.as_vector(), qvel=state.velocity_vector(), action=action.copy(),
                            images={n: f.image for n, f in frames.items()}, t_robot=float(state.t),
                            t_images={n: float(f.t_capture) for n, f in frames.items()}, done=done,
-                           object_boxes=self.scene.object_boxes() if self.scene is not None else {})
+                           object_boxes=self.scene.object_boxes() if self.scene is not None else {},
+                           masks=self.scene.masks() if self.scene is not None else {})
         if not self.teleop.action_is_next_state:
             self._append(step)
             return
@@ -392,7 +391,8 @@ class RecordingSession:
     def _append(self, step: EpisodeStep) -> None:
         assert self._writer is not None
         self._writer.append(step.qpos, step.qvel, step.action, step.images, t_robot=step.t_robot,
-                            t_images=step.t_images, done=step.done, object_boxes=step.object_boxes)
+                            t_images=step.t_images, done=step.done, object_boxes=step.object_boxes,
+                            masks=step.masks)
 
     def _flush_pending(self) -> None:
         if self._pending is not None and self._writer is not None:

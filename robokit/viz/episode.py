@@ -36,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from robokit.episodes.masks import mask_colors, overlay_mask
 from robokit.episodes.reader import Episode, open_episode
 from robokit.errors import DataError, UserError
 
@@ -238,9 +239,9 @@ def _overlay(img: np.ndarray, text: str, line: int) -> None:
 
 
 def write_episode_video(ep: Episode, path: str | Path, fps: float | None = None, height: int | None = None,
-                        cameras: Sequence[str] | None = None) -> Path:
+                        cameras: Sequence[str] | None = None, masks: bool = False) -> Path:
     """Write an MP4 of an open episode's cameras side by side, one step per frame, with the step,
-    time and task drawn on top.
+    time and task drawn on top; with ``masks``, the episode's instance masks tinted over the frames.
 
     ``fps`` defaults to the episode's (else 30), ``height`` to the smallest camera's, ``cameras``
     to all of them. Frames are read a block of steps at a time, so memory stays small whatever the
@@ -259,18 +260,23 @@ def write_episode_video(ep: Episode, path: str | Path, fps: float | None = None,
         times = times / rate
     task = (ep.task or "")[:80]
     with MosaicVideoWriter(path, rate, height) as video:
-        for t, images in enumerate(_frames(ep, cams)):
+        for t, images in enumerate(_frames(ep, cams, masks)):
             lines = [f"step {t}/{ep.length - 1}  t={times[t]:.2f}s"] + ([task] if task else [])
             video.add(images, lines)
     return path
 
 
-def _frames(ep: Episode, cams: Sequence[str]) -> Iterator[list[np.ndarray]]:
+def _frames(ep: Episode, cams: Sequence[str], masks: bool = False) -> Iterator[list[np.ndarray]]:
+    """Each step's frames of ``cams``; with ``masks``, the instance masks tinted over those that have them."""
+    count = len(ep.mask_instances) if masks else 0
+    masked = [c for c in cams if c in ep.mask_cameras] if masks else []
     for start in range(0, ep.length, _READ_BLOCK):
         stop = min(ep.length, start + _READ_BLOCK)
         block = [ep.images(c, start, stop) for c in cams]
+        ids = {c: ep.masks(c, start, stop) for c in masked}
         for k in range(stop - start):
-            yield [frames[k] for frames in block]
+            yield [overlay_mask(frames[k], ids[c][k], count) if c in ids else frames[k]
+                   for c, frames in zip(cams, block, strict=True)]
 
 
 # -- one file into a folder -------------------------------------------------------------------------
@@ -281,8 +287,10 @@ def render_episode(
     video: bool = True,
     cameras: Sequence[str] | None = None,
     video_height: int | None = None,
+    masks: bool = True,
 ) -> EpisodeVizResult:
-    """Plots (and the camera video) of one episode or rollout file into ``out_dir``."""
+    """Plots (and the camera video) of one episode or rollout file into ``out_dir``; an episode
+    with instance masks gets them tinted over its video (``masks``) and a colour legend."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open_episode(path) as ep:
@@ -295,8 +303,27 @@ def render_episode(
         plot = out / "joints.png"
         drawn = _plot_episode(ep, plot)
         mp4 = None
+        masks = masks and bool(ep.mask_cameras)
+        if masks:
+            write_mask_legend(ep, out / "mask_legend.png")
         if video and cams:
-            mp4 = write_episode_video(ep, out / "cameras.mp4", height=video_height, cameras=cams)
+            mp4 = write_episode_video(ep, out / "cameras.mp4", height=video_height, cameras=cams, masks=masks)
         elif video:
             log.info("%s has no cameras: no video", ep.path)
         return EpisodeVizResult(plot, mp4, ep.length, drawn)
+
+
+def write_mask_legend(ep: Episode, path: Path) -> Path:
+    """A PNG listing each mask instance (id, name, kind) in the colour the video tints it with."""
+    instances = ep.mask_instances
+    colors = mask_colors(len(instances))
+    row = 18
+    image = np.full((row * (len(instances) + 1) + 6, 260, 3), 255, np.uint8)
+    cv2.putText(image, "id  name (kind)", (6, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for inst in instances:
+        y = row * inst.id
+        cv2.rectangle(image, (6, y + 4), (20, y + 16), tuple(int(c) for c in colors[inst.id]), -1)
+        cv2.putText(image, f"{inst.id:<3} {inst.name} ({inst.kind})", (26, y + 15), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return path

@@ -33,6 +33,7 @@ from robokit.hardware.sim.model import (
     TABLE_TOP_Z,
     build_scene_xml,
 )
+from robokit.hardware.sim.segmentation import geom_instances, instance_table, render_mask
 from robokit.hardware.sim.tasks import TASK_SETS, SimTask, resolve_task
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class PandaSimEnv:
         self._episode = 0
         self._steps = 0
         self._frames: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
+        self._masks: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
         self._build(self._task_set)
         self.robot = SimRobot(self)
         self.cameras = {name: SimCamera(self, name) for name in camera_names}
@@ -106,6 +108,7 @@ class PandaSimEnv:
         self._obj_qadr = {name: m.joint(f"{name}_free").qposadr[0] for name in self._objects}
         self._obj_vadr = {name: m.joint(f"{name}_free").dofadr[0] for name in self._objects}
         self._target_mocap = {name: m.body(name).mocapid[0] for name in self._targets}
+        self._geom_instances = geom_instances(m, list(self._objects), list(self._targets))
         with self._render_lock:  # a new model needs a new renderer
             if self._renderer is not None:
                 self._renderer.close()
@@ -304,6 +307,25 @@ class PandaSimEnv:
             image = renderer.render().copy()
             _gl.release_current_context()
             return image
+
+    def instance_table(self) -> list[tuple[str, str]]:
+        """``(name, kind)`` of the instances of :meth:`camera_mask`; id = position + 1 (0: background)."""
+        return instance_table(list(self._objects), list(self._targets))
+
+    def camera_mask(self, camera: str) -> np.ndarray:
+        """Instance ids (uint8 (H, W)) of what ``camera`` sees at the current step, rendered at most
+        once per step; see :meth:`instance_table` for what the ids are."""
+        key = (self._episode, self._steps)
+        cached = self._masks.get(camera)
+        if cached is None or cached[0] != key:
+            self._check_open()
+            self._camera_id(camera)
+            with self._render_lock:
+                mask = render_mask(self._get_renderer(), self.data, camera, self._geom_instances)
+                _gl.release_current_context()
+            cached = (key, mask)
+            self._masks[camera] = cached
+        return cached[1]
 
     def _camera_image(self, camera: str) -> np.ndarray:
         """The image of ``camera`` for the current step, rendered at most once per step."""
