@@ -48,6 +48,7 @@ def _register_commands() -> None:
         keys_cmd,
         record_cmd,
         replay_cmd,
+        seg_cmd,
         serve_cmd,
         sim_cmd,
         train_cmd,
@@ -67,6 +68,7 @@ def _register_commands() -> None:
         import_act_cmd,
         keys_cmd,
         demo_cmd,
+        seg_cmd,
     ):
         module.register(app)
 

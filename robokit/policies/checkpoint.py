@@ -128,6 +128,11 @@ def _read(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> di
     return payload
 
 
+def read_payload(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The validated contents of a checkpoint file (for models that are not policies: a segmenter)."""
+    return _read(path, map_location=map_location)
+
+
 def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
     """Policy type, config, train_meta (and format version, parameter count) without building the model."""
     payload = _read(path, mmap=True)
@@ -147,6 +152,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", expected_type: 
     """
     payload = _read(path, map_location="cpu")
     policy_type = payload["policy_type"]
+    if policy_type == "segmenter":
+        raise CheckpointError(f"{path} is a segmentation model (robokit seg), not a policy; give it to the VLA "
+                              f"policy with --set segmenter={path}")
     if expected_type is not None and policy_type != expected_type:
         raise CheckpointError(f"{path} holds a '{policy_type}' policy, not the expected '{expected_type}'")
     try:

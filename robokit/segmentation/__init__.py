@@ -1,0 +1,1 @@
+"""Segmentation models of robot images: training data, models, training and evaluation (`robokit seg`)."""
