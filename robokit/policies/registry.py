@@ -24,6 +24,7 @@ BUILTIN_MODULES = {
     "cnnmlp": "robokit.policies.cnnmlp.model",
     "grp": "robokit.policies.goal.grp",
     "vima": "robokit.policies.goal.vima",
+    "vla": "robokit.policies.goal.vla",
 }
 
 

@@ -1,0 +1,253 @@
+"""VLA: segmentation instances and an instruction into an encoder–decoder transformer that writes
+the action chunk step by step and says when the episode is over (the fifth seed's model).
+
+Encoder input, one sequence per sample::
+
+    [STATE, instance tokens of camera 1 .. camera K, SEP, instruction tokens]
+
+* **instance tokens** come from a segmentation model (:mod:`robokit.segmentation`, frozen: trained
+  before with `robokit seg train`, its weights copied into the policy). For every instance of its
+  table (the arm's links, the gripper's parts, each object and target) and every camera, the
+  instance's soft mask pools the segmenter's last feature map and the image's colour, and gives
+  the instance's centroid, spread and area; a linear layer makes that a token, plus a learned
+  embedding of the instance and of the camera. An instance out of view has area 0.
+* **SEP** (learned) separates the image part from the instruction's words (a trainable word
+  embedding, or a local text-encoder directory as ``tokenizer``).
+* ``enc_layers`` pre-norm transformer blocks over the whole sequence.
+
+Decoder: ``dec_layers`` blocks of causal self-attention over the action tokens, cross-attention to
+the encoder's output and an MLP. Its input at step k is START (k = 0) or the normalised action
+of step k - 1 through a linear layer, plus a position embedding: in training the demonstration's
+chunk shifted right (teacher forcing); at inference the actions it has written so far, one step at
+a time, with the encoder computed once per query. Each output gives that step's action (masked L1
+on normalised actions, as ACT) and an END logit (binary cross-entropy against the episode's done
+flags; steps past the end count as ended): ``predict_chunk`` returns the END probability of the
+first step as ``done``, which ends a deploy episode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robokit.errors import ConfigError
+from robokit.policies.base import Policy
+from robokit.policies.goal.common import (
+MLP,
+    Attention,
+    Block,
+    batch_tasks,
+    done_loss,
+    masked_mean,
+    obs_images,
+    obs_qpos,
+)
+from robokit.policies.goal.tokenizer import make_text_encoder
+from robokit.policies.goal.vla_config import VLAConfig
+from robokit.policies.nn.task_conditioning import WordTokenizer
+from robokit.policies.registry import register_policy
+
+__all__ = ["VLAConfig", "VLAPolicy"]
+
+GEOMETRY = 6  # centroid x, y, spread x, y, area, present
+
+
+def unit_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (..., 3, h, w) -> float (..., 3, H, W) in 0..1 at ``size``: what the segmenter was trained on."""
+    lead = images.shape[:-3]
+    x = images.reshape(-1, *images.shape[-3:]).float().div_(255.0)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="area")
+    return x.reshape(*lead, 3, *size)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block: causal self-attention, cross-attention to the encoder, MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, heads, dropout)
+        self.cross_attn = Attention(dim, heads, dropout)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = x.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        x = x + self.self_attn(self.norm1(x), mask=causal)[0]
+        y, weights = self.cross_attn(self.norm2(x), context=memory, mask=memory_mask[:, None, None, :],
+                                     need_weights=need_weights)
+        x = x + y
+        return x + self.mlp(self.norm3(x)), weights
+
+
+@register_policy("vla")
+class VLAPolicy(Policy):
+    """See the module docstring."""
+
+    config_class = VLAConfig
+    config: VLAConfig
+
+    def __init__(self, config: VLAConfig) -> None:
+        super().__init__(config)
+        from robokit.segmentation.models import SegmenterConfig, SmallSegNet
+
+        c = config
+        self.segmenter = SmallSegNet(SegmenterConfig.from_dict(dict(c.segmenter_config)))
+        if c.segmenter is not None and Path(c.segmenter).is_file():
+            from robokit.segmentation.train import load_segmenter
+
+            self.segmenter.load_state_dict(load_segmenter(c.segmenter)[0].state_dict())
+        self.segmenter.requires_grad_(False)
+        self.num_instances = len(c.instances)
+        d = c.d_model
+        self.instance_in = nn.Linear(self.segmenter.feature_channels + 3 + GEOMETRY, d)
+        self.instance_embed = nn.Parameter(torch.randn(self.num_instances, d) * 0.02)
+        self.camera_embed = nn.Parameter(torch.randn(len(c.camera_names), d) * 0.02)
+        self.state_in = nn.Linear(c.state_dim, d)
+        self.sep = nn.Parameter(torch.randn(d) * 0.02)
+        self.words: WordTokenizer | None = None
+        if c.tokenizer == "word":
+            if not c.vocabulary:
+                raise ConfigError("the VLA with tokenizer='word' needs the training instructions' vocabulary "
+                                  "(robokit train fills it in)")
+            self.words = WordTokenizer(c.vocabulary, c.max_words, c.unknown_words)
+            self.word_embed = nn.Embedding(self.words.size, d, padding_idx=0)
+            self.word_position = nn.Parameter(torch.randn(c.max_words, d) * 0.02)
+        else:
+            self.text_encoder = make_text_encoder(c.tokenizer, d, c.text_max_length)
+        self.encoder = nn.ModuleList([Block(d, c.n_head, c.mlp_ratio, c.dropout) for _ in range(c.enc_layers)])
+        self.encoder_norm = nn.LayerNorm(d)
+        self.start = nn.Parameter(torch.randn(d) * 0.02)
+        self.action_in = nn.Linear(c.action_dim, d)
+        self.step_position = nn.Parameter(torch.randn(c.chunk_size, d) * 0.02)
+        self.decoder = nn.ModuleList([DecoderBlock(d, c.n_head, c.mlp_ratio, c.dropout)
+                                      for _ in range(c.dec_layers)])
+        self.decoder_norm = nn.LayerNorm(d)
+        self.action_head = nn.Linear(d, c.action_dim)
+        self.end_head = nn.Linear(d, 1)
+
+    def train(self, mode: bool = True) -> VLAPolicy:
+        super().train(mode)
+        self.segmenter.eval()  # frozen: its normalisation never follows the policy's batches
+        return self
+
+    # -- encoder ---------------------------------------------------------------------------------
+    def instance_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K·N, d) tokens of the N instances in each of the K cameras, and their inputs'
+        areas (B, K, N) (what the segmenter found of each instance)."""
+        b, k = images.shape[:2]
+        flat = images.flatten(0, 1)  # (B·K, 3, H, W) in 0..1
+        with torch.no_grad():
+            features = self.segmenter.features(flat)
+            probs = self.segmenter.head(features).softmax(dim=1)[:, 1:]  # (B·K, N, H, W), background dropped
+        h, w = flat.shape[-2:]
+        weight_sum = probs.sum(dim=(2, 3)).clamp_min(1e-6)  # (B·K, N)
+        pooled = torch.einsum("bnhw,bchw->bnc", probs, features) / weight_sum[..., None]
+        colour = torch.einsum("bnhw,bchw->bnc", probs, flat) / weight_sum[..., None]
+        ys = torch.linspace(-1, 1, h, device=flat.device)[None, None, :, None]
+        xs = torch.linspace(-1, 1, w, device=flat.device)[None, None, None, :]
+        cx = (probs * xs).sum(dim=(2, 3)) / weight_sum
+        cy = (probs * ys).sum(dim=(2, 3)) / weight_sum
+        sx = ((probs * (xs - cx[..., None, None]) ** 2).sum(dim=(2, 3)) / weight_sum).sqrt()
+        sy = ((probs * (ys - cy[..., None, None]) ** 2).sum(dim=(2, 3)) / weight_sum).sqrt()
+        area = weight_sum / (h * w)
+        present = (area > 1e-3).float()
+        geometry = torch.stack([cx * present, cy * present, sx * present, sy * present, area * 10, present], -1)
+        tokens = self.instance_in(torch.cat([pooled, colour, geometry], dim=-1))  # (B·K, N, d)
+        tokens = tokens.view(b, k, self.num_instances, -1)
+        tokens = tokens + self.instance_embed[None, None] + self.camera_embed[None, :, None]
+        return tokens.flatten(1, 2), area.view(b, k, self.num_instances)
+
+    def text_tokens(self, tasks: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.words is not None:
+            ids, mask = self.words.encode_batch(tasks)
+            ids_t, mask_t = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+            return self.word_embed(ids_t) + self.word_position[None], mask_t
+        return self.text_encoder(tasks, device)
+
+    def encode(self, images: torch.Tensor, qpos: torch.Tensor, tasks: list[str],
+               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output (B, T, d) and its validity mask (B, T) for float images (B, K, 3, H, W)
+        in 0..1 and normalised qpos."""
+        inst, _ = self.instance_tokens(images)
+        words, word_mask = self.text_tokens(tasks, images.device)
+        b = images.shape[0]
+        x = torch.cat([self.state_in(qpos)[:, None], inst, self.sep.expand(b, 1, -1), words], dim=1)
+        valid = torch.cat([torch.ones(b, 1 + inst.shape[1] + 1, dtype=torch.bool, device=x.device), word_mask], 1)
+        for block in self.encoder:
+            x = block(x, mask=valid[:, None, None, :])[0]
+        return self.encoder_norm(x), valid
+
+    # -- decoder ---------------------------------------------------------------------------------
+    def decode(self, memory: torch.Tensor, valid: torch.Tensor, previous: torch.Tensor,
+               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Actions (B, n, A) and END logits (B, n) for steps 0..n-1, given the normalised actions
+        (B, n - 1, A) of steps 0..n-2 (teacher forcing, or what it wrote so far)."""
+        b, n = previous.shape[0], previous.shape[1] + 1
+        x = torch.cat([self.start.expand(b, 1, -1), self.action_in(previous)], dim=1) + self.step_position[None, :n]
+        maps = []
+        for block in self.decoder:
+            x, weights = block(x, memory, valid, need_weights=need_weights)
+            if weights is not None:
+                maps.append(weights)
+        x = self.decoder_norm(x)
+        return self.action_head(x), self.end_head(x).squeeze(-1), maps
+
+    # -- the policy interface --------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        c = self.config
+        images = unit_images(torch.as_tensor(batch["images"], device=self.device), c.image_hw)
+        qpos = self.normalize_qpos(torch.as_tensor(batch["qpos"], device=self.device).float())
+        tasks = batch_tasks(batch, images.shape[0])
+        if tasks is None:
+            raise ConfigError("the VLA policy trains on instructions: the episodes need a task")
+        target = self.normalize_action(torch.as_tensor(batch["action"], device=self.device).float())
+        is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
+        memory, valid = self.encode(images, qpos, tasks)
+        pred, end_logits = self.decode(memory, valid, target[:, :-1])[:2]
+        l1 = masked_mean(F.l1_loss(pred, target, reduction="none"), ~is_pad[..., None])
+        end = done_loss(end_logits, batch)
+        return {"loss": l1 + c.done_weight * end, "l1": l1.detach(), "end_bce": end.detach()}
+
+    @torch.no_grad()
+    def predict_chunk(self, obs: dict[str, Any], capture_attention: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+        c = self.config
+        was_training = self.training
+        self.eval()
+        try:
+            frames = obs_images(obs, c.camera_names, c.image_hw)
+            images = unit_images(torch.from_numpy(frames).to(self.device)[None], c.image_hw)
+            qpos = self.normalize_qpos(torch.from_numpy(obs_qpos(obs, c.state_dim)).to(self.device)[None])
+            task = obs.get("task")
+            if not isinstance(task, str) or not task.strip():
+                raise ConfigError("the VLA policy follows an instruction: the observation needs a 'task'")
+            memory, valid = self.encode(images, qpos, [task])
+            written = torch.zeros(1, 0, c.action_dim, device=self.device)
+            for _ in range(c.chunk_size):  # autoregressive: each step reads the steps before it
+                pred, end_logits, maps = self.decode(memory, valid, written, need_weights=capture_attention)
+                written = torch.cat([written, pred[:, -1:]], dim=1)
+        finally:
+            self.train(was_training)
+        chunk = self.denormalize_action(pred)[0].cpu().numpy().astype(np.float32)
+        end = torch.sigmoid(end_logits[0]).cpu().numpy()
+        extras: dict[str, Any] = {"done": float(end[0]), "done_chunk": end}
+        if capture_attention:  # cross-attention of the last pass: (layers, heads, chunk, tokens)
+            extras["attention"] = {"maps": torch.stack([m[0] for m in maps]).cpu().numpy().astype(np.float32),
+                                   "query_kind": "action", "layout": self.token_layout()}
+        return chunk, extras
+
+    def token_layout(self) -> dict[str, tuple[int, int]]:
+        """Where each part of the encoder's sequence is: (start, stop) per part."""
+        n = len(self.config.camera_names) * self.num_instances
+        words = self.config.max_words if self.words is not None else self.config.text_max_length
+        return {"state": (0, 1), "instances": (1, 1 + n), "sep": (1 + n, 2 + n), "text": (2 + n, 2 + n + words)}
+
+    def reset(self) -> None:
+        """Nothing carries over between queries."""
