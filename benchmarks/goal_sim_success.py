@@ -66,7 +66,8 @@ from robokit.deploy.rollout_review import FAILURES, Grounding
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 RESULTS = HERE / "results"
-POLICIES = ("act", "grp", "vima")
+POLICIES = ("act", "grp", "vima", "vla")
+SEGMENTED = {"vla"}  # policies that read a segmentation model: their data has masks, the run trains one
 
 TASK_SET = "multi"
 IMAGE_SIZE = "64x80"
@@ -76,6 +77,7 @@ RECORD_WORKERS = 2
 RECORD_SEED_BASE = 100  # every instruction is recorded from --seed 100: the same scenes for each
 CHECKPOINT = "last.pt"
 EVAL_MODE, QUERY_EVERY, ENSEMBLE_K = "chunk", 10, 0.01
+SEGMENTER_WIDTH = 16  # the VLA runs its segmenter on every frame: the smaller model keeps training short
 
 FAILURE_LABELS = {"wrong_object": "wrong object lifted", "grasp_missed": "grasp missed",
                   "wrong_target": "wrong target", "not_released": "not released", "time_out": "time out"}
@@ -190,7 +192,7 @@ def _run_logged(cmd: Sequence[str], log: Path, what: str, threads: str | None = 
 
 
 def record_dataset(data: Path, per_task: int, held_out: range, workers: int = RECORD_WORKERS,
-                   only: Sequence[str] = ()) -> dict[str, Any]:
+                   only: Sequence[str] = (), segmentation: bool = False) -> dict[str, Any]:
     """Make ``data`` hold >= ``per_task`` scripted episodes of every instruction (or of those in
     ``only``); returns what was done."""
     from robokit.episodes import next_episode_index
@@ -222,6 +224,7 @@ def record_dataset(data: Path, per_task: int, held_out: range, workers: int = RE
         cmd = [sys.executable, "-m", "robokit.cli", "record", "--sim", "--task", task, "--task-set", TASK_SET,
                "--teleop", "scripted", "--episodes", str(n), "--fps", str(FPS), "--image-size", IMAGE_SIZE,
                "--out", str(folder), "--compress", COMPRESS, "--seed", str(seed)]
+        cmd += ["--segmentation"] if segmentation else []
         _run_logged(cmd, staging / f"task{i}_seed{seed}.log", f"recording {task!r}", threads="1")
         return folder
 
@@ -262,6 +265,18 @@ def check_dataset(data: Path, per_task: int, held_out: range, only: Sequence[str
 
 
 # -- training ------------------------------------------------------------------------------------------
+def train_segmenter(data: Path, out: Path, device: str) -> dict[str, Any]:
+    """``robokit seg train`` on the dataset's masks into ``<out>-seg.pt``; returns its time and file."""
+    seg = out.parent / f"{out.name}-seg.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "robokit.cli", "seg", "train", str(data), "--out", str(seg), "--device", device,
+           "--width", str(SEGMENTER_WIDTH)]
+    print(f"training the segmenter: robokit {' '.join(cmd[3:])}", flush=True)
+    t0 = time.perf_counter()
+    _run_logged(cmd, out.parent / f"{out.name}.seg.log", "training the segmenter")
+    return {"segmenter": str(seg), "segmenter_seconds": round(time.perf_counter() - t0, 1)}
+
+
 def train(policy: str, data: Path, out: Path, steps: int | None, sets: Sequence[str],
           device: str) -> dict[str, Any]:
     """``robokit train`` with the policy's config file; returns its times and the command."""
@@ -554,7 +569,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="goal_sim_success_") as tmp:
         root = Path(tmp) if args.quick else None
-        args.data = args.data or (root / "data" if root else Path("data/goal_multi"))
+        default_data = "data/goal_multi_seg" if args.policy in SEGMENTED else "data/goal_multi"  # masks recorded
+        args.data = args.data or (root / "data" if root else Path(default_data))
         args.out = args.out or (root or Path("runs/goal_sim_success")) / f"{args.policy}-{args.goal}"
         run(args)
 
@@ -597,15 +613,22 @@ def run(args: argparse.Namespace) -> None:
         if checkpoint.exists():
             raise SystemExit(f"{out} already holds a training run: evaluate it with --eval-only {checkpoint}, "
                              "or give another --out")
-        dataset.update(record_dataset(args.data, args.episodes_per_task, held_out, only=args.instructions))
+        segmented = args.policy in SEGMENTED
+        dataset.update(record_dataset(args.data, args.episodes_per_task, held_out, only=args.instructions,
+                                      segmentation=segmented))
         found = check_dataset(args.data, args.episodes_per_task, held_out, only=args.instructions)
         dataset["seeds_checked"] = True
         extra = {t: n for t, n in found.counts.items() if n > args.episodes_per_task}
         if extra:
             print(f"note: {args.data} holds more than {args.episodes_per_task} episodes of some instructions "
                   f"({extra}); training uses them all", flush=True)
-        times.update(train(args.policy, args.data, out, args.steps, args.sets, args.device))
-        print(f"training: {times['train_seconds']:.0f} s wall ({times['train_cpu_seconds']:.0f} s CPU)", flush=True)
+        sets = list(args.sets)
+        if segmented:
+            times.update(train_segmenter(args.data, out, args.device))
+            sets.append(f"segmenter={times['segmenter']}")
+        times.update(train(args.policy, args.data, out, args.steps, sets, args.device))
+        print(f"training: {times['train_seconds']:.0f} s wall ({times['train_cpu_seconds']:.0f} s CPU)"
+              + (f", the segmenter before it {times['segmenter_seconds']:.0f} s" if segmented else ""), flush=True)
     dataset["episodes_per_instruction"] = found.counts
     dataset["scene_seeds"] = found.seeds
 

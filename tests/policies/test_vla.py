@@ -126,3 +126,19 @@ def test_bad_segmenters_are_named(tmp_path):
         VLAConfig(**base, segmenter=segmenter_file(tmp_path, ("wrist",)))
     with pytest.raises(ConfigError, match="not found"):
         VLAConfig(**base, segmenter=str(tmp_path / "missing.pt"))
+
+
+def test_training_segments_each_distinct_frame_once(tmp_path, monkeypatch):
+    policy = tiny_vla(tmp_path).train()
+    calls = []
+    segment = policy.segment
+    monkeypatch.setattr(policy, "segment", lambda flat: calls.append(len(flat)) or segment(flat))
+    batch = batch_of(policy)
+    first, again = policy.compute_loss(batch)["loss"], policy.compute_loss(batch)["loss"]
+    assert calls == [8]  # 4 samples x 2 cameras, segmented once
+    torch.testing.assert_close(first, again)
+    policy.eval()
+    with torch.no_grad():
+        uncached = policy.compute_loss(batch)["loss"]  # evaluation segments every time, in float32
+    torch.testing.assert_close(uncached, first, atol=2e-3, rtol=2e-3)
+    assert calls == [8, 8]

@@ -27,6 +27,7 @@ first step as ``done``, which ends a deploy episode.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ from robokit.policies.registry import register_policy
 __all__ = ["VLAConfig", "VLAPolicy"]
 
 GEOMETRY = 6  # centroid x, y, spread x, y, area, present
+#: Frames whose segmentation a training run keeps (about 1 KB each).
+SEGMENT_CACHE_FRAMES = 300_000
 
 
 def unit_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -105,6 +108,7 @@ class VLAPolicy(Policy):
 
             self.segmenter.load_state_dict(load_segmenter(c.segmenter)[0].state_dict())
         self.segmenter.requires_grad_(False)
+        self._segment_cache: dict[bytes, torch.Tensor] = {}  # frame digest -> segment() rows (training)
         self.num_instances = len(c.instances)
         d = c.d_model
         self.instance_in = nn.Linear(self.segmenter.feature_channels + 3 + GEOMETRY, d)
@@ -139,16 +143,34 @@ class VLAPolicy(Policy):
         return self
 
     # -- encoder ---------------------------------------------------------------------------------
-    def instance_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, K·N, d) tokens of the N instances in each of the K cameras, and their inputs'
-        areas (B, K, N) (what the segmenter found of each instance)."""
+    def instance_tokens(self, images: torch.Tensor, frames: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K·N, d) tokens of the N instances in each of the K cameras of float ``images``
+        (B, K, 3, H, W) in 0..1, and the instances' areas (B, K, N).
+
+        While training, each distinct frame's segmentation is computed once and kept (the
+        segmenter is frozen and the frames do not change): ``frames`` are the batch's uint8 images
+        that key that store.
+        """
         b, k = images.shape[:2]
-        flat = images.flatten(0, 1)  # (B·K, 3, H, W) in 0..1
-        with torch.no_grad():
-            features = self.segmenter.features(flat)
-            probs = self.segmenter.head(features).softmax(dim=1)[:, 1:]  # (B·K, N, H, W), background dropped
+        flat = images.flatten(0, 1)
+        if frames is not None and self.training:
+            inputs = self._cached_inputs(flat, frames.flatten(0, 1))
+        else:
+            inputs = self.segment(flat)
+        tokens = self.instance_in(inputs).view(b, k, self.num_instances, -1)
+        tokens = tokens + self.instance_embed[None, None] + self.camera_embed[None, :, None]
+        area = inputs[..., -2].view(b, k, self.num_instances) / 10
+        return tokens.flatten(1, 2), area
+
+    @torch.no_grad()
+    def segment(self, flat: torch.Tensor) -> torch.Tensor:
+        """(F, N, C + 3 + 6) per instance of each frame (F, 3, H, W): the segmenter's features and
+        the colour pooled under its soft mask, then centroid, spread, area and presence."""
+        features = self.segmenter.features(flat)
+        probs = self.segmenter.head(features).softmax(dim=1)[:, 1:]  # (F, N, H, W), background dropped
         h, w = flat.shape[-2:]
-        weight_sum = probs.sum(dim=(2, 3)).clamp_min(1e-6)  # (B·K, N)
+        weight_sum = probs.sum(dim=(2, 3)).clamp_min(1e-6)  # (F, N)
         pooled = torch.einsum("bnhw,bchw->bnc", probs, features) / weight_sum[..., None]
         colour = torch.einsum("bnhw,bchw->bnc", probs, flat) / weight_sum[..., None]
         ys = torch.linspace(-1, 1, h, device=flat.device)[None, None, :, None]
@@ -160,10 +182,21 @@ class VLAPolicy(Policy):
         area = weight_sum / (h * w)
         present = (area > 1e-3).float()
         geometry = torch.stack([cx * present, cy * present, sx * present, sy * present, area * 10, present], -1)
-        tokens = self.instance_in(torch.cat([pooled, colour, geometry], dim=-1))  # (B·K, N, d)
-        tokens = tokens.view(b, k, self.num_instances, -1)
-        tokens = tokens + self.instance_embed[None, None] + self.camera_embed[None, :, None]
-        return tokens.flatten(1, 2), area.view(b, k, self.num_instances)
+        return torch.cat([pooled, colour, geometry], dim=-1)
+
+    def _cached_inputs(self, flat: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        keys = [hashlib.blake2b(f.cpu().numpy().tobytes(), digest_size=16).digest() for f in frames]
+        missing = [i for i, key in enumerate(keys) if key not in self._segment_cache]
+        if missing:
+            computed = self.segment(flat[missing]).to(torch.float16).cpu()
+            for i, value in zip(missing, computed, strict=True):
+                if len(self._segment_cache) < SEGMENT_CACHE_FRAMES:
+                    self._segment_cache[keys[i]] = value
+            fresh = dict(zip(missing, computed, strict=True))
+        else:
+            fresh = {}
+        rows = [fresh[i] if i in fresh else self._segment_cache[key] for i, key in enumerate(keys)]
+        return torch.stack(rows).to(flat.device, torch.float32)
 
     def text_tokens(self, tasks: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self.words is not None:
@@ -173,10 +206,10 @@ class VLAPolicy(Policy):
         return self.text_encoder(tasks, device)
 
     def encode(self, images: torch.Tensor, qpos: torch.Tensor, tasks: list[str],
-               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output (B, T, d) and its validity mask (B, T) for float images (B, K, 3, H, W)
-        in 0..1 and normalised qpos."""
-        inst, _ = self.instance_tokens(images)
+        in 0..1 and normalised qpos (``frames``: see :meth:`instance_tokens`)."""
+        inst, _ = self.instance_tokens(images, frames)
         words, word_mask = self.text_tokens(tasks, images.device)
         b = images.shape[0]
         x = torch.cat([self.state_in(qpos)[:, None], inst, self.sep.expand(b, 1, -1), words], dim=1)
@@ -203,14 +236,15 @@ class VLAPolicy(Policy):
     # -- the policy interface --------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         c = self.config
-        images = unit_images(torch.as_tensor(batch["images"], device=self.device), c.image_hw)
+        frames = torch.as_tensor(batch["images"])
+        images = unit_images(frames.to(self.device), c.image_hw)
         qpos = self.normalize_qpos(torch.as_tensor(batch["qpos"], device=self.device).float())
         tasks = batch_tasks(batch, images.shape[0])
         if tasks is None:
             raise ConfigError("the VLA policy trains on instructions: the episodes need a task")
         target = self.normalize_action(torch.as_tensor(batch["action"], device=self.device).float())
         is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
-        memory, valid = self.encode(images, qpos, tasks)
+        memory, valid = self.encode(images, qpos, tasks, frames=frames)
         pred, end_logits = self.decode(memory, valid, target[:, :-1])[:2]
         l1 = masked_mean(F.l1_loss(pred, target, reduction="none"), ~is_pad[..., None])
         end = done_loss(end_logits, batch)
