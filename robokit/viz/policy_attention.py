@@ -12,6 +12,8 @@ turns one such capture into :func:`robokit.viz.attention.render_tree` input:
   when it followed a goal image).
 * VIMA-style: the action query's cross-attention to the prompt: the instruction's characters and
   the object tokens (shown as ``<name>`` after the text), in one text strip.
+* VLA: the decoder's cross-attention of every action step to the instruction's words and the
+  segmenter's instance tokens (``<camera:instance>`` after the words), in one text strip.
 
 Optional ``extras["attention"]["text_tokens"]`` (list of str) overrides the token labels; without
 it, character tokenizers show the instruction's characters, word tokenizers its words.
@@ -56,7 +58,8 @@ def parse_steps(spec: str, length: int) -> list[int]:
 
 def policy_text_tokens(policy: Any, task: str) -> list[str] | None:
     """Token strings of ``task`` as the policy's text encoder splits it, if it can tell."""
-    word_tokenizer = getattr(getattr(policy, "words", None), "tokenizer", None)
+    words = getattr(policy, "words", None)
+    word_tokenizer = getattr(words, "tokenizer", words)  # a task encoder's, or the tokenizer itself
     if word_tokenizer is not None and hasattr(word_tokenizer, "words"):  # one token per word
         return list(word_tokenizer.words(task))
     enc = getattr(policy, "text_encoder", None)

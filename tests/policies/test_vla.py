@@ -142,3 +142,18 @@ def test_training_segments_each_distinct_frame_once(tmp_path, monkeypatch):
         uncached = policy.compute_loss(batch)["loss"]  # evaluation segments every time, in float32
     torch.testing.assert_close(uncached, first, atol=2e-3, rtol=2e-3)
     assert calls == [8, 8]
+
+
+def test_viz_attention_draws_the_decoder_over_words_and_instances(tmp_path, record_episode):
+    from robokit.viz.policy_attention import render_policy_attention
+
+    policy = tiny_vla(tmp_path)
+    episode = record_episode(tmp_path / "data", 0, cams=("top", "wrist"), steps=6, task="put the red cube in the blue bowl")
+    _, extras = policy.predict_chunk({"qpos": np.zeros(8, np.float32), "task": "put the red cube in the blue bowl",
+                                      "images": {c: np.zeros((32, 40, 3), np.uint8) for c in ("top", "wrist")}},
+                                     capture_attention=True)
+    maps, layout = extras["attention"]["maps"], extras["attention"]["layout"]
+    assert maps.shape == (1, 2, 5, layout["text"][1]) and layout["object/wrist:red_cube"][1] == layout["sep"][0] - 4
+    summaries = render_policy_attention(policy, episode, "2", tmp_path / "viz")
+    assert summaries and summaries[0].files > 0
+    assert (tmp_path / "viz" / "inference_timestep_2").is_dir()

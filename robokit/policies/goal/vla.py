@@ -277,11 +277,20 @@ class VLAPolicy(Policy):
                                    "query_kind": "action", "layout": self.token_layout()}
         return chunk, extras
 
-    def token_layout(self) -> dict[str, tuple[int, int]]:
-        """Where each part of the encoder's sequence is: (start, stop) per part."""
-        n = len(self.config.camera_names) * self.num_instances
+    def token_layout(self) -> dict[str, list[int]]:
+        """Where each part of the encoder's sequence is, (start, stop): the state, one
+        ``object/<camera>:<instance>`` per instance token, SEP and the instruction's tokens (the
+        layout `robokit viz attention` draws, the instances after the words)."""
+        layout = {"state": [0, 1]}
+        pos = 1
+        for cam in self.config.camera_names:
+            for name, _ in self.config.instances:
+                layout[f"object/{cam}:{name}"] = [pos, pos + 1]
+                pos += 1
         words = self.config.max_words if self.words is not None else self.config.text_max_length
-        return {"state": (0, 1), "instances": (1, 1 + n), "sep": (1 + n, 2 + n), "text": (2 + n, 2 + n + words)}
+        layout["sep"] = [pos, pos + 1]
+        layout["text"] = [pos + 1, pos + 1 + words]
+        return layout
 
     def reset(self) -> None:
         """Nothing carries over between queries."""
