@@ -64,7 +64,7 @@ def test_autoregressive_decoding_matches_the_teacher_forced_pass_on_its_own_pref
 
 
 def test_it_learns_a_batch_and_its_end_token(tmp_path):
-    policy = tiny_vla(tmp_path)
+    policy = tiny_vla(tmp_path, previous_dropout=0.0, previous_noise=0.0)
     batch = batch_of(policy)
     batch["done"][:, 3:] = 1.0
     optimizer = torch.optim.AdamW(policy.optimizer_param_groups(3e-3, 0.0), lr=3e-3)
@@ -129,7 +129,7 @@ def test_bad_segmenters_are_named(tmp_path):
 
 
 def test_training_segments_each_distinct_frame_once(tmp_path, monkeypatch):
-    policy = tiny_vla(tmp_path).train()
+    policy = tiny_vla(tmp_path, previous_dropout=0.0, previous_noise=0.0).train()
     calls = []
     segment = policy.segment
     monkeypatch.setattr(policy, "segment", lambda flat: calls.append(len(flat)) or segment(flat))
@@ -157,3 +157,20 @@ def test_viz_attention_draws_the_decoder_over_words_and_instances(tmp_path, reco
     summaries = render_policy_attention(policy, episode, "2", tmp_path / "viz")
     assert summaries and summaries[0].files > 0
     assert (tmp_path / "viz" / "inference_timestep_2").is_dir()
+
+
+def test_training_hides_and_noises_the_previous_actions_it_is_given(tmp_path, monkeypatch):
+    policy = tiny_vla(tmp_path, previous_dropout=0.5, previous_noise=0.1).train()
+    seen = {}
+    decode = policy.decode
+
+    def spy(memory, valid, previous, need_weights=False, hidden=None):
+        seen["previous"], seen["hidden"] = previous.detach().clone(), hidden
+        return decode(memory, valid, previous, need_weights, hidden)
+
+    monkeypatch.setattr(policy, "decode", spy)
+    batch = batch_of(policy, size=8)
+    policy.compute_loss(batch)
+    target = policy.normalize_action(torch.from_numpy(batch["action"]))[:, :-1]
+    noise = (seen["previous"] - target).std().item()
+    assert 0.05 < noise < 0.2 and 0.3 < seen["hidden"].float().mean().item() < 0.7

@@ -19,7 +19,9 @@ Decoder: ``dec_layers`` blocks of causal self-attention over the action tokens, 
 the encoder's output and an MLP. Its input at step k is START (k = 0) or the normalised action
 of step k - 1 through a linear layer, plus a position embedding: in training the demonstration's
 chunk shifted right (teacher forcing); at inference the actions it has written so far, one step at
-a time, with the encoder computed once per query. Each output gives that step's action (masked L1
+a time, with the encoder computed once per query (in training the previous actions are noised and
+hidden at random, so that the decoder reads the scene rather than copying its last output). Each
+output gives that step's action (masked L1
 on normalised actions, as ACT) and an END logit (binary cross-entropy against the episode's done
 flags; steps past the end count as ended): ``predict_chunk`` returns the END probability of the
 first step as ``done``, which ends a deploy episode.
@@ -130,6 +132,7 @@ class VLAPolicy(Policy):
         self.encoder_norm = nn.LayerNorm(d)
         self.start = nn.Parameter(torch.randn(d) * 0.02)
         self.action_in = nn.Linear(c.action_dim, d)
+        self.masked_action = nn.Parameter(torch.randn(d) * 0.02)
         self.step_position = nn.Parameter(torch.randn(c.chunk_size, d) * 0.02)
         self.decoder = nn.ModuleList([DecoderBlock(d, c.n_head, c.mlp_ratio, c.dropout)
                                       for _ in range(c.dec_layers)])
@@ -220,11 +223,16 @@ class VLAPolicy(Policy):
 
     # -- decoder ---------------------------------------------------------------------------------
     def decode(self, memory: torch.Tensor, valid: torch.Tensor, previous: torch.Tensor,
-               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+               need_weights: bool = False, hidden: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Actions (B, n, A) and END logits (B, n) for steps 0..n-1, given the normalised actions
-        (B, n - 1, A) of steps 0..n-2 (teacher forcing, or what it wrote so far)."""
+        (B, n - 1, A) of steps 0..n-2 (teacher forcing, or what it wrote so far); where ``hidden``
+        (B, n - 1) is True the previous action is replaced by a learned MASK token."""
         b, n = previous.shape[0], previous.shape[1] + 1
-        x = torch.cat([self.start.expand(b, 1, -1), self.action_in(previous)], dim=1) + self.step_position[None, :n]
+        prev = self.action_in(previous)
+        if hidden is not None:
+            prev = torch.where(hidden[..., None], self.masked_action.expand_as(prev), prev)
+        x = torch.cat([self.start.expand(b, 1, -1), prev], dim=1) + self.step_position[None, :n]
         maps = []
         for block in self.decoder:
             x, weights = block(x, memory, valid, need_weights=need_weights)
@@ -245,7 +253,12 @@ class VLAPolicy(Policy):
         target = self.normalize_action(torch.as_tensor(batch["action"], device=self.device).float())
         is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
         memory, valid = self.encode(images, qpos, tasks, frames=frames)
-        pred, end_logits = self.decode(memory, valid, target[:, :-1])[:2]
+        # Teacher forcing alone teaches the decoder to copy the previous action (demonstrations are
+        # smooth), and at inference its own first errors then carry through the chunk: the previous
+        # actions it is given are noisy, and hidden (a MASK token) at random, so it reads the scene.
+        previous = target[:, :-1] + c.previous_noise * torch.randn_like(target[:, :-1])
+        hidden = torch.rand(previous.shape[:2], device=self.device) < c.previous_dropout
+        pred, end_logits = self.decode(memory, valid, previous, hidden=hidden)[:2]
         l1 = masked_mean(F.l1_loss(pred, target, reduction="none"), ~is_pad[..., None])
         end = done_loss(end_logits, batch)
         return {"loss": l1 + c.done_weight * end, "l1": l1.detach(), "end_bce": end.detach()}

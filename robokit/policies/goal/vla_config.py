@@ -39,6 +39,10 @@ class VLAConfig(PolicyConfig):
     segmenter: str | None = None
     segmenter_config: dict[str, Any] = field(default_factory=dict)
     done_weight: float = 1.0  # weight of the END token's loss
+    #: Training: std of the noise on the previous actions the decoder is given (normalised units)
+    #: and the chance that one is hidden behind a MASK token.
+    previous_noise: float = 0.1
+    previous_dropout: float = 0.5
     lr: float = 3e-4
     weight_decay: float = 1e-4
 
@@ -52,6 +56,9 @@ class VLAConfig(PolicyConfig):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.unknown_words not in UNKNOWN_WORDS:
             raise ConfigError(f"unknown_words must be one of {', '.join(UNKNOWN_WORDS)}, got {self.unknown_words!r}")
+        if not 0.0 <= self.previous_dropout <= 1.0 or self.previous_noise < 0:
+            raise ConfigError(f"previous_dropout must be in [0, 1] and previous_noise >= 0, got "
+                              f"{self.previous_dropout}, {self.previous_noise}")
         if self.lr <= 0 or self.weight_decay < 0 or self.done_weight < 0:
             raise ConfigError("lr must be positive, weight_decay and done_weight not negative")
         if not self.segmenter_config:
