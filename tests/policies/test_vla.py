@@ -86,8 +86,8 @@ def test_shapes_for_one_and_three_cameras_and_zero_and_five_objects(tmp_path, ca
     policy = tiny_vla(tmp_path, cameras=cameras, instances=table)
     batch = batch_of(policy)
     assert torch.isfinite(policy.compute_loss(batch)["loss"])
-    tokens, area = policy.instance_tokens(torch.rand(2, len(cameras), 3, 32, 40))
-    assert tokens.shape == (2, len(cameras) * len(table), 32) and area.shape == (2, len(cameras), len(table))
+    tokens, inputs = policy.instance_tokens(torch.rand(2, len(cameras), 3, 32, 40))
+    assert tokens.shape == (2, len(cameras) * len(table), 32) and inputs.shape[:3] == (2, len(cameras), len(table))
     long = "put the red cube in the blue bowl " * 2  # 16 words: the most it reads
     obs = {"qpos": np.zeros(8, np.float32), "task": long.strip(),
            "images": {c: np.zeros((48, 64, 3), np.uint8) for c in cameras}}  # other size: resized
@@ -153,7 +153,7 @@ def test_viz_attention_draws_the_decoder_over_words_and_instances(tmp_path, reco
                                       "images": {c: np.zeros((32, 40, 3), np.uint8) for c in ("top", "wrist")}},
                                      capture_attention=True)
     maps, layout = extras["attention"]["maps"], extras["attention"]["layout"]
-    assert maps.shape == (1, 2, 5, layout["text"][1]) and layout["object/wrist:red_cube"][1] == layout["sep"][0] - 4
+    assert maps.shape == (1, 2, 5, layout["pointed"][1]) and layout["object/wrist:red_cube"][1] == layout["sep"][0] - 4
     summaries = render_policy_attention(policy, episode, "2", tmp_path / "viz")
     assert summaries and summaries[0].files > 0
     assert (tmp_path / "viz" / "inference_timestep_2").is_dir()
@@ -174,3 +174,19 @@ def test_training_hides_and_noises_the_previous_actions_it_is_given(tmp_path, mo
     target = policy.normalize_action(torch.from_numpy(batch["action"]))[:, :-1]
     noise = (seen["previous"] - target).std().item()
     assert 0.05 < noise < 0.2 and 0.3 < seen["hidden"].float().mean().item() < 0.7
+
+
+def test_the_grounding_queries_learn_which_instances_the_instruction_names(tmp_path):
+    policy = tiny_vla(tmp_path)
+    tasks = ["put the red cube in the blue bowl", "put the blue cube on the yellow plate"]
+    labels = policy.grounding_labels(tasks).tolist()
+    names = [name for name, _ in policy.config.instances]
+    assert [[names[i] for i in row] for row in labels] == [["red_cube", "blue_bowl"], ["blue_cube", "yellow_plate"]]
+    batch = batch_of(policy)
+    optimizer = torch.optim.AdamW(policy.optimizer_param_groups(3e-3, 0.0), lr=3e-3)
+    for _ in range(60):
+        terms = policy.compute_loss(batch)
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+    assert float(terms["grounding"]) < 0.1

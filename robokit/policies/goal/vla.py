@@ -52,7 +52,7 @@ MLP,
 )
 from robokit.policies.goal.tokenizer import make_text_encoder
 from robokit.policies.goal.vla_config import VLAConfig
-from robokit.policies.nn.task_conditioning import WordTokenizer
+from robokit.policies.nn.task_conditioning import WordTokenizer, instruction_words
 from robokit.policies.registry import register_policy
 
 __all__ = ["VLAConfig", "VLAPolicy"]
@@ -98,6 +98,7 @@ class VLAPolicy(Policy):
 
     config_class = VLAConfig
     config: VLAConfig
+    kind_mask: torch.Tensor  # (2, N): the object / target instances each grounding query may point at
 
     def __init__(self, config: VLAConfig) -> None:
         super().__init__(config)
@@ -130,6 +131,13 @@ class VLAPolicy(Policy):
             self.text_encoder = make_text_encoder(c.tokenizer, d, c.text_max_length)
         self.encoder = nn.ModuleList([Block(d, c.n_head, c.mlp_ratio, c.dropout) for _ in range(c.enc_layers)])
         self.encoder_norm = nn.LayerNorm(d)
+        # Grounding: OBJECT and TARGET queries point at the instances the instruction names.
+        self.grounding_queries = nn.Parameter(torch.randn(1, 2, d) * 0.02)
+        self.grounding_proj = nn.Linear(d, d)
+        kinds = [kind for _, kind in c.instances]
+        self.register_buffer("kind_mask", torch.tensor([[k == "object" for k in kinds], [k == "target" for k in kinds]]),
+                             persistent=False)
+        self.grounded_in = nn.Linear(len(c.camera_names) * GEOMETRY, d)
         self.start = nn.Parameter(torch.randn(d) * 0.02)
         self.action_in = nn.Linear(c.action_dim, d)
         self.masked_action = nn.Parameter(torch.randn(d) * 0.02)
@@ -149,7 +157,7 @@ class VLAPolicy(Policy):
     def instance_tokens(self, images: torch.Tensor, frames: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K·N, d) tokens of the N instances in each of the K cameras of float ``images``
-        (B, K, 3, H, W) in 0..1, and the instances' areas (B, K, N).
+        (B, K, 3, H, W) in 0..1, and what they were made from (B, K, N, F): :meth:`segment`'s rows.
 
         While training, each distinct frame's segmentation is computed once and kept (the
         segmenter is frozen and the frames do not change): ``frames`` are the batch's uint8 images
@@ -163,8 +171,7 @@ class VLAPolicy(Policy):
             inputs = self.segment(flat)
         tokens = self.instance_in(inputs).view(b, k, self.num_instances, -1)
         tokens = tokens + self.instance_embed[None, None] + self.camera_embed[None, :, None]
-        area = inputs[..., -2].view(b, k, self.num_instances) / 10
-        return tokens.flatten(1, 2), area
+        return tokens.flatten(1, 2), inputs.view(b, k, self.num_instances, -1)
 
     @torch.no_grad()
     def segment(self, flat: torch.Tensor) -> torch.Tensor:
@@ -212,14 +219,48 @@ class VLAPolicy(Policy):
                frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output (B, T, d) and its validity mask (B, T) for float images (B, K, 3, H, W)
         in 0..1 and normalised qpos (``frames``: see :meth:`instance_tokens`)."""
-        inst, _ = self.instance_tokens(images, frames)
+        return self.encode_grounded(images, qpos, tasks, frames)[:2]
+
+    def encode_grounded(self, images: torch.Tensor, qpos: torch.Tensor, tasks: list[str],
+                        frames: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`encode` and the grounding logits over the instances (B, N) of the OBJECT and
+        TARGET queries (each over the instances of its kind)."""
+        inst, inputs = self.instance_tokens(images, frames)
         words, word_mask = self.text_tokens(tasks, images.device)
-        b = images.shape[0]
-        x = torch.cat([self.state_in(qpos)[:, None], inst, self.sep.expand(b, 1, -1), words], dim=1)
-        valid = torch.cat([torch.ones(b, 1 + inst.shape[1] + 1, dtype=torch.bool, device=x.device), word_mask], 1)
+        b, k = images.shape[:2]
+        queries = self.grounding_queries.expand(b, -1, -1)
+        x = torch.cat([self.state_in(qpos)[:, None], queries, inst, self.sep.expand(b, 1, -1), words], dim=1)
+        fixed = 3 + inst.shape[1] + 1
+        valid = torch.cat([torch.ones(b, fixed, dtype=torch.bool, device=x.device), word_mask], 1)
         for block in self.encoder:
             x = block(x, mask=valid[:, None, None, :])[0]
-        return self.encoder_norm(x), valid
+        x = self.encoder_norm(x)
+        # Which instance each query points at: its dot product with that instance's encodings,
+        # averaged over the cameras; the pointed instance's geometry becomes two more tokens.
+        encoded = x[:, 3:3 + inst.shape[1]].reshape(b, k, self.num_instances, -1)
+        scores = torch.einsum("bqd,bknd->bqn", self.grounding_proj(x[:, 1:3]), encoded) / (x.shape[-1] ** 0.5 * k)
+        scores = scores.masked_fill(~self.kind_mask[None], float("-inf"))
+        weights = torch.nan_to_num(scores.softmax(-1))  # a kind with no instance points at nothing
+        pointed = torch.einsum("bqn,bknf->bqkf", weights, inputs[..., -GEOMETRY:])
+        extra = self.grounded_in(pointed.flatten(2))  # (B, 2, d)
+        memory = torch.cat([x, extra], dim=1)
+        valid = torch.cat([valid, torch.ones(b, 2, dtype=torch.bool, device=x.device)], 1)
+        return memory, valid, scores[:, 0], scores[:, 1]
+
+    def grounding_labels(self, tasks: list[str]) -> torch.Tensor:
+        """(B, 2) ids (from 0) of the object and the target each instruction names: the instance of
+        that kind whose name's parts follow each other in the instruction ("red_cube": "... red cube
+        ..."); -100 when not exactly one does."""
+        labels = torch.full((len(tasks), 2), -100, dtype=torch.long)
+        for row, task in enumerate(tasks):
+            text = f" {' '.join(instruction_words(task))} "
+            for col, kind in enumerate(("object", "target")):
+                hits = [i for i, (name, k) in enumerate(self.config.instances)
+                        if k == kind and f" {' '.join(name.lower().split('_'))} " in text]
+                if len(hits) == 1:
+                    labels[row, col] = hits[0]
+        return labels.to(self.device)
 
     # -- decoder ---------------------------------------------------------------------------------
     def decode(self, memory: torch.Tensor, valid: torch.Tensor, previous: torch.Tensor,
@@ -252,7 +293,11 @@ class VLAPolicy(Policy):
             raise ConfigError("the VLA policy trains on instructions: the episodes need a task")
         target = self.normalize_action(torch.as_tensor(batch["action"], device=self.device).float())
         is_pad = torch.as_tensor(batch["is_pad"], device=self.device).bool()
-        memory, valid = self.encode(images, qpos, tasks, frames=frames)
+        memory, valid, object_scores, target_scores = self.encode_grounded(images, qpos, tasks, frames)
+        labels = self.grounding_labels(tasks)
+        grounding = sum((F.cross_entropy(scores.masked_fill(scores.isinf(), -1e4), labels[:, i], ignore_index=-100)
+                         for i, scores in enumerate((object_scores, target_scores)) if (labels[:, i] >= 0).any()),
+                        torch.zeros((), device=self.device))
         # Teacher forcing alone teaches the decoder to copy the previous action (demonstrations are
         # smooth), and at inference its own first errors then carry through the chunk: the previous
         # actions it is given are noisy, and hidden (a MASK token) at random, so it reads the scene.
@@ -261,7 +306,8 @@ class VLAPolicy(Policy):
         pred, end_logits = self.decode(memory, valid, previous, hidden=hidden)[:2]
         l1 = masked_mean(F.l1_loss(pred, target, reduction="none"), ~is_pad[..., None])
         end = done_loss(end_logits, batch)
-        return {"loss": l1 + c.done_weight * end, "l1": l1.detach(), "end_bce": end.detach()}
+        return {"loss": l1 + c.done_weight * end + c.grounding_weight * grounding, "l1": l1.detach(),
+                "end_bce": end.detach(), "grounding": grounding.detach()}
 
     @torch.no_grad()
     def predict_chunk(self, obs: dict[str, Any], capture_attention: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
@@ -294,8 +340,8 @@ class VLAPolicy(Policy):
         """Where each part of the encoder's sequence is, (start, stop): the state, one
         ``object/<camera>:<instance>`` per instance token, SEP and the instruction's tokens (the
         layout `robokit viz attention` draws, the instances after the words)."""
-        layout = {"state": [0, 1]}
-        pos = 1
+        layout = {"state": [0, 1], "grounding": [1, 3]}
+        pos = 3
         for cam in self.config.camera_names:
             for name, _ in self.config.instances:
                 layout[f"object/{cam}:{name}"] = [pos, pos + 1]
@@ -303,6 +349,7 @@ class VLAPolicy(Policy):
         words = self.config.max_words if self.words is not None else self.config.text_max_length
         layout["sep"] = [pos, pos + 1]
         layout["text"] = [pos + 1, pos + 1 + words]
+        layout["pointed"] = [pos + 1 + words, pos + 3 + words]
         return layout
 
     def reset(self) -> None:

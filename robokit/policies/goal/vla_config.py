@@ -43,6 +43,9 @@ class VLAConfig(PolicyConfig):
     #: and the chance that one is hidden behind a MASK token.
     previous_noise: float = 0.1
     previous_dropout: float = 0.5
+    #: Weight of the grounding loss: the OBJECT and TARGET queries must point at the instances the
+    #: instruction names (labels from the instruction's words and the instance names).
+    grounding_weight: float = 1.0
     lr: float = 3e-4
     weight_decay: float = 1e-4
 
