@@ -30,6 +30,7 @@ first step as ``done``, which ends a deploy episode.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,19 @@ from robokit.policies.registry import register_policy
 __all__ = ["VLAConfig", "VLAPolicy"]
 
 GEOMETRY = 6  # centroid x, y, spread x, y, area, present
+#: Sines and cosines of the centroid at these multiples of pi: a linear layer alone resolves a
+#: coordinate only coarsely, and a grasp needs its centimetres.
+FOURIER = (1.0, 2.0, 4.0, 8.0, 16.0)
 #: Frames whose segmentation a training run keeps (about 1 KB each).
 SEGMENT_CACHE_FRAMES = 300_000
+
+
+def with_fourier(inputs: torch.Tensor) -> torch.Tensor:
+    """:meth:`VLAPolicy.segment` rows (..., F) with the sines and cosines of their centroid appended."""
+    centroid = inputs[..., -GEOMETRY:-GEOMETRY + 2]  # (..., 2): x, y in -1..1 (0 when absent)
+    angles = torch.cat([centroid * (math.pi * f) for f in FOURIER], dim=-1)
+    present = inputs[..., -1:]
+    return torch.cat([inputs, torch.sin(angles) * present, torch.cos(angles) * present], dim=-1)
 
 
 def unit_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -114,7 +126,8 @@ class VLAPolicy(Policy):
         self._segment_cache: dict[bytes, torch.Tensor] = {}  # frame digest -> segment() rows (training)
         self.num_instances = len(c.instances)
         d = c.d_model
-        self.instance_in = nn.Linear(self.segmenter.feature_channels + 3 + GEOMETRY, d)
+        width = self.segmenter.feature_channels + 3 + GEOMETRY + 4 * len(FOURIER)
+        self.instance_in = nn.Linear(width, d)
         self.instance_embed = nn.Parameter(torch.randn(self.num_instances, d) * 0.02)
         self.camera_embed = nn.Parameter(torch.randn(len(c.camera_names), d) * 0.02)
         self.state_in = nn.Linear(c.state_dim, d)
@@ -137,7 +150,7 @@ class VLAPolicy(Policy):
         kinds = [kind for _, kind in c.instances]
         self.register_buffer("kind_mask", torch.tensor([[k == "object" for k in kinds], [k == "target" for k in kinds]]),
                              persistent=False)
-        self.grounded_in = nn.Linear(len(c.camera_names) * GEOMETRY, d)
+        self.grounded_in = nn.Linear(len(c.camera_names) * width, d)
         self.start = nn.Parameter(torch.randn(d) * 0.02)
         self.action_in = nn.Linear(c.action_dim, d)
         self.masked_action = nn.Parameter(torch.randn(d) * 0.02)
@@ -157,7 +170,8 @@ class VLAPolicy(Policy):
     def instance_tokens(self, images: torch.Tensor, frames: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K·N, d) tokens of the N instances in each of the K cameras of float ``images``
-        (B, K, 3, H, W) in 0..1, and what they were made from (B, K, N, F): :meth:`segment`'s rows.
+        (B, K, 3, H, W) in 0..1, and what they were made from (B, K, N, F): :meth:`segment`'s rows
+        with the centroid's Fourier features.
 
         While training, each distinct frame's segmentation is computed once and kept (the
         segmenter is frozen and the frames do not change): ``frames`` are the batch's uint8 images
@@ -169,6 +183,7 @@ class VLAPolicy(Policy):
             inputs = self._cached_inputs(flat, frames.flatten(0, 1))
         else:
             inputs = self.segment(flat)
+        inputs = with_fourier(inputs)
         tokens = self.instance_in(inputs).view(b, k, self.num_instances, -1)
         tokens = tokens + self.instance_embed[None, None] + self.camera_embed[None, :, None]
         return tokens.flatten(1, 2), inputs.view(b, k, self.num_instances, -1)
@@ -225,7 +240,8 @@ class VLAPolicy(Policy):
                         frames: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`encode` and the grounding logits over the instances (B, N) of the OBJECT and
-        TARGET queries (each over the instances of its kind)."""
+        TARGET queries (each over the instances of its kind). What each query points at (its
+        instance's inputs in every camera, weighted by the pointing) becomes a token of the memory."""
         inst, inputs = self.instance_tokens(images, frames)
         words, word_mask = self.text_tokens(tasks, images.device)
         b, k = images.shape[:2]
@@ -242,7 +258,7 @@ class VLAPolicy(Policy):
         scores = torch.einsum("bqd,bknd->bqn", self.grounding_proj(x[:, 1:3]), encoded) / (x.shape[-1] ** 0.5 * k)
         scores = scores.masked_fill(~self.kind_mask[None], float("-inf"))
         weights = torch.nan_to_num(scores.softmax(-1))  # a kind with no instance points at nothing
-        pointed = torch.einsum("bqn,bknf->bqkf", weights, inputs[..., -GEOMETRY:])
+        pointed = torch.einsum("bqn,bknf->bqkf", weights, inputs)
         extra = self.grounded_in(pointed.flatten(2))  # (B, 2, d)
         memory = torch.cat([x, extra], dim=1)
         valid = torch.cat([valid, torch.ones(b, 2, dtype=torch.bool, device=x.device)], 1)
