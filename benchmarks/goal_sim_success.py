@@ -77,7 +77,6 @@ RECORD_WORKERS = 2
 RECORD_SEED_BASE = 100  # every instruction is recorded from --seed 100: the same scenes for each
 CHECKPOINT = "last.pt"
 EVAL_MODE, QUERY_EVERY, ENSEMBLE_K = "chunk", 10, 0.01
-SEGMENTER_WIDTH = 16  # the VLA runs its segmenter on every frame: the smaller model keeps training short
 
 FAILURE_LABELS = {"wrong_object": "wrong object lifted", "grasp_missed": "grasp missed",
                   "wrong_target": "wrong target", "not_released": "not released", "time_out": "time out"}
@@ -265,16 +264,12 @@ def check_dataset(data: Path, per_task: int, held_out: range, only: Sequence[str
 
 
 # -- training ------------------------------------------------------------------------------------------
-def train_segmenter(data: Path, out: Path, device: str) -> dict[str, Any]:
-    """``robokit seg train`` on the dataset's masks into ``<out>-seg.pt``; returns its time and file."""
-    seg = out.parent / f"{out.name}-seg.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "robokit.cli", "seg", "train", str(data), "--out", str(seg), "--device", device,
-           "--width", str(SEGMENTER_WIDTH)]
-    print(f"training the segmenter: robokit {' '.join(cmd[3:])}", flush=True)
-    t0 = time.perf_counter()
-    _run_logged(cmd, out.parent / f"{out.name}.seg.log", "training the segmenter")
-    return {"segmenter": str(seg), "segmenter_seconds": round(time.perf_counter() - t0, 1)}
+def segmenter_seconds(out: Path) -> dict[str, Any]:
+    """The time the run spent on its segmenter (``robokit train`` trains it first, into the run folder)."""
+    from robokit.segmentation.train import load_segmenter
+
+    _, meta = load_segmenter(out / "segmenter.pt")
+    return {"segmenter": str(out / "segmenter.pt"), "segmenter_seconds": float(meta["train_seconds"])}
 
 
 def train(policy: str, data: Path, out: Path, steps: int | None, sets: Sequence[str],
@@ -622,13 +617,11 @@ def run(args: argparse.Namespace) -> None:
         if extra:
             print(f"note: {args.data} holds more than {args.episodes_per_task} episodes of some instructions "
                   f"({extra}); training uses them all", flush=True)
-        sets = list(args.sets)
+        times.update(train(args.policy, args.data, out, args.steps, args.sets, args.device))
         if segmented:
-            times.update(train_segmenter(args.data, out, args.device))
-            sets.append(f"segmenter={times['segmenter']}")
-        times.update(train(args.policy, args.data, out, args.steps, sets, args.device))
+            times.update(segmenter_seconds(out))
         print(f"training: {times['train_seconds']:.0f} s wall ({times['train_cpu_seconds']:.0f} s CPU)"
-              + (f", the segmenter before it {times['segmenter_seconds']:.0f} s" if segmented else ""), flush=True)
+              + (f", of which the segmenter {times['segmenter_seconds']:.0f} s" if segmented else ""), flush=True)
     dataset["episodes_per_instruction"] = found.counts
     dataset["scene_seeds"] = found.seeds
 

@@ -30,6 +30,7 @@ from robokit.errors import ConfigError
 # TOML key -> TrainOptions field, where the file uses the flag's name.
 _ALIASES = {"camera": "camera_names", "cameras": "camera_names"}
 _NOT_IN_FILE = {"resume"}  # a property of one invocation, not of a run's configuration
+STAGES = ("segmenter",)  # progress phases of a model trained before the policy (the VLA's segmenter)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -139,6 +140,7 @@ class _ProgressView:
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), console=console, transient=False)
         self.task: Any = None
+        self.stage_tasks: dict[str, Any] = {}
 
     def __enter__(self) -> _ProgressView:  # noqa: PYI034
         self.progress.start()
@@ -148,6 +150,12 @@ class _ProgressView:
         self.progress.stop()
 
     def __call__(self, p: Any) -> None:
+        if p.phase in STAGES:
+            if p.phase not in self.stage_tasks:
+                self.stage_tasks[p.phase] = self.progress.add_task(p.phase, total=p.total_steps, info="")
+            self.progress.update(self.stage_tasks[p.phase], completed=p.step,
+                                 info=f"{p.phase} · loss {format_number(p.loss)}")
+            return
         if self.task is None:
             self.task = self.progress.add_task("train", total=p.total_steps, completed=p.step, info="")
         parts = [*training_fields(p), f"lr {p.lr:.1e}", f"ETA {format_duration(p.eta_s)}"]
@@ -161,6 +169,9 @@ class _LineView:
         self.console = console
 
     def __call__(self, p: Any) -> None:
+        if p.phase in STAGES and (p.step % 100 == 0 or p.step == p.total_steps):
+            self.console.print(f"{p.phase} step {p.step}/{p.total_steps} loss {format_number(p.loss)}",
+                               highlight=False)
         if p.phase != "val":
             return
         val = f"{p.val_loss:.4f}" if p.val_loss is not None else "n/a"
@@ -173,7 +184,7 @@ def register(app: typer.Typer) -> None:
     def train_command(
         data: Annotated[Path | None, typer.Argument(help="Folder of episode_<N>.hdf5 files.")] = None,
         policy: Annotated[str | None, typer.Option("--policy", "-p",
-                                                   help="act | cnnmlp | grp | vima (default act).")] = None,
+                                                   help="act | cnnmlp | grp | vima | vla (default act).")] = None,
         out: Annotated[Path | None, typer.Option("--out", "-o",
                                                  help="Run folder (default runs/<data>-<policy>).")] = None,
         steps: Annotated[int | None, typer.Option(help="Optimizer steps in total (default 5000).")] = None,

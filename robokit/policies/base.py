@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -69,6 +71,22 @@ class DataNeeds:
                 "instruction": bool(self.instruction)}
 
 
+@dataclass(frozen=True)
+class RunSetup:
+    """What a training run knows before it builds the policy's config: where the data is, where the
+    run writes, the cameras and image size the policy will see. A policy that needs a model of its own
+    trained first (the VLA's segmenter) reads it in :meth:`PolicyConfig.options_for_run`."""
+
+    data: Path
+    out: Path
+    camera_names: tuple[str, ...]
+    image_hw: tuple[int, int]
+    seed: int = 0
+    device: str = "cpu"
+    processes: int = 1  # data-parallel processes of the run
+    #: ``(stage, step, total, loss)`` after each step of a stage run before the policy's training
+    progress: Callable[[str, int, int, float], None] | None = None
+
 
 @dataclass
 class PolicyConfig:
@@ -109,6 +127,14 @@ class PolicyConfig:
 
         The trainer calls it before building the config; a policy that reads instructions fills in
         what it learns from them (its vocabulary). The default changes nothing."""
+        return values
+
+    @classmethod
+    def options_for_run(cls, values: dict[str, Any], run: RunSetup) -> dict[str, Any]:
+        """The config options ``values`` completed before a training run builds its dataset.
+
+        A policy that needs something made from the data first (a model it reads from) makes it here,
+        under ``run.out``, and returns the options that point at it. The default changes nothing."""
         return values
 
     def to_dict(self) -> dict[str, Any]:

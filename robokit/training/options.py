@@ -128,7 +128,9 @@ class TrainOptions:
 class TrainProgress:
     """What the progress callback receives (rank 0 only), after every step and validation."""
 
-    phase: str  # "start" | "train" | "val" | "done"
+    #: "start" | "train" | "val" | "done", or the name of a stage run before the policy's training
+    #: (``"segmenter"``: the VLA's segmenter, trained first when none is given)
+    phase: str
     step: int
     total_steps: int
     epoch: float

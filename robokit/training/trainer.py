@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Subset
 
 import robokit
 from robokit.errors import CheckpointError, ConfigError
-from robokit.policies.base import Policy, PolicyConfig
+from robokit.policies.base import Policy, PolicyConfig, RunSetup
 from robokit.policies.checkpoint import atomic_torch_save
 from robokit.policies.registry import get_policy_class
 from robokit.training.augment import ImageAugment
@@ -151,6 +151,9 @@ class _Trainer:
         # images, object boxes); the dataset builds exactly that and nothing else.
         first = records[0]
         height, width = opts.image_size or first.image_shapes[cameras[0]][:2]
+        opts.policy_config = policy_cls.config_class.options_for_run(dict(opts.policy_config), RunSetup(
+            Path(opts.data), self.out, tuple(cameras), (height, width), opts.seed, str(self.device),
+            self.dist.world_size, self._stage_progress))
         needs = policy_cls.config_class.from_dict({
             **opts.policy_config, "camera_names": cameras, "image_shape": (height, width, 3),
             "state_dim": first.state_dim, "action_dim": first.action_dim}).data_needs()
@@ -164,6 +167,10 @@ class _Trainer:
             goal_camera=needs.goal_camera, act_real_shift=opts.act_real_shift, history=needs.history,
             object_boxes=None if needs.object_boxes else False, task_object=needs.task_object)
         self.chunk_size = chunk
+
+    def _stage_progress(self, stage: str, step: int, total: int, loss: float) -> None:
+        if self.progress is not None:
+            self.progress(TrainProgress(phase=stage, step=step, total_steps=total, epoch=0.0, loss=loss))
 
     def _build_config(self, opts: TrainOptions, policy_cls: type[Policy]) -> PolicyConfig:
         info = self.info

@@ -101,3 +101,30 @@ def test_mask_rcnn_builds_without_downloads_trains_a_step_and_paints_ids(masked_
     ids = model.predict(images)
     assert ids.shape == (2, 64, 80) and ids.dtype == torch.uint8
     assert int(ids.max()) <= len(frames.instances)
+
+
+def test_train_vla_without_a_segmenter_trains_one_on_the_datas_masks_first(masked_data, tmp_path, capsys,
+                                                                           record_episode):
+    from robokit.policies.checkpoint import load_checkpoint
+
+    out = tmp_path / "vla"
+    args = ["train", masked_data, "--policy", "vla", "--out", out, "--image-size", "32x40", "--device", "cpu",
+            "--batch-size", "4", "--val-fraction", "0", "--set", "d_model=32", "--set", "n_head=2",
+            "--set", "enc_layers=1", "--set", "dec_layers=1", "--set", "segmenter_width=8", "--chunk-size", "5"]
+    code, _, err = cli(capsys, *args, "--steps", "2", "--set", "segmenter_steps=3")
+    assert code == 0, err
+    assert "segmenter step 3/3" in err  # its progress, before the policy's
+    policy, _ = load_checkpoint(out / "last.pt")
+    seg, meta = load_segmenter(out / "segmenter.pt")
+    assert meta["steps"] == 3 and policy.config.segmenter_config["width"] == 8
+    assert policy.config.segmenter_config["cameras"] == ["top", "wrist"]
+    assert all(torch.equal(v, policy.segmenter.state_dict()[k]) for k, v in seg.state_dict().items())
+    # a resumed run reuses the run's segmenter rather than training another
+    code, _, err = cli(capsys, *args, "--steps", "3", "--resume")
+    assert code == 0, err
+    assert "segmenter step" not in err
+    # data without masks and no segmenter: the message says what to pass
+    plain = tmp_path / "plain"
+    record_episode(plain, 0, cams=("top",), steps=4)
+    code, _, err = cli(capsys, "train", plain, "--policy", "vla", "--out", tmp_path / "bad", "--steps", "1")
+    assert code == 2 and "has no masks to train a segmenter on" in err and "--set segmenter=seg.pt" in err

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from robokit.errors import ConfigError
-from robokit.policies.base import DataNeeds, PolicyConfig
+from robokit.policies.base import DataNeeds, PolicyConfig, RunSetup
 from robokit.policies.nn.task_conditioning import UNKNOWN_WORDS, build_vocabulary
 
 NO_SEGMENTER = (
     "the VLA policy reads a segmentation model's instances: pass --set segmenter=seg.pt, trained with "
     "`robokit seg train DATA --out seg.pt` on episodes recorded with `robokit record --sim --segmentation` "
-    "(or with PNG masks, docs/record.md)"
+    "(or with PNG masks, docs/record.md); `robokit train` trains one itself when its data has masks"
 )
 
 
@@ -38,6 +38,10 @@ class VLAConfig(PolicyConfig):
     #: ``segmenter_config`` and its weights into the policy, so a checkpoint never needs the file.
     segmenter: str | None = None
     segmenter_config: dict[str, Any] = field(default_factory=dict)
+    #: Without ``segmenter``, ``robokit train`` first trains one on the data's masks, this long and
+    #: this wide (``robokit seg train --steps --width``), into ``<out>/segmenter.pt``.
+    segmenter_steps: int = 500
+    segmenter_width: int = 24
     done_weight: float = 1.0  # weight of the END token's loss
     #: Training: std of the noise on the previous actions the decoder is given (normalised units)
     #: and the chance that one is hidden behind a MASK token.
@@ -54,7 +58,8 @@ class VLAConfig(PolicyConfig):
         self.vocabulary = [str(w) for w in self.vocabulary]
         if self.d_model % self.n_head:
             raise ConfigError(f"d_model {self.d_model} must be divisible by n_head {self.n_head}")
-        for name in ("enc_layers", "dec_layers", "max_words", "text_max_length"):
+        for name in ("enc_layers", "dec_layers", "max_words", "text_max_length", "segmenter_steps",
+                     "segmenter_width"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.unknown_words not in UNKNOWN_WORDS:
@@ -84,6 +89,21 @@ class VLAConfig(PolicyConfig):
         if values.get("tokenizer", "word") == "word" and not values.get("vocabulary") and tasks:
             return {**values, "vocabulary": build_vocabulary(tasks)}
         return values
+
+    @classmethod
+    def options_for_run(cls, values: dict[str, Any], run: RunSetup) -> dict[str, Any]:
+        """Without a segmenter, the run trains one on its data's masks first (then frozen)."""
+        if values.get("segmenter") or values.get("segmenter_config"):
+            return values
+        from robokit.segmentation.stage import segmenter_for_run
+
+        defaults = cls.__dataclass_fields__
+        steps = int(values.get("segmenter_steps", defaults["segmenter_steps"].default))
+        width = int(values.get("segmenter_width", defaults["segmenter_width"].default))
+        if steps <= 0 or width <= 0:
+            raise ConfigError(f"segmenter_steps and segmenter_width must be positive, got {steps}, {width}")
+        hint = NO_SEGMENTER.split(";")[0]
+        return {**values, "segmenter": segmenter_for_run(run, steps, width, hint)}
 
 
 def segmenter_config_of(path: str | Path) -> dict[str, Any]:
