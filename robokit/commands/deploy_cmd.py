@@ -149,6 +149,9 @@ def register(app: typer.Typer) -> None:
                                       "franky-sim and non-RT machines.")] = "enforce",
         server: Annotated[str | None, typer.Option(
             "--server", help="Policy server address (robokit serve), e.g. tcp://gpu-box:5555.")] = None,
+        image_codec: Annotated[str | None, typer.Option(
+            "--image-codec", help="With --server: raw | jpeg[:Q] (Q 1..100, default 90); JPEG sends "
+                                  "~15x fewer bytes per frame (for a network link).")] = None,
         secure: Annotated[bool, typer.Option("--secure", help="CurveZMQ to the server (keys from --keys).")] = False,
         keys_dir: Annotated[Path | None, typer.Option(
             "--keys", help="Folder with server.key and client.key_secret (robokit keys).")] = None,
@@ -207,6 +210,12 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--episodes must be positive, got {episodes}")
         if checkpoint is None and server is None:
             raise UserError("give a CHECKPOINT to run in this process, or --server tcp://HOST:PORT")
+        if image_codec is not None:
+            if server is None:
+                raise UserError("--image-codec applies to --server (a policy in this process reads raw frames)")
+            from robokit.deploy.client import set_default_image_codec
+
+            set_default_image_codec(image_codec)
         client_keys = None
         if secure:
             if keys_dir is None:

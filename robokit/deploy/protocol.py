@@ -68,11 +68,13 @@ MISSING_ARRAY = "missing_array"    # infer without qpos or without a camera imag
 WRONG_DTYPE = "wrong_dtype"        # an array of the wrong dtype for its name
 WRONG_SHAPE = "wrong_shape"        # an array of the wrong shape for its name
 BAD_REQUEST = "bad_request"        # any other invalid field (e.g. ``task`` not a string)
+UNSUPPORTED_CODEC = "unsupported_codec"  # hello or infer names an image codec the server cannot decode
+BAD_IMAGE = "bad_image"            # an encoded image is not a complete, decodable file of its codec
 POLICY_ERROR = "policy_error"      # the policy raised, or answered with NaN or infinite values
 INTERNAL = "internal"              # a bug in the server; it keeps serving
 
 ERROR_CODES = (BAD_MESSAGE, BAD_ARRAY, TOO_LARGE, UNKNOWN_TYPE, UNSUPPORTED_VERSION, MISSING_ARRAY,
-               WRONG_DTYPE, WRONG_SHAPE, BAD_REQUEST, POLICY_ERROR, INTERNAL)
+               WRONG_DTYPE, WRONG_SHAPE, BAD_REQUEST, UNSUPPORTED_CODEC, BAD_IMAGE, POLICY_ERROR, INTERNAL)
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 

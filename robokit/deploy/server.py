@@ -14,13 +14,16 @@ policy reads besides qpos and the current frames (``policy.needs``, from its con
 ``data_needs()``: history, goal camera, instruction, and object boxes when the policy
 :func:`policy_wants_objects`). An ``infer`` request becomes the policy's observation through
 :func:`~robokit.deploy.observation.prepare_observation`, as in-process deployment does: images
-resized to the policy's ``image_shape``, object boxes scaled with them.
+resized to the policy's ``image_shape``, object boxes scaled with them. JPEG-compressed images
+(:mod:`robokit.deploy.image_codec`, negotiated in ``hello``) are decoded before that.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import socket as _socket
 import sys
 import threading
 import time
@@ -35,6 +38,7 @@ import numpy as np
 import zmq
 
 from robokit.deploy import protocol as P
+from robokit.deploy.image_codec import decode_request_images, hello_reply_fields
 from robokit.deploy.keys import ServerKeys
 from robokit.deploy.observation import Observation, prepare_observation
 from robokit.errors import ConfigError, ProtocolError, RobokitError, UserError
@@ -140,6 +144,15 @@ def policy_info(policy: Any, checkpoint_sha256: str | None = None, fps: float | 
         tasks=tuple(str(t) for t in tasks))
 
 
+def _check_ipc_free(bind: str) -> None:
+    """Refuse an ipc:// path another process is serving on: libzmq would silently take the path over
+    (it unlinks the file), where a busy tcp port fails to bind. A socket file nobody answers is stale."""
+    if bind.startswith("ipc:///") and Path(bind[6:]).is_socket():
+        with _socket.socket(_socket.AF_UNIX) as probe:
+            if probe.connect_ex(bind[6:]) == 0:
+                raise zmq.ZMQError(errno.EADDRINUSE, f"{bind[6:]} is in use by another process")
+
+
 class PolicyServer:
     """Serve one policy on a ROUTER socket.
 
@@ -180,6 +193,7 @@ class PolicyServer:
         if curve is not None:
             self._setup_curve(curve)
         try:
+            _check_ipc_free(bind)
             self._sock.bind(bind.replace(":0", ":*") if bind.endswith(":0") else bind)
         except zmq.ZMQError as exc:
             self._sock.close(0)
@@ -277,6 +291,8 @@ class PolicyServer:
             self._auth = None
         if self._own_ctx and not self._ctx.closed:
             self._ctx.term()
+        if self.address.startswith("ipc:///"):  # libzmq leaves the socket file of a named ipc endpoint behind
+            Path(self.address[6:]).unlink(missing_ok=True)
         for rec in self.stats.clients.values():
             log.info("client %s (%s): %d requests, %d errors", rec.identity, rec.address, rec.requests,
                      rec.errors)
@@ -375,11 +391,12 @@ class PolicyServer:
         if version != P.PROTOCOL_VERSION:
             raise ProtocolError(f"client speaks protocol {version}, this server speaks "
                                 f"{P.PROTOCOL_VERSION}; upgrade the older side", P.UNSUPPORTED_VERSION)
+        codec_fields = hello_reply_fields(msg.header)
         client = msg.header.get("client")
         if isinstance(client, str):
-            log.info("hello from %s", client[:200])
-        return P.encode("hello", {"protocol": P.PROTOCOL_VERSION, "policy": self.info.to_header()},
-                        msg_id=msg.id)
+            log.info("hello from %s (images: %s)", client[:200], codec_fields["image_codec"])
+        return P.encode("hello", {"protocol": P.PROTOCOL_VERSION, "policy": self.info.to_header(),
+                                  **codec_fields}, msg_id=msg.id)
 
     def _on_reset(self, msg: P.Message, t0: float) -> list[Any]:
         self._call_policy(self.policy.reset)
@@ -421,6 +438,10 @@ class PolicyServer:
 
     def _on_infer(self, msg: P.Message, t0: float) -> list[Any]:
         info = self.info
+        # Compressed images become raw ones first, so they are checked exactly like raw ones.
+        t_decode = time.perf_counter()
+        decoded = decode_request_images(msg, MAX_IMAGE_SIDE, self.max_message_bytes)
+        decode_ms = (time.perf_counter() - t_decode) * 1e3
         obs = prepare_observation(self._observation(msg), info)
         t_model = time.perf_counter()
         chunk, extras = self._call_policy(self.policy.predict_chunk, obs)
@@ -431,6 +452,8 @@ class PolicyServer:
             fields["done"] = done
         self.stats.infers += 1
         fields["timing"] = {"model_ms": model_ms, "server_ms": (time.perf_counter() - t0) * 1e3}
+        if decoded:
+            fields["timing"]["decode_ms"] = decode_ms
         return P.encode("infer", fields, {"actions": chunk}, msg_id=msg.id)
 
     def _call_policy(self, fn: Callable[..., Any], *args: Any) -> Any:
