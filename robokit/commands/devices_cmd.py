@@ -1,4 +1,4 @@
-"""`robokit devices`: list the cameras found, test-open cameras, check the robot connection, measure delays."""
+"""`robokit devices`: list the cameras and input devices found, test-open cameras, check the robot connection, measure delays."""
 
 from __future__ import annotations
 
@@ -58,6 +58,28 @@ def _list_opencv_cameras(max_index: int) -> None:
         console.print(table)
     if not found:
         console.print("no OpenCV cameras found" + (" (no /dev/video* devices)" if not sources else ""))
+
+
+def _list_input_devices() -> None:
+    """SpaceMice and key-sending devices (pedals, clickers) for `record --teleop spacemouse` / `--pedal`."""
+    from robokit.hardware.inputs import list_input_devices, permission_hint
+
+    found = list_input_devices()
+    if not found:
+        console.print("no SpaceMouse or key input devices found")
+        return
+    table = Table(title="input devices", title_justify="left")
+    for column in ("device", "name", "kind", "use as"):
+        table.add_column(column)
+    for info in found:
+        path = info.stable_path or info.path
+        use = f"--teleop spacemouse:{path}" if info.kind == "spacemouse" else f"--pedal {path}"
+        if not info.readable:
+            use = "[yellow]no permission to read[/]"
+        table.add_row(info.path, info.name, info.kind, use)
+    console.print(table)
+    if not all(info.readable for info in found):
+        console.print(f"to read them: {permission_hint()}", highlight=False)
 
 
 def _check_cameras(hw: HardwareOptions, size: tuple[int, int], fps: float, seconds: float) -> None:
@@ -131,7 +153,7 @@ def register(app: typer.Typer) -> None:
             "--save", help="--latency: where to write the measured delays (for `deploy --latency`).")
         ] = Path("latency.json"),
     ) -> None:
-        """List the cameras found; with --camera, open them and measure; with --host, check the robot.
+        """List the cameras, SpaceMice and pedals found; with --camera, open them and measure; with --host, check the robot.
 
         Examples: `robokit devices`, `robokit devices --camera top=0 --camera wrist=/dev/video2`,
         `robokit devices --robot franka --host 172.16.0.2` (add `--realtime ignore` for franky-sim),
@@ -149,6 +171,7 @@ def register(app: typer.Typer) -> None:
         if sim or server or checkpoint:
             raise UserError("--sim, --server and --checkpoint go with --latency")
         _list_opencv_cameras(max_index)
+        _list_input_devices()
         if hw.cameras:
             _check_cameras(hw, (height, width), fps, max(seconds, 0.1))
         if hw.host:

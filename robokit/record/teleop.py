@@ -6,7 +6,8 @@ expert done, replay exhausted). Sources:
 
 - :class:`KeyboardJog`: Cartesian jog of the tool centre point (x/y/z, yaw) and a gripper toggle,
   turned into joint targets with :func:`robokit.hardware.kinematics.ik`. Works on the sim and the
-  real arm (pure numpy).
+  real arm (pure numpy). :class:`~robokit.record.spacemouse_teleop.SpaceMouseTeleop` moves the same
+  target with a SpaceMouse.
 - :class:`Kinesthetic`: the person moves the arm by hand (Franka zero-stiffness mode); the action of
   step t is the joint position measured at step t+1 (what the original Franka recorder stored as
   the action). The gripper toggles
@@ -41,7 +42,7 @@ __all__ = [
     "make_teleop",
 ]
 
-TELEOP_CHOICES = ("keyboard", "kinesthetic", "scripted", "replay:PATH")
+TELEOP_CHOICES = ("keyboard", "spacemouse[:DEVICE]", "kinesthetic", "scripted", "replay:PATH")
 
 
 @dataclass
@@ -108,8 +109,9 @@ class KeyboardJog(TeleopSource):
         ",": (np.zeros(3), 1.0), "[": (np.zeros(3), 1.0),
         ".": (np.zeros(3), -1.0), "]": (np.zeros(3), -1.0),
     }
-    key_help = (("arrows / i k j l", "jog x / y"), ("u / o", "jog up / down"), (", / .", "yaw"),
-                ("space / g", "gripper open/close"), ("+ / -", "jog step"))
+    key_help: tuple[tuple[str, str], ...] = (
+        ("arrows / i k j l", "jog x / y"), ("u / o", "jog up / down"), (", / .", "yaw"),
+        ("space / g", "gripper open/close"), ("+ / -", "jog step"))
 
     def __init__(self, step_m: float = 0.01, step_rad: float = np.radians(5.0), max_speed: float = 0.15,
                  max_yaw_rate: float = 1.0, fps: float = 30.0,
@@ -315,7 +317,7 @@ def check_teleop_spec(spec: str, sim: bool) -> tuple[str, str]:
     """Validate ``--teleop`` against ``--sim`` before any hardware is opened; returns (kind, argument)."""
     kind, _, arg = (spec or "").strip().partition(":")
     kind = kind.lower()
-    if kind not in ("keyboard", "kinesthetic", "scripted", "replay"):
+    if kind not in ("keyboard", "spacemouse", "kinesthetic", "scripted", "replay"):
         raise UserError(f"unknown --teleop {spec!r}; choose one of: {', '.join(TELEOP_CHOICES)}")
     if kind == "kinesthetic" and sim:
         raise UserError("--teleop kinesthetic guides the real arm by hand: use --robot franka --host IP "
@@ -328,10 +330,14 @@ def check_teleop_spec(spec: str, sim: bool) -> tuple[str, str]:
 
 
 def make_teleop(spec: str, robot: Any, sim_env: PandaSimEnv | None, fps: float) -> TeleopSource:
-    """Build the source ``--teleop`` names: keyboard | kinesthetic | scripted | replay:PATH."""
+    """Build the source ``--teleop`` names: keyboard | spacemouse[:DEVICE] | kinesthetic | scripted | replay:PATH."""
     kind, arg = check_teleop_spec(spec, sim_env is not None)
     if kind == "keyboard":
         return KeyboardJog(fps=fps)
+    if kind == "spacemouse":
+        from robokit.record.spacemouse_teleop import SpaceMouseTeleop
+
+        return SpaceMouseTeleop.open(arg, fps=fps)
     if kind == "kinesthetic":
         return Kinesthetic(robot)
     if kind == "scripted":
