@@ -1,6 +1,7 @@
 """`robokit record`: capture demonstrations into crash-safe HDF5 episodes.
 
     robokit record --sim --teleop keyboard --out data/pick              # jog with keys, s/d/r/h/t/q
+    robokit record --sim --teleop spacemouse --pedal FootSwitch --pedal-map KEY_A=s,KEY_B=d,KEY_C=q
     robokit record --sim --teleop scripted --episodes 50 --out data/pick
     robokit record --sim --task-set multi --teleop scripted --episodes 60 --out data/multi
     robokit record --sim --task-set multi --teleop scripted --episodes 60 --segmentation --out data/seg
@@ -54,7 +55,8 @@ def register(app: typer.Typer) -> None:
         task_set: Annotated[str, typer.Option(
             "--task-set", help="Sim scene: pick_place (one cube) or multi (instructions, goal images).")] = "pick_place",
         teleop: Annotated[str, typer.Option(
-            "--teleop", help="keyboard | kinesthetic | scripted (sim) | replay:EPISODE.hdf5")] = "keyboard",
+            "--teleop", help="keyboard | spacemouse[:DEVICE] | kinesthetic | scripted (sim) | "
+                             "replay:EPISODE.hdf5")] = "keyboard",
         episodes: Annotated[int | None, typer.Option(
             "--episodes", help="Stop after this many saved episodes (scripted default 10, replay 1); a scripted run "
             "into a folder that already holds episodes records only what is missing.")] = None,
@@ -79,6 +81,11 @@ def register(app: typer.Typer) -> None:
         segmentation: Annotated[bool, typer.Option(
             "--segmentation", help="Sim: also store each camera's instance mask per step (robot links, "
                                    "gripper, objects, targets) for segmentation models and the VLA.")] = False,
+        pedal: Annotated[str | None, typer.Option(
+            "--pedal", help="A foot pedal or clicker that sends keys (its /dev/input path or part of its name; "
+                            "`robokit devices` lists them), read beside the terminal.")] = None,
+        pedal_map: Annotated[str, typer.Option(
+            "--pedal-map", help="Pedal keys -> recorder keys, e.g. KEY_A=s,KEY_B=d,KEY_C=q.")] = "",
     ) -> None:
         """Record demonstrations (keys: s start/stop+save, d discard, r re-record, h home,
         t task of the next episode, q quit)."""
@@ -89,6 +96,11 @@ def register(app: typer.Typer) -> None:
         hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime,
                                       dynamics=dynamics, camera=camera, collision=collision)
         teleop_kind, _ = check_teleop_spec(teleop, sim)
+        if pedal_map and not pedal:
+            raise UserError("--pedal-map goes with --pedal DEVICE (`robokit devices` lists pedals)")
+        if pedal and not pedal_map:
+            raise UserError("--pedal needs --pedal-map: which pedal key is which recorder key, e.g. "
+                            "--pedal-map KEY_A=s,KEY_B=d,KEY_C=q")
         if task_set not in ("pick_place", "multi"):
             raise UserError(f"unknown --task-set {task_set!r}; choose pick_place or multi")
         size = parse_image_size(image_size or ("240x320" if sim else "480x640"))
@@ -108,7 +120,8 @@ def register(app: typer.Typer) -> None:
             episodes=episodes, end_frames=end_frames, compress=compress, jpeg_quality=jpeg_quality,
             min_free_bytes=int(min_free_mb * 2**20), goal_images=sim and task_set == "multi",
             keep_failed=keep_failed, workspace=workspace_from_option(workspace), segmentation=segmentation)
-        run_recording(hw, config, teleop=teleop, task_set=task_set, seed=seed, size=size, preview=preview)
+        run_recording(hw, config, teleop=teleop, task_set=task_set, seed=seed, size=size, preview=preview,
+                      pedal=pedal, pedal_map=pedal_map)
 
 
 def _sim_task(task: str, task_set: str) -> str:
@@ -129,11 +142,26 @@ def _sim_task(task: str, task_set: str) -> str:
     return text
 
 
+def recorder_keys(teleop_kind: str) -> list[str]:
+    """The keys a recording session with ``teleop_kind`` answers to (what a pedal may send)."""
+    from robokit.record.status import SESSION_KEYS
+    from robokit.record.teleop import KeyboardJog
+
+    keys = [key for key, _ in SESSION_KEYS]
+    if teleop_kind in ("keyboard", "spacemouse", "kinesthetic"):
+        keys += [TaskPrompt.KEY, "space", "g"]
+    if teleop_kind in ("keyboard", "spacemouse"):
+        keys += ["+", "-", *KeyboardJog.MOVES]
+    return keys
+
+
 def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, seed: int,
-                  size: tuple[int, int], preview: bool) -> list[Path]:
+                  size: tuple[int, int], preview: bool, pedal: str | None = None, pedal_map: str = "") -> list[Path]:
     """Build the hardware and the source, run the session with its UI, print what was saved."""
+    from robokit.hardware.inputs import MergedKeys, open_pedal
     from robokit.record.keyboard import PreviewWindow, TerminalKeys
     from robokit.record.session import RecordingSession
+    from robokit.record.spacemouse_teleop import SpaceMouseTeleop
     from robokit.record.teleop import make_teleop
 
     console = Console()
@@ -144,6 +172,10 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
         raise UserError(f"--teleop {teleop_kind} is driven from the keyboard: run it in a terminal "
                         "(ssh and tmux work)")
     with contextlib.ExitStack() as stack:
+        # First: a missing pedal or a wrong --pedal-map is named before the scene or the robot starts.
+        pedal_keys = open_pedal(pedal, pedal_map, recorder_keys(teleop_kind)) if pedal else None
+        if pedal_keys is not None:
+            stack.callback(pedal_keys.close)
         env = None
         if hw.sim:
             sim_task = _sim_task(config.task, task_set) if config.task else task_set
@@ -153,6 +185,7 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
                 stack.callback(env.close)
         robot = hw.make_robot(env)
         source = make_teleop(teleop, robot, env, config.fps)
+        stack.callback(source.close)  # also when the set-up below fails (a SpaceMouse's reader thread)
         cameras = hw.make_cameras(env, size=size, fps=config.fps)
         session = RecordingSession(robot, cameras, source, config, sim_env=env)
         for message in session.prepare():  # recovery of what a crash left behind
@@ -171,8 +204,15 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
         # Keyboard-driven sessions can change the instruction between episodes (key t).
         prompt = None if autonomous else TaskPrompt(session)
 
+        # The terminal, the pedal and the SpaceMouse's save button feed one stream of keys.
+        merged = MergedKeys(keys, pedal_keys, source if isinstance(source, SpaceMouseTeleop) else None)
+
         def poll() -> list[str]:
-            pressed = keys.poll()
+            pressed = merged.poll()
+            for note in merged.take_notices():  # a pedal unplugged: say so once, keep recording
+                session.notify(note)
+                if prompt is None:  # the progress bar shows no session messages
+                    console.print(f"[yellow]{note}[/]", highlight=False)
             return prompt.filter(pressed) if prompt is not None else pressed
 
         def on_tick(s: RecordingSession) -> None:

@@ -154,3 +154,68 @@ def test_spacemouse_is_a_teleop_choice():
     assert check_teleop_spec("spacemouse:/dev/input/event5", sim=False) == ("spacemouse", "/dev/input/event5")
     with pytest.raises(UserError, match=r"spacemouse\[:DEVICE\]"):
         check_teleop_spec("joystick", sim=True)
+
+
+def test_a_missing_spacemouse_is_named_before_anything_moves(monkeypatch, tmp_path):
+    from robokit.errors import DeviceNotFound
+    from robokit.hardware.inputs import discovery
+    from robokit.record.teleop import make_teleop
+
+    monkeypatch.setattr(discovery, "PROC_DEVICES", tmp_path / "none")
+    with pytest.raises(DeviceNotFound, match="no SpaceMouse found: plug it in"):
+        make_teleop("spacemouse", None, None, 30.0)
+
+
+# -- the pedal in `robokit record` ---------------------------------------------------------------------
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    from robokit.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_pedal_options_are_checked_before_the_scene_starts(capsys, tmp_path, monkeypatch):
+    from robokit.hardware.inputs import discovery
+
+    monkeypatch.setattr(discovery, "PROC_DEVICES", tmp_path / "none")
+    base = ("record", "--sim", "--teleop", "scripted", "--out", tmp_path / "out", "--image-size", "24x32")
+    code, _, err = cli(capsys, *base, "--pedal-map", "KEY_A=s")
+    assert code == 2 and "--pedal-map goes with --pedal DEVICE" in err
+    code, _, err = cli(capsys, *base, "--pedal", "FootSwitch")
+    assert code == 2 and "--pedal needs --pedal-map" in err and "KEY_A=s" in err
+    code, _, err = cli(capsys, *base, "--pedal", "FootSwitch", "--pedal-map", "KEY_A=t")
+    assert code == 2 and "'t' is not a key here; valid keys: s, d, r, h, q" in err
+    code, _, err = cli(capsys, *base, "--pedal", "FootSwitch", "--pedal-map", "KEY_A=s")
+    assert code == 2 and "no pedal named like 'FootSwitch' found" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pedal_key_reaches_the_session_and_an_unplugged_pedal_is_said_once(capsys, tmp_path, monkeypatch):
+    from robokit.hardware import inputs
+    from robokit.hardware.inputs import PedalKeys, parse_key_map
+
+    opened = []
+
+    def fake_open_pedal(device: str, mapping: str, keys=None) -> PedalKeys:
+        pedal = PedalKeys(parse_key_map(mapping, keys), "PCsensor FootSwitch", "/dev/input/event6")
+
+        def stream():  # the quit pedal, then the cable is pulled
+            yield evdev.InputEvent(0, 0, ecodes.EV_KEY, ecodes.KEY_C, 1)
+            raise OSError(errno.ENODEV, "No such device")
+
+        pedal.consume(stream())
+        opened.append((device, keys))
+        return pedal
+
+    monkeypatch.setattr(inputs, "open_pedal", fake_open_pedal)
+    code, out, err = cli(capsys, "record", "--sim", "--teleop", "scripted", "--episodes", "3", "--out", tmp_path,
+                         "--image-size", "24x32", "--pedal", "FootSwitch", "--pedal-map", "KEY_A=s,KEY_C=q")
+    assert code == 0, err
+    assert opened == [("FootSwitch", ["s", "d", "r", "h", "q"])]
+    assert "no episode saved" in out  # q from the pedal ended the run at once
+    assert (out + err).count("pedal 'PCsensor FootSwitch' (/dev/input/event6) stopped sending (unplugged)") == 1

@@ -122,7 +122,7 @@ class EventReader:
             self.error = (f"the {self.what} {self.name!r}{where} stopped sending ({reason}): plug it in again and "
                           "restart; `robokit devices` lists what is connected")
             self._on_lost()
-        log.warning("%s", self.error)
+        log.debug("%s", self.error)  # the caller reports it (once), as an error or a notice
 
     def _on_lost(self) -> None:
         """Called (under the lock) when the device goes away: forget held state."""
