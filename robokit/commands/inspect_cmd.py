@@ -17,7 +17,9 @@ import typer
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
+from robokit.commands.import_cmd import show_lerobot_summary
 from robokit.errors import DataError, UserError
+from robokit.lerobot.layout import is_lerobot_folder
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +41,9 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"{path}: no such file or folder")
         if path.is_file() and path.suffix == ".pt":
             _inspect_checkpoint(console, path)
+            return
+        if path.is_dir() and is_lerobot_folder(path):  # metadata only: train and view need `robokit import`
+            show_lerobot_summary(console, path)
             return
         if path.is_dir():
             bad = _inspect_folder(console, path, plot, video, output)

@@ -45,6 +45,7 @@ from torch.utils.data import Dataset
 
 from robokit.episodes.reader import Episode, list_episodes, open_episode
 from robokit.errors import ConfigError, DataError
+from robokit.lerobot.layout import refuse_lerobot_folder
 from robokit.policies.preprocess import resize_image
 from robokit.training.augment import ImageAugment
 from robokit.training.episode_records import (
@@ -420,6 +421,7 @@ def scan_episodes(folder: str | Path) -> list[EpisodeRecord]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such dataset folder")
+    refuse_lerobot_folder(folder)  # a LeRobot export: say how to import it rather than "no episodes"
     paths = list_episodes(folder)
     if not paths:
         raise DataError(f"{folder}: no episode_<N>.hdf5 files; record some with `robokit record`")
