@@ -4,6 +4,7 @@
     robokit train data/pick --policy act --backbone small --hidden-dim 128 --image-size 96x128
     robokit train data/pick --config run.toml --steps 500        # flags override the file
     robokit train data/pick --out runs/pick --resume --steps 4000 # continue from runs/pick/last.pt
+    robokit train data/pick --rollouts rollouts/round1 --intervention-weight 2 --out runs/pick-dagger
     torchrun --nproc_per_node 2 -m robokit.cli train data/pick --out runs/ddp  # DDP
 
 The config file (TOML) takes the option names with ``_`` or ``-`` (``data``, ``out``, ``policy``,
@@ -218,6 +219,14 @@ def register(app: typer.Typer) -> None:
         fps: Annotated[float | None, typer.Option(help="Control rate, if the episodes do not say.")] = None,
         augment_shift: Annotated[int | None, typer.Option(help="Random-shift augmentation (pixels).")] = None,
         augment_color: Annotated[float | None, typer.Option(help="Colour jitter strength 0..1.")] = None,
+        rollouts: Annotated[list[Path] | None, typer.Option(
+            "--rollouts", help="A folder of deploy rollouts with takeover (--record) to learn the corrections "
+                               "of, next to DATA; repeatable.")] = None,
+        intervention_weight: Annotated[float | None, typer.Option(
+            help="How much more often intervention steps are drawn than other steps (default 1).")] = None,
+        keep_failed_policy_steps: Annotated[bool | None, typer.Option(
+            "--keep-failed-policy-steps/--drop-failed-policy-steps",
+            help="Train on the policy's own steps of failed rollouts too (default: left out).")] = None,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Any policy option, KEY=VALUE (repeatable), e.g. --set kl_weight=10.")] = None,
     ) -> None:
@@ -237,12 +246,15 @@ def register(app: typer.Typer) -> None:
             "val_samples": val_samples, "val_batch_size": val_batch_size,
             "num_workers": num_workers, "amp": amp, "fps": fps, "augment_shift": augment_shift,
             "augment_color": augment_color, "resume": resume or None, "policy_config": policy_config,
+            "rollouts": [str(r) for r in rollouts] if rollouts else None,
+            "intervention_weight": intervention_weight, "keep_failed_policy_steps": keep_failed_policy_steps,
         }
         options = build_options(flags, config, set_ or [])
         is_main = int(os.environ.get("RANK", "0")) == 0
         console = Console(stderr=True)
         if is_main:
-            console.print(f"training [bold]{options.policy}[/] on {options.data} -> {options.out}",
+            extra = f" and the rollouts in {', '.join(options.rollouts)}" if options.rollouts else ""
+            console.print(f"training [bold]{options.policy}[/] on {options.data}{extra} -> {options.out}",
                           highlight=False)
         if is_main and console.is_terminal:
             with _ProgressView(console) as view:

@@ -44,6 +44,7 @@ from robokit.deploy.protocol import PolicyInfo
 from robokit.deploy.recording import RolloutRecorder, VideoRecorder
 from robokit.deploy.rollout_review import EpisodeReview, GraspAttempt, Grounding, count_failures, named_object
 from robokit.deploy.runner import LocalRunner, PolicyRunner, RemoteRunner
+from robokit.deploy.takeover import ScriptedTakeover, Takeover, TeleopTakeover
 from robokit.errors import UserError
 from robokit.hardware.workspace import SIM_TABLE, Workspace
 
@@ -89,12 +90,17 @@ class EvalConfig:
     server: str | None = None
     device: str = "cpu"
     timeout_s: float | None = None
+    #: Who may take over from the policy: "scripted" (the expert, whenever the policy strays),
+    #: "keyboard" / "spacemouse" (a person, with the takeover key); None: nobody.
+    takeover: str | None = None
 
     def __post_init__(self) -> None:
         if self.episodes <= 0:
             raise UserError(f"--episodes must be positive, got {self.episodes}")
         if self.goal not in GOALS:
             raise UserError(f"--goal must be one of {', '.join(GOALS)}, got {self.goal!r}")
+        if self.takeover not in (None, "scripted", "keyboard", "spacemouse"):
+            raise UserError(f"--takeover in the simulation is scripted, keyboard or spacemouse, not {self.takeover!r}")
 
     @property
     def loop_mode(self) -> str:
@@ -131,6 +137,7 @@ class EpisodeOutcome:
     first_object: str | None = None  # the object the gripper went to first; None if none
     grasp: GraspAttempt | None = None  # the hand against the named object when it first closed
     safety: dict[str, float] = field(default_factory=dict)  # the episode's safety record (EpisodeResult.safety)
+    intervention_steps: int = 0  # steps someone other than the policy commanded (takeover)
 
 
 @dataclass
@@ -204,6 +211,27 @@ def _chain(*hooks: Callable[[StepRecord], None] | None) -> Callable[[StepRecord]
             hook(record)
 
     return call
+
+
+class InterventionCount:
+    """Counts an episode's intervention steps from the loop's step records."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def reset_at_zero(self, record: StepRecord) -> None:
+        self.steps = (0 if record.step == 0 else self.steps) + int(record.intervention)
+
+
+def sim_takeover(kind: str | None, env: Any, rate: float) -> Takeover | None:
+    """The takeover ``--takeover`` names in the simulation (None: the policy alone)."""
+    if kind is None:
+        return None
+    if kind == "scripted":
+        return ScriptedTakeover(env)
+    from robokit.record.teleop import make_teleop
+
+    return TeleopTakeover(make_teleop(kind, env.robot, env, rate))
 
 
 # -- policy sources ----------------------------------------------------------------------------------
@@ -361,12 +389,16 @@ def evaluate_in_sim(
             "done_threshold": cfg.done_threshold, "objects": info.objects,
             "action_delay_s": cfg.action_delay_s})
         recorder = (RolloutRecorder(cfg.record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
-                                    chunk_shape=(info.chunk_size, info.action_dim))
+                                    chunk_shape=(info.chunk_size, info.action_dim),
+                                    takeover=cfg.takeover is not None, action_dim=info.action_dim)
                     if cfg.record_dir else None)
         video = VideoRecorder(cfg.video_dir, rate) if cfg.video_dir else None
         goal_cam = goal_camera(info)
         hold_steps = max(1, round(cfg.success_hold_s * rate))
-        loop = ControlLoop(env.robot, env.cameras, runner, loop_config, step_fn=env.step, keys=keys)
+        takeover = sim_takeover(cfg.takeover, env, rate)
+        interventions = InterventionCount()
+        loop = ControlLoop(env.robot, env.cameras, runner, loop_config, step_fn=env.step, keys=keys,
+                           takeover=takeover)
         review = EpisodeReview(env)
         cams = tuple(info.camera_names)
         objects_fn = (lambda: scene_objects(env, cams)) if info.objects else None
@@ -393,7 +425,8 @@ def evaluate_in_sim(
             result: EpisodeResult = loop.run_episode(
                 task=(cfg.task_text or {}).get(instruction, instruction) if cfg.goal == "text" else None,
                 goal_image=goal_image,
-                on_step=_chain(recorder, video, review), goal_reached=goal_reached, on_tick=on_tick,
+                on_step=_chain(recorder, video, review, interventions.reset_at_zero),
+                goal_reached=goal_reached, on_tick=on_tick,
                 objects=objects_fn)
             success = result.reason == StopReason.SUCCESS
             if not success and result.reason not in (StopReason.WATCHDOG, StopReason.QUIT):
@@ -402,7 +435,8 @@ def evaluate_in_sim(
                 success = bool(env.task.success())
             verdict = review.finish(success)
             extra = {"seed": seed, "stop_reason": result.reason.value, "policy": info.type,
-                     **{f"safety_{key}": value for key, value in result.safety.items()}}
+                     **{f"safety_{key}": value for key, value in result.safety.items()},
+                     **({"takeover": cfg.takeover, "intervention_steps": interventions.steps} if takeover else {})}
             episode_file = (recorder.finish(success, extra, {goal_cam: goal_image} if goal_image is not None
                                             else None) if recorder is not None else None)
             video_file = video.finish("success" if success else "fail") if video is not None else None
@@ -411,7 +445,7 @@ def evaluate_in_sim(
                                      wall_s=time.perf_counter() - t0, episode_file=episode_file,
                                      video_file=video_file, failure=verdict.failure,
                                      first_object=verdict.first_object, grasp=verdict.grasp,
-                                     safety=result.safety)
+                                     safety=result.safety, intervention_steps=interventions.steps)
             results.outcomes.append(outcome)
             log.debug("episode %d (seed %d, %s): %s after %d steps (%s)", i, seed, instruction,
                       "success" if success else "failure", result.steps, result.message)
@@ -422,6 +456,8 @@ def evaluate_in_sim(
     finally:
         if loop is not None:
             loop.close()
+            if loop.takeover is not None:
+                loop.takeover.close()
         if recorder is not None:
             recorder.finish(None, {"interrupted": "evaluation stopped"})
         if video is not None:

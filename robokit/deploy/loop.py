@@ -39,8 +39,6 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,9 +46,11 @@ import numpy as np
 from robokit.deploy.client import InferResult
 from robokit.deploy.ensemble import ActionQueue
 from robokit.deploy.loop_config import LoopConfig, WatchdogConfig
+from robokit.deploy.loop_results import EpisodeResult, LoopStats, StepRecord, StopReason
 from robokit.deploy.observation import Observation
 from robokit.deploy.runner import PolicyRunner
 from robokit.deploy.safety import SafetyCounts, SafetyFilter, SafetyLimits
+from robokit.deploy.takeover import Takeover
 from robokit.deploy.timing import RealtimePriority, precise_wait
 from robokit.errors import ConfigError, HardwareFault, ProtocolError, ServerUnavailable, StaleFrame, UserError
 from robokit.hardware.base import Camera, Frame, Robot, RobotState
@@ -62,62 +62,6 @@ __all__ = ["ControlLoop", "EpisodeResult", "LoopConfig", "LoopStats", "SafetyFil
            "StopReason", "WatchdogConfig", "precise_wait"]
 
 log = logging.getLogger(__name__)
-
-
-class StopReason(str, Enum):
-    """Why an episode of the control loop ended."""
-
-    MAX_STEPS = "max_steps"  # ran out of steps
-    DONE = "done"  # the policy said the task is finished
-    SUCCESS = "success"  # the caller's goal check (sim: task success) held
-    WATCHDOG = "watchdog"  # no fresh action for too long: the robot was stopped
-    QUIT = "quit"  # the user pressed q: the robot was stopped
-    RESET = "reset"  # the user pressed r
-
-
-# -- results --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StepRecord:
-    """What happened at one tick (given to ``on_step``, e.g. to record the rollout)."""
-
-    step: int
-    state: RobotState
-    frames: dict[str, Frame]
-    command: np.ndarray  # what was sent: the joint targets, then the gripper value
-    fresh: bool
-    #: chunks the policy returned since the previous record: (step of the observation each was
-    #: predicted from, its (chunk_size, action_dim) actions as returned, row 0 = that step's action)
-    chunks: list[tuple[int, np.ndarray]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class LoopStats:
-    """A snapshot for the live panel."""
-
-    step: int
-    state: str  # running | paused | holding | starting
-    loop_hz: float
-    jitter_p50_ms: float
-    jitter_p99_ms: float
-    missed_ticks: int
-    inference_ms: float  # median model time (server side for a remote policy)
-    rtt_ms: float  # median round trip (send to reply)
-    queries: int
-    query_failures: int
-    starved_ticks: int
-    safety: SafetyCounts
-    last_error: str | None
-
-
-@dataclass(frozen=True)
-class EpisodeResult:
-    reason: StopReason
-    message: str
-    steps: int
-    seconds: float  # loop time: simulated seconds, or wall seconds when realtime
-    stats: LoopStats
-    #: This episode's safety record (see :meth:`ControlLoop.episode_safety`).
-    safety: dict[str, float] = field(default_factory=dict)
 
 
 def _median(values: collections.deque) -> float:
@@ -134,7 +78,7 @@ class ControlLoop:
     """
 
     def __init__(self, robot: Robot, cameras: Mapping[str, Camera], runner: PolicyRunner, config: LoopConfig,
-                 step_fn: Callable[[], None] | None = None, keys: Any = None) -> None:
+                 step_fn: Callable[[], None] | None = None, keys: Any = None, takeover: Takeover | None = None) -> None:
         info = runner.info
         missing = [c for c in info.camera_names if c not in cameras]
         if missing:
@@ -150,6 +94,7 @@ class ControlLoop:
         self.dt = 1.0 / config.fps
         self.step_fn = step_fn
         self.keys = keys
+        self.takeover = takeover
         self.queue = ActionQueue(config.mode, info.chunk_size, info.action_dim, k=config.k,
                                  query_every=config.query_every)
         if config.delay_steps >= info.chunk_size:
@@ -352,10 +297,13 @@ class ControlLoop:
         self.safety.reset(self.robot.read().qpos)
         self._episode_counts = self.safety.counts.copy()
         self._holds, self._max_deviation = 0, 0.0
+        if self.takeover is not None:
+            self.takeover.reset()
         self._first_chunk(task, goal_image)
         self._state = "running"
         paused = False
         last_cmd: np.ndarray | None = None
+        human: np.ndarray | None = None  # the person's action of the last tick, while they command
         starved = 0
         fresh_step, fresh_wall = 0, time.perf_counter()
         t_grid = time.perf_counter()  # realtime: scheduled time of step 0
@@ -378,6 +326,8 @@ class ControlLoop:
             self._tick_wall.append(time.perf_counter())
             # 2. keys
             for key in self.keys.poll() if self.keys is not None else ():
+                if self.takeover is not None and key != "q" and self.takeover.handle_key(key):
+                    continue
                 if key == "q":
                     self.robot.stop()
                     return self._end(StopReason.QUIT, "stopped from the keyboard (q)")
@@ -423,6 +373,27 @@ class ControlLoop:
                 gap = float(np.max(np.abs(last_cmd[: self.robot.num_joints] - state.qpos[: self.robot.num_joints])))
                 self._max_deviation = max(self._max_deviation, gap)
             action = self.queue.pop()
+            was_human = human is not None
+            human = None if self.takeover is None else self.takeover.command(
+                state, obs.images if obs is not None else {}, action)
+            if human is not None:  # the person commands; the policy's action is kept for the record
+                cmd = self._hold(state, last_cmd) if (safe := self.safety.apply(
+                    human, measured=state.qpos)) is None else safe
+                fresh_step, fresh_wall, starved, self._state = step, time.perf_counter(), 0, "takeover"
+                self._command(cmd)
+                last_cmd = cmd
+                self._after_command(on_step, on_tick, StepRecord(step, state, frames, cmd, True, self._take_arrived(),
+                                                                 intervention=True, policy_action=action))
+                if goal_reached is not None and goal_reached():
+                    return self._end(StopReason.SUCCESS, "goal reached")
+                continue
+            if was_human:  # handed back: a fresh plan from where the arm is now, so nothing jumps
+                self.safety.reset(state.qpos)
+                self._first_chunk(task, goal_image)
+                self._done = False
+                t_grid, n_grid = time.perf_counter(), step
+                fresh_step, fresh_wall, starved = step, time.perf_counter(), 0
+                action = self.queue.pop()
             safe = (self.safety.apply(action, measured=state.qpos)
                     if (action is not None and obs is not None and self._link_ok) else None)
             if safe is not None:
@@ -451,7 +422,7 @@ class ControlLoop:
             self._command(cmd)
             last_cmd = cmd
             self._after_command(on_step, on_tick, StepRecord(step, state, frames, cmd, starved == 0,
-                                                             self._take_arrived()))
+                                                             self._take_arrived(), policy_action=action))
             if goal_reached is not None and goal_reached():
                 return self._end(StopReason.SUCCESS, "goal reached")
             if self._done:

@@ -17,11 +17,17 @@ class RolloutRecorder:
     ``/predicted_chunks`` float32 (T, chunk_size, action_dim): row t is the chunk the policy
     predicted from the observation of step t, whenever it arrived (``async`` chunks arrive some
     steps later and are filled in then), all NaN where no query was made at step t.
+
+    With ``takeover`` (a person may take over during the rollout) it also stores ``/intervention``
+    (per step 1.0 where a person commanded the arm, 0.0 where the policy did) and
+    ``/policy_action`` (T, action_dim): what the policy's plan held for each step, sent or not
+    (NaN where it had none) — the pairs ``robokit train`` learns corrections from.
     """
 
     def __init__(self, folder: str | Path, camera_shapes: dict[str, tuple[int, int, int]], fps: float,
                  robot_kind: str, sim: bool, compress: str = "none",
-                 chunk_shape: tuple[int, int] | None = None) -> None:
+                 chunk_shape: tuple[int, int] | None = None, takeover: bool = False,
+                 action_dim: int | None = None) -> None:
         self.folder = Path(folder)
         self.camera_shapes = camera_shapes
         self.fps = fps
@@ -34,6 +40,9 @@ class RolloutRecorder:
         from robokit.episodes.format import PREDICTED_CHUNKS  # here: h5py only when recording
 
         self._chunks_key = PREDICTED_CHUNKS
+        self.takeover = bool(takeover)
+        self.action_dim = action_dim
+        self.interventions = 0  # steps of the current episode a person commanded
 
     def start(self, task: str | None) -> None:
         from robokit.episodes.files import next_episode_index
@@ -43,10 +52,15 @@ class RolloutRecorder:
                  "camera_names": list(self.camera_shapes)}
         if task:
             attrs["task"] = task
-        extras = {self._chunks_key: self.chunk_shape} if self.chunk_shape is not None else None
+        extras: dict[str, Any] = {self._chunks_key: self.chunk_shape} if self.chunk_shape is not None else {}
+        if self.takeover:
+            from robokit.episodes.format import INTERVENTION, POLICY_ACTION
+
+            extras.update({INTERVENTION: (), POLICY_ACTION: (self.action_dim or 8,)})
         self._writer = EpisodeWriter(self.folder, next_episode_index(self.folder), self.camera_shapes,
-                                     attrs=attrs, compress=self.compress, extra_step_datasets=extras)
+                                     attrs=attrs, compress=self.compress, extra_step_datasets=extras or None)
         self._rows = {}
+        self.interventions = 0
 
     def __call__(self, record: StepRecord) -> None:
         writer = self._writer
@@ -62,10 +76,18 @@ class RolloutRecorder:
         if record.frames:
             st = record.state
             self._rows[record.step] = writer.num_steps
+            extras: dict[str, Any] = {self._chunks_key: own} if own is not None else {}
+            if self.takeover:
+                from robokit.episodes.format import INTERVENTION, POLICY_ACTION
+
+                extras[INTERVENTION] = np.float32(record.intervention)
+                if record.policy_action is not None:
+                    extras[POLICY_ACTION] = record.policy_action
+                self.interventions += int(record.intervention)
             writer.append(st.as_vector(), st.velocity_vector(), record.command.astype(np.float32),
                           {c: f.image for c, f in record.frames.items()}, t_robot=float(st.t),
                           t_images={c: float(f.t_capture) for c, f in record.frames.items()},
-                          extras={self._chunks_key: own} if own is not None else None)
+                          extras=extras or None)
         for start, chunk in late:  # async: the row of its observation step was written earlier
             row = self._rows.get(start)
             if row is not None:

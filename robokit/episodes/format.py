@@ -72,6 +72,10 @@ COMPRESS_LEN = "compress_len"
 GOAL_IMAGES = "goal_images"
 OBJECTS = "objects"
 PREDICTED_CHUNKS = "predicted_chunks"
+#: Deploy rollouts with takeover: 1.0 where a person commanded the step, 0.0 where the policy did,
+#: and what the policy's plan held for each step (the commanded ``/action`` may be the person's).
+INTERVENTION = "intervention"
+POLICY_ACTION = "policy_action"
 
 #: File attribute listing the extra per-step float32 datasets (``/<name>``, T rows) of a v1 file.
 EXTRA_STEP_DATASETS = "extra_step_datasets"

@@ -31,18 +31,32 @@ class TrainBatches(Sampler[list[int]]):
     counts, so every rank runs the same number of steps), and one epoch has
     ``max(1, per_rank // batch_size)`` batches. Starting at ``start_step`` makes a resumed run
     continue with exactly the batches the interrupted run would have drawn.
+
+    With ``weights`` (one per index, >= 0) an epoch is instead ``round(sum(weights))`` indices drawn
+    with replacement in proportion to them: an index of weight 3 comes up three times as often as one
+    of weight 1, one of weight 0 never.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int, start_step: int) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int, start_step: int,
+                 weights: np.ndarray | None = None) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world, self.start_step = rank, world, start_step
-        self.per_rank = max(1, n // world)
+        self.p: np.ndarray | None = None
+        drawn = n
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise ValueError(f"weights must be {n} finite values >= 0, not all 0")
+            self.p, drawn = w / w.sum(), max(1, round(float(w.sum())))
+        self.drawn = drawn
+        self.per_rank = max(1, drawn // world)
         self.steps_per_epoch = max(1, self.per_rank // batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         epoch, k = divmod(self.start_step, self.steps_per_epoch)
         while True:
-            perm = np.random.default_rng(self.seed + epoch).permutation(self.n)
+            rng = np.random.default_rng(self.seed + epoch)
+            perm = rng.permutation(self.n) if self.p is None else rng.choice(self.n, size=self.drawn, p=self.p)
             mine = perm[self.rank::self.world][:self.per_rank]
             if len(mine) < self.per_rank:  # fewer samples than ranks: wrap around
                 mine = np.resize(perm, self.per_rank)

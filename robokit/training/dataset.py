@@ -333,7 +333,7 @@ class EpisodeDataset(Dataset):
         action = np.zeros((h, self.action_dim), dtype=np.float32)
         action[:n] = rec.action[start:stop]
         is_pad = np.ones(h, dtype=bool)
-        is_pad[:n] = False
+        is_pad[:n] = False if rec.trainable is None else ~rec.trainable[start:stop]  # left-out steps: padding
         done = np.ones(h, dtype=np.float32)  # past the end of the episode the task is finished
         done[:n] = rec.done[start:stop]
 

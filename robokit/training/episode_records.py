@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import default_collate
 
+from robokit.episodes.format import INTERVENTION
 from robokit.episodes.reader import Episode, open_episode
 from robokit.errors import DataError
 from robokit.policies.base import NormStats
@@ -40,6 +41,15 @@ class EpisodeRecord:
     # camera -> object name -> int32 (T, 4) pixel boxes [x0, y0, x1, y1], -1 rows = not visible
     # (simulated robokit recordings only; a few bytes per step, so always read).
     object_boxes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    success: bool | None = None  # the episode's label, where it has one
+    # Deploy rollouts with takeover: True where a person commanded the step (None: not a rollout
+    # with takeover, e.g. a demonstration).
+    intervention: np.ndarray | None = None
+    # Steps whose actions a policy learns from (None: all); a chunk's rows past them are padding.
+    # Set by :func:`robokit.training.corrections.weigh_episodes`.
+    trainable: np.ndarray | None = None
+    # Relative chance of each start step being drawn (None: 1 each); see the same function.
+    weights: np.ndarray | None = None
 
 
 def close_episode(ep: Episode) -> None:
@@ -76,12 +86,14 @@ def read_episode_record(path: str | Path) -> EpisodeRecord:
         shapes = {cam: ep.image_shape(cam) for cam in cams}
         goal_cams = [cam for cam in cams if _has_goal_image(ep, cam)]
         boxes = {cam: found for cam in cams if (found := ep.object_boxes(cam))}
+        intervention = (ep.step_extra(INTERVENTION) if INTERVENTION in ep.step_extra_names else None)
         record = EpisodeRecord(
             path=path, layout=str(ep.layout), length=length, camera_names=cams, image_shapes=shapes,
             state_dim=int(ep.state_dim), action_dim=int(ep.action_dim),
             fps=None if ep.fps is None else float(ep.fps), task=ep.task or None,
             sim=_as_bool(ep.attrs.get("sim")), qpos=qpos, action=action, done=done,
-            goal_cameras=goal_cams, object_boxes=boxes)
+            goal_cameras=goal_cams, object_boxes=boxes, success=ep.success,
+            intervention=None if intervention is None else np.nan_to_num(intervention.reshape(length, -1)[:, 0]) > 0.5)
     for name, values in (("/action", action), ("/observations/qpos", qpos)):
         bad = ~np.isfinite(values)
         if bad.any():

@@ -14,7 +14,7 @@ from robokit.training.dataset import DEFAULT_CACHE_BYTES
 
 DEFAULT_STEPS = 5000
 # Options that define the data a run trains on: a resumed run keeps the original run's values.
-DATA_OPTIONS = ("camera_names", "chunk_size", "image_size", "val_fraction", "seed", "goal_images",
+DATA_OPTIONS = ("camera_names", "chunk_size", "image_size", "val_fraction", "seed", "goal_images", "rollouts",
                 "act_real_shift", "policy", "policy_config")
 # Config fields the trainer fills from the dataset (or from dedicated options), never overrides.
 DATASET_FIELDS = ("camera_names", "state_dim", "action_dim", "image_shape")
@@ -67,6 +67,12 @@ class TrainOptions:
     augment_color: float = 0.0
     goal_images: bool | None = None
     act_real_shift: bool = True
+    #: Deploy rollout folders with takeover, trained on next to ``data`` (HG-DAgger): their
+    #: intervention steps drawn ``intervention_weight`` times as often, the policy's own steps of
+    #: failed rollouts left out unless ``keep_failed_policy_steps``.
+    rollouts: list[str] = field(default_factory=list)
+    intervention_weight: float = 1.0
+    keep_failed_policy_steps: bool = False
     amp: bool = False  # bf16 autocast, CUDA only
     resume: bool = False
 

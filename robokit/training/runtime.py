@@ -155,6 +155,15 @@ def host_rng_state() -> dict[str, Any]:
                            "gauss": py_gauss}}
 
 
+def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Put back the torch (CPU and CUDA), numpy and Python RNG states a training state saved."""
+    if state.get("rng_cpu") is not None:
+        torch.set_rng_state(state["rng_cpu"])
+    if state.get("rng_cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    set_host_rng_state(state)
+
+
 def set_host_rng_state(state: dict[str, Any]) -> None:
     rn = state.get("rng_numpy")
     if rn is not None:

@@ -52,7 +52,8 @@ from robokit.training.batches import (
     load_train_state,
     to_device,
 )
-from robokit.training.dataset import build_datasets, scan_episodes
+from robokit.training.corrections import sample_weights, scan_training_episodes
+from robokit.training.dataset import build_datasets
 from robokit.training.episode_records import check_consistent, collate_samples
 from robokit.training.logs import MetricsLog, plot_history
 from robokit.training.options import (
@@ -71,7 +72,7 @@ from robokit.training.runtime import (
     host_rng_state,
     ignore_sigint_in_worker,
     pick_device,
-    set_host_rng_state,
+    restore_rng_state,
 )
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,11 @@ class _Trainer:
         chunk = opts.chunk_size or config_default(policy_cls.config_class, "chunk_size") or 100
         augment = ImageAugment(shift=opts.augment_shift, brightness=opts.augment_color,
                                contrast=opts.augment_color, saturation=opts.augment_color)
-        records = scan_episodes(opts.data)
+        records, corrections = scan_training_episodes(opts.data, opts.rollouts, opts.intervention_weight,
+                                                      opts.keep_failed_policy_steps)
+        self.corrections = corrections.describe() if corrections.rollouts else None
+        if self.corrections and self.dist.is_main:
+            log.info("training on %s", self.corrections)
         cameras = list(opts.camera_names or records[0].camera_names)
         check_consistent(records, cameras, opts.image_size)
         # The policy's config says what it reads besides the current frames (history, goal
@@ -261,7 +266,7 @@ class _Trainer:
                 find_unused_parameters=True)
 
         sampler = TrainBatches(len(self.train_ds), opts.batch_size, opts.seed, self.dist.rank,
-                                self.dist.world_size, start_step)
+                                self.dist.world_size, start_step, sample_weights(self.train_ds.records))
         self.steps_per_epoch = sampler.steps_per_epoch
         if opts.steps is not None:
             total = int(opts.steps)
@@ -279,7 +284,7 @@ class _Trainer:
         if self.dist.is_main:
             self.metrics.load(up_to_step=start_step if state is not None else -1)
         if state is not None:
-            self._restore_rng(state)
+            restore_rng_state(state, self.device)
         self.last_val: float | None = None
         self.last_train: float | None = None
         self._terms: dict[str, float] = {}
@@ -465,7 +470,7 @@ class _Trainer:
             "train_seconds": round(self._train_seconds(run_start), 2),
             "policy": self.opts.policy, "seed": int(self.opts.seed), "batch_size": int(self.opts.batch_size),
             "world_size": int(self.dist.world_size), "lr": float(self.lr), "device": str(self.device),
-            "total_steps": int(self.total),
+            "total_steps": int(self.total), "corrections": self.corrections,
         }
 
     def _save(self, path: Path, step: int, run_start: float) -> None:
@@ -488,10 +493,3 @@ class _Trainer:
             **host_rng_state(),
         }
         atomic_torch_save(state, self.state_path)
-
-    def _restore_rng(self, state: dict[str, Any]) -> None:
-        if state.get("rng_cpu") is not None:
-            torch.set_rng_state(state["rng_cpu"])
-        if state.get("rng_cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        set_host_rng_state(state)

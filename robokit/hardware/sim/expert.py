@@ -68,7 +68,7 @@ class ScriptedExpert:
     Returns ``None`` once the object has been placed, released and the arm has retreated.
     """
 
-    def __init__(self, env: PandaSimEnv, object_name: str, target_name: str) -> None:
+    def __init__(self, env: PandaSimEnv, object_name: str, target_name: str, start_phase: str = "pre_grasp") -> None:
         self._env = env
         self.object_name = object_name
         self.target_name = target_name
@@ -87,7 +87,10 @@ class ScriptedExpert:
         )
         dt = env.control_dt
         self._steps = [max(1, round(ph.seconds / dt)) for ph in self._phases]
-        self._phase = 0
+        if start_phase not in self.phase_names:
+            raise ValueError(f"unknown expert phase {start_phase!r}; phases: {', '.join(self.phase_names)}")
+        # Starting later (taking over with the object already in the hand) skips the earlier phases.
+        self._phase = self.phase_names.index(start_phase)
         self._k = 0
         self._start: Pose | None = None
         self._goal: Pose | None = None
@@ -97,6 +100,11 @@ class ScriptedExpert:
     def total_steps(self) -> int:
         """Number of actions the expert emits (fixed for a control rate)."""
         return int(sum(self._steps))
+
+    @property
+    def phase_names(self) -> list[str]:
+        """The phases in order."""
+        return [ph.name for ph in self._phases]
 
     @property
     def phase(self) -> str:

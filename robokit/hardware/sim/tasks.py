@@ -177,8 +177,9 @@ class SimTask:
             and not self._env.fingers_touch(self.object_name)
         )
 
-    def expert(self) -> ScriptedExpert:
-        """A scripted expert for this task, starting from the current state of the scene."""
+    def expert(self, start_phase: str = "pre_grasp") -> ScriptedExpert:
+        """A scripted expert for this task, starting from the current state of the scene (at
+        ``start_phase``: "lift" when the object is already in the hand)."""
         from robokit.hardware.sim.expert import ScriptedExpert
 
-        return ScriptedExpert(self._env, self.object_name, self.target_name)
+        return ScriptedExpert(self._env, self.object_name, self.target_name, start_phase=start_phase)

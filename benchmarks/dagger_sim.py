@@ -1,0 +1,156 @@
+"""Learning from corrections (HG-DAgger) in the simulation: does taking over and retraining help?
+
+1. Record ``--demos`` scripted demonstrations of the demo's pick-and-place task (the demo's camera,
+   image size and rate) and train ACT on them with the demo's model (``robokit demo``'s config).
+2. Evaluate it on ``--eval`` held-out seeds without help: success X.
+3. ``--rounds`` times: deploy the current policy for ``--rollouts`` episodes with
+   ``--takeover scripted`` (the scripted expert takes over whenever the policy strays) on seeds of their
+   own, recording the rollouts; retrain from scratch on the demonstrations + every rollout so far
+   (intervention steps drawn ``--intervention-weight`` times as often, the policy's own steps of
+   failed rollouts left out).
+4. Evaluate the last policy on the same held-out seeds: success Y.
+
+Prints X, Y, the intervention steps per round and the times; writes them to
+benchmarks/results/dagger_sim.json.
+
+    python benchmarks/dagger_sim.py                       # 10 demos, 2 rounds of 10, 50 held-out seeds
+    python benchmarks/dagger_sim.py --quick               # a smoke run (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from robokit.commands.demo.config import DemoConfig
+from robokit.deploy.evaluate import EvalConfig, EvalResults, evaluate_in_sim
+
+RESULTS = HERE / "results"
+ROLLOUT_SEEDS = 5000  # rollout r of round k is on seed ROLLOUT_SEEDS + 100 k + r: never an evaluation seed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--demos", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rollouts", type=int, default=10, help="deploy episodes with takeover per round")
+    ap.add_argument("--eval", type=int, default=50, help="held-out evaluation seeds (1000 on)")
+    ap.add_argument("--steps", type=int, default=2000, help="training steps of every policy")
+    ap.add_argument("--intervention-weight", type=float, default=2.0)
+    ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--json", type=Path, default=RESULTS / "dagger_sim.json")
+    ap.add_argument("--quick", action="store_true", help="2 demos, 1 round of 2, 4 seeds, 30 steps")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.demos, args.rounds, args.rollouts, args.eval, args.steps = 2, 1, 2, 4, 30
+        args.json = RESULTS / "dagger_sim_quick.json"
+    return args
+
+
+def record_demos(folder: Path, cfg: DemoConfig, n: int) -> float:
+    """``n`` scripted demonstrations into ``folder``; returns the seconds."""
+    from robokit.cli import main as robokit
+
+    t0 = time.perf_counter()
+    robokit(["record", "--sim", "--teleop", "scripted", "--episodes", str(n), "--out", str(folder),
+             "--image-size", f"{cfg.image_size[0]}x{cfg.image_size[1]}", "--fps", f"{cfg.fps:g}",
+             "--compress", "lzf"])
+    return time.perf_counter() - t0
+
+
+def train(out: Path, data: Path, rollouts: list[Path], cfg: DemoConfig, steps: int, weight: float) -> float:
+    """The demo's ACT on ``data`` (+ ``rollouts``) into ``out``; returns the seconds."""
+    from robokit.training.trainer import TrainOptions
+    from robokit.training.trainer import train as run_training
+
+    options = TrainOptions(
+        data=data, out=out, policy="act", steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
+        lr_schedule=cfg.lr_schedule, camera_names=list(cfg.cameras), chunk_size=cfg.chunk_size,
+        device="cpu", seed=cfg.seed, val_fraction=0.0, policy_config=dict(cfg.policy_config), num_workers=0,
+        rollouts=[str(r) for r in rollouts], intervention_weight=weight)
+    t0 = time.perf_counter()
+    run_training(options)
+    return time.perf_counter() - t0
+
+
+def evaluation(cfg: DemoConfig, episodes: int, seed_start: int, **extra: Any) -> EvalConfig:
+    return EvalConfig(episodes=episodes, seed_start=seed_start, task_set="pick_place", mode=cfg.mode,
+                      query_every=cfg.query_every, **extra)
+
+
+def evaluate(checkpoint: Path, cfg: DemoConfig, episodes: int) -> tuple[EvalResults, float]:
+    t0 = time.perf_counter()
+    results = evaluate_in_sim(str(checkpoint), evaluation(cfg, episodes, cfg.eval_seed_start))
+    return results, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = DemoConfig()
+    work = args.out or Path(tempfile.mkdtemp(prefix="dagger_sim_"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"work folder {work}; load {os.getloadavg()[0]:.2f}", flush=True)
+    report: dict[str, Any] = {"demos": args.demos, "rounds": args.rounds, "rollouts_per_round": args.rollouts,
+                              "eval_episodes": args.eval, "eval_seeds": [cfg.eval_seed_start,
+                                                                         cfg.eval_seed_start + args.eval - 1],
+                              "steps": args.steps, "intervention_weight": args.intervention_weight,
+                              "rounds_detail": []}
+    try:
+        data = work / "demos"
+        report["record_seconds"] = round(record_demos(data, cfg, args.demos), 1)
+        run = work / "run0"
+        seconds = train(run, data, [], cfg, args.steps, args.intervention_weight)
+        first, eval_s = evaluate(run / "last.pt", cfg, args.eval)
+        report.update(x=first.success_rate, x_successes=first.successes, train0_seconds=round(seconds, 1),
+                      eval0_seconds=round(eval_s, 1), x_failures=first.failure_counts())
+        print(f"X = {first.successes}/{first.episodes} after {args.demos} demos "
+              f"(trained {seconds:.0f} s, evaluated {eval_s:.0f} s)", flush=True)
+        rollouts: list[Path] = []
+        for k in range(1, args.rounds + 1):
+            folder = work / f"rollouts{k}"
+            t0 = time.perf_counter()
+            done = evaluate_in_sim(str(run / "last.pt"), evaluation(
+                cfg, args.rollouts, ROLLOUT_SEEDS + 100 * k, takeover="scripted", record_dir=folder))
+            deploy_s = time.perf_counter() - t0
+            rollouts.append(folder)
+            steps = sum(o.intervention_steps for o in done.outcomes)
+            helped = sum(o.intervention_steps > 0 for o in done.outcomes)
+            run = work / f"run{k}"
+            seconds = train(run, data, rollouts, cfg, args.steps, args.intervention_weight)
+            report["rounds_detail"].append({
+                "round": k, "intervention_steps": steps, "episodes_taken_over": helped,
+                "rollout_steps": sum(o.steps for o in done.outcomes), "assisted_successes": done.successes,
+                "deploy_seconds": round(deploy_s, 1), "train_seconds": round(seconds, 1)})
+            print(f"round {k}: {helped}/{args.rollouts} rollouts taken over, {steps} intervention steps "
+                  f"(deploy {deploy_s:.0f} s); retrained on demos + {len(rollouts)} rollout folder(s) "
+                  f"in {seconds:.0f} s", flush=True)
+        last, eval_s = evaluate(run / "last.pt", cfg, args.eval)
+        report.update(y=last.success_rate, y_successes=last.successes, eval_last_seconds=round(eval_s, 1),
+                      y_failures=last.failure_counts())
+        gain = (last.success_rate - first.success_rate) * 100
+        print(f"\nX = {first.successes}/{first.episodes} ({first.success_rate:.0%}) -> "
+              f"Y = {last.successes}/{last.episodes} ({last.success_rate:.0%}): {gain:+.0f} points; "
+              f"ratio Y/X {last.success_rate / first.success_rate if first.success_rate else float('inf'):.2f}",
+              flush=True)
+        report["gain_points"] = round(gain, 1)
+        report["load_at_end"] = round(os.getloadavg()[0], 2)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    finally:
+        if args.out is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
