@@ -37,9 +37,6 @@ def register(app: typer.Typer) -> None:
         engine: Annotated[str, typer.Option(
             "--engine", help="torch | onnx | openvino: run the network in a CPU inference engine (exported and "
                              "checked against torch at start; falls back to torch with a warning).")] = "torch",
-        engine: Annotated[str, typer.Option(
-            "--engine", help="torch | onnx | openvino: run the network in a CPU inference engine (exported and "
-                             "checked against torch at start; falls back to torch with a warning).")] = "torch",
     ) -> None:
         """Serve a checkpoint: answers hello / infer / reset / ping until Ctrl+C."""
         from rich.console import Console
@@ -47,7 +44,6 @@ def register(app: typer.Typer) -> None:
 
         from robokit.deploy.engines import accelerate, check_engine
         from robokit.deploy.image_codec import CODECS
-        from robokit.deploy.engines import accelerate, check_engine
         from robokit.deploy.keys import load_server_keys
         from robokit.deploy.server import PolicyServer
         from robokit.errors import UserError
@@ -61,11 +57,8 @@ def register(app: typer.Typer) -> None:
                           "anyone who can reach it can drive this policy. Add --secure --keys DIR.")
         engine = check_engine(engine)  # an unknown engine or a missing extra fails before the model loads
         device = "cpu" if engine != "torch" and device == "auto" else device  # the engines run on the CPU
-        engine = check_engine(engine)  # an unknown engine or a missing extra fails before the model loads
-        device = "cpu" if engine != "torch" and device == "auto" else device  # the engines run on the CPU
         server = PolicyServer.from_checkpoint(checkpoint, device=device, bind=bind, curve=curve,
                                               max_message_bytes=int(max_message_mb * 1024 * 1024))
-        server.policy = accelerate(server.policy, engine)  # same config and outputs, so info and hello hold
         server.policy = accelerate(server.policy, engine)  # same config and outputs, so info and hello hold
         info = server.info
         table = Table(show_header=False, box=None)
@@ -76,7 +69,6 @@ def register(app: typer.Typer) -> None:
         table.add_row("chunk", str(info.chunk_size))
         table.add_row("fps", f"{info.fps:g}")
         table.add_row("sha256", (info.checkpoint_sha256 or "")[:16])
-        table.add_row("engine", getattr(server.policy, "engine", "torch"))
         table.add_row("engine", getattr(server.policy, "engine", "torch"))
         table.add_row("image codecs", ", ".join(CODECS))
         table.add_row("address", server.address + ("  (CurveZMQ)" if curve else ""))
