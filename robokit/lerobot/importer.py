@@ -5,8 +5,9 @@
 Reads robokit's own exports back exactly (states, actions, velocities, done flags, clock readings,
 tasks, episode attributes; images within the video codec's loss) and LeRobot datasets from elsewhere:
 those need ``observation.state``, ``action`` and at least one RGB image or video feature; their clock
-is ``timestamp`` (seconds from the episode's start), their final step is marked done, and an episode
-with several tasks keeps the first.
+is ``timestamp`` (seconds from the episode's start), their final step is marked done, their
+velocities are zeros when they have none (as in ACT's files), and an episode with several tasks
+keeps the first.
 
 Like the export, the episodes are written into a hidden sibling folder that is renamed into place when
 complete: an interrupted import leaves no partial dataset under the requested name.
@@ -163,11 +164,16 @@ def _import(root: Path, tmp: Path, info: dict[str, Any], mapping: dict[str, Any]
             if mapping["velocity"] else None)
     done = column_array(raw[mapping["done"]], mapping["done"]).astype(bool)[order] if mapping["done"] else None
     stamp = column_array(raw[L.TIMESTAMP], L.TIMESTAMP).astype(np.float64)[order]
+    # `timestamp` is float32 (0.06666667 for 1/15 s); where it is frame_index / fps, as LeRobot's writer
+    # makes it, take that exactly.
+    ideal = column_array(raw[L.FRAME_INDEX], L.FRAME_INDEX).astype(np.float64)[order] / fps
+    stamp = np.where(np.abs(stamp - ideal) < 1e-4, ideal, stamp)
     task_index = column_array(raw[L.TASK_INDEX], L.TASK_INDEX).astype(np.int64)[order]
     clock_values = {n: column_array(raw[L.ROBOKIT_TIMESTAMP_PREFIX + n], n).astype(np.float64)[order]
                     for n in clocks}
     shapes = {cam: (*L.image_hw(key, features[key]), 3) for cam, key in cams.items()}
     videos = _Videos(root, info, fps)
+    zeros = np.zeros(mapping["state_dim"], np.float32)  # no velocities: zeros, as ACT's files hold them
     frames = 0
     try:
         for number, row in enumerate(episodes):
@@ -198,7 +204,7 @@ def _import(root: Path, tmp: Path, info: dict[str, Any], mapping: dict[str, Any]
                 ep_done = done[lo:hi] if done is not None else np.arange(n) == n - 1
                 t_robot = clock_values["robot"][lo:hi] if "robot" in clock_values else stamp[lo:hi]
                 for t in range(n):
-                    writer.append(state[lo + t], None if qvel is None else qvel[lo + t], action[lo + t],
+                    writer.append(state[lo + t], zeros if qvel is None else qvel[lo + t], action[lo + t],
                                   {cam: images[cam][t] for cam in cams}, float(t_robot[t]),
                                   {cam: float(clock_values[cam][lo + t] if cam in clock_values else stamp[lo + t])
                                    for cam in cams}, bool(ep_done[t]))

@@ -215,3 +215,21 @@ def test_a_missing_extra_names_it(exported, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
     with pytest.raises(UserError, match=r"pip install 'robokit\[lerobot\]'"):
         import_lerobot(exported, tmp_path / "o")
+
+
+def test_a_dataset_without_robokit_columns_imports_with_defaults(exported, sim_data, tmp_path):
+    """As a LeRobot dataset recorded elsewhere: no velocities, done flags or robokit clocks."""
+    def foreign(info):
+        for name in [n for n in info["features"] if n.startswith("robokit.") or n in ("observation.velocity",
+                                                                                         "next.done")]:
+            info["features"].pop(name)
+
+    plain = _copy_with_info(exported, tmp_path / "plain", foreign)
+    import_lerobot(plain, tmp_path / "back")
+    with open_episode(list_episodes(sim_data)[1]) as a, open_episode(tmp_path / "back/episode_1.hdf5") as b:
+        assert b.check() == []
+        np.testing.assert_array_equal(a.qpos(), b.qpos())
+        np.testing.assert_array_equal(b.done(), np.arange(b.length) == b.length - 1)
+        np.testing.assert_array_equal(b.qvel(), np.zeros_like(a.qvel()))
+        np.testing.assert_array_equal(b.timestamps("robot"), np.arange(b.length) / a.fps)
+        assert b.task == a.task
