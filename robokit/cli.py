@@ -12,8 +12,10 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from robokit.errors import RobokitError
+from robokit.extras import missing_extra
 
 console = Console(stderr=True)
 
@@ -54,6 +56,7 @@ def _register_commands() -> None:
         serve_cmd,
         sim_cmd,
         train_cmd,
+        view_cmd,
         viz_cmd,
     )
 
@@ -65,6 +68,7 @@ def _register_commands() -> None:
         serve_cmd,
         inspect_cmd,
         viz_cmd,
+        view_cmd,
         devices_cmd,
         sim_cmd,
         import_act_cmd,
@@ -80,6 +84,21 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _command_name(args: list[str]) -> str:
+    """``robokit train`` / ``robokit seg train``: the (sub)command words at the front of ``args``."""
+    command = typer.main.get_command(app)
+    words = ["robokit"]
+    for arg in args:
+        if arg.startswith("-"):
+            continue  # options of the root app (e.g. --verbose) come before the command
+        sub = getattr(command, "commands", {}).get(arg)  # only groups have subcommands
+        if sub is None:
+            break
+        words.append(arg)
+        command = sub
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map robokit errors to one line + exit code."""
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -90,8 +109,16 @@ def main(argv: list[str] | None = None) -> None:
         if exc.code not in (0, None):
             raise
     except RobokitError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: messages carry brackets such as pip's 'robokit[train]', which are not markup.
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        # Commands import their optional dependencies lazily; a missing one names its extra.
+        error = missing_extra(exc, _command_name(sys.argv[1:] if argv is None else argv))
+        if error is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
