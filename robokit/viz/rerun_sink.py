@@ -1,0 +1,160 @@
+"""Where a rerun recording goes: a local viewer, a viewer on another machine, the web viewer, a file.
+
+Shared by the live view of ``record``/``deploy``/``replay`` (:mod:`robokit.viz.live_view`) and by
+``robokit view`` (:mod:`robokit.commands.view_cmd`). The rerun SDK is the optional extra
+``robokit[view]``; it is imported only when a view is asked for.
+
+Targets (``--view``):
+
+* ``spawn`` - start a viewer on this machine (needs a display) and stream to it;
+* ``connect[:ADDR]`` - stream to a viewer already running elsewhere (``rerun`` on the laptop);
+  ADDR is ``HOST[:PORT]`` (port 9876) or a full ``rerun+http://HOST:PORT/proxy`` URL;
+* ``web[:WEB_PORT[:GRPC_PORT]]`` - serve the web viewer from this process (a headless robot PC):
+  open ``http://ROBOT:9090`` in a browser (ports 9090 and 9876 by default);
+* ``save:FILE.rrd`` - write a recording file to open later with ``rerun FILE.rrd``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlparse
+
+from robokit.errors import UserError
+
+__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_WEB_PORT", "VIEW_INSTALL_HINT", "ViewTarget", "ViewerUnreachable",
+           "connect_url", "import_rerun", "open_sink"]
+
+log = logging.getLogger(__name__)
+
+VIEW_INSTALL_HINT = "pip install 'robokit[view]'"
+DEFAULT_GRPC_PORT = 9876
+DEFAULT_WEB_PORT = 9090
+MODES = ("spawn", "connect", "web", "save")
+TARGET_FORMS = "spawn | connect[:HOST[:PORT]] | web[:WEB_PORT[:GRPC_PORT]] | save:FILE.rrd"
+
+
+class ViewerUnreachable(OSError):
+    """The viewer to stream to cannot be reached (or started)."""
+
+
+def import_rerun() -> ModuleType:
+    """The rerun SDK module, or a :class:`UserError` that says which extra to install."""
+    try:
+        import rerun
+    except ImportError:
+        raise UserError(f"the live view and `robokit view` need the rerun SDK: {VIEW_INSTALL_HINT} "
+                        "(or pip install rerun-sdk)") from None
+    return rerun
+
+
+@dataclass(frozen=True)
+class ViewTarget:
+    """A parsed view target (see the module docs): ``mode`` and its address, port or file."""
+
+    mode: str
+    address: str | None = None  # connect: the gRPC URL
+    path: Path | None = None  # save
+    web_port: int = DEFAULT_WEB_PORT
+    grpc_port: int = DEFAULT_GRPC_PORT
+
+    @classmethod
+    def parse(cls, text: str) -> ViewTarget:
+        """Parse ``--view``'s value; one clear :class:`UserError` line for anything else."""
+        mode, _, rest = (text or "").strip().partition(":")
+        mode = mode.lower()
+        if mode not in MODES:
+            raise UserError(f"--view {text!r}: expected {TARGET_FORMS}")
+        if mode == "spawn":
+            if rest:
+                raise UserError(f"--view {text!r}: spawn takes no address (use connect:HOST to reach another viewer)")
+            return cls("spawn")
+        if mode == "connect":
+            return cls("connect", address=connect_url(rest))
+        if mode == "save":
+            if not rest or not rest.endswith(".rrd"):
+                raise UserError(f"--view {text!r}: give the file to write, e.g. save:run.rrd")
+            return cls("save", path=Path(rest))
+        ports = [p for p in rest.split(":") if p] if rest else []
+        if len(ports) > 2 or not all(p.isdigit() and 0 < int(p) < 65536 for p in ports):
+            raise UserError(f"--view {text!r}: expected web, web:WEB_PORT or web:WEB_PORT:GRPC_PORT")
+        web = int(ports[0]) if ports else DEFAULT_WEB_PORT
+        grpc = int(ports[1]) if len(ports) > 1 else DEFAULT_GRPC_PORT
+        if web == grpc:
+            raise UserError(f"--view {text!r}: the web page and the gRPC stream need two different ports")
+        return cls("web", web_port=web, grpc_port=grpc)
+
+    def describe(self) -> str:
+        """Where the view goes, in words (for the console)."""
+        if self.mode == "save":
+            return f"saving the view to {self.path}"
+        if self.mode == "connect":
+            return f"streaming the view to the viewer at {self.address}"
+        if self.mode == "web":
+            return (f"web viewer at http://{socket.gethostname()}:{self.web_port} (from another machine: "
+                    f"ssh -L {self.web_port}:localhost:{self.web_port} -L {self.grpc_port}:localhost:"
+                    f"{self.grpc_port} HOST, then open http://localhost:{self.web_port})")
+        return "streaming the view to a local rerun viewer"
+
+
+def connect_url(address: str) -> str:
+    """``HOST[:PORT]`` or a rerun URL -> the gRPC URL rerun connects to ('' -> this machine, port 9876)."""
+    address = address.strip()
+    if not address:
+        return f"rerun+http://127.0.0.1:{DEFAULT_GRPC_PORT}/proxy"
+    if "://" in address:
+        parsed = urlparse(address)
+        if not parsed.hostname or not parsed.scheme.startswith("rerun"):
+            raise UserError(f"--view connect:{address}: expected HOST[:PORT] or rerun+http://HOST:PORT/proxy")
+        return address
+    host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
+    if not port:
+        host, port = address, str(DEFAULT_GRPC_PORT)
+    if not host or not port.isdigit():
+        raise UserError(f"--view connect:{address}: expected HOST[:PORT], e.g. connect:laptop.local:9876")
+    return f"rerun+http://{host}:{port}/proxy"
+
+
+def _probe(url: str, timeout_s: float) -> None:
+    """Raise :class:`ViewerUnreachable` unless something accepts TCP connections at ``url``.
+
+    rerun itself would wait ~5 s for an absent viewer and then log errors from its own threads; a
+    quick probe gives one clear warning instead.
+    """
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or DEFAULT_GRPC_PORT
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ViewerUnreachable(f"no rerun viewer at {host}:{port} ({exc.strerror or exc}); start one there with "
+                                f"`rerun` (it listens on port {DEFAULT_GRPC_PORT})") from None
+
+
+def open_sink(rec: Any, target: ViewTarget, probe_timeout_s: float = 1.0) -> None:
+    """Point the recording stream ``rec`` at ``target``; :class:`ViewerUnreachable` if it cannot be."""
+    rr = import_rerun()
+    if target.mode == "save":
+        path = target.path if target.path is not None else Path("view.rrd")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rec.save(str(path))
+    elif target.mode == "connect":
+        _probe(target.address or connect_url(""), probe_timeout_s)
+        rec.connect_grpc(target.address)
+    elif target.mode == "web":
+        try:
+            url = rec.serve_grpc(grpc_port=target.grpc_port)
+            rr.serve_web_viewer(web_port=target.web_port, open_browser=False, connect_to=url)
+        except (RuntimeError, OSError, ValueError) as exc:  # a port in use, mostly
+            raise ViewerUnreachable(f"cannot serve the web viewer on ports {target.web_port}/{target.grpc_port} "
+                                    f"({exc}); pick others with --view web:WEB_PORT:GRPC_PORT") from None
+    else:
+        try:
+            rec.spawn(connect=True)
+        except (RuntimeError, OSError, ValueError) as exc:  # no viewer binary, no display
+            raise ViewerUnreachable(f"cannot start a rerun viewer here ({exc}); on a machine without a display "
+                                    "use --view web or --view connect:LAPTOP") from None
