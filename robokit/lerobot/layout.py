@@ -127,6 +127,10 @@ def lerobot_folder_hint(path: str | Path) -> str | None:
     or None when ``path`` is not one."""
     if not is_lerobot_folder(path):
         return None
+    try:
+        read_info(Path(path))
+    except DataError as exc:  # another version: importing would not help, say what would
+        return str(exc)
     return (f"{path} is a LeRobot dataset, not a folder of robokit episodes; convert it first with "
             f"`robokit import {path} --format lerobot --out DATA` and use DATA")
 
