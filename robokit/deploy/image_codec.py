@@ -16,9 +16,12 @@ no zmq; OpenCV (libjpeg-turbo) is imported on first use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -45,6 +48,27 @@ _SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers that stand alone, without a length field.
 _STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01, _SOI}
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _map(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``fn`` over ``items``, on threads when there are several: OpenCV releases the GIL while
+    libjpeg works, so two cameras take the time of one on two cores."""
+    global _pool
+    if len(items) < 2 or PARALLEL_WORKERS < 2:
+        return [fn(item) for item in items]
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=PARALLEL_WORKERS, thread_name_prefix="image-codec")
+    return list(_pool.map(fn, items))
+
+
+#: Threads that encode or decode the images of one request (1: one after the other).
+PARALLEL_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -197,8 +221,8 @@ def decode_request_images(msg: P.Message, max_side: int, max_bytes: int) -> int:
     if total > max_bytes:
         raise ProtocolError(f"the JPEG images of this request decode to {total} bytes, more than the limit "
                             f"of {max_bytes} bytes a request may carry", P.TOO_LARGE)
-    for name, data in todo:
-        msg.arrays[name] = decode_jpeg(data, name, max_side)
+    images = _map(lambda item: decode_jpeg(item[1], item[0], max_side), todo)
+    msg.arrays.update((name, image) for (name, _), image in zip(todo, images))
     return len(todo)
 
 
@@ -207,12 +231,9 @@ def encode_images(arrays: dict[str, np.ndarray], codec: ImageCodec) -> dict[str,
     returns the header fields that say so (empty for raw)."""
     if codec.name == RAW:
         return {}
-    encoding = {}
-    for name in list(arrays):
-        if name.startswith(IMAGE_PREFIX) or name == GOAL_IMAGE:
-            arrays[name] = codec.encode(arrays[name])
-            encoding[name] = codec.name
-    return {ENCODING_FIELD: encoding}
+    names = [name for name in arrays if name.startswith(IMAGE_PREFIX) or name == GOAL_IMAGE]
+    arrays.update(zip(names, _map(lambda name: codec.encode(arrays[name]), names)))
+    return {ENCODING_FIELD: dict.fromkeys(names, codec.name)}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
