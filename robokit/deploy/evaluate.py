@@ -91,7 +91,7 @@ class EvalConfig:
     device: str = "cpu"
     timeout_s: float | None = None
     #: Who may take over from the policy: "scripted" (the expert, whenever the policy strays),
-    #: "keyboard" / "spacemouse" (a person, with the takeover key); None: nobody.
+    #: "keyboard" / "spacemouse[:DEVICE]" (a person, with the takeover key); None: nobody.
     takeover: str | None = None
 
     def __post_init__(self) -> None:
@@ -99,7 +99,7 @@ class EvalConfig:
             raise UserError(f"--episodes must be positive, got {self.episodes}")
         if self.goal not in GOALS:
             raise UserError(f"--goal must be one of {', '.join(GOALS)}, got {self.goal!r}")
-        if self.takeover not in (None, "scripted", "keyboard", "spacemouse"):
+        if self.takeover is not None and self.takeover.split(":")[0] not in ("scripted", "keyboard", "spacemouse"):
             raise UserError(f"--takeover in the simulation is scripted, keyboard or spacemouse, not {self.takeover!r}")
 
     @property

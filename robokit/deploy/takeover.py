@@ -69,8 +69,9 @@ class Takeover:
 class TeleopTakeover(Takeover):
     """``key`` hands control to ``source`` (a record teleop source) and back.
 
-    A source with ``start()`` / ``close()`` (hand guiding) is switched on while it has control and
-    off when it gives it back, so the arm is stiff again before the policy moves it.
+    A source with ``start()`` / ``stop()`` (hand guiding) is switched on while it has control and
+    off when it gives it back, so the arm is stiff again before the policy moves it. The source is
+    closed with the takeover.
     """
 
     def __init__(self, source: TeleopSource, key: str = TAKEOVER_KEY) -> None:
@@ -98,7 +99,9 @@ class TeleopTakeover(Takeover):
             if callable(start):
                 start()
         else:
-            self.source.close()
+            stop = getattr(self.source, "stop", None)
+            if callable(stop):
+                stop()
 
     def handle_key(self, key: str) -> bool:
         if key == self.key:
@@ -122,6 +125,7 @@ class TeleopTakeover(Takeover):
 
     def close(self) -> None:
         self._set_active(False)
+        self.source.close()
 
 
 class ScriptedTakeover(Takeover):

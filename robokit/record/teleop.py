@@ -233,10 +233,14 @@ class Kinesthetic(TeleopSource):
             self.start()
         return np.concatenate([obs.state.qpos, [self.gripper]]).astype(np.float32)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Leave zero-stiffness mode: the arm holds its pose again (a deploy takeover hands back)."""
         if self._on:
             self._on = False
             self._set_mode(False)
+
+    def close(self) -> None:
+        self.stop()
 
 
 # -- scripted expert ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from robokit.cli import app
 
 COMMANDS = ("record", "replay", "train", "deploy", "serve", "inspect", "viz", "devices", "sim", "import-act",
-            "keys", "demo", "seg")
+            "keys", "demo", "seg", "export", "import", "view")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

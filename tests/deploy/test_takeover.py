@@ -4,6 +4,8 @@ training learns from the corrections."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -28,13 +30,13 @@ def scripted_rollout(tmp_path_factory, make_tiny_checkpoint):
 
 
 def test_the_scripted_expert_takes_over_a_stray_policy_and_the_rollout_records_it(scripted_rollout):
-    results, out = scripted_rollout
+    results, _ = scripted_rollout
     outcome = results.outcomes[0]
     assert outcome.intervention_steps > 10
     with open_episode(outcome.episode_file) as ep:
         flags = ep.step_extra(INTERVENTION)
         planned = ep.step_extra(POLICY_ACTION)
-        action, qpos = ep.action(), ep.qpos()
+        action = ep.action()
         assert int(ep.attrs["intervention_steps"]) == outcome.intervention_steps
         assert ep.attrs["takeover"] == "scripted"
     assert flags.shape == (ep.length,) and set(np.unique(flags)) <= {0.0, 1.0}
@@ -95,3 +97,75 @@ def test_a_person_takes_over_with_keys_jogs_and_hands_back(make_tiny_policy):
     assert all(r.policy_action is not None for r in records)
     z = [fk(r.state.qpos)[0][2] for r in records]
     assert z[29] - z[5] > 0.04  # eight presses of "u": 8 cm up, followed at the jog's speed
+
+
+def _rollout_record(length: int, human: slice, success: bool | None, fps: float = 10.0):
+    from robokit.training.episode_records import EpisodeRecord
+
+    flags = np.zeros(length, bool)
+    flags[human] = True
+    zeros = np.zeros((length, 8), np.float32)
+    return EpisodeRecord(path=Path("r.hdf5"), layout="robokit", length=length, camera_names=["top"],
+                         image_shapes={"top": (8, 8, 3)}, state_dim=8, action_dim=8, fps=fps, task=None, sim=True,
+                         qpos=zeros, action=zeros, done=np.zeros(length, bool), success=success,
+                         intervention=flags)
+
+
+def test_corrections_weigh_interventions_and_leave_out_the_steps_that_went_wrong():
+    from robokit.training.corrections import sample_weights, weigh_episodes
+
+    demo = _rollout_record(20, slice(0, 0), None)
+    demo.intervention = None
+    won = _rollout_record(40, slice(20, 30), True)  # 1 s before the takeover (10 steps) left out
+    lost = _rollout_record(40, slice(10, 15), False)
+    summary = weigh_episodes([demo, won, lost], intervention_weight=3.0)
+    assert demo.weights is None and demo.trainable is None
+    assert won.weights[20:30].tolist() == [3.0] * 10 and won.weights[:10].tolist() == [1.0] * 10
+    assert not won.trainable[10:20].any() and won.trainable[30:].all()
+    assert lost.trainable.tolist() == [False] * 10 + [True] * 5 + [False] * 25
+    assert summary.intervention_steps == 15 and summary.rollouts == 2 and summary.demonstrations == 1
+    assert summary.policy_steps_kept == 20 and summary.policy_steps_left_out == 45
+    weights = sample_weights([demo, won, lost])
+    assert weights.shape == (100,) and weights[:20].tolist() == [1.0] * 20
+    kept = weigh_episodes([lost], keep_failed_policy_steps=True)
+    assert kept.policy_steps_kept == 25 and lost.trainable[15:].all() and not lost.trainable[:10].any()
+
+
+def test_weighted_batches_draw_in_proportion_and_never_draw_a_left_out_step():
+    from robokit.training.batches import TrainBatches
+
+    weights = np.array([0.0] * 10 + [1.0] * 10 + [3.0] * 10)
+    batches = iter(TrainBatches(30, 8, seed=0, rank=0, world=1, start_step=0, weights=weights))
+    drawn = np.concatenate([next(batches) for _ in range(400)])
+    counts = np.bincount(drawn, minlength=30)
+    assert counts[:10].sum() == 0
+    assert 2.4 < counts[20:].sum() / counts[10:20].sum() < 3.6
+
+
+def test_train_learns_from_rollouts_next_to_demonstrations(scripted_rollout, tmp_path, capsys):
+    from robokit.cli import main
+    from robokit.policies.checkpoint import load_checkpoint
+
+    _, rollouts = scripted_rollout
+    demos = tmp_path / "demos"
+    main(["record", "--sim", "--teleop", "scripted", "--episodes", "1", "--camera", "top=sim", "--image-size",
+          "24x32", "--fps", "30", "--out", str(demos)])
+    code = 0
+    try:
+        main(["train", str(demos), "--rollouts", str(rollouts), "--intervention-weight", "2", "--out",
+              str(tmp_path / "run"), "--steps", "2", "--batch-size", "4", "--val-fraction", "0", "--device", "cpu",
+              "--chunk-size", "10", "--backbone", "small", "--hidden-dim", "32"])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 0, err
+    assert "and the rollouts in" in err
+    _, meta = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert "1 demonstration(s) + 1 rollout(s) with takeover" in meta["corrections"]
+    # a folder of demonstrations passed as rollouts is named
+    try:
+        main(["train", str(demos), "--rollouts", str(demos), "--out", str(tmp_path / "bad"), "--steps", "1"])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    assert code == 2 and "records interventions" in capsys.readouterr().err
