@@ -177,20 +177,20 @@ def start_servers(kind: str, link: Link | None) -> tuple[subprocess.Popen, list[
 
 
 # -- frames --------------------------------------------------------------------------------------
-def sim_frames(cams: tuple[str, ...], seeds: range, every: int, size: tuple[int, int] = (H, W)
-               ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """(qpos, {camera: image}) along the scripted expert's episodes, every ``every`` steps."""
+def sim_frames(cams: tuple[str, ...], seeds: range, every: int, size: tuple[int, int] = (H, W),
+               task_set: str = "pick_place") -> list[tuple[np.ndarray, dict[str, np.ndarray], str]]:
+    """(qpos, {camera: image}, instruction) along the scripted expert's episodes, every ``every`` steps."""
     from robokit.hardware.sim import PandaSimEnv
 
     out = []
-    with PandaSimEnv(task="pick_place", seed=0, image_size=size, camera_names=cams, control_hz=15.0) as env:
+    with PandaSimEnv(task=task_set, seed=0, image_size=size, camera_names=cams, control_hz=15.0) as env:
         for seed in seeds:
             env.reset(seed=seed)
             expert = env.task.expert()
             step = 0
             while (action := expert.next_action(env.robot.read())) is not None:
                 if step % every == 0:
-                    out.append((env.robot.read().as_vector(), {c: env.render(c) for c in cams}))
+                    out.append((env.robot.read().as_vector(), {c: env.render(c) for c in cams}, env.task.name))
                 env.robot.send_action(action)
                 env.step()
                 step += 1
@@ -329,7 +329,7 @@ def tiny_checkpoint(steps: int) -> Path:
     return Path(train_policy(cfg, data, console).out_dir) / "last.pt"
 
 
-def action_error(checkpoint: Path, quality: tuple[int, ...], seeds: range) -> dict[str, Any]:
+def action_error(checkpoint: Path, quality: tuple[int, ...], seeds: range, task_set: str) -> dict[str, Any]:
     """How far a sim policy's chunks move when its 480x640 frames arrive as JPEG instead of raw."""
     import torch
 
@@ -341,24 +341,26 @@ def action_error(checkpoint: Path, quality: tuple[int, ...], seeds: range) -> di
     torch.set_num_threads(1)
     policy, meta = load_checkpoint(checkpoint, map_location="cpu")
     info = policy_info(policy)
-    frames = sim_frames(tuple(info.camera_names), seeds, every=8)
+    frames = sim_frames(tuple(info.camera_names), seeds, every=8, task_set=task_set)
     out: dict[str, Any] = {"checkpoint": str(checkpoint), "policy": info.type, "trained_steps": meta.get("step"),
                            "image_shape": list(info.image_shape), "frames": len(frames), "by_quality": {}}
     raw_chunks = []
     with torch.no_grad():
-        for qpos, images in frames:
+        for qpos, images, task in frames:
             policy.reset()
-            raw_chunks.append(policy.predict_chunk(prepare_observation(Observation(qpos, images), info))[0])
+            obs = Observation(qpos, images, task=task if info.instruction else None)
+            raw_chunks.append(np.asarray(policy.predict_chunk(prepare_observation(obs, info))[0]))
         raw = np.stack(raw_chunks)
         motion = float(np.mean(np.abs(np.diff(raw[:, :, :7], axis=1))))  # joint change per chunk step
         out["joint_step_rad"] = motion
         for q in quality:
             errs, scores = [], []
-            for (qpos, images), chunk in zip(frames, raw_chunks):
+            for (qpos, images, task), chunk in zip(frames, raw_chunks):
                 jpeg = {c: decode_jpeg(encode_jpeg(img, q)) for c, img in images.items()}
                 scores += [psnr(images[c], jpeg[c]) for c in images]
                 policy.reset()
-                errs.append(np.abs(policy.predict_chunk(prepare_observation(Observation(qpos, jpeg), info))[0] - chunk))
+                obs = Observation(qpos, jpeg, task=task if info.instruction else None)
+                errs.append(np.abs(np.asarray(policy.predict_chunk(prepare_observation(obs, info))[0]) - chunk))
             e = np.stack(errs)
             out["by_quality"][q] = {"psnr_mean": float(np.mean(scores)),
                                     "joint_mae_rad": float(e[:, :, :7].mean()), "joint_max_rad": float(e[:, :, :7].max()),
@@ -380,6 +382,8 @@ def main() -> None:
     parser.add_argument("--no-netns", action="store_true", help="measure loopback and ipc only")
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--train-steps", type=int, default=300, help="without a checkpoint: ACT steps to train")
+    parser.add_argument("--task-set", default="pick_place", help="sim scenes for the action error (multi for "
+                                                                     "a goal-conditioned checkpoint)")
     parser.add_argument("--skip-policy", action="store_true")
     parser.add_argument("--quick", action="store_true", help="n=30, 1 round")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "wire_link.json")
@@ -406,7 +410,7 @@ def main() -> None:
                   "measuring loopback and ipc only")
             link.close()
     frames = sim_frames(CAMS, range(2), every=20)
-    qpos, clean = frames[len(frames) // 2]
+    qpos, clean, _ = frames[len(frames) // 2]
     images = {c: camera_like(img, args.noise, i) for i, (c, img) in enumerate(clean.items())}
     procs = []
     samples: dict[str, dict[str, list[np.ndarray]]] = {}
@@ -435,17 +439,17 @@ def main() -> None:
         if link is not None:
             link.close()
     rtt = {kind: summarise(s) for kind, s in samples.items()}
-    codec = codec_table([f for _, f in frames], (75, 90, 95))
-    pair = pair_ms([f for _, f in frames], args.quality)
+    codec = codec_table([f for _, f, _ in frames], (75, 90, 95))
+    pair = pair_ms([f for _, f, _ in frames], args.quality)
     noisy = codec_table([{c: camera_like(i, args.noise, k) for k, (c, i) in enumerate(f.items())}
-                         for _, f in frames], (args.quality,))
+                         for _, f, _ in frames], (args.quality,))
     policy = None
     if not args.skip_policy:
         ckpt = args.checkpoint or Path("demo_out/run/last.pt")
         if not ckpt.is_file():
             print(f"no checkpoint at {ckpt}: training a tiny ACT for {args.train_steps} steps")
             ckpt = tiny_checkpoint(args.train_steps)
-        policy = action_error(ckpt, (75, args.quality, 95), range(100, 103))
+        policy = action_error(ckpt, (75, args.quality, 95), range(100, 103), args.task_set)
     load_end = os.getloadavg()
     report(rtt, codec, noisy, policy, args)
     print(f"2 cameras, JPEG encode + decode per request: {pair['serial_ms']:.2f} ms one after the other, "

@@ -114,7 +114,7 @@ def encode_jpeg(image: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> np.nd
     import cv2
 
     # libjpeg takes BGR from OpenCV; the file holds standard YCbCr, so any decoder reads RGB back.
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR),
                            (cv2.IMWRITE_JPEG_QUALITY, int(quality)))
     if not ok:
         raise ConfigError(f"OpenCV could not encode a {image.shape} {image.dtype} image as JPEG")

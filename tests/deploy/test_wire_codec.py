@@ -31,6 +31,8 @@ class RecordingPolicy:
 
     def predict_chunk(self, obs):
         self.images.append({cam: img.copy() for cam, img in obs["images"].items()})
+        if "goal_image" in obs:
+            self.images[-1]["goal"] = obs["goal_image"].copy()
         chunk = np.tile(obs["qpos"][None, :], (4, 1)).astype(np.float32)
         chunk[:, 0] = obs["images"]["top"].mean()
         return chunk, {}
@@ -87,9 +89,9 @@ def test_jpeg_round_trip_through_client_and_server(server):
     with PolicyClient(server.address, image_codec="jpeg:90") as client:
         client.hello()
         assert client.wire_codec == C.ImageCodec("jpeg", 90)
-        result = client.infer(QPOS, images)
+        result = client.infer(QPOS, images, goal_image=scene(3)[:, ::-1])  # a non-contiguous view too
     got = server.policy.images[-1]
-    for cam, sent in images.items():
+    for cam, sent in {**images, "goal": scene(3)[:, ::-1]}.items():
         assert got[cam].shape == sent.shape and got[cam].dtype == np.uint8
         assert C.psnr(sent, got[cam]) > 28.0, cam  # pixel noise and 4:2:0 chroma cost the most here
         np.testing.assert_array_equal(got[cam], C.decode_jpeg(C.encode_jpeg(sent, 90)))
@@ -236,3 +238,37 @@ def test_ipc_path_in_use_is_refused(tmp_path):
         stale.bind(f"{tmp_path}/busy.sock")
     with PolicyServer(RecordingPolicy(), address, warmup=False).start() as srv, PolicyClient(srv.address) as client:
         assert client.ping() > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["CKPT", "--image-codec", "jpeg"], "--image-codec applies to --server"),
+    (["--server", "tcp://127.0.0.1:9", "--image-codec", "png"], "unknown image codec 'png'"),
+    (["--server", "tcp://127.0.0.1:9", "--image-codec", "jpeg:0"], "JPEG quality must be an integer from 1 to 100"),
+])
+def test_bad_image_codec_options_are_one_line_errors(tmp_path, capsys, args, message):
+    from robokit.cli import main
+
+    ckpt = tmp_path / "policy.pt"
+    ckpt.write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["deploy", "--sim", *(str(ckpt) if a == "CKPT" else a for a in args)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert client_mod._default_codec == C.ImageCodec()
+
+
+def test_deploy_sim_over_ipc_with_jpeg(make_tiny_checkpoint, tmp_path, caplog, capsys):
+    from robokit.cli import main
+
+    ckpt = make_tiny_checkpoint("act", {"fps": 30.0}, fps=30.0)
+    address = f"ipc://{tmp_path}/policy.sock"
+    with (caplog.at_level(logging.INFO, logger=server_mod.__name__),
+          PolicyServer.from_checkpoint(ckpt, device="cpu", bind=address, warmup=False).start() as srv):
+        try:
+            main(["deploy", "--sim", "--server", address, "--image-codec", "jpeg:80", "--episodes", "1",
+                  "--max-steps", "4", "--mode", "chunk", "--query-every", "2"])
+        finally:
+            set_default_image_codec(None)
+        assert srv.stats.infers == 2 and srv.stats.errors == 0
+    assert any("(images: jpeg)" in r.getMessage() for r in caplog.records)
+    assert "0/1" in capsys.readouterr().out
