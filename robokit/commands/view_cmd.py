@@ -5,14 +5,15 @@
     robokit view rollouts/ --web                          # the web viewer, for a machine without a display
     robokit view data/pick --connect laptop.local         # a viewer running on another machine
 
-Also defines ``--view`` (:data:`ViewOpt`), the live view option of record, deploy and replay.
+Also defines ``--view`` (:data:`ViewOpt`), the live view option of record, deploy and replay, and
+``robokit devices --snapshot DIR`` (:func:`snapshot_cameras`).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -93,3 +94,44 @@ def register(app: typer.Typer) -> None:
                 pass
         elif target is not None:
             console.print(target.describe().replace("streaming the view", "sent the episodes"), highlight=False)
+
+
+def snapshot_cameras(console: Any, hw: Any, out: Path, size: tuple[int, int], fps: float, max_index: int = 8) -> None:
+    """``robokit devices --snapshot DIR``: the cameras of ``--camera``, the simulator's with ``--sim``,
+    else every OpenCV camera found; one PNG each and a contact sheet, listed in a table."""
+    import contextlib
+
+    from rich.table import Table
+
+    from robokit.hardware.factory import make_cameras
+    from robokit.viz.snapshot import CONTACT_SHEET, take_snapshots
+
+    with contextlib.ExitStack() as stack:
+        env = hw.make_sim_env(task="pick_place", seed=0, image_size=size) if hw.sim else None
+        if env is not None:
+            stack.callback(env.close)
+        specs = [spec.text for spec in hw.cameras] or ([] if hw.sim else _found_cameras(max_index))
+        if not specs and not hw.sim:
+            raise UserError("no camera found to snapshot; name one with --camera NAME=SPEC (NAME=synthetic for a "
+                            "test pattern) or add --sim")
+        cameras = make_cameras(specs, sim_env=env, size=size, fps=fps)
+        saved = take_snapshots(cameras, out)
+    table = Table(title=f"snapshots in {out}", title_justify="left")
+    for column in ("camera", "resolution", "file"):
+        table.add_column(column)
+    for shot in saved:
+        table.add_row(shot.name, f"{shot.width}x{shot.height}", str(shot.path))
+    console.print(table)
+    console.print(f"contact sheet: {out / CONTACT_SHEET}", highlight=False)
+
+
+def _found_cameras(max_index: int) -> list[str]:
+    """``NAME=SOURCE`` specs of the OpenCV cameras that deliver frames (``video0=/dev/video0``)."""
+    import sys
+
+    from robokit.hardware.opencv_camera import list_video_devices, probe_camera
+
+    sources: list[int | str] = (list(list_video_devices()) if sys.platform.startswith("linux")
+                                else list(range(max_index)))
+    found = [info["source"] for info in (probe_camera(s) for s in sources) if info is not None]
+    return [f"{Path(str(s)).name if isinstance(s, str) else f'cam{s}'}={s}" for s in found]

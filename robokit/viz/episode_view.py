@@ -25,8 +25,7 @@ import numpy as np
 
 from robokit.episodes.format import INTERVENTION, POLICY_ACTION
 from robokit.episodes.reader import open_episode
-from robokit.viz.live_view import chunk_strips, encoded_image, joint_names
-from robokit.viz.rerun_sink import import_rerun
+from robokit.viz.rerun_sink import chunk_strips, encoded_image, import_rerun, joint_names
 
 __all__ = ["log_episode"]
 

@@ -21,7 +21,7 @@ Timelines: ``tick`` (a count over the whole run), ``time`` (seconds since the vi
 where the loop numbers its steps (deploy, replay), ``step`` within the episode.
 
 The view never slows the control loop. The loop's callbacks (:meth:`LiveView.on_record_tick`,
-:meth:`LiveView.on_step`, :meth:`LiveView.on_tick`, :meth:`LiveView.on_replay_step`) only take
+:meth:`LiveView.on_step`, :meth:`LiveView.on_tick`, :meth:`LiveView.replay_callback`) only take
 references to what the tick already produced and put one item on a bounded queue with
 ``put_nowait``: when the queue is full the update is dropped and counted (:attr:`LiveView.dropped`),
 never waited for. A worker thread does the logging. Python threads share one interpreter lock, so
@@ -35,22 +35,31 @@ the view.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robokit.viz.rerun_sink import ViewerUnreachable, ViewTarget, import_rerun, open_sink
+from robokit.viz.rerun_sink import (
+    ViewerUnreachable,
+    ViewTarget,
+    chunk_strips,
+    encoded_image,
+    import_rerun,
+    joint_names,
+    open_sink,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["LiveView", "RobotTap", "open_live_view"]
+__all__ = ["LiveView", "RobotTap", "chain", "live_view_for", "open_live_view"]
 
 log = logging.getLogger(__name__)
 
@@ -278,16 +287,23 @@ class LiveView:
                                              f"({outcome.reason}) - {outcome.task}", self._episode))
         self._episode = outcome.index + 1
 
-    def on_replay_step(self, step: int, recorded: Any = None, cameras: Mapping[str, Any] | None = None) -> None:
-        """``replay_episode``'s step callback: the tap's reading and command, the recorded joints."""
-        if not self.active:
-            return
-        tap = self.tap
-        images = ({name: cam.read_latest() for name, cam in cameras.items()}
-                  if cameras and self._images_due() else None)
-        self._put(_Tick(self._ticks, time.perf_counter(), state=tap.last_state if tap else None,
-                        target=tap.last_action if tap else None, images=images, step=step, recorded=recorded))
-        self._ticks += 1
+    def replay_callback(self, fps: float, recorded: np.ndarray | None = None,
+                        cameras: Mapping[str, Any] | None = None) -> Callable[[int, int], None]:
+        """``replay_episode``'s ``on_step(t, total)`` for the view: the tap's reading and command, the
+        recorded joints of the step and (sim) the cameras at ``image_hz``."""
+        self.set_rate(fps)
+
+        def on_step(t: int, total: int) -> None:
+            if not self.active:
+                return
+            tap, row = self.tap, recorded[t - 1] if recorded is not None and 0 < t <= len(recorded) else None
+            images = ({name: cam.read_latest() for name, cam in cameras.items()}
+                      if cameras and self._images_due() else None)
+            self._put(_Tick(self._ticks, time.perf_counter(), state=tap.last_state if tap else None,
+                            target=tap.last_action if tap else None, images=images, step=t - 1, recorded=row))
+            self._ticks += 1
+
+        return on_step
 
     def _images_due(self) -> bool:
         return bool(self._image_every) and self._ticks % self._image_every == 0
@@ -420,31 +436,7 @@ class _Writer:
             self.rec.log("episode/state", self.rr.TextLog(mode))
 
 
-# -- helpers shared with `robokit view` -------------------------------------------------------------
-def joint_names(n: int) -> list[str]:
-    """Series names of a state or action vector: the joints, then the gripper."""
-    return [f"j{i + 1}" for i in range(n - 1)] + ["gripper"] if n > 1 else ["value"]
-
-
-def encoded_image(rr: Any, image: np.ndarray, quality: int = 85) -> Any:
-    """An RGB image as a rerun JPEG image (10x less to send or store than raw pixels)."""
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR),
-                           [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-    if not ok:
-        return rr.Image(image)
-    return rr.EncodedImage(contents=buf.tobytes(), media_type="image/jpeg")
-
-
-def chunk_strips(rr: Any, start: int, chunk: np.ndarray) -> Any:
-    """A predicted chunk (H, A) as line strips: one per action value, x = the step it is for."""
-    chunk = np.asarray(chunk, dtype=float)
-    x = start + np.arange(chunk.shape[0], dtype=float)
-    strips = [np.column_stack([x, chunk[:, j]]) for j in range(chunk.shape[1])]
-    return rr.LineStrips2D(strips, labels=joint_names(chunk.shape[1]))
-
-
+# -- figures -----------------------------------------------------------------------------------------
 def _session_status(session: Any) -> _Status:
     """A recording session's figures (its ``status()`` is safe to call from another thread)."""
     st = session.status()
@@ -483,3 +475,25 @@ def open_live_view(spec: str | None, stack: Any, kind: str, image_hz: float = 10
     if view.active:
         log.info("live view: %s", view.target.describe())
     return view
+
+
+@contextlib.contextmanager
+def live_view_for(spec: str | None, kind: str) -> Iterator[LiveView | None]:
+    """:func:`open_live_view` as a context manager (None without ``--view``)."""
+    with contextlib.ExitStack() as stack:
+        yield open_live_view(spec, stack, kind)
+
+
+def chain(*callbacks: Callable[..., None] | None) -> Callable[..., None] | None:
+    """One callback calling each of ``callbacks`` that is not None, in order (None if all are)."""
+    present = [c for c in callbacks if c is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+
+    def call(*args: Any) -> None:
+        for callback in present:
+            callback(*args)
+
+    return call

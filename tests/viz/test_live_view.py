@@ -162,3 +162,15 @@ def test_web_view_serves_a_page(tmp_path: Path):
             assert "canvas" in out.stdout.lower() or "rerun" in out.stdout.lower(), out.stderr[-500:]
     finally:
         view.close()
+
+
+def test_deploy_in_sim_with_view_saves_cameras_joints_and_loop_timing(tmp_path: Path, make_tiny_checkpoint):
+    from robokit.cli import main
+
+    rrd = tmp_path / "deploy.rrd"
+    checkpoint = make_tiny_checkpoint("act")
+    main(["deploy", "--sim", str(checkpoint), "--episodes", "1", "--max-steps", "12", "--device", "cpu",
+          "--view", f"save:{rrd}"])
+    rows = entity_rows(rrd)
+    for entity in ("/cameras/top", "/robot/qpos", "/robot/target", "/timing/loop_hz", "/episode/events"):
+        assert rows.get(entity, 0) > 0, (entity, rows)
