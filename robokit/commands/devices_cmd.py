@@ -152,6 +152,9 @@ def register(app: typer.Typer) -> None:
         save: Annotated[Path, typer.Option(
             "--save", help="--latency: where to write the measured delays (for `deploy --latency`).")
         ] = Path("latency.json"),
+        snapshot: Annotated[Path | None, typer.Option(
+            "--snapshot", help="Save one frame per camera (PNG) and a contact sheet here: the --camera cameras, "
+                               "the simulator's with --sim, else every OpenCV camera found.")] = None,
     ) -> None:
         """List the cameras, SpaceMice and pedals found; with --camera, open them and measure; with --host, check the robot.
 
@@ -168,8 +171,13 @@ def register(app: typer.Typer) -> None:
                                      size=(height, width), fps=fps, seconds=max(seconds, 0.1), queries=queries)
             print_and_save(console, report, save)
             return
+        if snapshot is not None:
+            from robokit.commands.view_cmd import snapshot_cameras
+
+            snapshot_cameras(console, hw, snapshot, (height, width), fps, max_index)
+            return
         if sim or server or checkpoint:
-            raise UserError("--sim, --server and --checkpoint go with --latency")
+            raise UserError("--sim goes with --latency or --snapshot; --server and --checkpoint with --latency")
         _list_opencv_cameras(max_index)
         _list_input_devices()
         if hw.cameras:

@@ -21,6 +21,7 @@ from robokit.commands.hardware_options import (
     RobotOpt,
     SimOpt,
 )
+from robokit.commands.view_cmd import ViewOpt
 from robokit.errors import UserError
 
 
@@ -44,6 +45,7 @@ def register(app: typer.Typer) -> None:
         workspace: Annotated[str, typer.Option(
             "--workspace", help="Box the hand never leaves: 'default' (the sim table's), a TOML file with "
                                 "[workspace] low/high, or 'none'.")] = "default",
+        view: ViewOpt = None,
     ) -> None:
         """Replay an episode's actions (sim: rebuilds the recorded scene and reports tracking + success)."""
         import numpy as np
@@ -51,6 +53,7 @@ def register(app: typer.Typer) -> None:
         from robokit.hardware.workspace import workspace_from_option
         from robokit.record.replay import check_replay_speed, replay_episode
         from robokit.record.teleop import Replay
+        from robokit.viz.live_view import chain, live_view_for
 
         console = Console()
         hw = HardwareOptions.from_cli(sim=sim, robot=robot, host=host, realtime=realtime, dynamics=dynamics,
@@ -65,8 +68,9 @@ def register(app: typer.Typer) -> None:
             sim_task = source.attrs.get("sim_task")
             if not isinstance(sim_task, str):
                 sim_task = task_set
-            # Replay renders nothing: the cameras' size does not matter. Pacing is replay_episode's.
-            env = hw.make_sim_env(task=sim_task, seed=seed, image_size=(64, 80), control_hz=fps)
+            # Replay renders only for --view (at its image rate). Pacing is replay_episode's.
+            env = hw.make_sim_env(task=sim_task, seed=seed, image_size=(240, 320) if view else (64, 80),
+                                  control_hz=fps)
         elif speed:
             raise UserError("--speed is for --sim only: a real robot replays at the recorded rate")
         try:
@@ -84,10 +88,12 @@ def register(app: typer.Typer) -> None:
                 if not sys.stdin.isatty():
                     raise UserError("replaying on the real robot moves it: add --yes to confirm")
                 typer.confirm(f"Move the robot at {host} through {episode.name}?", abort=True)
-            with arm, console.status("replaying...") as status:
+            with arm, console.status("replaying...") as status, live_view_for(view, "replay") as live:
                 result = replay_episode(
-                    source, arm, sim_env=env, fps=fps, sim_speed=speed, workspace=box,
-                    on_step=lambda t, n: status.update(f"replaying step {t}/{n}") if t % 10 == 0 else None)
+                    source, live.tap_robot(arm) if live else arm, sim_env=env, fps=fps, sim_speed=speed,
+                    workspace=box, on_step=chain(
+                        lambda t, n: status.update(f"replaying step {t}/{n}") if t % 10 == 0 else None,
+                        live.replay_callback(fps, source.recorded_qpos, env.cameras if env else None) if live else None))
         finally:
             if env is not None:
                 env.close()
