@@ -263,3 +263,23 @@ def test_instruction_of_the_next_episode_is_typed_after_t(tmp_path, pane_factory
         assert ep.task == tasks[4] and ep.attrs["sim_task"] == tasks[4]
     with open_episode(out / "episode_1.hdf5") as ep:
         assert ep.task == tasks[1] and ep.attrs["sim_task"] == tasks[1]
+
+
+def test_episode_and_reset_clocks_record_by_themselves_and_n_labels_a_failure(tmp_path, pane_factory):
+    out = tmp_path / "timed"
+    pane = pane_factory(["record", "--sim", "--teleop", "keyboard", "--out", str(out), "--image-size", "32x40",
+                         "--end-frames", "0", "--fps", "20", "--episodes", "2", "--episode-time", "1.5",
+                         "--reset-time", "1.5"])
+    pane.wait_text("IDLE")
+    pane.keys("s")  # the first episode starts from the key; the clocks do the rest
+    pane.wait_text("next episode in", timeout_s=30)
+    pane.keys("n")
+    pane.wait_text("labelled failure")
+    assert pane.wait_exit(60) == 0, pane.screen()
+    episodes = sorted(out.glob("episode_*.hdf5"))
+    assert len(episodes) == 2
+    with open_episode(episodes[0]) as ep:
+        assert ep.success is False and ep.attrs["success_source"] == "operator"
+        assert 1.3 <= ep.length / 20 <= 2.5  # stopped by the episode clock, not by a key
+    with open_episode(episodes[1]) as ep:
+        assert "success_source" not in ep.attrs and 1.3 <= ep.length / 20 <= 2.5  # the simulator's check only
