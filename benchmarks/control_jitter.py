@@ -9,6 +9,10 @@ Measured in the same run on the same machine:
   Run a second time with the loop thread at real-time priority (``--rt-priority``, SCHED_FIFO) when
   this process may use it: on a loaded machine that is what keeps wake-ups on time;
 * **timer floor**: the same sleep + spin wait with no work, showing the machine's own noise;
+* **live view**: ours again with ``--view`` on (the rerun live view, saving to an .rrd file in a temp
+  folder: cameras, joints, chunks, loop figures), against ours without it, alternated off/on/off/on
+  so that a change in the machine's load hits both; target: p99 jitter within 0.1 ms of the loop
+  without the view (skipped without the ``view`` extra, or with ``--skip-view``);
 * **baseline**: the loop of the original ACT evaluation and most lab scripts: each tick asks the
   policy and waits for it, then ``time.sleep``-s the rest of the period — with a 3-tick policy it
   cannot keep 50 Hz.
@@ -18,6 +22,7 @@ The simulation renders its camera(s) and steps physics inside each tick, as in `
 
     .venv/bin/python benchmarks/control_jitter.py            # 30 s per side
     .venv/bin/python benchmarks/control_jitter.py --quick    # 5 s per side
+    .venv/bin/python benchmarks/control_jitter.py --view-only --seconds 20   # the live view comparison alone
 
 Writes benchmarks/results/control_jitter.json. Targets: p99 jitter <= 2 ms, 0 missed ticks.
 """
@@ -86,7 +91,7 @@ def jitter_summary(late_ms: np.ndarray, missed: int, ticks: int) -> dict:
             "jitter_max_ms": float(late_ms.max())}
 
 
-def run_ours(env, client, ticks: int, rt_priority: int | None = None) -> dict:
+def run_ours(env, client, ticks: int, rt_priority: int | None = None, view=None) -> dict:
     from robokit.deploy.loop import ControlLoop, LoopConfig
     from robokit.deploy.runner import RemoteRunner
 
@@ -94,12 +99,48 @@ def run_ours(env, client, ticks: int, rt_priority: int | None = None) -> dict:
                         rt_priority=rt_priority)
     env.reset(seed=0)
     with ControlLoop(env.robot, env.cameras, RemoteRunner(client), config, step_fn=env.step) as loop:
-        result = loop.run_episode()
+        result = loop.run_episode(on_step=view.on_step if view else None, on_tick=view.on_tick if view else None)
         stats = loop.stats()
         late = loop.jitter_ms()
     out = jitter_summary(late, stats.missed_ticks, result.steps)
     out.update({"queries": stats.queries, "rtt_ms_median": stats.rtt_ms, "starved_ticks": stats.starved_ticks,
                 "latency_ticks": stats.rtt_ms / (1e3 / FPS)})
+    return out
+
+
+def run_view_comparison(env, client, ticks: int, rounds: int = 2) -> dict | None:
+    """The loop without and with the live view (saving to an .rrd in a temp folder), alternated."""
+    import tempfile
+
+    try:
+        from robokit.viz.live_view import LiveView
+    except ImportError:
+        return None
+    try:
+        import rerun  # noqa: F401
+    except ImportError:
+        return None
+    off, on, dropped, logged, size = [], [], 0, 0, 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(rounds):
+            off.append(run_ours(env, client, ticks))
+            view = LiveView(f"save:{Path(tmp) / f'view_{i}.rrd'}").start()
+            try:
+                on.append(run_ours(env, client, ticks, view=view))
+            finally:
+                view.close()
+            dropped, logged = dropped + view.dropped, logged + view.logged
+            size += (Path(tmp) / f"view_{i}.rrd").stat().st_size
+
+    def pooled(runs: list[dict], key: str) -> float:
+        return float(np.median([r[key] for r in runs]))
+
+    out = {"rounds": rounds, "ticks_per_run": ticks, "without_view": off, "with_view": on,
+           "p50_without_ms": pooled(off, "jitter_p50_ms"), "p99_without_ms": pooled(off, "jitter_p99_ms"),
+           "p50_with_ms": pooled(on, "jitter_p50_ms"), "p99_with_ms": pooled(on, "jitter_p99_ms"),
+           "view_updates_logged": logged, "view_updates_dropped": dropped, "rrd_bytes": size}
+    out["p99_difference_ms"] = out["p99_with_ms"] - out["p99_without_ms"]
+    out["p50_difference_ms"] = out["p50_with_ms"] - out["p50_without_ms"]
     return out
 
 
@@ -146,6 +187,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per side")
     parser.add_argument("--latency-ticks", type=float, default=3.0, help="policy time per chunk, in ticks")
+    parser.add_argument("--skip-view", action="store_true", help="leave out the live view comparison")
+    parser.add_argument("--view-only", action="store_true", help="run only the live view comparison")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "control_jitter.json"))
     args = parser.parse_args()
     seconds = args.seconds or (5.0 if args.quick else 30.0)
@@ -164,7 +207,12 @@ def main() -> None:
     env = PandaSimEnv(task="pick_place", seed=0, image_size=IMAGE, camera_names=("top",), control_hz=FPS)
     client = PolicyClient(address, timeout_s=5.0)
     client.hello(timeout_s=30)
+    load_before = os.getloadavg()[0]
     try:
+        view = None if args.skip_view else run_view_comparison(env, client, ticks)
+        if args.view_only:
+            _print_view(view, load_before)
+            return
         floor = run_timer_floor(min(ticks, 500))
         ours = run_ours(env, client, ticks)
         ours_rt = run_ours(env, client, ticks, rt_priority=RT_PRIORITY) if can_use_rt() else None
@@ -177,13 +225,14 @@ def main() -> None:
     result = {
         "benchmark": "control_jitter", "fps": FPS, "policy_latency_ms": latency_s * 1e3, "seconds": seconds,
         "ours_async": ours, "ours_async_rt_priority": ours_rt, "baseline_blocking": baseline,
-        "timer_floor_no_work": floor,
+        "timer_floor_no_work": floor, "live_view": view,
         "missed_ticks_ratio": (baseline["missed_ticks"] + 1) / (ours["missed_ticks"] + 1),
         "targets": {"p99_le_2ms": ours["jitter_p99_ms"] <= 2.0, "missed_eq_0": ours["missed_ticks"] == 0,
                     "rt_p99_le_2ms": None if ours_rt is None else ours_rt["jitter_p99_ms"] <= 2.0,
-                    "rt_missed_eq_0": None if ours_rt is None else ours_rt["missed_ticks"] == 0},
+                    "rt_missed_eq_0": None if ours_rt is None else ours_rt["missed_ticks"] == 0,
+                    "view_p99_within_0.1ms": None if view is None else view["p99_difference_ms"] <= 0.1},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "node": platform.node(),
-                    "loadavg": os.getloadavg()},
+                    "loadavg": os.getloadavg(), "load_at_start": load_before},
         "quick": bool(args.quick),
     }
     out = Path(args.out)
@@ -198,6 +247,18 @@ def main() -> None:
               f"p99 {ours_rt['jitter_p99_ms']:.3f} ms  missed {ours_rt['missed_ticks']}/{ours_rt['ticks']}")
     print(f"baseline (blocking) jitter p50 {baseline['jitter_p50_ms']:.3f} ms  p99 {baseline['jitter_p99_ms']:.3f} ms"
           f"  missed {baseline['missed_ticks']}/{baseline['ticks']}  -> {out}")
+    _print_view(view, load_before)
+
+
+def _print_view(view: dict | None, load: float) -> None:
+    if view is None:
+        print("live view: skipped (no rerun SDK: pip install 'robokit[view]')")
+        return
+    note = "" if load < 1.5 else f"  (load {load:.1f} at the start: timings on a busy machine)"
+    print(f"live view off      jitter p50 {view['p50_without_ms']:.3f} ms  p99 {view['p99_without_ms']:.3f} ms")
+    print(f"live view on (rrd) jitter p50 {view['p50_with_ms']:.3f} ms  p99 {view['p99_with_ms']:.3f} ms  "
+          f"difference p99 {view['p99_difference_ms']:+.3f} ms, p50 {view['p50_difference_ms']:+.3f} ms  "
+          f"({view['view_updates_logged']} logged, {view['view_updates_dropped']} dropped){note}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ Targets (``--view``):
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -155,11 +158,36 @@ def open_sink(rec: Any, target: ViewTarget, probe_timeout_s: float = 1.0) -> Non
             raise ViewerUnreachable(f"cannot serve the web viewer on ports {target.web_port}/{target.grpc_port} "
                                     f"({exc}); pick others with --view web:WEB_PORT:GRPC_PORT") from None
     else:
+        _spawn(rr, rec)
+
+
+def _spawn(rr: Any, rec: Any, wait_s: float = 1.0) -> None:
+    """Start a local viewer and stream to it; :class:`ViewerUnreachable` when it cannot run here."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ViewerUnreachable("no display here to show a viewer on (DISPLAY is not set); on a headless "
+                                "machine use --view web, or --view connect:LAPTOP with `rerun` running there")
+    # The viewer binary comes with the SDK, beside this interpreter: found even when the virtual
+    # environment is not on PATH (.venv/bin/robokit run directly).
+    beside = Path(sys.executable).with_name("rerun")
+    try:
+        rr.spawn(port=DEFAULT_GRPC_PORT, connect=False, executable_path=str(beside) if beside.is_file() else None,
+                 recording=rec)
+    except (RuntimeError, OSError, ValueError) as exc:  # no viewer binary
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ViewerUnreachable(f"cannot start a rerun viewer here ({reason}); use --view web or "
+                                "--view connect:LAPTOP") from None
+    url = connect_url("")
+    deadline = time.monotonic() + wait_s
+    while True:  # rr.spawn waited for the port already; a viewer that cannot open a window exits
         try:
-            rec.spawn(connect=True)
-        except (RuntimeError, OSError, ValueError) as exc:  # no viewer binary, no display
-            raise ViewerUnreachable(f"cannot start a rerun viewer here ({exc}); on a machine without a display "
-                                    "use --view web or --view connect:LAPTOP") from None
+            _probe(url, 0.5)
+            break
+        except ViewerUnreachable:
+            if time.monotonic() > deadline:
+                raise ViewerUnreachable(f"the rerun viewer started here did not open port {DEFAULT_GRPC_PORT} "
+                                        f"within {wait_s:.0f} s; use --view web or --view connect:LAPTOP") from None
+            time.sleep(0.2)
+    rec.connect_grpc(url)
 
 
 # -- what the live view and `robokit view` log -------------------------------------------------------

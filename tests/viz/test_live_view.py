@@ -174,3 +174,15 @@ def test_deploy_in_sim_with_view_saves_cameras_joints_and_loop_timing(tmp_path: 
     rows = entity_rows(rrd)
     for entity in ("/cameras/top", "/robot/qpos", "/robot/target", "/timing/loop_hz", "/episode/events"):
         assert rows.get(entity, 0) > 0, (entity, rows)
+
+
+def test_spawn_without_a_display_warns_and_points_to_web(monkeypatch, caplog):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with caplog.at_level(logging.WARNING):
+        view = LiveView("spawn").start()
+    assert not view.active and "--view web" in (view.warning or "")
+    view.on_step(step_record(0))  # a view that is off takes updates and does nothing
+    view.close()
+    assert len([r for r in caplog.records if "live view" in r.getMessage()]) == 1
