@@ -5,6 +5,7 @@
     robokit train data/pick --config run.toml --steps 500        # flags override the file
     robokit train data/pick --out runs/pick --resume --steps 4000 # continue from runs/pick/last.pt
     robokit train data/pick --rollouts rollouts/round1 --intervention-weight 2 --out runs/pick-dagger
+    robokit train data/pick --log tensorboard,wandb --eval-sim 10 --eval-every 500  # curves, sim success
     torchrun --nproc_per_node 2 -m robokit.cli train data/pick --out runs/ddp  # DDP
 
 The config file (TOML) takes the option names with ``_`` or ``-`` (``data``, ``out``, ``policy``,
@@ -229,6 +230,16 @@ def register(app: typer.Typer) -> None:
             help="Train on the policy's own steps of failed rollouts too (default: left out).")] = None,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Any policy option, KEY=VALUE (repeatable), e.g. --set kl_weight=10.")] = None,
+        log: Annotated[list[str] | None, typer.Option(
+            "--log", help="Also log to tensorboard and/or wandb (repeatable or a,b; needs robokit[logs]).")] = None,
+        wandb_project: Annotated[str | None, typer.Option(
+            help="wandb project; logs online unless WANDB_MODE says otherwise (default: offline).")] = None,
+        eval_sim: Annotated[int | None, typer.Option(
+            help="Run N simulation episodes every --eval-every steps and at the end (sim data only).")] = None,
+        eval_every: Annotated[int | None, typer.Option(
+            help="Steps between simulation evaluations (default: as --val-every).")] = None,
+        eval_seed: Annotated[int | None, typer.Option(
+            help="First seed of the held-out evaluation scenes (default 1000).")] = None,
     ) -> None:
         """Train a policy on recorded episodes: progress, validation, best.pt/last.pt, plots, metrics."""
         from robokit.training.trainer import train
@@ -248,8 +259,16 @@ def register(app: typer.Typer) -> None:
             "augment_color": augment_color, "resume": resume or None, "policy_config": policy_config,
             "rollouts": [str(r) for r in rollouts] if rollouts else None,
             "intervention_weight": intervention_weight, "keep_failed_policy_steps": keep_failed_policy_steps,
+            "log": log or None, "wandb_project": wandb_project, "eval_sim": eval_sim, "eval_every": eval_every,
+            "eval_seed": eval_seed,
         }
         options = build_options(flags, config, set_ or [])
+        sim_eval = None
+        if options.eval_sim:  # checks the data is simulated before any training
+            from robokit.deploy.train_eval import SimEvaluation
+
+            sim_eval = SimEvaluation(options)
+        observers = [sim_eval] if sim_eval is not None else []
         is_main = int(os.environ.get("RANK", "0")) == 0
         console = Console(stderr=True)
         if is_main:
@@ -258,9 +277,9 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
         if is_main and console.is_terminal:
             with _ProgressView(console) as view:
-                result = train(options, progress=view)
+                result = train(options, progress=view, observers=observers)
         else:
-            result = train(options, progress=_LineView(console) if is_main else None)
+            result = train(options, progress=_LineView(console) if is_main else None, observers=observers)
         if not is_main:
             return
         best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
@@ -275,6 +294,10 @@ def register(app: typer.Typer) -> None:
                       f"{f', {result.best_path}' if result.best_path else ''}; "
                       f"curves: {result.out_dir}/train_val_*.png, {result.out_dir}/metrics.jsonl",
                       highlight=False)
+        if sim_eval is not None and sim_eval.best is not None:
+            console.print(f"success in simulation: best {100 * sim_eval.best:.0f}% at step {sim_eval.best_step} "
+                          f"({result.out_dir}/best_success.pt); curve: {result.out_dir}/train_success.png",
+                          highlight=False)
         if result.interrupted:
             console.print(f"resume with: robokit train {options.data} --out {options.out} --resume",
                           highlight=False)

@@ -21,6 +21,7 @@ DATASET_FIELDS = ("camera_names", "state_dim", "action_dim", "image_shape")
 
 
 LR_SCHEDULES = ("constant", "cosine")
+LOGGERS = ("tensorboard", "wandb")  # experiment loggers next to metrics.jsonl (robokit.training.loggers)
 # Validation samples per evaluation are at most this share of the training samples drawn since the
 # last one: a forward pass without gradients costs about a third of a training step, so validation
 # stays under ~15% of the run whatever --val-every, --val-samples and --batch-size say.
@@ -75,6 +76,13 @@ class TrainOptions:
     keep_failed_policy_steps: bool = False
     amp: bool = False  # bf16 autocast, CUDA only
     resume: bool = False
+    log: list[str] = field(default_factory=list)  # tensorboard | wandb (a "a,b" string is split)
+    wandb_project: str | None = None  # a named project logs online unless WANDB_MODE says otherwise
+    #: Simulation episodes per evaluation during training (0: none), every ``eval_every`` steps
+    #: (default: as validation) and at the end, on seeds ``eval_seed``, ``eval_seed + 1``, ...
+    eval_sim: int = 0
+    eval_every: int | None = None
+    eval_seed: int = 1000
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -91,6 +99,13 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {value}")
+        self.log = _log_targets(self.log)
+        if self.eval_sim < 0 or self.eval_seed < 0:
+            raise ConfigError(f"eval-sim and eval-seed must be >= 0, got {self.eval_sim} and {self.eval_seed}")
+        if self.eval_every is not None and self.eval_every <= 0:
+            raise ConfigError(f"eval-every must be positive, got {self.eval_every}")
+        if self.eval_every is not None and not self.eval_sim:
+            raise ConfigError("--eval-every needs --eval-sim N (the simulation episodes per evaluation)")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"num-workers must be >= 0, got {self.num_workers}")
         if self.image_size is not None:
@@ -128,6 +143,21 @@ class TrainOptions:
             out[f.name] = str(value) if isinstance(value, Path) else (
                 list(value) if isinstance(value, tuple) else value)
         return out
+
+
+def _log_targets(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """``--log`` values (repeated and/or comma-separated) as a list of known logger names."""
+    items = [value] if isinstance(value, str) else list(value or [])
+    names: list[str] = []
+    for item in items:
+        for name in str(item).split(","):
+            name = name.strip().lower()
+            if name and name not in LOGGERS:
+                raise ConfigError(f"unknown --log {name!r}; choose {' or '.join(LOGGERS)} "
+                                  "(metrics.jsonl is always written)")
+            if name and name not in names:
+                names.append(name)
+    return names
 
 
 @dataclass

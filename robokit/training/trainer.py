@@ -12,6 +12,9 @@ Output folder::
                        (tensors and plain containers only: torch.load(weights_only=True) reads it)
     metrics.jsonl      one record per log interval and per validation (see logs.py)
     train_val_<term>.png   curves per loss term
+    tensorboard/, wandb/   with --log tensorboard / wandb (loggers.py)
+    best_success.pt, sim_eval.jsonl, train_success.png   with --eval-sim (highest simulated
+                       success so far; robokit.deploy.train_eval)
 
 Steps are optimizer steps. One epoch is one pass over every start step of the training episodes
 (see dataset.py). Under ``torchrun`` (DDP) every process loads the data, ``batch_size`` is per process,
@@ -27,8 +30,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,7 @@ from robokit.training.corrections import sample_weights, scan_training_episodes
 from robokit.training.dataset import build_datasets
 from robokit.training.episode_records import check_consistent, collate_samples
 from robokit.training.logs import MetricsLog, plot_history
+from robokit.training.observers import Observers, TrainObserver
 from robokit.training.options import (
     DATA_OPTIONS,
     DEFAULT_STEPS,
@@ -74,6 +78,7 @@ from robokit.training.runtime import (
     pick_device,
     restore_rng_state,
 )
+from robokit.training.validation import validation_losses
 
 log = logging.getLogger(__name__)
 PLOT_INTERVAL_S = 60.0
@@ -82,8 +87,12 @@ PLOT_INTERVAL_S = 60.0
 # ---------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------
-def train(options: TrainOptions, progress: ProgressCallback | None = None) -> TrainResult:
+def train(options: TrainOptions, progress: ProgressCallback | None = None,
+          observers: Sequence[TrainObserver] = ()) -> TrainResult:
     """Train a policy as ``options`` says; returns where the checkpoints are and the final figures.
+
+    ``progress`` gets every :class:`TrainProgress`; ``observers`` also get the live run (see
+    :mod:`robokit.training.observers`: loggers, the simulation evaluation).
 
     Ctrl-C (or SIGTERM) stops at the next step boundary, saves last.pt and returns a result with
     ``interrupted=True``; ``--resume`` continues from there. Raises ConfigError / DataError /
@@ -92,7 +101,8 @@ def train(options: TrainOptions, progress: ProgressCallback | None = None) -> Tr
     device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
     dist = Distributed.from_env(device)
     try:
-        return _Trainer(options, device, dist, progress).run()
+        with Observers(options, progress, observers, dist.is_main) as hub:  # checks them on every rank
+            return _Trainer(options, device, dist, hub).run()
     finally:
         dist.close()
 
@@ -298,6 +308,8 @@ class _Trainer:
         sums: dict[str, torch.Tensor] = {}
         window_steps, window_time, window_start = 0, 0.0, time.perf_counter()
         run_start = time.perf_counter()
+        if isinstance(self.progress, Observers):  # rank 0: observers may evaluate and save the policy
+            self.progress.bind(self.policy, lambda path, at: self._save(path, at, run_start))
         steps_per_s: float | None = None
         interrupted = False
         self._emit("start", step, steps_per_s)
@@ -390,38 +402,13 @@ class _Trainer:
             eta_s=remaining / steps_per_s if steps_per_s else None, val_loss=self.last_val,
             best_val_loss=self.best_val, terms=dict(self._terms)))
 
-    @contextmanager
-    def _fixed_rng(self) -> Iterator[None]:
-        # Validation draws the same noise every time (CVAE sampling, dropout off), so val losses
-        # are comparable between evaluations and the training RNG stream is left untouched.
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.opts.seed + 12345)
-            yield
-
     def _validate(self) -> dict[str, float] | None:
         if self.val_ds is None or len(self.val_ds) == 0:
             return None
         n = validation_samples(len(self.val_ds), self.opts, self.val_every)
         idx = np.unique(np.linspace(0, len(self.val_ds) - 1, n).round().astype(int)).tolist()
         loader = self._make_loader(Subset(self.val_ds, idx), batch_size=self.opts.val_batch_size)
-        sums: dict[str, float] = {}
-        count = 0
-        self.policy.eval()
-        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.amp
-                    else nullcontext())
-        try:
-            with torch.no_grad(), self._fixed_rng(), autocast:
-                for batch in loader:
-                    b = int(batch["qpos"].shape[0])
-                    out = self.policy.compute_loss(to_device(batch, self.device))
-                    for k, v in out.items():
-                        if torch.is_tensor(v) and v.numel() == 1:
-                            sums[k] = sums.get(k, 0.0) + float(v.item()) * b
-                    count += b
-        finally:
-            self.policy.train()
-        return {**{k: v / count for k, v in sums.items()}, "samples": count}
+        return validation_losses(self.policy, loader, self.device, self.opts.seed + 12345, self.amp)
 
     def _validate_and_save(self, step: int, run_start: float) -> None:
         if not self.dist.is_main:
