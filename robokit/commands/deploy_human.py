@@ -87,11 +87,12 @@ def reset_countdown(console: Any, seconds: float, keys: Any) -> bool:
 
 
 class KeysWithPedal:
-    """The terminal's keys and a pedal's, as one source (a context manager like the terminal's)."""
+    """The terminal's keys and a pedal's, as one source (a context manager like the terminal's).
+    A pedal that goes away is reported once through ``on_notice``; the terminal's keys go on."""
 
-    def __init__(self, terminal: Any, pedal: Any) -> None:
+    def __init__(self, terminal: Any, pedal: Any, on_notice: Any = None) -> None:
         self.terminal, self.pedal = terminal, pedal
-        self.notices: list[str] = []
+        self.on_notice = on_notice
 
     @property
     def is_terminal(self) -> bool:
@@ -106,7 +107,7 @@ class KeysWithPedal:
 
     def poll(self, timeout_s: float = 0.0) -> list[str]:
         keys = list(self.terminal.poll(timeout_s)) + list(self.pedal.poll())
-        take = getattr(self.pedal, "take_notices", None)
-        if callable(take):
-            self.notices.extend(take())
+        notice = self.pedal.take_notice()
+        if notice and self.on_notice is not None:
+            self.on_notice(f"[yellow]{notice}[/]")
         return keys
