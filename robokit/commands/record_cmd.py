@@ -32,6 +32,7 @@ from robokit.commands.hardware_options import (
     RobotOpt,
     SimOpt,
 )
+from robokit.commands.view_cmd import ViewOpt
 from robokit.errors import UserError
 
 DEFAULT_EPISODES = {"scripted": 10, "replay": 1}
@@ -86,6 +87,7 @@ def register(app: typer.Typer) -> None:
                             "`robokit devices` lists them), read beside the terminal.")] = None,
         pedal_map: Annotated[str, typer.Option(
             "--pedal-map", help="Pedal keys -> recorder keys, e.g. KEY_A=s,KEY_B=d,KEY_C=q.")] = "",
+        view: ViewOpt = None,
     ) -> None:
         """Record demonstrations (keys: s start/stop+save, d discard, r re-record, h home,
         t task of the next episode, q quit)."""
@@ -121,7 +123,7 @@ def register(app: typer.Typer) -> None:
             min_free_bytes=int(min_free_mb * 2**20), goal_images=sim and task_set == "multi",
             keep_failed=keep_failed, workspace=workspace_from_option(workspace), segmentation=segmentation)
         run_recording(hw, config, teleop=teleop, task_set=task_set, seed=seed, size=size, preview=preview,
-                      pedal=pedal, pedal_map=pedal_map)
+                      pedal=pedal, pedal_map=pedal_map, view=view)
 
 
 def _sim_task(task: str, task_set: str) -> str:
@@ -156,13 +158,15 @@ def recorder_keys(teleop_kind: str) -> list[str]:
 
 
 def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, seed: int,
-                  size: tuple[int, int], preview: bool, pedal: str | None = None, pedal_map: str = "") -> list[Path]:
+                  size: tuple[int, int], preview: bool, pedal: str | None = None, pedal_map: str = "",
+                  view: str | None = None) -> list[Path]:
     """Build the hardware and the source, run the session with its UI, print what was saved."""
     from robokit.hardware.inputs import MergedKeys, open_pedal
     from robokit.record.keyboard import PreviewWindow, TerminalKeys
     from robokit.record.session import RecordingSession
     from robokit.record.spacemouse_teleop import SpaceMouseTeleop
     from robokit.record.teleop import make_teleop
+    from robokit.viz.live_view import open_live_view
 
     console = Console()
     teleop_kind = teleop.split(":", 1)[0].strip().lower()
@@ -176,6 +180,7 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
         pedal_keys = open_pedal(pedal, pedal_map, recorder_keys(teleop_kind)) if pedal else None
         if pedal_keys is not None:
             stack.callback(pedal_keys.close)
+        live = open_live_view(view, stack, "record")
         env = None
         if hw.sim:
             sim_task = _sim_task(config.task, task_set) if config.task else task_set
@@ -187,7 +192,9 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
         source = make_teleop(teleop, robot, env, config.fps)
         stack.callback(source.close)  # also when the set-up below fails (a SpaceMouse's reader thread)
         cameras = hw.make_cameras(env, size=size, fps=config.fps)
-        session = RecordingSession(robot, cameras, source, config, sim_env=env)
+        session = RecordingSession(live.tap_robot(robot) if live else robot, cameras, source, config, sim_env=env)
+        if live is not None:
+            live.watch_session(session)
         for message in session.prepare():  # recovery of what a crash left behind
             console.print(f"[yellow]{message}[/]", highlight=False)
         # Cameras first: a wrong camera spec fails in a second, before the robot connects and homes.
@@ -216,6 +223,8 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
             return prompt.filter(pressed) if prompt is not None else pressed
 
         def on_tick(s: RecordingSession) -> None:
+            if live is not None:
+                live.on_record_tick(s)
             if window is not None:
                 extra = window.show(s.last_images, caption=f"{s.state}  episode_{s.status().episode_index}")
                 for key in prompt.filter(extra) if prompt is not None else extra:
