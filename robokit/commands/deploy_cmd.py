@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from robokit.commands.hardware_options import CameraOpt, CollisionOpt, DynamicsOpt, HostOpt, RobotOpt, SimOpt
+from robokit.commands.view_cmd import ViewOpt
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -194,6 +195,7 @@ def register(app: typer.Typer) -> None:
         video: Annotated[Path | None, typer.Option("--video", help="Sim: write an MP4 per episode here.")] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="Sim: write the results as JSON.")] = None,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Hardware: do not ask before each episode.")] = False,
+        view: ViewOpt = None,
     ) -> None:
         """Run a policy in the control loop: `--sim` evaluates on held-out scenes, else drives the robot."""
         from rich.console import Console
@@ -232,13 +234,13 @@ def register(app: typer.Typer) -> None:
             if hw.cameras:
                 raise UserError("with --sim the cameras are the policy's own sim cameras; drop --camera")
             _deploy_sim(console, checkpoint, server, 10 if episodes is None else episodes, seed_start, realtime, task_set, goal, record,
-                        video, json_out, velocity_scale, common, TerminalKeys)
+                        video, json_out, velocity_scale, common, TerminalKeys, view=view)
         else:
             if realtime or video is not None or json_out is not None or task_set != "pick_place":
                 raise UserError("--realtime, --video, --json and --task-set apply to --sim; on hardware the "
                                 "loop always runs at wall-clock rate")
             _deploy_robot(console, hw, checkpoint, server, 1 if episodes is None else episodes, task, goal_image, record,
-                          velocity_scale, yes, common, TerminalKeys)
+                          velocity_scale, yes, common, TerminalKeys, view=view)
 
 
 def _action_delay(console: Any, latency: Path | None, hw: Any) -> float:
@@ -262,8 +264,10 @@ def _action_delay(console: Any, latency: Path | None, hw: Any) -> float:
 
 def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episodes: int, seed_start: int,
                 realtime: bool, task_set: str, goal: str, record: Path | None, video: Path | None,
-                json_out: Path | None, velocity_scale: float, common: dict[str, Any], keys_cls: Any) -> None:
+                json_out: Path | None, velocity_scale: float, common: dict[str, Any], keys_cls: Any,
+                view: str | None = None) -> None:
     from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim
+    from robokit.viz.live_view import chain, live_view_for
 
     panel = LivePanel(console, enabled=console.is_terminal)
 
@@ -274,14 +278,15 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
         panel.header = f"episode {o.index + 2}/{episodes}"
 
     panel.header = f"episode 1/{episodes}"
-    with keys_cls() as keys, panel:
+    with keys_cls() as keys, panel, live_view_for(view, "deploy") as live:
         settings = {k: v for k, v in common.items() if k != "client_keys"}
         config = EvalConfig(episodes=episodes, seed_start=seed_start, server=server, task_set=task_set, goal=goal,
                             realtime=realtime, record_dir=record, video_dir=video, velocity_scale=velocity_scale,
                             **settings)
         results = evaluate_in_sim(str(checkpoint) if checkpoint else None, config,
                                   client_keys=common["client_keys"], keys=keys if keys.is_terminal else None,
-                                  on_episode=on_episode, on_tick=panel.on_tick)
+                                  on_episode=chain(on_episode, live.on_episode if live else None),
+                                  on_tick=chain(panel.on_tick, live.on_tick if live else None))
     console.print(_results_table(results))
     console.print(_failures_summary(results), highlight=False)
     console.print(f"safety: {_safety_text(results.safety_totals())}", highlight=False)
@@ -297,13 +302,14 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
 
 def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | None, episodes: int,
                   task: str | None, goal_image_path: Path | None, record: Path | None, velocity_scale: float,
-                  yes: bool, common: dict[str, Any], keys_cls: Any) -> None:
+                  yes: bool, common: dict[str, Any], keys_cls: Any, view: str | None = None) -> None:
     import contextlib
 
     from robokit.deploy.evaluate import make_runner
     from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
     from robokit.deploy.recording import RolloutRecorder
     from robokit.errors import HardwareFault, ReflexStop, RobokitError, UserError
+    from robokit.viz.live_view import chain, open_live_view
 
     goal_image = None
     if goal_image_path is not None:
@@ -333,6 +339,7 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
             stack.enter_context(cam)
         stack.enter_context(arm)
         loop = stack.enter_context(ControlLoop(arm, cameras, runner, config, keys=None))
+        live = open_live_view(view, stack, "deploy")
         recorder = None
         if record is not None:
             shapes = {name: tuple(cameras[name].shape) for name in info.camera_names}
@@ -350,8 +357,11 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
             try:
                 with keys_cls() as keys, panel:
                     loop.keys = keys if keys.is_terminal else None
-                    result = loop.run_episode(task=task, goal_image=goal_image, on_step=recorder,
-                                              on_tick=panel.on_tick)
+                    if live is not None:
+                        live.new_episode(i, f"episode {i + 1}/{episodes}")
+                    result = loop.run_episode(task=task, goal_image=goal_image,
+                                              on_step=chain(recorder, live.on_step if live else None),
+                                              on_tick=chain(panel.on_tick, live.on_tick if live else None))
             except (RobokitError, KeyboardInterrupt) as exc:  # the loop has stopped the arm
                 if recorder is not None:  # keep what was recorded (a full disk still has the margin)
                     try:
