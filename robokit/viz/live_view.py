@@ -6,14 +6,10 @@ What the viewer shows (entity paths)::
     robot/qpos               measured joints + gripper, every tick
     robot/target             the command sent: joint targets + gripper, every tick
     robot/recorded           replay: the joints the episode recorded (what the replay should follow)
-    policy/predicted_chunk   deploy: each chunk the policy returns, one line per action value over
-                             the steps it covers (x: step, y: value)
-    policy/action            deploy with takeover: what the policy's plan held for the step
-    policy/intervention      deploy with takeover: 1 while a person commands
-    safety/<kind>            running counts of commands the safety filter changed (joint, velocity,
-                             gripper, rejected, workspace)
-    timing/tick_ms           time between consecutive ticks as the loop handed them over
-    timing/loop_hz, timing/jitter_p50_ms, timing/jitter_p99_ms, timing/...   the loop's own figures
+    policy/predicted_chunk   deploy: each chunk the policy returns (x: step, y: value)
+    policy/action, policy/intervention   deploy with takeover: the policy's plan, 1 while a person commands
+    safety/<kind>            running counts of commands the safety filter changed
+    timing/tick_ms, timing/loop_hz, timing/jitter_p99_ms, ...   tick spacing and the loop's own figures
     episode/index, episode/state (a text log entry at each change), episode/events
     view/dropped             updates the view dropped to keep up
 
@@ -145,8 +141,8 @@ class LiveView:
         self.budget_fraction = float(budget_fraction)
         self.jpeg_quality = int(jpeg_quality)
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, int(queue_size)))
-        #: Updates dropped because the queue was full or the worker fell behind.
-        self.dropped = 0
+        self._dropped_full = 0  # counted by the loop's thread: the queue was full
+        self._dropped_late = 0  # counted by the worker: it fell behind
         #: Items the worker logged.
         self.logged = 0
         #: Whether updates are being taken (False before :meth:`start`, after :meth:`close`, or when
@@ -269,8 +265,9 @@ class LiveView:
         if not self._stepped and getattr(loop.robot, "kind", "") == "sim":
             images = ({name: cam.read_latest() for name, cam in loop.cameras.items()}
                       if self._images_due() else None)
-            self._put(_Tick(self._ticks, time.perf_counter(), state=loop.robot.read(), target=loop.safety.previous,
-                            images=images))
+            joints = loop.safety.previous  # the joints last sent; the gripper target is not known here
+            target = None if joints is None else np.append(joints, np.nan)
+            self._put(_Tick(self._ticks, time.perf_counter(), state=loop.robot.read(), target=target, images=images))
             self._ticks += 1
         self._stepped = False
         now = time.perf_counter()
@@ -305,6 +302,11 @@ class LiveView:
 
         return on_step
 
+    @property
+    def dropped(self) -> int:
+        """Updates dropped because the queue was full or the worker fell behind."""
+        return self._dropped_full + self._dropped_late
+
     def _images_due(self) -> bool:
         return bool(self._image_every) and self._ticks % self._image_every == 0
 
@@ -312,7 +314,7 @@ class LiveView:
         try:
             self.queue.put_nowait(item)
         except queue.Full:
-            self.dropped += 1
+            self._dropped_full += 1
 
     # -- the worker -------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -345,7 +347,7 @@ class LiveView:
                     last_tick_t = max(queued.t, last_tick_t or queued.t)
             while len(pending) > MAX_PENDING:
                 pending.popleft()
-                self.dropped += 1
+                self._dropped_late += 1
             deadline = arrived + max(self.budget_fraction * period, MIN_BUDGET_S)
             source = self._status_source
             if source is not None and time.perf_counter() - writer.last_status >= STATUS_PERIOD_S:
@@ -487,10 +489,8 @@ def live_view_for(spec: str | None, kind: str) -> Iterator[LiveView | None]:
 def chain(*callbacks: Callable[..., None] | None) -> Callable[..., None] | None:
     """One callback calling each of ``callbacks`` that is not None, in order (None if all are)."""
     present = [c for c in callbacks if c is not None]
-    if not present:
-        return None
-    if len(present) == 1:
-        return present[0]
+    if len(present) <= 1:
+        return present[0] if present else None
 
     def call(*args: Any) -> None:
         for callback in present:
