@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import numpy as np
 
@@ -93,6 +93,12 @@ class ViewTarget:
             raise UserError(f"--view {text!r}: the web page and the gRPC stream need two different ports")
         return cls("web", web_port=web, grpc_port=grpc)
 
+    def web_url(self, host: str) -> str:
+        """The web viewer's address on ``host``, with the stream to open (the page does not find it
+        by itself)."""
+        stream = quote(f"rerun+http://{host}:{self.grpc_port}/proxy", safe="")
+        return f"http://{host}:{self.web_port}/?url={stream}"
+
     def describe(self) -> str:
         """Where the view goes, in words (for the console)."""
         if self.mode == "save":
@@ -100,9 +106,9 @@ class ViewTarget:
         if self.mode == "connect":
             return f"streaming the view to the viewer at {self.address}"
         if self.mode == "web":
-            return (f"web viewer at http://{socket.gethostname()}:{self.web_port} (from another machine: "
+            return (f"web viewer at {self.web_url(socket.gethostname())} (from another machine over ssh: "
                     f"ssh -L {self.web_port}:localhost:{self.web_port} -L {self.grpc_port}:localhost:"
-                    f"{self.grpc_port} HOST, then open http://localhost:{self.web_port})")
+                    f"{self.grpc_port} HOST, then open {self.web_url('localhost')})")
         return "streaming the view to a local rerun viewer"
 
 

@@ -157,7 +157,7 @@ def test_web_view_serves_a_page(tmp_path: Path):
         browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
         if browser is not None:  # a headless browser loads it too
             out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                                  f"http://127.0.0.1:{web_port}/"], check=False, capture_output=True, text=True,
+                                  view.target.web_url("127.0.0.1")], check=False, capture_output=True, text=True,
                                  timeout=60)
             assert "canvas" in out.stdout.lower() or "rerun" in out.stdout.lower(), out.stderr[-500:]
     finally:
