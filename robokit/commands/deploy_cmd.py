@@ -195,11 +195,28 @@ def register(app: typer.Typer) -> None:
         video: Annotated[Path | None, typer.Option("--video", help="Sim: write an MP4 per episode here.")] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="Sim: write the results as JSON.")] = None,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Hardware: do not ask before each episode.")] = False,
+        takeover: Annotated[str | None, typer.Option(
+            "--takeover", help="Who may take over from the policy (key t hands over and back): keyboard | "
+                               "spacemouse[:DEVICE] | hand (Franka hand guiding) | scripted (sim: the expert, "
+                               "whenever the policy strays). With --record the interventions are saved.")] = None,
+        pedal: Annotated[str | None, typer.Option(
+            "--pedal", help="A foot pedal or clicker that sends keys, read beside the terminal.")] = None,
+        pedal_map: Annotated[str, typer.Option(
+            "--pedal-map", help="Pedal keys -> deploy keys (t takeover, space, r, q, y, n), e.g. "
+                                "KEY_A=t,KEY_B=q.")] = "",
+        episode_time: Annotated[float | None, typer.Option(
+            "--episode-time", help="Seconds per episode (default: 10 in sim, 60 on hardware).")] = None,
+        reset_time: Annotated[float | None, typer.Option(
+            "--reset-time", help="Hardware: seconds to reset the scene between episodes, counted down "
+                                 "(instead of asking before each episode).")] = None,
+        label: Annotated[bool, typer.Option(
+            "--label", help="Hardware: after each episode, y / n labels it a success / failure.")] = False,
         view: ViewOpt = None,
     ) -> None:
         """Run a policy in the control loop: `--sim` evaluates on held-out scenes, else drives the robot."""
         from rich.console import Console
 
+        from robokit.commands.deploy_human import KeysWithPedal, check_takeover_spec, open_deploy_keys
         from robokit.commands.hardware_options import HardwareOptions
         from robokit.errors import UserError
         from robokit.hardware.workspace import workspace_from_option
@@ -210,6 +227,16 @@ def register(app: typer.Typer) -> None:
                                       dynamics=dynamics, collision=collision)
         if episodes is not None and episodes <= 0:
             raise UserError(f"--episodes must be positive, got {episodes}")
+        for name, value in (("--episode-time", episode_time), ("--reset-time", reset_time)):
+            if value is not None and not value > 0:
+                raise UserError(f"{name} must be positive seconds, got {value}")
+        if episode_time is not None and max_steps is not None:
+            raise UserError("give --episode-time or --max-steps, not both")
+        if hw.sim and reset_time is not None:
+            raise UserError("--reset-time is for a person at the real robot; the simulation resets itself")
+        if label and record is None:
+            raise UserError("--label stores each episode's label in its rollout file: add --record DIR")
+        takeover_spec = check_takeover_spec(takeover, hw.sim)
         if checkpoint is None and server is None:
             raise UserError("give a CHECKPOINT to run in this process, or --server tcp://HOST:PORT")
         if image_codec is not None:
@@ -229,18 +256,22 @@ def register(app: typer.Typer) -> None:
                   "done_threshold": done_threshold, "timeout_s": timeout, "device": device,
                   "client_keys": client_keys, "rt_priority": rt_priority,
                   "workspace": workspace_from_option(workspace),
-                  "action_delay_s": _action_delay(console, latency, hw)}
+                  "action_delay_s": _action_delay(console, latency, hw), "takeover": takeover_spec,
+                  "episode_time": episode_time, "reset_time": reset_time, "label": label}
+        pedal_keys = open_deploy_keys(pedal, pedal_map)
+        keys_cls = ((lambda: KeysWithPedal(TerminalKeys(), pedal_keys, console.print)) if pedal_keys is not None
+                    else TerminalKeys)
         if hw.sim:
             if hw.cameras:
                 raise UserError("with --sim the cameras are the policy's own sim cameras; drop --camera")
             _deploy_sim(console, checkpoint, server, 10 if episodes is None else episodes, seed_start, realtime, task_set, goal, record,
-                        video, json_out, velocity_scale, common, TerminalKeys, view=view)
+                        video, json_out, velocity_scale, common, keys_cls, view=view)
         else:
             if realtime or video is not None or json_out is not None or task_set != "pick_place":
                 raise UserError("--realtime, --video, --json and --task-set apply to --sim; on hardware the "
                                 "loop always runs at wall-clock rate")
             _deploy_robot(console, hw, checkpoint, server, 1 if episodes is None else episodes, task, goal_image, record,
-                          velocity_scale, yes, common, TerminalKeys, view=view)
+                          velocity_scale, yes, common, keys_cls, view=view)
 
 
 def _action_delay(console: Any, latency: Path | None, hw: Any) -> float:
@@ -266,23 +297,35 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
                 realtime: bool, task_set: str, goal: str, record: Path | None, video: Path | None,
                 json_out: Path | None, velocity_scale: float, common: dict[str, Any], keys_cls: Any,
                 view: str | None = None) -> None:
+    from robokit.commands.deploy_human import ask_label
     from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim
+    from robokit.episodes.labels import label_episode
     from robokit.viz.live_view import chain, live_view_for
 
     panel = LivePanel(console, enabled=console.is_terminal)
+    opened: list[Any] = []  # the keys, once open
 
     def on_episode(o: Any) -> None:
         mark = "[green]success[/]" if o.success else "[red]failure[/]"
+        helped = f", {o.intervention_steps} steps taken over" if o.intervention_steps else ""
         console.print(f"episode {o.index + 1}/{episodes} seed {o.seed}: {mark} after {o.steps} steps "
-                      f"({o.reason}) - {o.task}")
+                      f"({o.reason}{helped}) - {o.task}")
+        if common["label"] and o.episode_file and opened:
+            verdict = ask_label(console, opened[0])
+            if verdict is not None:  # the operator's word; the simulator's check stays beside it
+                label_episode(o.episode_file, verdict)
         panel.header = f"episode {o.index + 2}/{episodes}"
 
-    panel.header = f"episode 1/{episodes}"
+    panel.header = f"episode 1/{episodes}" + (" - t take over" if common["takeover"] else "")
     with keys_cls() as keys, panel, live_view_for(view, "deploy") as live:
-        settings = {k: v for k, v in common.items() if k != "client_keys"}
+        opened.append(keys)
+        human = ("client_keys", "takeover", "episode_time", "reset_time", "label")
+        settings = {k: v for k, v in common.items() if k not in human}
+        spec = ":".join(p for p in common["takeover"] if p) if common["takeover"] else None
         config = EvalConfig(episodes=episodes, seed_start=seed_start, server=server, task_set=task_set, goal=goal,
                             realtime=realtime, record_dir=record, video_dir=video, velocity_scale=velocity_scale,
-                            **settings)
+                            takeover=spec, **settings,
+                            **({"max_seconds": common["episode_time"]} if common["episode_time"] else {}))
         results = evaluate_in_sim(str(checkpoint) if checkpoint else None, config,
                                   client_keys=common["client_keys"], keys=keys if keys.is_terminal else None,
                                   on_episode=chain(on_episode, live.on_episode if live else None),
@@ -305,6 +348,7 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
                   yes: bool, common: dict[str, Any], keys_cls: Any, view: str | None = None) -> None:
     import contextlib
 
+    from robokit.commands.deploy_human import ask_label, reset_countdown, robot_takeover
     from robokit.deploy.evaluate import make_runner
     from robokit.deploy.loop import ControlLoop, LoopConfig, StopReason
     from robokit.deploy.recording import RolloutRecorder
@@ -328,7 +372,7 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
         rate = float(info.fps if common["fps"] is None else common["fps"])
         config = LoopConfig(fps=rate, mode=common["mode"] or "async", k=common["k"],
                             query_every=common["query_every"], realtime=True,
-                            max_steps=int(60 * rate if common["max_steps"] is None else common["max_steps"]),
+                            max_steps=int(common["max_steps"] or round((common["episode_time"] or 60.0) * rate)),
                             done_threshold=common["done_threshold"], velocity_scale=velocity_scale,
                             rt_priority=common["rt_priority"], workspace=common["workspace"],
                             action_delay_s=common["action_delay_s"])
@@ -338,22 +382,31 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
         for cam in cameras.values():
             stack.enter_context(cam)
         stack.enter_context(arm)
-        loop = stack.enter_context(ControlLoop(arm, cameras, runner, config, keys=None))
+        takeover = (robot_takeover(*common["takeover"], arm, rate) if common["takeover"] is not None else None)
+        if takeover is not None:
+            stack.callback(takeover.close)
+        loop = stack.enter_context(ControlLoop(arm, cameras, runner, config, keys=None, takeover=takeover))
         live = open_live_view(view, stack, "deploy")
         recorder = None
         if record is not None:
             shapes = {name: tuple(cameras[name].shape) for name in info.camera_names}
             recorder = RolloutRecorder(record, shapes, rate, arm.kind, sim=False,
-                                       chunk_shape=(info.chunk_size, info.action_dim))
+                                       chunk_shape=(info.chunk_size, info.action_dim),
+                                       takeover=takeover is not None, action_dim=info.action_dim)
         panel = LivePanel(console, enabled=console.is_terminal)
         for i in range(episodes):
-            if not yes and not typer.confirm(f"Move the arm to its ready pose and run episode {i + 1}/{episodes}?",
-                                             default=True):
+            if i > 0 and common["reset_time"] is not None:
+                with keys_cls() as keys:
+                    if not reset_countdown(console, common["reset_time"], keys):
+                        break
+            elif not yes and common["reset_time"] is None and not typer.confirm(
+                    f"Move the arm to its ready pose and run episode {i + 1}/{episodes}?", default=True):
                 break
             arm.home()
             if recorder is not None:
                 recorder.start(task)
-            panel.header = f"episode {i + 1}/{episodes} - space pause, r reset, q stop"
+            panel.header = (f"episode {i + 1}/{episodes} - space pause, r reset, q stop"
+                            + (f", t take over ({common['takeover'][0]})" if takeover is not None else ""))
             try:
                 with keys_cls() as keys, panel:
                     loop.keys = keys if keys.is_terminal else None
@@ -373,10 +426,16 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
                     except RobokitError as save_error:  # the first error is the one to report
                         console.print(f"could not save the rollout in progress: {save_error}")
                 raise
+            success = None
+            if common["label"]:
+                with keys_cls() as keys:
+                    success = ask_label(console, keys)
             if recorder is not None:
                 safety = {**result.safety, "reflex_stops": 0}
-                path = recorder.finish(None, {"stop_reason": result.reason.value, "policy": info.type,
-                                              **{f"safety_{key}": v for key, v in safety.items()}})
+                human = ({"takeover": common["takeover"][0], "intervention_steps": recorder.interventions}
+                         if takeover is not None else {})
+                path = recorder.finish(success, {"stop_reason": result.reason.value, "policy": info.type,
+                                                 **{f"safety_{key}": v for key, v in safety.items()}, **human})
                 console.print(f"saved {path}")
             console.print(f"episode {i + 1}: {result.message} after {result.steps} steps; "
                           f"safety: {_safety_text(result.safety)}", highlight=False)

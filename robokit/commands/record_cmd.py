@@ -87,10 +87,15 @@ def register(app: typer.Typer) -> None:
                             "`robokit devices` lists them), read beside the terminal.")] = None,
         pedal_map: Annotated[str, typer.Option(
             "--pedal-map", help="Pedal keys -> recorder keys, e.g. KEY_A=s,KEY_B=d,KEY_C=q.")] = "",
+        episode_time: Annotated[float | None, typer.Option(
+            "--episode-time", help="Stop and save an episode after this many seconds.")] = None,
+        reset_time: Annotated[float | None, typer.Option(
+            "--reset-time", help="Start the next episode this many seconds after one ends (a countdown in "
+                                 "the panel while you reset the scene).")] = None,
         view: ViewOpt = None,
     ) -> None:
         """Record demonstrations (keys: s start/stop+save, d discard, r re-record, h home,
-        t task of the next episode, q quit)."""
+        t task of the next episode, y / n label the last episode success / failure, q quit)."""
         from robokit.hardware.workspace import workspace_from_option
         from robokit.record.session import RecordConfig
         from robokit.record.teleop import check_teleop_spec
@@ -103,6 +108,12 @@ def register(app: typer.Typer) -> None:
         if pedal and not pedal_map:
             raise UserError("--pedal needs --pedal-map: which pedal key is which recorder key, e.g. "
                             "--pedal-map KEY_A=s,KEY_B=d,KEY_C=q")
+        for name, value in (("--episode-time", episode_time), ("--reset-time", reset_time)):
+            if value is not None and not value > 0:
+                raise UserError(f"{name} must be positive seconds, got {value}")
+        if teleop_kind in ("scripted", "replay") and (episode_time or reset_time):
+            raise UserError("--episode-time and --reset-time time a person's episodes; a scripted or replayed "
+                            "episode ends by itself")
         if task_set not in ("pick_place", "multi"):
             raise UserError(f"unknown --task-set {task_set!r}; choose pick_place or multi")
         size = parse_image_size(image_size or ("240x320" if sim else "480x640"))
@@ -123,7 +134,7 @@ def register(app: typer.Typer) -> None:
             min_free_bytes=int(min_free_mb * 2**20), goal_images=sim and task_set == "multi",
             keep_failed=keep_failed, workspace=workspace_from_option(workspace), segmentation=segmentation)
         run_recording(hw, config, teleop=teleop, task_set=task_set, seed=seed, size=size, preview=preview,
-                      pedal=pedal, pedal_map=pedal_map, view=view)
+                      pedal=pedal, pedal_map=pedal_map, timing=(episode_time, reset_time), view=view)
 
 
 def _sim_task(task: str, task_set: str) -> str:
@@ -146,12 +157,13 @@ def _sim_task(task: str, task_set: str) -> str:
 
 def recorder_keys(teleop_kind: str) -> list[str]:
     """The keys a recording session with ``teleop_kind`` answers to (what a pedal may send)."""
+    from robokit.record.episode_timer import LABEL_KEYS
     from robokit.record.status import SESSION_KEYS
     from robokit.record.teleop import KeyboardJog
 
     keys = [key for key, _ in SESSION_KEYS]
     if teleop_kind in ("keyboard", "spacemouse", "kinesthetic"):
-        keys += [TaskPrompt.KEY, "space", "g"]
+        keys += [TaskPrompt.KEY, "space", "g", *(key for key, _ in LABEL_KEYS)]
     if teleop_kind in ("keyboard", "spacemouse"):
         keys += ["+", "-", *KeyboardJog.MOVES]
     return keys
@@ -159,9 +171,10 @@ def recorder_keys(teleop_kind: str) -> list[str]:
 
 def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, seed: int,
                   size: tuple[int, int], preview: bool, pedal: str | None = None, pedal_map: str = "",
-                  view: str | None = None) -> list[Path]:
+                  timing: tuple[float | None, float | None] = (None, None), view: str | None = None) -> list[Path]:
     """Build the hardware and the source, run the session with its UI, print what was saved."""
     from robokit.hardware.inputs import MergedKeys, open_pedal
+    from robokit.record.episode_timer import EpisodeTimer
     from robokit.record.keyboard import PreviewWindow, TerminalKeys
     from robokit.record.session import RecordingSession
     from robokit.record.spacemouse_teleop import SpaceMouseTeleop
@@ -210,6 +223,8 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
         stack.enter_context(on_stop_signals(session.interrupt))
         # Keyboard-driven sessions can change the instruction between episodes (key t).
         prompt = None if autonomous else TaskPrompt(session)
+        # Labels (y / n) and the episode and reset clocks, for a person's episodes.
+        timer = None if autonomous else EpisodeTimer(session, *timing)
 
         # The terminal, the pedal and the SpaceMouse's save button feed one stream of keys.
         merged = MergedKeys(keys, pedal_keys, source if isinstance(source, SpaceMouseTeleop) else None)
@@ -220,7 +235,8 @@ def run_recording(hw: HardwareOptions, config: Any, teleop: str, task_set: str, 
                 session.notify(note)
                 if prompt is None:  # the progress bar shows no session messages
                     console.print(f"[yellow]{note}[/]", highlight=False)
-            return prompt.filter(pressed) if prompt is not None else pressed
+            pressed = prompt.filter(pressed) if prompt is not None else pressed
+            return timer.filter(pressed) if timer is not None else pressed
 
         def on_tick(s: RecordingSession) -> None:
             if live is not None:
