@@ -135,3 +135,9 @@ def test_a_command_that_needs_torch_names_the_extra(args, recorded, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"robokit {command} needs torch: pip install 'robokit[train]'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_inspecting_a_checkpoint_names_the_extra(make_tiny_checkpoint):
+    proc = cli_without_torch("inspect", str(make_tiny_checkpoint("cnnmlp")))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "robokit inspect CHECKPOINT needs torch: pip install 'robokit[train]'" in proc.stderr

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from robokit.commands.import_cmd import show_lerobot_summary
 from robokit.errors import DataError, UserError
+from robokit.extras import missing_extra
 from robokit.lerobot.layout import is_lerobot_folder
 
 
@@ -222,6 +223,9 @@ def _inspect_checkpoint(console: Console, path: Path) -> None:
     try:
         from robokit.policies.checkpoint import read_checkpoint_info
     except ImportError as exc:
+        missing = missing_extra(exc, "robokit inspect CHECKPOINT") if isinstance(exc, ModuleNotFoundError) else None
+        if missing is not None:
+            raise missing from None
         raise UserError(f"cannot inspect {path}: checkpoint support is not available ({exc})") from None
     info = read_checkpoint_info(path)
     meta = dict(info.get("train_meta") or {})
