@@ -329,7 +329,8 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
         results = evaluate_in_sim(str(checkpoint) if checkpoint else None, config,
                                   client_keys=common["client_keys"], keys=keys if keys.is_terminal else None,
                                   on_episode=chain(on_episode, live.on_episode if live else None),
-                                  on_tick=chain(panel.on_tick, live.on_tick if live else None))
+                                  on_tick=chain(panel.on_tick, live.on_tick if live else None),
+                                  on_step=live.on_step if live else None)
     console.print(_results_table(results))
     console.print(_failures_summary(results), highlight=False)
     console.print(f"safety: {_safety_text(results.safety_totals())}", highlight=False)

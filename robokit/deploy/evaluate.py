@@ -350,6 +350,7 @@ def evaluate_in_sim(
     keys: Any = None,
     on_episode: Callable[[EpisodeOutcome], None] | None = None,
     on_tick: Callable[[ControlLoop], None] | None = None,
+    on_step: Callable[[StepRecord], None] | None = None,
 ) -> EvalResults:
     """Run ``config.episodes`` evaluation episodes in the MuJoCo simulation and return the outcomes.
 
@@ -357,7 +358,7 @@ def evaluate_in_sim(
     ``config.server`` the policy runs on that server instead (``client_keys`` for a CurveZMQ
     server; the checkpoint, if given, is only compared with the one served). ``keys``
     (space/r/q) may pause, skip or end the run; ``on_episode`` is called after each episode and
-    ``on_tick`` after each tick (a live panel).
+    ``on_tick`` after each tick (a live panel), ``on_step`` with each tick's record (a live view).
     """
     from robokit.hardware.sim import PandaSimEnv, list_tasks
 
@@ -425,7 +426,7 @@ def evaluate_in_sim(
             result: EpisodeResult = loop.run_episode(
                 task=(cfg.task_text or {}).get(instruction, instruction) if cfg.goal == "text" else None,
                 goal_image=goal_image,
-                on_step=_chain(recorder, video, review, interventions.reset_at_zero),
+                on_step=_chain(recorder, video, review, interventions.reset_at_zero, on_step),
                 goal_reached=goal_reached, on_tick=on_tick,
                 objects=objects_fn)
             success = result.reason == StopReason.SUCCESS
