@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -389,10 +389,9 @@ class RecordingSession:
         self._pending = step
 
     def _append(self, step: EpisodeStep) -> None:
-        assert self._writer is not None
-        self._writer.append(step.qpos, step.qvel, step.action, step.images, t_robot=step.t_robot,
-                            t_images=step.t_images, done=step.done, object_boxes=step.object_boxes,
-                            masks=step.masks)
+        cast(EpisodeWriter, self._writer).append(  # only called while an episode's writer is open
+            step.qpos, step.qvel, step.action, step.images, t_robot=step.t_robot, t_images=step.t_images,
+            done=step.done, object_boxes=step.object_boxes, masks=step.masks)
 
     def _flush_pending(self) -> None:
         if self._pending is not None and self._writer is not None:

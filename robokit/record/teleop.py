@@ -345,6 +345,7 @@ def make_teleop(spec: str, robot: Any, sim_env: PandaSimEnv | None, fps: float) 
     if kind == "kinesthetic":
         return Kinesthetic(robot)
     if kind == "scripted":
-        assert sim_env is not None
+        if sim_env is None:  # check_teleop_spec refuses it already; this keeps the type checker sure
+            raise UserError("--teleop scripted uses the simulator's expert: add --sim")
         return Scripted(sim_env)
     return Replay(arg, num_joints=int(getattr(robot, "num_joints", NUM_JOINTS)))
