@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 import zmq
 
+from robokit.deploy import image_codec as C
+
 H, W, CHUNK, DIM = 480, 640, 100, 8
 CAMS = ("top", "wrist")
 NS_ADDR, HOST_ADDR = "10.213.0.2", "10.213.0.1"
@@ -112,10 +114,10 @@ class Link:
     and :attr:`added_ms` says how much fixed delay the caller adds to each round trip instead.
     """
 
-    def __init__(self, delay_ms: float, rate: str) -> None:
+    def __init__(self, delay_ms: float, rate: str, burst: int = 3028) -> None:
         self.ns = f"rk_wire_{os.getpid()}"
         self.host_if, self.ns_if = f"rkw{os.getpid() % 100000}a", f"rkw{os.getpid() % 100000}b"
-        self.delay_ms, self.rate = delay_ms, rate
+        self.delay_ms, self.rate, self.burst = delay_ms, rate, burst
         self.up = False
         self.added_ms = 0.0
         self.shaping = ""
@@ -140,7 +142,7 @@ class Link:
         netem = ("root", "netem", "delay", f"{self.delay_ms}ms", "rate", self.rate, "limit", "100000")
         # tbf with a bucket of two packets paces every packet as a 1 GbE NIC serialises it; a large
         # bucket would let a whole JPEG frame through at memory speed.
-        tbf = ("root", "tbf", "rate", self.rate, "burst", "3028", "limit", "4mb")
+        tbf = ("root", "tbf", "rate", self.rate, "burst", str(self.burst), "limit", "4mb")
         try:
             self._run("tc", "qdisc", "add", "dev", self.host_if, *netem)
             self._run(*ns, "tc", "qdisc", "add", "dev", self.ns_if, *netem)
@@ -152,7 +154,7 @@ class Link:
             self._run("tc", "qdisc", "add", "dev", self.host_if, *tbf)
             self._run(*ns, "tc", "qdisc", "add", "dev", self.ns_if, *tbf)
             self.added_ms = 2 * self.delay_ms
-            self.shaping = (f"tbf rate {self.rate} each way (no netem in this kernel: {self.delay_ms} ms each "
+            self.shaping = (f"tbf rate {self.rate} burst {self.burst} B each way (no netem in this kernel: {self.delay_ms} ms each "
                             f"way added to every round trip, {self.added_ms:g} ms)")
 
     def close(self) -> None:
@@ -379,6 +381,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=2.0, help="sensor-like noise added to the renders (sigma)")
     parser.add_argument("--delay-ms", type=float, default=0.2, help="netem delay on each end of the link")
     parser.add_argument("--rate", default="1gbit")
+    parser.add_argument("--burst", type=int, default=3028, help="tbf bucket in bytes (without netem)")
     parser.add_argument("--no-netns", action="store_true", help="measure loopback and ipc only")
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--train-steps", type=int, default=300, help="without a checkpoint: ACT steps to train")
@@ -400,7 +403,7 @@ def main() -> None:
     link: Link | None = None
     kinds = ["loopback", "ipc"]
     if not args.no_netns:
-        link = Link(args.delay_ms, args.rate)
+        link = Link(args.delay_ms, args.rate, args.burst)
         try:
             link.open()
             kinds.insert(0, "link")
@@ -439,6 +442,16 @@ def main() -> None:
         if link is not None:
             link.close()
     rtt = {kind: summarise(s) for kind, s in samples.items()}
+    if "link" in rtt:  # what the wire alone needs: the payload at the link's rate plus the delay
+        rate_bps = float(args.rate.lower().replace("gbit", "e9").replace("mbit", "e6"))
+        for n in (1, 2):
+            sizes = {"raw": sum(images[c].nbytes for c in CAMS[:n]),
+                     "jpeg": sum(len(C.encode_jpeg(images[c], args.quality)) for c in CAMS[:n])}
+            for name, size in sizes.items():
+                floor = (size + qpos.nbytes + CHUNK * DIM * 4) * 8 / rate_bps * 1e3 + 2 * args.delay_ms
+                for row in (f"robokit {name} {n} cam", f"multipart {name} {n} cam"):
+                    rtt["link"][row]["wire_floor_ms"] = floor
+                    rtt["link"][row]["request_bytes"] = size
     codec = codec_table([f for _, f, _ in frames], (75, 90, 95))
     pair = pair_ms([f for _, f, _ in frames], args.quality)
     noisy = codec_table([{c: camera_like(i, args.noise, k) for k, (c, i) in enumerate(f.items())}
@@ -473,7 +486,9 @@ def report(rtt: dict, codec: list, noisy: list, policy: dict | None, args: Any) 
         print(f"\n{kind}:")
         print(f"  {'row':<24} {'p50 min':>8} {'p50 med':>8} {'p95 min':>8} {'p95 med':>8}")
         for row, s in rows.items():
-            print(f"  {row:<24} {s['p50_min']:8.2f} {s['p50_median']:8.2f} {s['p95_min']:8.2f} {s['p95_median']:8.2f}")
+            floor = f"   wire floor {s['wire_floor_ms']:.2f}" if "wire_floor_ms" in s else ""
+            print(f"  {row:<24} {s['p50_min']:8.2f} {s['p50_median']:8.2f} {s['p95_min']:8.2f} "
+                  f"{s['p95_median']:8.2f}{floor}")
         for n in (1, 2):
             g = {k.replace(f" {n} cam", ""): v["p50_median"] for k, v in rows.items() if k.endswith(f"{n} cam")}
             print(f"  {n} cam, p50 ratios: robokit jpeg/raw {g['robokit jpeg'] / g['robokit raw']:.2f}, "

@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
             "--server", help="Policy server address (robokit serve), e.g. tcp://gpu-box:5555.")] = None,
         image_codec: Annotated[str | None, typer.Option(
             "--image-codec", help="With --server: raw | jpeg[:Q] (Q 1..100, default 90); JPEG sends "
-                                  "~15x fewer bytes per frame (for a network link).")] = None,
+                                  "~30x fewer bytes per frame (for a network link).")] = None,
         secure: Annotated[bool, typer.Option("--secure", help="CurveZMQ to the server (keys from --keys).")] = False,
         keys_dir: Annotated[Path | None, typer.Option(
             "--keys", help="Folder with server.key and client.key_secret (robokit keys).")] = None,
