@@ -102,7 +102,9 @@ def serve(kind: str, host: str) -> None:
     print("READY", servers[0].address, servers[1].address, echo, flush=True)
     sys.stdin.read()  # the parent closes our stdin (or dies) to stop us
     for srv in servers:
-        srv.close()  # (removes the ipc socket files)
+        srv.close()  # (removes their ipc socket files)
+    if echo.startswith("ipc://"):
+        Path(echo[6:]).unlink(missing_ok=True)
     os._exit(0)  # the echo thread is blocked in recv: no orderly zmq shutdown is needed
 
 
