@@ -1,30 +1,25 @@
 """Images on the wire: raw against JPEG frames across a 1 Gbit/s link with 0.2 ms delay, and the
 same-host transports (tcp loopback, ipc).
 
-The link is a network namespace joined to this one by a veth pair, each end shaped with
-``tc qdisc ... netem delay 0.2ms rate 1gbit`` (so a round trip carries 0.4 ms of delay, and every byte
-is paced at 1 Gbit/s in both directions), all on this machine; it needs root. Without namespaces
-(``--no-netns``, or when ``ip netns add`` is refused) only loopback and ipc are measured.
+The link (root needed) is a network namespace joined to this one by a veth pair, both ends shaped
+with ``netem delay 0.2ms rate 1gbit``; a kernel without netem gets ``tbf rate 1gbit`` (``--burst``)
+and the 0.2 ms each way is added to every round trip. Without namespaces (``--no-netns``, or when
+``ip netns add`` is refused) only loopback and ipc are measured. Namespaces are removed at exit.
 
-Per transport, interleaved in rounds so that machine load hits every row alike, round trips of
-``infer`` with 1 and 2 cameras of 480x640 sim frames (+ 8 float32 state; reply 100x8 float32 from a
-constant "model", so only the wire counts):
+Per transport, interleaved in rounds so that machine load hits every row alike, ``infer`` round trips
+with 1 and 2 cameras of 480x640 sim frames (+ 8 float32; reply 100x8 float32 from a constant model):
+robokit raw / JPEG (:class:`~robokit.deploy.client.PolicyClient` -> :class:`~robokit.deploy.server.PolicyServer`,
+JPEG encoded in the client and decoded in the server inside the round trip), and a bare REQ/REP of
+the same bytes as multipart frames (JPEG bytes encoded beforehand: the transport alone). Then the
+codec on sim frames (bytes, PSNR, times by quality; OpenCV, and simplejpeg when importable) and the
+action error of a sim policy given JPEG frames instead of raw ones (``--checkpoint``; default
+``demo_out/run/last.pt``, else a tiny ACT trained here).
 
-* robokit raw / robokit JPEG: :class:`~robokit.deploy.client.PolicyClient` ->
-  :class:`~robokit.deploy.server.PolicyServer` (JPEG: encoded in the client, decoded in the server,
-  both inside the round trip);
-* multipart raw / multipart JPEG: a bare REQ/REP of the same bytes as multipart frames (the JPEG
-  bytes encoded once beforehand: the transport alone, the floor under any protocol).
-
-Then the codec itself on sim frames: bytes, PSNR and encode/decode times by quality (OpenCV, and
-simplejpeg when it is importable), and the action error of a sim policy given JPEG frames instead of
-raw ones (``--checkpoint``; default ``demo_out/run/last.pt``, else a tiny ACT trained here).
-
-    sudo .venv/bin/python benchmarks/wire_link.py                 # ~2 min (+ training without a checkpoint)
+    sudo .venv/bin/python benchmarks/wire_link.py                   # ~2 min (+ training without a checkpoint)
     .venv/bin/python benchmarks/wire_link.py --quick --skip-policy  # smoke run
 
-Client and server share this machine's CPUs (2 cores here), so the codec work of both ends lands on
-the same cores, as it would not across two machines. Writes benchmarks/results/wire_link.json.
+Client and server share this machine's CPUs, so the codec work of both ends lands on the same cores,
+as it would not across two machines. Writes benchmarks/results/wire_link.json.
 """
 
 from __future__ import annotations
@@ -33,6 +28,7 @@ import argparse
 import atexit
 import contextlib
 import functools
+import itertools
 import json
 import os
 import platform
@@ -56,7 +52,6 @@ CAMS = ("top", "wrist")
 NS_ADDR, HOST_ADDR = "10.213.0.2", "10.213.0.1"
 
 
-# -- servers (run in a child process, inside the namespace for the link) -------------------------
 class ConstantPolicy:
     """The same chunk for every observation: only the wire is measured."""
 
@@ -108,7 +103,6 @@ def serve(kind: str, host: str) -> None:
     os._exit(0)  # the echo thread is blocked in recv: no orderly zmq shutdown is needed
 
 
-# -- the link ------------------------------------------------------------------------------------
 class Link:
     """A namespace with a veth pair shaped at both ends; removed on :meth:`close` (also at exit).
 
@@ -120,9 +114,7 @@ class Link:
         self.ns = f"rk_wire_{os.getpid()}"
         self.host_if, self.ns_if = f"rkw{os.getpid() % 100000}a", f"rkw{os.getpid() % 100000}b"
         self.delay_ms, self.rate, self.burst = delay_ms, rate, burst
-        self.up = False
-        self.added_ms = 0.0
-        self.shaping = ""
+        self.up, self.added_ms, self.shaping = False, 0.0, ""
 
     def _run(self, *cmd: str) -> None:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -131,14 +123,13 @@ class Link:
         atexit.register(self.close)
         self._run("ip", "netns", "add", self.ns)
         self.up = True
-        self._run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
-        self._run("ip", "link", "set", self.ns_if, "netns", self.ns)
-        self._run("ip", "addr", "add", f"{HOST_ADDR}/30", "dev", self.host_if)
-        self._run("ip", "link", "set", self.host_if, "up")
         ns = ("ip", "netns", "exec", self.ns)
-        self._run(*ns, "ip", "addr", "add", f"{NS_ADDR}/30", "dev", self.ns_if)
-        self._run(*ns, "ip", "link", "set", self.ns_if, "up")
-        self._run(*ns, "ip", "link", "set", "lo", "up")
+        for cmd in (("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if),
+                    ("ip", "link", "set", self.ns_if, "netns", self.ns),
+                    ("ip", "addr", "add", f"{HOST_ADDR}/30", "dev", self.host_if), ("ip", "link", "set", self.host_if, "up"),
+                    (*ns, "ip", "addr", "add", f"{NS_ADDR}/30", "dev", self.ns_if),
+                    (*ns, "ip", "link", "set", self.ns_if, "up"), (*ns, "ip", "link", "set", "lo", "up")):
+            self._run(*cmd)
         # netem paces every packet at the rate after the delay; its queue must hold a whole
         # 2-camera raw request (1.8 MB) or TCP would see drops that a real switch would not cause.
         netem = ("root", "netem", "delay", f"{self.delay_ms}ms", "rate", self.rate, "limit", "100000")
@@ -156,8 +147,8 @@ class Link:
             self._run("tc", "qdisc", "add", "dev", self.host_if, *tbf)
             self._run(*ns, "tc", "qdisc", "add", "dev", self.ns_if, *tbf)
             self.added_ms = 2 * self.delay_ms
-            self.shaping = (f"tbf rate {self.rate} burst {self.burst} B each way (no netem in this kernel: {self.delay_ms} ms each "
-                            f"way added to every round trip, {self.added_ms:g} ms)")
+            self.shaping = (f"tbf rate {self.rate} burst {self.burst} B each way (no netem in this kernel: "
+                            f"{self.delay_ms} ms each way added to every round trip, {self.added_ms:g} ms)")
 
     def close(self) -> None:
         if self.up:
@@ -180,7 +171,6 @@ def start_servers(kind: str, link: Link | None) -> tuple[subprocess.Popen, list[
     return proc, line.split()[1:]
 
 
-# -- frames --------------------------------------------------------------------------------------
 def sim_frames(cams: tuple[str, ...], seeds: range, every: int, size: tuple[int, int] = (H, W),
                task_set: str = "pick_place") -> list[tuple[np.ndarray, dict[str, np.ndarray], str]]:
     """(qpos, {camera: image}, instruction) along the scripted expert's episodes, every ``every`` steps."""
@@ -209,7 +199,6 @@ def camera_like(image: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 
-# -- measurement ---------------------------------------------------------------------------------
 def timed(fn: Callable[[], Any], n: int, warmup: int = 5) -> np.ndarray:
     for _ in range(warmup):
         fn()
@@ -400,8 +389,7 @@ def main() -> None:
         args.n, args.rounds = 30, 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up of namespaces and servers
     load_start = os.getloadavg()
-    print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} "
-          f"({os.cpu_count()} CPUs)")
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in load_start)} ({os.cpu_count()} CPUs)")
     link: Link | None = None
     kinds = ["loopback", "ipc"]
     if not args.no_netns:
@@ -425,8 +413,7 @@ def main() -> None:
             proc, addresses = start_servers(kind, link)
             procs.append(proc)
             rows[kind] = rtt_rows(addresses, images, qpos, args.quality)
-        if link is not None and link.up:
-            print(f"link: {link.shaping}")
+        print(f"link: {link.shaping}" if link is not None and link.up else "no link")
         for r in range(args.rounds):
             for kind in kinds:
                 added = link.added_ms if kind == "link" and link is not None else 0.0
@@ -446,14 +433,11 @@ def main() -> None:
     rtt = {kind: summarise(s) for kind, s in samples.items()}
     if "link" in rtt:  # what the wire alone needs: the payload at the link's rate plus the delay
         rate_bps = float(args.rate.lower().replace("gbit", "e9").replace("mbit", "e6"))
-        for n in (1, 2):
-            sizes = {"raw": sum(images[c].nbytes for c in CAMS[:n]),
-                     "jpeg": sum(len(C.encode_jpeg(images[c], args.quality)) for c in CAMS[:n])}
-            for name, size in sizes.items():
-                floor = (size + qpos.nbytes + CHUNK * DIM * 4) * 8 / rate_bps * 1e3 + 2 * args.delay_ms
-                for row in (f"robokit {name} {n} cam", f"multipart {name} {n} cam"):
-                    rtt["link"][row]["wire_floor_ms"] = floor
-                    rtt["link"][row]["request_bytes"] = size
+        for n, name in itertools.product((1, 2), ("raw", "jpeg")):
+            size = sum(images[c].nbytes if name == "raw" else len(C.encode_jpeg(images[c], args.quality)) for c in CAMS[:n])
+            floor = (size + qpos.nbytes + CHUNK * DIM * 4) * 8 / rate_bps * 1e3 + 2 * args.delay_ms
+            for row in (f"robokit {name} {n} cam", f"multipart {name} {n} cam"):
+                rtt["link"][row].update(request_bytes=size, wire_floor_ms=floor)
     codec = codec_table([f for _, f, _ in frames], (75, 90, 95))
     pair = pair_ms([f for _, f, _ in frames], args.quality)
     noisy = codec_table([{c: camera_like(i, args.noise, k) for k, (c, i) in enumerate(f.items())}
@@ -469,10 +453,9 @@ def main() -> None:
     report(rtt, codec, noisy, policy, args)
     print(f"2 cameras, JPEG encode + decode per request: {pair['serial_ms']:.2f} ms one after the other, "
           f"{pair['threads_ms']:.2f} ms on threads")
-    print(f"load average at end: {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
+    print(f"load average at end: {' '.join(f'{v:.2f}' for v in load_end)}")
     result = {"benchmark": "wire_link", "rtt_ms": rtt, "codec": codec, "codec_noisy": noisy, "pair": pair,
-              "policy": policy,
-              "setup": {"link": link.shaping if link is not None and "link" in rtt else None,
+              "policy": policy, "setup": {"link": link.shaping if link is not None and "link" in rtt else None,
                         "image": [H, W, 3], "reply": [CHUNK, DIM], "quality": args.quality, "noise": args.noise,
                         "n": args.n, "rounds": args.rounds},
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "zmq": zmq.zmq_version(),
@@ -496,10 +479,8 @@ def report(rtt: dict, codec: list, noisy: list, policy: dict | None, args: Any) 
             print(f"  {n} cam, p50 ratios: robokit jpeg/raw {g['robokit jpeg'] / g['robokit raw']:.2f}, "
                   f"robokit raw/multipart raw {g['robokit raw'] / g['multipart raw']:.2f}, "
                   f"robokit jpeg/multipart jpeg {g['robokit jpeg'] / g['multipart jpeg']:.2f}")
-    if "ipc" in rtt and "loopback" in rtt:
-        for row in rtt["ipc"]:
-            ratio = rtt["ipc"][row]["p50_median"] / rtt["loopback"][row]["p50_median"]
-            print(f"ipc/loopback p50 {row}: {ratio:.2f}")
+    for row in rtt["ipc"] if "ipc" in rtt and "loopback" in rtt else ():
+        print(f"ipc/loopback p50 {row}: {rtt['ipc'][row]['p50_median'] / rtt['loopback'][row]['p50_median']:.2f}")
     print("\nJPEG of 480x640 sim renders (per frame):")
     for r in codec + [dict(x, library=x["library"] + f" +noise {args.noise:g}") for x in noisy]:
         print(f"  {r['library']:<22} q{r['quality']:<3} {r['bytes_mean'] / 1024:7.1f} KiB ({r['ratio']:4.1f}x)  "
