@@ -173,7 +173,7 @@ def test_unknown_engine_is_a_clear_error(make_tiny_policy):
         accelerate(make_tiny_policy("act"), "tensorrt")
 
 
-@pytest.mark.parametrize(("engine", "module"), [("onnx", "onnxruntime"), ("openvino", "openvino")])
+@pytest.mark.parametrize(("engine", "module"), [("onnx", "onnxruntime"), ("openvino", "openvino"), ("onnx", "onnx")])
 def test_missing_engine_package_names_the_extra(make_tiny_policy, monkeypatch, engine, module):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(UserError, match=r"pip install 'robokit\[cpu-infer\]'") as info:
