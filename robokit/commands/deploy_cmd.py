@@ -383,7 +383,8 @@ def _deploy_robot(console: Any, hw: Any, checkpoint: Path | None, server: str | 
         for cam in cameras.values():
             stack.enter_context(cam)
         stack.enter_context(arm)
-        takeover = (robot_takeover(*common["takeover"], arm, rate) if common["takeover"] is not None else None)
+        spec = common["takeover"]  # (kind, device) or None
+        takeover = robot_takeover(spec[0], spec[1], arm, rate) if spec is not None else None
         if takeover is not None:
             stack.callback(takeover.close)
         loop = stack.enter_context(ControlLoop(arm, cameras, runner, config, keys=None, takeover=takeover))
