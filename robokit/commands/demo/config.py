@@ -107,6 +107,8 @@ class DemoResult:
     videos: list[Path] = field(default_factory=list)
     rollout_plots: list[Path] = field(default_factory=list)
     stages: list[StageTime] = field(default_factory=list)
+    expected_s: float | None = None  # printed at the start (robokit.commands.demo.estimate)
+    measured_step_s: float | None = None  # the training step timed for that estimate
     total_wall_s: float = 0.0
     total_cpu_s: float = 0.0
 

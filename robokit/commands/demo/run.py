@@ -24,6 +24,7 @@ from rich.table import Table
 import robokit.hardware.sim  # noqa: F401
 from robokit.commands.common import format_duration, log_to_console
 from robokit.commands.demo.config import MARKER, DemoConfig, DemoResult, StageTime, prepare_output
+from robokit.commands.demo.estimate import estimate
 from robokit.commands.demo.stages import (
     check_expert,
     deploy_in_sim,
@@ -54,6 +55,12 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
     if removed:
         console.print(removed, highlight=False)
     console.print(f"output: {cfg.out.resolve()}   torch threads: {_torch_threads()}", highlight=False)
+    expected = estimate(cfg)
+    result.expected_s, result.measured_step_s = expected.total_s, expected.step_s
+    console.print(f"expected duration on this machine now: about {format_duration(expected.total_s)} "
+                  f"(a training step measured at {expected.step_s:.2f} s: {cfg.steps} steps "
+                  f"~{format_duration(expected.train_s)}, the other stages ~{format_duration(expected.other_s)})",
+                  highlight=False)
 
     def header(n: int, title: str) -> None:
         console.print()
@@ -146,4 +153,10 @@ def print_summary(result: DemoResult, console: Console) -> None:
         console.print(f"{what:>15}  {path}", soft_wrap=True, highlight=False)
     console.print(f"next: robokit deploy --sim {result.checkpoint} --episodes 50", soft_wrap=True,
                   highlight=False)
-    console.print(f"demo finished in {format_duration(result.total_wall_s)} (wall clock)", highlight=False)
+    expected = f"; expected {format_duration(result.expected_s)}" if result.expected_s is not None else ""
+    console.print(f"demo finished in {format_duration(result.total_wall_s)} (wall clock{expected}; "
+                  f"training {result.train_steps} steps at {_rate(result)} steps/s)", highlight=False)
+
+
+def _rate(result: DemoResult) -> str:
+    return f"{result.train_steps / result.train_seconds:.1f}" if result.train_seconds > 0 else "?"

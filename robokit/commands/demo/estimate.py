@@ -1,0 +1,89 @@
+"""How long the demo will take on this machine, measured before it starts.
+
+Training is most of the demo's time, and the speed of a training step differs more than twofold
+between machines of the same type (and again when other processes share the CPU), so a fixed
+figure would mislead. Instead the demo times a few training steps of its own model on synthetic
+data of the demo's shapes (about a second) and scales: the training stage is ``steps`` such steps,
+and the other stages (scene, expert, recording, deployment) take :data:`OTHER_STAGES_IN_STEPS`
+training steps' worth of time, as where it was measured: they slow down with the machine in about
+the same proportion.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import cast
+
+from robokit.commands.demo.config import DemoConfig
+
+# The simulated Panda's joint positions + gripper: the demo's state and action sizes.
+PANDA_DIM = 8
+# Everything but the training steps (scene, expert, recording, deployment, the trainer's start-up and
+# checkpoints), in training steps of the default configuration. Measured on a 2-core machine of the
+# demo's type (docs/demo.md): 797 s in all, of which 2500 steps at 3.6 steps/s took ~694 s; the
+# other ~103 s are ~370 steps' worth.
+OTHER_STAGES_IN_STEPS = 370
+TIMED_STEPS = 3  # after one warm-up step (its allocations and oneDNN kernel choices are slower)
+
+
+@dataclass
+class Estimate:
+    """The expected wall time of a demo run, and what it was computed from."""
+
+    step_s: float  # one training step, measured now
+    train_s: float
+    other_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.other_s
+
+
+def measure_step_seconds(cfg: DemoConfig, timed_steps: int = TIMED_STEPS) -> float:
+    """Median wall time of one training step of the demo's ACT (batch, images, chunk of ``cfg``)."""
+    import torch
+
+    from robokit.policies.act.model import ACTConfig, ACTPolicy
+    from robokit.training.runtime import pick_device
+
+    device = pick_device(cfg.device)
+    height, width = cfg.image_size
+    policy_cfg = cast(ACTConfig, ACTConfig.from_dict({
+        **cfg.policy_config, "camera_names": list(cfg.cameras), "image_shape": (height, width, 3),
+        "state_dim": PANDA_DIM, "action_dim": PANDA_DIM, "chunk_size": cfg.chunk_size, "fps": cfg.fps}))
+    # A generator of its own: the measurement leaves the global random state (and so the recorded
+    # data and the training run) exactly as it would be without it.
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        policy = ACTPolicy(policy_cfg).to(device).train()
+    b, k = cfg.batch_size, len(cfg.cameras)
+    batch = {
+        "images": torch.randint(0, 256, (b, k, 3, height, width), dtype=torch.uint8, generator=gen),
+        "qpos": torch.randn(b, PANDA_DIM, generator=gen),
+        "action": torch.randn(b, cfg.chunk_size, PANDA_DIM, generator=gen),
+        "is_pad": torch.zeros(b, cfg.chunk_size, dtype=torch.bool),
+    }
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    times = []
+    with torch.random.fork_rng(devices=[]):
+        for i in range(1 + timed_steps):
+            start = time.perf_counter()
+            loss = policy.compute_loss(batch)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i > 0:
+                times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def estimate(cfg: DemoConfig, step_s: float | None = None) -> Estimate:
+    """The expected duration of a demo with ``cfg`` (``step_s`` measured now unless given)."""
+    step = measure_step_seconds(cfg) if step_s is None else step_s
+    # The other stages scale with the demonstrations recorded and the episodes evaluated.
+    other = OTHER_STAGES_IN_STEPS * step * (cfg.episodes + cfg.eval_episodes) / (
+        DemoConfig.episodes + DemoConfig.eval_episodes)
+    return Estimate(step_s=step, train_s=cfg.steps * step, other_s=other)
