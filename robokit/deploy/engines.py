@@ -46,7 +46,7 @@ EXTRA = "cpu-infer"
 DEFAULT_TOLERANCE = 1e-4
 # Python modules each engine needs, and the PyPI package that brings each: the engine, and ``onnx``
 # for torch's exporter (both engines read the ONNX file it writes; ``onnxscript``, for torch's newer
-# exporter, is optional). The extra holds ONNX Runtime: as fast as OpenVINO on full ACT here, in
+# exporter, is optional). The extra holds ONNX Runtime: within 10% of OpenVINO on full ACT here, in
 # less than half the install (78 MB against 180 MB); OpenVINO is used where it is installed.
 _REQUIRES: dict[str, tuple[tuple[str, str], ...]] = {
     "onnx": (("onnxruntime", "onnxruntime"), ("onnx", "onnx")),
