@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,20 +170,10 @@ def export_lerobot(data: str | Path, out: str | Path, repo_id: str | None = None
     pq = L.require("pyarrow.parquet")
     chosen = pick_codec(codec)
     repo_id = repo_id or f"local/{out.name}"
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     started = time.perf_counter()
-    try:
+    with L.staged_folder(out) as tmp:
         report = _export(paths, tmp, chosen, crf, threads, fps, progress, pq)
         _write_card(tmp, repo_id, report)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report.out = out
     report.seconds = time.perf_counter() - started
     report.bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,17 +126,8 @@ def import_lerobot(root: str | Path, out: str | Path, *, compress: str = "none",
     episodes = read_episodes(root, pq)
     if not episodes:
         raise DataError(f"{root}: the dataset has no episodes")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with L.staged_folder(out) as tmp:
         frames = _import(root, tmp, info, mapping, tasks, episodes, compress, progress, pq)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ImportReport(out=out, episodes=len(episodes), frames=frames, cameras=list(mapping["cameras"]),
                         fps=int(info["fps"]), tasks=list(tasks.values()), seconds=time.perf_counter() - started)
 

@@ -32,8 +32,12 @@ travel in their own columns instead of replacing it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -87,6 +91,24 @@ DEFAULT_FEATURES: dict[str, dict[str, Any]] = {
 FRANKA_NAMES = [f"joint_{i}.pos" for i in range(1, 8)] + ["gripper.pos"]
 
 _EXTRA_HINT = "pip install 'robokit[lerobot]'"
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A hidden sibling of ``out`` to write a dataset into: renamed to ``out`` (absent or empty) when the
+    block ends, removed when it fails, so a half-written dataset never sits under the name asked for."""
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()  # the callers refuse a non-empty one before they start
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def require(module: str) -> ModuleType:

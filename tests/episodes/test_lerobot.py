@@ -21,16 +21,7 @@ from robokit.errors import DataError, UserError
 from robokit.lerobot.export import export_lerobot
 from robokit.lerobot.importer import import_lerobot
 from robokit.training.dataset import scan_episodes
-
-
-def cli(capsys, *args: object) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.record.test_record import cli
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

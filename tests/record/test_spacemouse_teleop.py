@@ -14,6 +14,7 @@ from robokit.hardware.sim import PandaSimEnv
 from robokit.record.session import RecordConfig, RecordingSession
 from robokit.record.spacemouse_teleop import SpaceMouseTeleop
 from robokit.record.teleop import Observation, check_teleop_spec
+from tests.record.test_record import cli
 
 evdev = pytest.importorskip("evdev")
 ecodes = evdev.ecodes
@@ -167,16 +168,6 @@ def test_a_missing_spacemouse_is_named_before_anything_moves(monkeypatch, tmp_pa
 
 
 # -- the pedal in `robokit record` ---------------------------------------------------------------------
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    from robokit.cli import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_pedal_options_are_checked_before_the_scene_starts(capsys, tmp_path, monkeypatch):
