@@ -194,13 +194,12 @@ class ScriptedTakeover(Takeover):
     def _strays(self, tcp: np.ndarray, policy_action: np.ndarray | None) -> str | None:
         if self.takeovers >= self.max_takeovers or self._steps <= self.grace_steps:
             return None
-        task, env = self.env.task, self.env
-        if self._held(tcp):
-            return None if not self._other_lifted() else "another object lifted"
         if self._other_lifted():
             return "another object lifted"
+        if self._held(tcp):
+            return None
         if policy_action is not None and policy_action[-1] > 0.5:
-            obj = env.object_pose(task.object_name)[0]
+            obj = self.env.object_pose(self.env.task.object_name)[0]
             if float(np.linalg.norm(obj - tcp)) > self.miss_m:
                 return "gripper shut away from the object"
         if len(self._tcp) == self._tcp.maxlen and float(np.linalg.norm(self._tcp[-1] - self._tcp[0])) < self.stall_m:

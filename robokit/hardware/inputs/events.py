@@ -10,6 +10,7 @@ that fails (``OSError``, ``ENODEV`` when the cable is pulled) ends the stream an
 
 from __future__ import annotations
 
+import abc
 import errno
 import logging
 import select
@@ -84,7 +85,7 @@ def _device_events(device: Any, stop: threading.Event) -> Iterator[Any]:
             continue
 
 
-class EventReader:
+class EventReader(abc.ABC):
     """Base of the input readers: events in, state out, thread-safe. Subclasses implement :meth:`_handle`."""
 
     #: How the device is named in messages.
@@ -113,8 +114,9 @@ class EventReader:
             reason = "unplugged" if getattr(exc, "errno", None) == errno.ENODEV else str(exc) or type(exc).__name__
             self._mark_lost(reason)
 
+    @abc.abstractmethod
     def _handle(self, event: Any) -> None:
-        raise NotImplementedError
+        """Apply one event to the reader's state (called with the lock held)."""
 
     def _mark_lost(self, reason: str) -> None:
         where = f" ({self.path})" if self.path else ""
