@@ -15,6 +15,11 @@ benchmarks/results/dagger_sim.json.
 
     python benchmarks/dagger_sim.py                       # 10 demos, 2 rounds of 10, 50 held-out seeds
     python benchmarks/dagger_sim.py --quick               # a smoke run (minutes)
+    python benchmarks/dagger_sim.py --out W --reuse       # keep W's demos, first policy and X
+
+``--reuse`` with ``--out`` takes the demonstrations, the first policy and its X from an earlier run
+into the same folder (its ``first.json``), so that takeover or retraining settings can be compared
+from the same starting policy; the report says that it did.
 """
 
 from __future__ import annotations
@@ -49,8 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--intervention-weight", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=RESULTS / "dagger_sim.json")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --out: reuse the demos, first policy and X of an earlier run in that folder")
     ap.add_argument("--quick", action="store_true", help="2 demos, 1 round of 2, 4 seeds, 30 steps")
     args = ap.parse_args(argv)
+    if args.reuse and args.out is None:
+        ap.error("--reuse needs --out (the folder of the earlier run)")
     if args.quick:
         args.demos, args.rounds, args.rollouts, args.eval, args.steps = 2, 1, 2, 4, 30
         args.json = RESULTS / "dagger_sim_quick.json"
@@ -94,6 +103,31 @@ def evaluate(checkpoint: Path, cfg: DemoConfig, episodes: int) -> tuple[EvalResu
     return results, time.perf_counter() - t0
 
 
+def takeover_reasons(results: EvalResults) -> dict[str, int]:
+    """How often each reason made the scripted expert take over, from the recorded rollouts."""
+    from collections import Counter
+
+    from robokit.episodes.reader import open_episode
+
+    counts: Counter[str] = Counter()
+    for outcome in results.outcomes:
+        if outcome.episode_file is not None:
+            with open_episode(outcome.episode_file) as ep:
+                counts.update(r for r in str(ep.attrs.get("takeover_reasons", "")).split("; ") if r)
+    return dict(counts)
+
+
+def first_policy(data: Path, run: Path, cfg: DemoConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """Record the demonstrations, train the first policy on them and evaluate it: X."""
+    record_s = record_demos(data, cfg, args.demos)
+    seconds = train(run, data, [], cfg, args.steps, args.intervention_weight)
+    first, eval_s = evaluate(run / "last.pt", cfg, args.eval)
+    print(f"first policy: trained {seconds:.0f} s, evaluated {eval_s:.0f} s", flush=True)
+    return {"record_seconds": round(record_s, 1), "x": first.success_rate, "x_successes": first.successes,
+            "train0_seconds": round(seconds, 1), "eval0_seconds": round(eval_s, 1),
+            "x_failures": first.failure_counts(), "demos": args.demos, "eval": args.eval, "steps": args.steps}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = DemoConfig()
@@ -106,15 +140,22 @@ def main(argv: list[str] | None = None) -> None:
                               "steps": args.steps, "intervention_weight": args.intervention_weight,
                               "rounds_detail": []}
     try:
-        data = work / "demos"
-        report["record_seconds"] = round(record_demos(data, cfg, args.demos), 1)
-        run = work / "run0"
-        seconds = train(run, data, [], cfg, args.steps, args.intervention_weight)
-        first, eval_s = evaluate(run / "last.pt", cfg, args.eval)
-        report.update(x=first.success_rate, x_successes=first.successes, train0_seconds=round(seconds, 1),
-                      eval0_seconds=round(eval_s, 1), x_failures=first.failure_counts())
-        print(f"X = {first.successes}/{first.episodes} after {args.demos} demos "
-              f"(trained {seconds:.0f} s, evaluated {eval_s:.0f} s)", flush=True)
+        data, run, first_json = work / "demos", work / "run0", work / "first.json"
+        reused = args.reuse and first_json.is_file() and (run / "last.pt").is_file()
+        if reused:
+            first_report = json.loads(first_json.read_text())
+            same = {key: first_report.get(key) == getattr(args, key) for key in ("demos", "eval", "steps")}
+            if not all(same.values()):
+                raise SystemExit(f"{first_json} was made with other settings ({first_report}); "
+                                 "use another --out or the same --demos/--eval/--steps")
+            print(f"reusing {data}, {run} and X from {first_json}", flush=True)
+        else:
+            first_report = first_policy(data, run, cfg, args)
+            first_json.write_text(json.dumps(first_report, indent=2))
+        report.update({k: v for k, v in first_report.items() if k not in ("demos", "eval", "steps")},
+                      reused_first_policy=reused)
+        x, x_successes = report["x"], report["x_successes"]
+        print(f"X = {x_successes}/{args.eval} after {args.demos} demos", flush=True)
         rollouts: list[Path] = []
         for k in range(1, args.rounds + 1):
             folder = work / f"rollouts{k}"
@@ -124,24 +165,25 @@ def main(argv: list[str] | None = None) -> None:
             deploy_s = time.perf_counter() - t0
             rollouts.append(folder)
             steps = sum(o.intervention_steps for o in done.outcomes)
+            reasons = takeover_reasons(done)
             helped = sum(o.intervention_steps > 0 for o in done.outcomes)
             run = work / f"run{k}"
             seconds = train(run, data, rollouts, cfg, args.steps, args.intervention_weight)
             report["rounds_detail"].append({
                 "round": k, "intervention_steps": steps, "episodes_taken_over": helped,
                 "rollout_steps": sum(o.steps for o in done.outcomes), "assisted_successes": done.successes,
-                "deploy_seconds": round(deploy_s, 1), "train_seconds": round(seconds, 1)})
-            print(f"round {k}: {helped}/{args.rollouts} rollouts taken over, {steps} intervention steps "
+                "deploy_seconds": round(deploy_s, 1), "train_seconds": round(seconds, 1),
+                "takeover_reasons": reasons})
+            print(f"round {k}: {helped}/{args.rollouts} rollouts taken over ({reasons}), {steps} intervention steps "
                   f"(deploy {deploy_s:.0f} s); retrained on demos + {len(rollouts)} rollout folder(s) "
                   f"in {seconds:.0f} s", flush=True)
         last, eval_s = evaluate(run / "last.pt", cfg, args.eval)
         report.update(y=last.success_rate, y_successes=last.successes, eval_last_seconds=round(eval_s, 1),
                       y_failures=last.failure_counts())
-        gain = (last.success_rate - first.success_rate) * 100
-        print(f"\nX = {first.successes}/{first.episodes} ({first.success_rate:.0%}) -> "
+        gain = (last.success_rate - x) * 100
+        print(f"\nX = {x_successes}/{args.eval} ({x:.0%}) -> "
               f"Y = {last.successes}/{last.episodes} ({last.success_rate:.0%}): {gain:+.0f} points; "
-              f"ratio Y/X {last.success_rate / first.success_rate if first.success_rate else float('inf'):.2f}",
-              flush=True)
+              f"ratio Y/X {last.success_rate / x if x else float('inf'):.2f}", flush=True)
         report["gain_points"] = round(gain, 1)
         report["load_at_end"] = round(os.getloadavg()[0], 2)
         args.json.parent.mkdir(parents=True, exist_ok=True)

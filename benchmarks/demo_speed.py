@@ -11,7 +11,7 @@ in one process and on the same batches of a recorded demo dataset:
    so that a machine shared with other jobs slows both alike: channels-last convolutions, one
    thread instead of two, the fused AdamW kernel, and (``--compile``) ``torch.compile`` with its
    compile time;
-3. the baseline configuration (2500 steps, what the demo trained before) against the current one:
+3. the baseline configuration (the small backbone, 2500 steps: what the demo trained before) against the current one:
    their steps/s side by side (min / median, ratio) and the training time each implies.
 
 Each figure is a ratio of two measurements taken side by side; absolute times depend on the machine
@@ -53,9 +53,9 @@ from robokit.training.dataset import EpisodeDataset, build_datasets
 from robokit.training.episode_records import collate_samples
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# What the demo trained before its schedule was shortened: the baseline of every ratio here.
+# What the demo trained before: the small backbone, 2500 steps. The baseline of every ratio here.
 BASELINE = replace(DemoConfig(), steps=2500, lr=3e-4,
-                   policy_config={**DemoConfig().policy_config, "lr_backbone": 3e-4})
+                   policy_config={**DemoConfig().policy_config, "backbone": "small", "lr_backbone": 3e-4})
 CANDIDATES = ("channels_last", "1 thread", "fused AdamW")
 
 

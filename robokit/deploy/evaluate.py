@@ -437,7 +437,8 @@ def evaluate_in_sim(
             verdict = review.finish(success)
             extra = {"seed": seed, "stop_reason": result.reason.value, "policy": info.type,
                      **{f"safety_{key}": value for key, value in result.safety.items()},
-                     **({"takeover": cfg.takeover, "intervention_steps": interventions.steps} if takeover else {})}
+                     **({"takeover": cfg.takeover, "intervention_steps": interventions.steps,
+                         "takeover_reasons": "; ".join(takeover.reasons())} if takeover else {})}
             episode_file = (recorder.finish(success, extra, {goal_cam: goal_image} if goal_image is not None
                                             else None) if recorder is not None else None)
             video_file = video.finish("success" if success else "fail") if video is not None else None

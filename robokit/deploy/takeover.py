@@ -62,6 +62,10 @@ class Takeover:
         """One line for the live panel."""
         return "takeover: policy in control"
 
+    def reasons(self) -> list[str]:
+        """Why control was taken in this episode, one entry per takeover the takeover itself decided."""
+        return []
+
     def close(self) -> None:
         """Release what the takeover holds (e.g. leave hand-guiding mode)."""
 
@@ -132,22 +136,28 @@ class ScriptedTakeover(Takeover):
     """The simulator's scripted expert plays the person who takes over when the policy strays.
 
     The policy strays when, after ``grace_s``: the hand has moved less than ``stall_m`` over the last
-    ``stall_s``; the gripper is commanded shut more than ``miss_m`` from the named object; or another
-    object is lifted. The expert then starts from the arm's pose — from the grasp if the object is not
+    ``stall_s``; the gripper is commanded shut more than ``miss_m`` from the named object, or shut for
+    ``close_s`` without holding it (a near miss); the open hand comes down within ``approach_m`` of the
+    object's centre height more than ``align_m`` off it horizontally; or another object is lifted. The expert then starts from the arm's pose — from the grasp if the object is not
     in the hand, from the lift if it is — and hands back once it has lifted the object (or, when it
     started with the object in the hand, finishes the task). At most ``max_takeovers`` per episode.
     """
 
     def __init__(self, env: PandaSimEnv, grace_s: float = 1.0, stall_s: float = 1.5, stall_m: float = 0.015,
-                 miss_m: float = 0.03, max_takeovers: int = 2) -> None:
+                 miss_m: float = 0.03, close_s: float = 0.4, approach_m: float = 0.03, align_m: float = 0.015,
+                 max_takeovers: int = 2) -> None:
         self.env = env
         fps = 1.0 / env.control_dt
         self.grace_steps = round(grace_s * fps)
         self.stall_steps = max(2, round(stall_s * fps))
+        self.close_steps = max(1, round(close_s * fps))
         self.stall_m, self.miss_m = float(stall_m), float(miss_m)
+        self.approach_m, self.align_m = float(approach_m), float(align_m)
+        self._shut_steps = 0  # consecutive steps the policy has commanded the gripper shut
         self.max_takeovers = int(max_takeovers)
         self.takeovers = 0
         self.reason = ""
+        self._reasons: list[str] = []
         self._expert: Any = None
         self._hand_back_after: str | None = None  # the expert's phase after which the policy resumes
         self._steps = 0
@@ -162,7 +172,9 @@ class ScriptedTakeover(Takeover):
         self._hand_back_after = None
         self.takeovers = 0
         self.reason = ""
+        self._reasons = []
         self._steps = 0
+        self._shut_steps = 0
         self._tcp.clear()
 
     def command(self, state: RobotState, images: dict[str, np.ndarray],
@@ -181,6 +193,7 @@ class ScriptedTakeover(Takeover):
         if action is None or (self._hand_back_after is not None
                               and self._past_phase(self._hand_back_after)):
             self._expert = None
+            self._shut_steps = 0
             self._tcp.clear()  # the stall test starts over with the policy
             return None
         return action
@@ -197,11 +210,17 @@ class ScriptedTakeover(Takeover):
         if self._other_lifted():
             return "another object lifted"
         if self._held(tcp):
+            self._shut_steps = 0
             return None
-        if policy_action is not None and policy_action[-1] > 0.5:
-            obj = self.env.object_pose(self.env.task.object_name)[0]
-            if float(np.linalg.norm(obj - tcp)) > self.miss_m:
-                return "gripper shut away from the object"
+        obj = self.env.object_pose(self.env.task.object_name)[0]
+        shut = policy_action is not None and policy_action[-1] > 0.5
+        self._shut_steps = self._shut_steps + 1 if shut else 0
+        if shut and float(np.linalg.norm(obj - tcp)) > self.miss_m:
+            return "gripper shut away from the object"
+        if self._shut_steps >= self.close_steps:
+            return "grasp missed"
+        if not shut and tcp[2] - obj[2] < self.approach_m and float(np.linalg.norm(obj[:2] - tcp[:2])) > self.align_m:
+            return "coming down off the object"
         if len(self._tcp) == self._tcp.maxlen and float(np.linalg.norm(self._tcp[-1] - self._tcp[0])) < self.stall_m:
             return "the arm stalled"
         return None
@@ -209,7 +228,7 @@ class ScriptedTakeover(Takeover):
     def _held(self, tcp: np.ndarray) -> bool:
         name = self.env.task.object_name
         obj = self.env.object_pose(name)[0]
-        return float(np.linalg.norm(obj - tcp)) < 2 * self.miss_m and self.env.fingers_touch(name)
+        return float(np.linalg.norm(obj - tcp)) < 2 * self.miss_m and self.env.fingers_touch(name, both=True)
 
     def _other_lifted(self) -> bool:
         from robokit.hardware.sim.model import TABLE_TOP_Z
@@ -224,6 +243,10 @@ class ScriptedTakeover(Takeover):
         self._hand_back_after = None if held else "lift"
         self.takeovers += 1
         self.reason = why
+        self._reasons.append(why)
+
+    def reasons(self) -> list[str]:
+        return list(self._reasons)
 
     def _past_phase(self, name: str) -> bool:
         """True once the expert has finished phase ``name``."""

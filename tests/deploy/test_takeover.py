@@ -64,6 +64,57 @@ def test_handing_back_moves_no_joint_more_than_one_clamp_step(scripted_rollout):
         assert np.all(np.abs(action[t, :7] - qpos[t, :7]) <= step + 1e-6), t
 
 
+class _ObjectSeenOff:
+    """The simulator as a policy that misjudges where the object is sees it: ``offset`` metres off."""
+
+    def __init__(self, env, offset: np.ndarray) -> None:
+        self._env, self._offset = env, offset
+
+    def object_pose(self, name: str):
+        pos, rot = self._env.object_pose(name)
+        return pos + self._offset, rot
+
+    def __getattr__(self, name: str):
+        return getattr(self._env, name)
+
+
+@pytest.mark.parametrize("watch_approach", [True, False])
+def test_the_scripted_expert_catches_a_grasp_that_misses_and_picks_the_object_up(watch_approach):
+    """A policy that grasps 4.5 cm beside the cube (sideways to the fingers) is taken over: on the way
+    down when the approach is watched, else once its fingers shut on nothing; the expert then lifts
+    the cube."""
+    from robokit.deploy.takeover import ScriptedTakeover
+    from robokit.hardware.sim import PandaSimEnv
+    from robokit.hardware.sim.expert import ScriptedExpert, grasp_yaw
+
+    env = PandaSimEnv(task="pick_place", seed=0, image_size=(32, 40), control_hz=15.0)
+    try:
+        env.reset(seed=1000)
+        task = env.task
+        yaw = grasp_yaw(env.object_pose(task.object_name)[1])
+        sideways = 0.045 * np.array([np.cos(yaw), np.sin(yaw), 0.0])  # across the fingers' closing axis
+        stray = ScriptedExpert(_ObjectSeenOff(env, sideways), task.object_name, task.target_name)
+        takeover = ScriptedTakeover(env, miss_m=0.06, align_m=0.015 if watch_approach else 1.0)
+        takeover.reset()
+        held, hold = False, None
+        for _ in range(120):
+            state = env.robot.read()
+            planned = stray.next_action(state) if stray.phase != "done" else None
+            planned = planned if planned is not None else hold  # once done, it holds its last pose
+            hold = planned
+            action = takeover.command(state, {}, planned)
+            env.robot.send_action(action if action is not None else planned)
+            env.step()
+            held = held or (takeover.active and env.fingers_touch(task.object_name, both=True)
+                            and env.object_pose(task.object_name)[0][2] > 0.05)
+            if takeover.reasons() and not takeover.active:
+                break
+    finally:
+        env.close()
+    assert takeover.reasons() == ["coming down off the object" if watch_approach else "grasp missed"]
+    assert held, "the expert lifted the cube after taking over"
+
+
 class _Keys:
     """Keys pressed at given loop steps (a terminal stands in for the person)."""
 

@@ -267,15 +267,19 @@ class PandaSimEnv:
         adr = self._obj_vadr[name]
         return float(np.linalg.norm(self.data.qvel[adr:adr + 3]))
 
-    def fingers_touch(self, name: str) -> bool:
-        """True when a finger of the gripper touches the object."""
+    def fingers_touch(self, name: str, both: bool = False) -> bool:
+        """True when a finger of the gripper touches the object (``both``: each finger does: it is
+        pinched between them, not just brushed by one)."""
         body = self._body_id(name)
         m, d = self.model, self.data
+        touching = set()
         for c in d.contact[: d.ncon]:
             b1, b2 = m.geom_bodyid[c.geom1], m.geom_bodyid[c.geom2]
-            if (b1 == body and b2 in self._finger_bodies) or (b2 == body and b1 in self._finger_bodies):
-                return True
-        return False
+            if b1 == body and b2 in self._finger_bodies:
+                touching.add(b2)
+            elif b2 == body and b1 in self._finger_bodies:
+                touching.add(b1)
+        return len(touching) == len(self._finger_bodies) if both else bool(touching)
 
     # ------------------------------------------------------------------ rendering
     def _get_renderer(self) -> mujoco.Renderer:
