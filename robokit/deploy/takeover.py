@@ -132,15 +132,20 @@ class TeleopTakeover(Takeover):
         self.source.close()
 
 
+OFF_TARGET = "coming down off the object"
+
+
 class ScriptedTakeover(Takeover):
     """The simulator's scripted expert plays the person who takes over when the policy strays.
 
     The policy strays when, after ``grace_s``: the hand has moved less than ``stall_m`` over the last
     ``stall_s``; the gripper is commanded shut more than ``miss_m`` from the named object, or shut for
     ``close_s`` without holding it (a near miss); the open hand comes down within ``approach_m`` of the
-    object's centre height more than ``align_m`` off it horizontally; or another object is lifted. The expert then starts from the arm's pose — from the grasp if the object is not
-    in the hand, from the lift if it is — and hands back once it has lifted the object (or, when it
-    started with the object in the hand, finishes the task). At most ``max_takeovers`` per episode.
+    object's centre height more than ``align_m`` off it horizontally; or another object is lifted.
+    The expert then starts from the arm's pose — steering the hand down onto the object if it was
+    coming down beside it, from above the object after any other slip, from the lift if the object is
+    in the hand — and hands back once it has lifted the object (or, when it started with the object in
+    the hand, finishes the task). At most ``max_takeovers`` per episode.
     """
 
     def __init__(self, env: PandaSimEnv, grace_s: float = 1.0, stall_s: float = 1.5, stall_m: float = 0.015,
@@ -220,7 +225,7 @@ class ScriptedTakeover(Takeover):
         if self._shut_steps >= self.close_steps:
             return "grasp missed"
         if not shut and tcp[2] - obj[2] < self.approach_m and float(np.linalg.norm(obj[:2] - tcp[:2])) > self.align_m:
-            return "coming down off the object"
+            return OFF_TARGET
         if len(self._tcp) == self._tcp.maxlen and float(np.linalg.norm(self._tcp[-1] - self._tcp[0])) < self.stall_m:
             return "the arm stalled"
         return None
@@ -239,7 +244,10 @@ class ScriptedTakeover(Takeover):
 
     def _take_over(self, why: str, tcp: np.ndarray) -> None:
         held = self._held(tcp)
-        self._expert = self.env.task.expert(start_phase="lift" if held else "pre_grasp")
+        # Coming down beside the object, the expert steers the hand onto it on the way down (as a person
+        # would nudge it); after a grasp went wrong it starts over from above the object, fingers open.
+        start = "lift" if held else "grasp" if why == OFF_TARGET else "pre_grasp"
+        self._expert = self.env.task.expert(start_phase=start)
         self._hand_back_after = None if held else "lift"
         self.takeovers += 1
         self.reason = why
