@@ -9,7 +9,10 @@ whether a person commanded it (``/intervention``) and its success label. What a 
   demonstration step (the corrections are few and are exactly where the policy goes wrong);
 - the policy's own steps: kept in successful rollouts (they did the task), left out of failed or
   unlabelled ones by default, since those actions led to the failure; in every rollout the policy's
-  steps in the ``lead_s`` before a person took over are left out too (they are what was corrected).
+  steps that led up to a takeover (from the start, or from the last handback) are left out too: they
+  took the arm where a person had to step in, and learning them again teaches the slip that was
+  corrected (measured in the simulation: keeping all but their last second made the retrained
+  policy worse than the one before).
 
 Left-out steps are never drawn as a sample's start, and where a sample's action chunk runs into
 them those rows count as padding, so no loss is taken on them.
@@ -44,11 +47,11 @@ class CorrectionSummary:
             return f"{self.demonstrations} demonstration(s)"
         return (f"{self.demonstrations} demonstration(s) + {self.rollouts} rollout(s) with takeover: "
                 f"{self.intervention_steps} intervention steps, {self.policy_steps_kept} policy steps kept, "
-                f"{self.policy_steps_left_out} left out (failed or unlabelled rollouts, and before takeovers)")
+                f"{self.policy_steps_left_out} left out (failed or unlabelled rollouts, and leading to takeovers)")
 
 
 def weigh_episodes(records: Sequence[EpisodeRecord], intervention_weight: float = 1.0,
-                   keep_failed_policy_steps: bool = False, lead_s: float = 1.0) -> CorrectionSummary:
+                   keep_failed_policy_steps: bool = False) -> CorrectionSummary:
     """Set ``trainable`` and ``weights`` of each rollout with takeover (demonstrations stay None)."""
     if intervention_weight <= 0:
         raise ConfigError(f"intervention-weight must be positive, got {intervention_weight}")
@@ -62,9 +65,13 @@ def weigh_episodes(records: Sequence[EpisodeRecord], intervention_weight: float 
         counts["rollouts"] += 1
         human = np.asarray(rec.intervention, dtype=bool)
         keep_policy = np.full(rec.length, bool(rec.success) or keep_failed_policy_steps)
-        lead = max(0, round(lead_s * (rec.fps or 15.0)))
-        for onset in np.flatnonzero(human & ~np.concatenate([[False], human[:-1]])):
-            keep_policy[max(0, onset - lead):onset] = False
+        # Each takeover's onset, and where the policy's run that led to it began: the episode's start or
+        # the previous handback.
+        onsets = np.flatnonzero(human & ~np.concatenate([[False], human[:-1]]))
+        handbacks = np.flatnonzero(~human & np.concatenate([[False], human[:-1]]))
+        for onset in onsets:
+            earlier = handbacks[handbacks < onset]
+            keep_policy[(earlier[-1] if len(earlier) else 0):onset] = False
         rec.trainable = human | keep_policy
         rec.weights = np.where(human, float(intervention_weight), keep_policy.astype(float))
         n_human, n_kept = int(human.sum()), int((keep_policy & ~human).sum())

@@ -167,17 +167,20 @@ def test_corrections_weigh_interventions_and_leave_out_the_steps_that_went_wrong
 
     demo = _rollout_record(20, slice(0, 0), None)
     demo.intervention = None
-    won = _rollout_record(40, slice(20, 30), True)  # 1 s before the takeover (10 steps) left out
+    # taken over twice: the policy's steps leading to each takeover are left out (from the start, and
+    # from the first handback), those after the last handback kept (the rollout succeeded)
+    won = _rollout_record(50, slice(10, 15), True)
+    won.intervention[30:35] = True
     lost = _rollout_record(40, slice(10, 15), False)
     summary = weigh_episodes([demo, won, lost], intervention_weight=3.0)
     assert demo.weights is None and demo.trainable is None
-    assert won.weights[20:30].tolist() == [3.0] * 10 and won.weights[:10].tolist() == [1.0] * 10
-    assert not won.trainable[10:20].any() and won.trainable[30:].all()
+    assert won.trainable.tolist() == [False] * 10 + [True] * 5 + [False] * 15 + [True] * 20
+    assert won.weights[30:35].tolist() == [3.0] * 5 and won.weights[35:].tolist() == [1.0] * 15
     assert lost.trainable.tolist() == [False] * 10 + [True] * 5 + [False] * 25
     assert summary.intervention_steps == 15 and summary.rollouts == 2 and summary.demonstrations == 1
-    assert summary.policy_steps_kept == 20 and summary.policy_steps_left_out == 45
+    assert summary.policy_steps_kept == 15 and summary.policy_steps_left_out == 60
     weights = sample_weights([demo, won, lost])
-    assert weights.shape == (100,) and weights[:20].tolist() == [1.0] * 20
+    assert weights.shape == (110,) and weights[:20].tolist() == [1.0] * 20
     kept = weigh_episodes([lost], keep_failed_policy_steps=True)
     assert kept.policy_steps_kept == 25 and lost.trainable[15:].all() and not lost.trainable[:10].any()
 
