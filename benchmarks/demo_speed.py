@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads OpenMP, as the demo does (robokit.commands.demo.run): idle threads sleep.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Before torch loads OpenMP: the demo's module picks the OpenMP wait policy for the machine's load.
+# isort: off
+import robokit.commands.demo.run  # noqa: F401
+# isort: on
 
 import argparse
 import json

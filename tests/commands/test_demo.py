@@ -102,3 +102,11 @@ def test_bad_options_are_one_line_errors_with_exit_code_2(tmp_path: Path, capsys
     assert run_demo_cli("--out", str(foreign)) == 2
     assert "not written by the demo" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_openmp_threads_spin_on_a_quiet_machine_and_sleep_on_a_busy_one():
+    from robokit.commands.demo.run import openmp_wait_policy
+
+    assert openmp_wait_policy(load=0.2, cores=2) is None  # OpenMP's default: spin, then sleep
+    assert openmp_wait_policy(load=1.0, cores=2) == "PASSIVE"
+    assert openmp_wait_policy(load=3.0, cores=8) is None

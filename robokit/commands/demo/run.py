@@ -9,11 +9,25 @@ import time
 from collections.abc import Iterator
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a 2-core machine that
-# other processes also use, spinning threads wait for a descheduled peer at every parallel region;
-# measured here under load, a 2-thread training step of the demo's model took 4.5x longer
-# spinning than sleeping (1.13 s vs 0.24 s).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def openmp_wait_policy(load: float, cores: int) -> str | None:
+    """The OMP_WAIT_POLICY for the demo's training at this 1-minute ``load`` (None: OpenMP's default).
+
+    Idle OpenMP threads spin for a while before they sleep, by default. On a quiet machine that is
+    what keeps the many small parallel regions of a training step fast: a 2-thread step of the demo's
+    model took 0.22 s spinning against 0.35 s with sleeping threads (PASSIVE). On a machine that
+    other processes keep busy, a spinning thread waits for a descheduled peer at every region: with
+    two busy loops beside it the same step took 0.96 s spinning and 0.40 s sleeping.
+    """
+    return "PASSIVE" if load >= cores / 2 else None
+
+
+# Before torch loads OpenMP, and unless the user chose already.
+if "OMP_WAIT_POLICY" not in os.environ and hasattr(os, "getloadavg"):
+    _policy = openmp_wait_policy(os.getloadavg()[0], os.cpu_count() or 1)
+    if _policy is not None:
+        os.environ["OMP_WAIT_POLICY"] = _policy
 
 from rich.console import Console
 from rich.rule import Rule
