@@ -133,6 +133,7 @@ class TeleopTakeover(Takeover):
 
 
 OFF_TARGET = "coming down off the object"
+STEER_M = 0.04  # the expert steers a hand this close to the object (horizontally) straight onto it
 
 
 class ScriptedTakeover(Takeover):
@@ -149,7 +150,7 @@ class ScriptedTakeover(Takeover):
     """
 
     def __init__(self, env: PandaSimEnv, grace_s: float = 1.0, stall_s: float = 1.5, stall_m: float = 0.015,
-                 miss_m: float = 0.03, close_s: float = 0.4, approach_m: float = 0.03, align_m: float = 0.015,
+                 miss_m: float = 0.03, close_s: float = 0.4, approach_m: float = 0.08, align_m: float = 0.015,
                  max_takeovers: int = 2) -> None:
         self.env = env
         fps = 1.0 / env.control_dt
@@ -244,9 +245,12 @@ class ScriptedTakeover(Takeover):
 
     def _take_over(self, why: str, tcp: np.ndarray) -> None:
         held = self._held(tcp)
-        # Coming down beside the object, the expert steers the hand onto it on the way down (as a person
-        # would nudge it); after a grasp went wrong it starts over from above the object, fingers open.
-        start = "lift" if held else "grasp" if why == OFF_TARGET else "pre_grasp"
+        # Coming down near the object but beside it, the expert steers the hand onto it on the way down
+        # (as a person would nudge it); after a grasp went wrong, or coming down far from the object
+        # (a straight line to it would sweep the table), it starts over from above the object.
+        obj = self.env.object_pose(self.env.task.object_name)[0]
+        near = float(np.linalg.norm(obj[:2] - tcp[:2])) <= STEER_M
+        start = "lift" if held else "grasp" if why == OFF_TARGET and near else "pre_grasp"
         self._expert = self.env.task.expert(start_phase=start)
         self._hand_back_after = None if held else "lift"
         self.takeovers += 1
