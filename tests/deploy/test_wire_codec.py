@@ -2,6 +2,10 @@
 through client and server, corrupt JPEG payloads, and the ipc:// transport."""
 
 import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -97,6 +101,105 @@ def test_jpeg_round_trip_through_client_and_server(server):
         np.testing.assert_array_equal(got[cam], C.decode_jpeg(C.encode_jpeg(sent, 90)))
     assert result.encode_ms > 0 and result.rtt_ms >= result.encode_ms
     np.testing.assert_array_equal(result.actions[:, 1:], np.tile(QPOS[1:], (4, 1)))
+
+
+def test_decoded_jpeg_is_rgb_whichever_way_opencv_decodes(monkeypatch):
+    """Decoding straight to RGB and decoding to BGR then swapping give the same pixels, in RGB order."""
+    img = scene(4)
+    img[:8, :8] = (255, 0, 0)  # a pure red corner: swapped channels would turn it blue
+    data = C.encode_jpeg(img, 95)
+    direct = C.decode_jpeg(data)
+    reference = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(direct, reference)
+    assert direct[2, 2, 0] > 200 and direct[2, 2, 2] < 60
+    monkeypatch.delattr(cv2, "IMREAD_COLOR_RGB", raising=False)  # an OpenCV before 4.10
+    np.testing.assert_array_equal(C.decode_jpeg(data), reference)
+
+
+def test_codec_threads_keep_order_and_errors(monkeypatch):
+    """Several images are coded on the calling thread and the pool together; results stay in order
+    and an error from any of them reaches the caller."""
+    import threading
+
+    monkeypatch.setattr(C, "PARALLEL_WORKERS", 2)
+    barrier = threading.Barrier(2, timeout=10)
+
+    def meet(i):  # returns only when two threads run it at once
+        if i < 2:
+            barrier.wait()
+        return i * 10
+
+    assert C._map(meet, [0, 1, 2, 3]) == [0, 10, 20, 30]
+
+    def fail(i):
+        if i == 2:
+            raise ProtocolError("bad frame", P.BAD_IMAGE)
+        return i
+
+    for items in ([0, 1, 2], [2, 0]):
+        with pytest.raises(ProtocolError, match="bad frame"):
+            C._map(fail, items)
+    monkeypatch.setattr(C, "PARALLEL_WORKERS", 1)
+    assert C._map(lambda i: (i, threading.current_thread().name), [1, 2]) == [
+        (1, threading.current_thread().name), (2, threading.current_thread().name)]
+
+
+def test_encoded_jpeg_is_the_standard_file_of_the_rgb_image():
+    """The channel swap before libjpeg gives the very bytes OpenCV writes for the BGR image."""
+    img = scene(5)
+    expected = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), (cv2.IMWRITE_JPEG_QUALITY, 80))[1]
+    np.testing.assert_array_equal(C.encode_jpeg(img, 80), expected.reshape(-1))
+    np.testing.assert_array_equal(C.encode_jpeg(img[:, ::-1], 80), C.encode_jpeg(img[:, ::-1].copy(), 80))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux /proc")
+def test_codec_leaves_opencv_worker_pool_asleep():
+    """Encoding and decoding run on the calling thread only: OpenCV's worker pool, whose threads
+    spin after each job, is never started by the codec (checked in a fresh process)."""
+    code = textwrap.dedent("""
+        import os
+        import cv2
+        import numpy as np
+        from robokit.deploy import image_codec as C
+        img = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)  # large enough to split
+        before = len(os.listdir("/proc/self/task"))
+        for _ in range(3):
+            C.decode_jpeg(C.encode_jpeg(img, 90))
+        print(before, len(os.listdir("/proc/self/task")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, after = map(int, out.split())
+    assert after == before
+
+
+def test_first_codec_use_keeps_freed_buffers_once(monkeypatch):
+    """The codec's first use raises glibc's trim and mmap limits, once, and only where allowed."""
+    import ctypes
+    import platform
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("glibc", "2.36"))
+    img = scene(6)
+    monkeypatch.setattr(C, "_malloc_tuned", False)
+    monkeypatch.setattr(C, "KEEP_FREED_BUFFERS", False)
+    C.decode_jpeg(C.encode_jpeg(img))
+    assert calls == []
+    monkeypatch.setattr(C, "KEEP_FREED_BUFFERS", True)
+    C.decode_jpeg(C.encode_jpeg(img))
+    C.decode_jpeg(C.encode_jpeg(img))
+    assert calls == [(C._M_MMAP_THRESHOLD, 32 << 20), (C._M_TRIM_THRESHOLD, 64 << 20)]
+    monkeypatch.setattr(C, "_malloc_tuned", False)
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))  # musl, or not Linux: left alone
+    C.encode_jpeg(img)
+    assert len(calls) == 2
 
 
 def test_quality_changes_size_and_error():
