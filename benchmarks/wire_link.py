@@ -2,20 +2,23 @@
 same-host transports (tcp loopback, ipc).
 
 The link (root needed) is a network namespace joined to this one by a veth pair, both ends shaped
-with ``netem delay 0.2ms rate 1gbit``; a kernel without netem gets ``tbf rate 1gbit`` (``--burst``)
-and the 0.2 ms each way is added to every round trip. Without namespaces (``--no-netns``, or when
-``ip netns add`` is refused) only loopback and ipc are measured. Namespaces are removed at exit.
+with ``netem delay 0.2ms rate 1gbit``; a kernel without netem gets ``tbf rate 1gbit`` (``--burst``,
+64 KiB by default) and the 0.2 ms each way is added to every round trip. Without namespaces
+(``--no-netns``, or when ``ip netns add`` is refused) only loopback and ipc are measured.
+Namespaces are removed at exit.
 
 Per transport, interleaved in rounds so that machine load hits every row alike, ``infer`` round trips
 with 1 and 2 cameras of 480x640 sim frames (+ 8 float32; reply 100x8 float32 from a constant model):
 robokit raw / JPEG (:class:`~robokit.deploy.client.PolicyClient` -> :class:`~robokit.deploy.server.PolicyServer`,
 JPEG encoded in the client and decoded in the server inside the round trip), and a bare REQ/REP of
-the same bytes as multipart frames (JPEG bytes encoded beforehand: the transport alone). Then the
+the same bytes as multipart frames (JPEG bytes encoded beforehand: the transport alone). With
+``--anchors PYTHON`` (a separate venv, see ``wire_anchors.py``) the raw payload also goes over openpi's
+websocket server and client, gRPC + pickle and pickle REQ/REP, on the link and on loopback. Then the
 codec on sim frames (bytes, PSNR, times by quality; OpenCV, and simplejpeg when importable) and the
 action error of a sim policy given JPEG frames instead of raw ones (``--checkpoint``; default
 ``demo_out/run/last.pt``, else a tiny ACT trained here).
 
-    sudo .venv/bin/python benchmarks/wire_link.py                   # ~2 min (+ training without a checkpoint)
+    sudo .venv/bin/python benchmarks/wire_link.py --anchors /work/anchors-venv/bin/python  # ~3 min (+ training without a checkpoint)
     .venv/bin/python benchmarks/wire_link.py --quick --skip-policy  # smoke run
 
 Client and server share this machine's CPUs, so the codec work of both ends lands on the same cores,
@@ -46,6 +49,10 @@ import numpy as np
 import zmq
 
 from robokit.deploy import image_codec as C
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the wire_* helpers beside this script
+from wire_anchors import TRANSPORTS, Anchors, Batch
+from wire_codec import codec_table, pair_ms
 
 H, W, CHUNK, DIM = 480, 640, 100, 8
 CAMS = ("top", "wrist")
@@ -158,9 +165,15 @@ class Link:
             subprocess.run(["ip", "link", "del", self.host_if], check=False, capture_output=True)
 
 
+def server_side(kind: str, link: Link | None) -> tuple[list[str], str]:
+    """The command prefix that runs a server where ``kind`` wants it, and the host it binds."""
+    if kind == "link" and link is not None:
+        return ["ip", "netns", "exec", link.ns], NS_ADDR
+    return [], "127.0.0.1"
+
+
 def start_servers(kind: str, link: Link | None) -> tuple[subprocess.Popen, list[str]]:
-    prefix = ["ip", "netns", "exec", link.ns] if kind == "link" and link is not None else []
-    host = NS_ADDR if kind == "link" else "127.0.0.1"
+    prefix, host = server_side(kind, link)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([*prefix, sys.executable, __file__, "--serve", kind, "--host", host],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -246,67 +259,6 @@ def summarise(samples: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float
     return out
 
 
-def codec_table(frames: list[dict[str, np.ndarray]], qualities: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Bytes, PSNR and times per frame for each quality, with OpenCV and (if installed) simplejpeg."""
-    from robokit.deploy.image_codec import decode_jpeg, encode_jpeg, psnr
-
-    coders: dict[str, tuple[Callable, Callable]] = {"opencv": (encode_jpeg, decode_jpeg)}
-    with contextlib.suppress(ImportError):
-        import simplejpeg
-
-        def sj_encode(image: np.ndarray, quality: int) -> bytes:
-            return simplejpeg.encode_jpeg(image, quality, colorspace="RGB", colorsubsampling="420")
-
-        def sj_decode(data: bytes) -> np.ndarray:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
-
-        coders["simplejpeg"] = (sj_encode, sj_decode)
-    images = [img for f in frames for img in f.values()]
-    rows = []
-    for lib, (enc, dec) in coders.items():
-        for q in qualities:
-            encoded = [enc(img, q) for img in images]
-            decoded = [dec(e) for e in encoded]
-            scores = [psnr(a, b) for a, b in zip(images, decoded)]
-            rows.append({"library": lib, "quality": q,
-                         "bytes_mean": float(np.mean([len(e) for e in encoded])),
-                         "ratio": float(images[0].nbytes / np.mean([len(e) for e in encoded])),
-                         "psnr_mean": float(np.mean(scores)), "psnr_min": float(np.min(scores)),
-                         "encode_ms": median_ms(functools.partial(enc, quality=q), images),
-                         "decode_ms": median_ms(dec, encoded)})
-    return rows
-
-
-def median_ms(fn: Callable[[Any], Any], items: list[Any]) -> float:
-    """Median time of ``fn(item)`` over ``items``, each timed once after one untimed call."""
-    fn(items[0])
-    times = []
-    for item in items:
-        t0 = time.perf_counter()
-        fn(item)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
-
-
-def pair_ms(frames: list[dict[str, np.ndarray]], quality: int) -> dict[str, float]:
-    """Encode + decode of a 2-camera request's images, one after the other and on threads."""
-    from robokit.deploy import image_codec as C
-    from robokit.deploy.protocol import Message
-
-    def both(frame: dict[str, np.ndarray]) -> None:
-        arrays = {f"images/{c}": img for c, img in frame.items()}
-        fields = C.encode_images(arrays, C.ImageCodec(C.JPEG, quality))
-        C.decode_request_images(Message("infer", fields, arrays), 8192, 1 << 30)
-
-    out = {}
-    workers = C.PARALLEL_WORKERS
-    for name, n in (("serial", 1), ("threads", max(2, workers))):
-        C.PARALLEL_WORKERS = n
-        out[f"{name}_ms"] = median_ms(both, frames)
-    C.PARALLEL_WORKERS = workers
-    return out
-
-
 def tiny_checkpoint(steps: int) -> Path:
     """A small ACT trained here on a few scripted sim demonstrations (the demo's pipeline, shrunk)."""
     import tempfile
@@ -372,7 +324,11 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=2.0, help="sensor-like noise added to the renders (sigma)")
     parser.add_argument("--delay-ms", type=float, default=0.2, help="netem delay on each end of the link")
     parser.add_argument("--rate", default="1gbit")
-    parser.add_argument("--burst", type=int, default=3028, help="tbf bucket in bytes (without netem)")
+    # A bucket of a few packets makes tbf wake a timer per packet, which on a loaded 2-core box
+    # stretches raw frames far past their wire time; 64 KiB keeps raw near it, as a NIC would.
+    parser.add_argument("--burst", type=int, default=65536, help="tbf bucket in bytes (without netem)")
+    parser.add_argument("--anchors", default=None, metavar="PYTHON", help="python of a venv with openpi-client "
+                        "0.1.2, grpcio, pyzmq and websockets: measure those transports too (wire_anchors.py)")
     parser.add_argument("--no-netns", action="store_true", help="measure loopback and ipc only")
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--train-steps", type=int, default=300, help="without a checkpoint: ACT steps to train")
@@ -406,21 +362,31 @@ def main() -> None:
     qpos, clean, _ = frames[len(frames) // 2]
     images = {c: camera_like(img, args.noise, i) for i, (c, img) in enumerate(clean.items())}
     procs = []
+    anchors: list[Anchors] = []
     samples: dict[str, dict[str, list[np.ndarray]]] = {}
+    npz = Path(f"/tmp/rk_wire_{os.getpid()}_frames.npz")
+    np.savez(npz, qpos=qpos, **images)
     try:
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         for kind in kinds:
             proc, addresses = start_servers(kind, link)
             procs.append(proc)
             rows[kind] = rtt_rows(addresses, images, qpos, args.quality)
+            if args.anchors and kind != "ipc":
+                anchors.append(Anchors(args.anchors, *server_side(kind, link), str(npz)))
+                rows[kind].update(anchors[-1].rows())
         print(f"link: {link.shaping}" if link is not None and link.up else "no link")
         for r in range(args.rounds):
             for kind in kinds:
                 added = link.added_ms if kind == "link" and link is not None else 0.0
                 for row, fn in rows[kind].items():
-                    samples.setdefault(kind, {}).setdefault(row, []).append(timed(fn, args.n) + added)
+                    times = fn(args.n) if isinstance(fn, Batch) else timed(fn, args.n)
+                    samples.setdefault(kind, {}).setdefault(row, []).append(times + added)
             print(f"round {r + 1}/{args.rounds} done")
     finally:
+        npz.unlink(missing_ok=True)
+        for a in anchors:
+            a.close()
         for proc in procs:
             with contextlib.suppress(Exception):
                 proc.stdin.close()  # type: ignore[union-attr]
@@ -454,15 +420,29 @@ def main() -> None:
     print(f"2 cameras, JPEG encode + decode per request: {pair['serial_ms']:.2f} ms one after the other, "
           f"{pair['threads_ms']:.2f} ms on threads")
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in load_end)}")
-    result = {"benchmark": "wire_link", "rtt_ms": rtt, "codec": codec, "codec_noisy": noisy, "pair": pair,
+    result = {"benchmark": "wire_link", "rtt_ms": rtt, "p50_ratios": {k: ratios(v) for k, v in rtt.items()}, "codec": codec, "codec_noisy": noisy, "pair": pair,
               "policy": policy, "setup": {"link": link.shaping if link is not None and "link" in rtt else None,
                         "image": [H, W, 3], "reply": [CHUNK, DIM], "quality": args.quality, "noise": args.noise,
-                        "n": args.n, "rounds": args.rounds},
+                        "n": args.n, "rounds": args.rounds, "burst": args.burst,
+                        "anchors": anchors[0].versions if anchors else None},
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "zmq": zmq.zmq_version(),
                           "load_start": load_start, "load_end": load_end}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"-> {args.out}")
+
+
+def ratios(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per camera count, ratios of the rows' p50 medians: robokit JPEG against robokit raw and each
+    anchor, robokit against bare multipart of the same bytes."""
+    out = {}
+    for n in (1, 2):
+        g = {k.replace(f" {n} cam", ""): v["p50_median"] for k, v in rows.items() if k.endswith(f"{n} cam")}
+        out[f"{n} cam"] = {"robokit jpeg/raw": g["robokit jpeg"] / g["robokit raw"],
+                           "robokit raw/multipart raw": g["robokit raw"] / g["multipart raw"],
+                           "robokit jpeg/multipart jpeg": g["robokit jpeg"] / g["multipart jpeg"],
+                           **{f"robokit jpeg/{t}": g["robokit jpeg"] / g[t] for t in TRANSPORTS if t in g}}
+    return out
 
 
 def report(rtt: dict, codec: list, noisy: list, policy: dict | None, args: Any) -> None:
@@ -474,11 +454,8 @@ def report(rtt: dict, codec: list, noisy: list, policy: dict | None, args: Any) 
             floor = f"   wire floor {s['wire_floor_ms']:.2f}" if "wire_floor_ms" in s else ""
             print(f"  {row:<24} {s['p50_min']:8.2f} {s['p50_median']:8.2f} {s['p95_min']:8.2f} "
                   f"{s['p95_median']:8.2f}{floor}")
-        for n in (1, 2):
-            g = {k.replace(f" {n} cam", ""): v["p50_median"] for k, v in rows.items() if k.endswith(f"{n} cam")}
-            print(f"  {n} cam, p50 ratios: robokit jpeg/raw {g['robokit jpeg'] / g['robokit raw']:.2f}, "
-                  f"robokit raw/multipart raw {g['robokit raw'] / g['multipart raw']:.2f}, "
-                  f"robokit jpeg/multipart jpeg {g['robokit jpeg'] / g['multipart jpeg']:.2f}")
+        for cams, r in ratios(rows).items():
+            print(f"  {cams}, p50 ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
     for row in rtt["ipc"] if "ipc" in rtt and "loopback" in rtt else ():
         print(f"ipc/loopback p50 {row}: {rtt['ipc'][row]['p50_median'] / rtt['loopback'][row]['p50_median']:.2f}")
     print("\nJPEG of 480x640 sim renders (per frame):")
