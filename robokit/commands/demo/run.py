@@ -16,9 +16,10 @@ def openmp_wait_policy(load: float, cores: int) -> str | None:
 
     Idle OpenMP threads spin for a while before they sleep, by default. On a quiet machine that is
     what keeps the many small parallel regions of a training step fast: a 2-thread step of the demo's
-    model took 0.22 s spinning against 0.35 s with sleeping threads (PASSIVE). On a machine that
-    other processes keep busy, a spinning thread waits for a descheduled peer at every region: with
-    two busy loops beside it the same step took 0.96 s spinning and 0.40 s sleeping.
+    model took 0.71x the time of one with sleeping threads (PASSIVE). On a machine that other
+    processes keep busy, a spinning thread waits for a descheduled peer at every region: with two
+    busy loops beside it the spinning step took 1.25x (up to 2.4x) the sleeping one
+    (``benchmarks/omp_wait.py``).
     """
     return "PASSIVE" if load >= cores / 2 else None
 
