@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rollouts", type=int, default=10, help="deploy episodes with takeover per round")
     ap.add_argument("--eval", type=int, default=50, help="held-out evaluation seeds (1000 on)")
     ap.add_argument("--steps", type=int, default=2000, help="training steps of every policy")
-    ap.add_argument("--intervention-weight", type=float, default=2.0)
+    ap.add_argument("--intervention-weight", type=float, default=3.0)
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=RESULTS / "dagger_sim.json")
     ap.add_argument("--reuse", action="store_true",
