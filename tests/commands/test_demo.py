@@ -105,8 +105,17 @@ def test_bad_options_are_one_line_errors_with_exit_code_2(tmp_path: Path, capsys
 
 
 def test_openmp_threads_spin_on_a_quiet_machine_and_sleep_on_a_busy_one():
-    from robokit.commands.demo.run import openmp_wait_policy
+    import subprocess
+    import sys
 
-    assert openmp_wait_policy(load=0.2, cores=2) is None  # OpenMP's default: spin, then sleep
-    assert openmp_wait_policy(load=1.0, cores=2) == "PASSIVE"
-    assert openmp_wait_policy(load=3.0, cores=8) is None
+    from robokit.commands.demo.run import busy_cores_now, openmp_wait_policy
+
+    assert openmp_wait_policy(busy_cores=0.2, cores=2) is None  # OpenMP's default: spin, then sleep
+    assert openmp_wait_policy(busy_cores=1.0, cores=2) == "PASSIVE"
+    assert openmp_wait_policy(busy_cores=3.0, cores=8) is None
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = busy_cores_now(0.5)
+    finally:
+        hog.kill()
+    assert busy is None or busy >= 0.5  # a busy loop keeps (nearly) a core busy

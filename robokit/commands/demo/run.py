@@ -11,8 +11,9 @@ from collections.abc import Iterator
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def openmp_wait_policy(load: float, cores: int) -> str | None:
-    """The OMP_WAIT_POLICY for the demo's training at this 1-minute ``load`` (None: OpenMP's default).
+def openmp_wait_policy(busy_cores: float, cores: int) -> str | None:
+    """The OMP_WAIT_POLICY for the demo's training when other processes keep ``busy_cores`` of the
+    machine's ``cores`` busy (None: OpenMP's default).
 
     Idle OpenMP threads spin for a while before they sleep, by default. On a quiet machine that is
     what keeps the many small parallel regions of a training step fast: a 2-thread step of the demo's
@@ -21,12 +22,32 @@ def openmp_wait_policy(load: float, cores: int) -> str | None:
     busy loops beside it the spinning step took 1.25x (up to 2.4x) the sleeping one
     (``benchmarks/omp_wait.py``).
     """
-    return "PASSIVE" if load >= cores / 2 else None
+    return "PASSIVE" if busy_cores >= cores / 2 else None
+
+
+def busy_cores_now(seconds: float = 0.3) -> float | None:
+    """How many cores other processes keep busy, measured over ``seconds`` (this process sleeps
+    meanwhile) from /proc/stat; None where that cannot be read. The load average would not do: it
+    trails by a minute, so the install that ``make demo`` runs first would still count."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
 
 
 # Before torch loads OpenMP, and unless the user chose already.
-if "OMP_WAIT_POLICY" not in os.environ and hasattr(os, "getloadavg"):
-    _policy = openmp_wait_policy(os.getloadavg()[0], os.cpu_count() or 1)
+if "OMP_WAIT_POLICY" not in os.environ and (_busy := busy_cores_now()) is not None:
+    _policy = openmp_wait_policy(_busy, os.cpu_count() or 1)
     if _policy is not None:
         os.environ["OMP_WAIT_POLICY"] = _policy
 
