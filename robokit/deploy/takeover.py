@@ -161,9 +161,7 @@ class ScriptedTakeover(Takeover):
         self.approach_m, self.align_m = float(approach_m), float(align_m)
         self._shut_steps = 0  # consecutive steps the policy has commanded the gripper shut
         self.max_takeovers = int(max_takeovers)
-        self.takeovers = 0
-        self.reason = ""
-        self._reasons: list[str] = []
+        self._reasons: list[str] = []  # why, one entry per takeover of this episode
         self._expert: Any = None
         self._hand_back_after: str | None = None  # the expert's phase after which the policy resumes
         self._steps = 0
@@ -176,8 +174,6 @@ class ScriptedTakeover(Takeover):
     def reset(self) -> None:
         self._expert = None
         self._hand_back_after = None
-        self.takeovers = 0
-        self.reason = ""
         self._reasons = []
         self._steps = 0
         self._shut_steps = 0
@@ -206,7 +202,7 @@ class ScriptedTakeover(Takeover):
 
     def status(self) -> str:
         if self._expert is not None:
-            return f"scripted expert in control ({self.reason}): {self._expert.phase}"
+            return f"scripted expert in control ({self._reasons[-1]}): {self._expert.phase}"
         return f"policy in control (takeovers {self.takeovers}/{self.max_takeovers})"
 
     # -- the expert's judgement ---------------------------------------------------------------------
@@ -253,9 +249,12 @@ class ScriptedTakeover(Takeover):
         start = "lift" if held else "grasp" if why == OFF_TARGET and near else "pre_grasp"
         self._expert = self.env.task.expert(start_phase=start)
         self._hand_back_after = None if held else "lift"
-        self.takeovers += 1
-        self.reason = why
         self._reasons.append(why)
+
+    @property
+    def takeovers(self) -> int:
+        """Takeovers in this episode."""
+        return len(self._reasons)
 
     def reasons(self) -> list[str]:
         return list(self._reasons)
