@@ -12,7 +12,8 @@ goes from the same observation (uint8 images, raw qpos) to the de-normalised chu
   channels-last gives;
 * torch bf16: the baseline under ``torch.autocast("cpu", torch.bfloat16)``; on a CPU without
   AVX512-BF16/AMX this is emulated, and it is reported either way with its error;
-* onnx / openvino: :func:`robokit.deploy.engines.accelerate` (exported at start, checked <= 1e-4);
+* onnx / openvino / ncnn: :func:`robokit.deploy.engines.accelerate` (exported at start, checked
+  <= 1e-4); ncnn runs the backbone (Winograd 3x3 convolutions) and ONNX Runtime the transformer;
 * lerobot / lerobot model (with ``--lerobot-python``): LeRobot's ACT at its defaults (the same
   architecture, from scratch) in its own environment, run by ``lerobot_act_cpu.py`` as a persistent
   worker: its observation -> de-normalised chunk path (``prepare_observation_for_inference``,
@@ -246,7 +247,7 @@ def print_run(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cameras", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--engines", nargs="+", default=["onnx", "openvino"])
+    parser.add_argument("--engines", nargs="+", default=["onnx", "openvino", "ncnn"])
     parser.add_argument("--skip", nargs="+", default=[], choices=["torch NCHW", "torch bf16"],
                         help="leave these torch variants out (bf16 is slow where it is emulated)")
     parser.add_argument("--lerobot-python", help="a Python with lerobot installed: time LeRobot's ACT too")
@@ -280,7 +281,7 @@ def main() -> None:
            "python": sys.version.split()[0], "torch": torch.__version__, "runs": runs}
     if lerobot is not None:
         out["lerobot_worker"] = lerobot.versions
-    for module in ("onnxruntime", "openvino"):
+    for module in ("onnxruntime", "openvino", "ncnn", "pnnx"):
         try:
             out[module] = __import__(module).__version__
         except ImportError:

@@ -35,8 +35,9 @@ def register(app: typer.Typer) -> None:
             "--keys", help="Folder made by `robokit keys` (needs server.key_secret).")] = None,
         max_message_mb: Annotated[float, typer.Option("--max-message-mb", help="Largest accepted request.")] = 64.0,
         engine: Annotated[str, typer.Option(
-            "--engine", help="torch | onnx | openvino: run the network in a CPU inference engine (exported and "
-                             "checked against torch at start; falls back to torch with a warning).")] = "torch",
+            "--engine", help="torch | onnx | openvino | ncnn: run the network in a CPU inference engine (exported "
+                             "and checked against torch at start; falls back to torch with a warning). "
+                             "ncnn (ACT only) is the fastest on CPUs without AVX-512.")] = "torch",
     ) -> None:
         """Serve a checkpoint: answers hello / infer / reset / ping until Ctrl+C."""
         from rich.console import Console

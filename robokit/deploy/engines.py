@@ -1,4 +1,4 @@
-"""CPU inference engines for serving: a policy's network exported to ONNX Runtime or OpenVINO.
+"""CPU inference engines for serving: a policy's network exported to ONNX Runtime, OpenVINO or ncnn.
 
 :func:`accelerate` takes a loaded policy and returns an object the policy server (and the in-process
 runner) uses exactly like the policy: ``config``, ``predict_chunk(obs) -> (chunk, extras)``,
@@ -13,14 +13,16 @@ normalised outputs, fp32) refuses the engine. Whenever the engine cannot be used
 configuration without an exporter here (instruction-following policies), a policy on a GPU, a failed
 export, a failed check -- the policy is served with torch and one ``logging`` warning says why.
 
-Supported: ACT (single task, no object pointer) and CNN-MLP. ONNX Runtime comes with the
-``cpu-infer`` extra (``pip install 'robokit[cpu-infer]'``), OpenVINO is used where it is installed;
-nothing here imports them until asked.
+Supported: ACT (single task, no object pointer) and CNN-MLP; ``ncnn`` runs ACT only (its backbone in
+ncnn, the transformer in ONNX Runtime: see :mod:`robokit.deploy.engine_ncnn`). ONNX Runtime and ncnn
+come with the ``cpu-infer`` extra (``pip install 'robokit[cpu-infer]'``), OpenVINO is used where it
+is installed; nothing here imports them until asked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import io
 import logging
@@ -40,7 +42,7 @@ from robokit.policies.preprocess import check_qpos, stack_camera_images
 log = logging.getLogger(__name__)
 
 #: ``--engine`` choices; ``torch`` serves the policy as it is.
-ENGINES = ("torch", "onnx", "openvino")
+ENGINES = ("torch", "onnx", "openvino", "ncnn")
 EXTRA = "cpu-infer"
 #: Largest difference from torch, on the normalised outputs, at which an engine is accepted.
 DEFAULT_TOLERANCE = 1e-4
@@ -51,8 +53,11 @@ DEFAULT_TOLERANCE = 1e-4
 _REQUIRES: dict[str, tuple[tuple[str, str], ...]] = {
     "onnx": (("onnxruntime", "onnxruntime"), ("onnx", "onnx")),
     "openvino": (("openvino", "openvino"), ("onnx", "onnx")),
+    # ACT's backbone in ncnn (converted by pnnx), the rest in ONNX Runtime.
+    "ncnn": (("ncnn", "ncnn"), ("pnnx", "pnnx"), ("onnxruntime", "onnxruntime"), ("onnx", "onnx")),
 }
-_INSTALL = {"onnx": f"pip install 'robokit[{EXTRA}]'", "openvino": f"pip install 'robokit[{EXTRA}]' openvino"}
+_INSTALL = {"onnx": f"pip install 'robokit[{EXTRA}]'", "openvino": f"pip install 'robokit[{EXTRA}]' openvino",
+            "ncnn": f"pip install 'robokit[{EXTRA}]'"}
 
 # Loggers of the exporter stack that report routine notes as warnings ("skipping constant folding").
 _EXPORT_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._export", "torch.fx",
@@ -86,16 +91,33 @@ def _importable(module: str) -> bool:
 
 # -- what is exported, per policy kind ------------------------------------------------------------
 @dataclass
+class SplitNetwork:
+    """A network as its image backbone and the rest.
+
+    ``backbone(x (N, 3, H, W))`` maps images normalised as ``(pixels / 255 - mean) / std`` (per RGB
+    channel) to features; ``head(features (K, C, h, w) of the K cameras, qpos (1, S))`` returns the
+    network's outputs.
+    """
+
+    backbone: Any  # torch.nn.Module
+    head: Any  # torch.nn.Module
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass
 class ExportSpec:
     """One policy's network as an exportable module and how its outputs become ``predict_chunk``'s.
 
     ``module(images uint8 (1, K, 3, H, W), qpos float32 (1, S) normalised)`` returns the network's
     normalised outputs; ``finish(outputs)`` turns the engine's numpy outputs into ``(chunk, extras)``.
+    ``split``, where the network has one, is the same network cut after its image backbone.
     """
 
     module: Any  # torch.nn.Module
     output_names: tuple[str, ...]
     finish: Callable[[list[np.ndarray]], tuple[np.ndarray, dict[str, Any]]]
+    split: SplitNetwork | None = None
 
 
 def export_spec(policy: Any) -> ExportSpec:
@@ -152,7 +174,21 @@ def _act_spec(policy: Any) -> ExportSpec:
             extras["done_chunk"] = done
         return chunk, extras
 
-    return ExportSpec(ACTGraph().eval(), ("actions", "done_logits"), finish)
+    class ACTHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, features: torch.Tensor, qpos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            latent = torch.zeros(qpos.shape[0], cfg.latent_dim, dtype=qpos.dtype)
+            return self.model.decode_features(features, qpos, latent)  # type: ignore[no-any-return]
+
+    normalizer = model.image_normalizer
+    # The exporters trace the default layout (the served copy is channels-last).
+    backbone = copy.deepcopy(fused).to(memory_format=torch.contiguous_format).eval()
+    split = SplitNetwork(backbone, ACTHead().eval(), normalizer.mean.flatten().numpy().copy(),
+                         normalizer.std.flatten().numpy().copy())
+    return ExportSpec(ACTGraph().eval(), ("actions", "done_logits"), finish, split=split)
 
 
 def _cnnmlp_spec(policy: Any) -> ExportSpec:
@@ -187,10 +223,10 @@ def example_inputs(config: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, qpos
 
 
-def export_onnx(module: Any, inputs: tuple[np.ndarray, np.ndarray], path: Path,
-                output_names: tuple[str, ...]) -> None:
+def export_onnx(module: Any, inputs: tuple[np.ndarray, ...], path: Path, output_names: tuple[str, ...],
+                input_names: tuple[str, ...] = ("images", "qpos")) -> None:
     """Write ``module`` traced on ``inputs`` (static shapes: batch 1, the policy's cameras and image
-    size) as ONNX to ``path``. The exporters' own chatter is silenced: the caller logs one line.
+    size) as ONNX to ``path``, its inputs and outputs named as given. The exporters' own chatter is silenced: the caller logs one line.
 
     torch's TorchScript-based exporter goes first: it exports full ACT in about two thirds of the
     time of the ``torch.export``-based one, a tiny model in a tenth, and needs no further package.
@@ -205,7 +241,7 @@ def export_onnx(module: Any, inputs: tuple[np.ndarray, np.ndarray], path: Path,
         module(*args)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_loggers(), torch.no_grad():
         warnings.simplefilter("ignore")
-        inputs_named, outputs_named = ["images", "qpos"], list(output_names)
+        inputs_named, outputs_named = list(input_names), list(output_names)
         try:
             torch.onnx.export(module, args, str(path), dynamo=False, input_names=inputs_named,
                               output_names=outputs_named)
@@ -230,7 +266,9 @@ def _quiet_loggers() -> Iterator[None]:
             logger.setLevel(level)
 
 
-class _OrtRunner:
+class OrtRunner:
+    """An ONNX file loaded in ONNX Runtime on the CPU with ``threads`` threads."""
+
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
 
@@ -241,8 +279,12 @@ class _OrtRunner:
         options.log_severity_level = 3  # errors only: its optimiser notes are not the user's concern
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs, in the file's order, for the named inputs in ``feed``."""
+        return list(self.session.run(None, feed))
+
     def __call__(self, images: np.ndarray, qpos: np.ndarray) -> list[np.ndarray]:
-        return list(self.session.run(None, {"images": images, "qpos": qpos}))
+        return self.run({"images": images, "qpos": qpos})
 
 
 class _OpenVinoRunner:
@@ -262,12 +304,20 @@ class _OpenVinoRunner:
 
 def build_runner(engine: str, spec: ExportSpec, config: Any, threads: int,
                  ) -> Callable[[np.ndarray, np.ndarray], list[np.ndarray]]:
-    """Export ``spec.module`` and load it into ``engine`` with ``threads`` threads."""
+    """Export ``spec.module`` (or, for ncnn, ``spec.parts``) and load it into ``engine`` with
+    ``threads`` threads."""
+    if engine == "ncnn" and spec.split is None:
+        raise Unsupported("the ncnn engine runs ACT only")
     with tempfile.TemporaryDirectory(prefix="robokit-export-") as folder:
+        if engine == "ncnn":
+            from robokit.deploy.engine_ncnn import build_ncnn_runner
+
+            assert spec.split is not None
+            return build_ncnn_runner(spec.split, spec.output_names, config, threads, Path(folder))
         path = Path(folder) / "policy.onnx"
         export_onnx(spec.module, example_inputs(config), path, spec.output_names)
         # Both engines read the weights while loading; the files can go afterwards.
-        return _OrtRunner(path, threads) if engine == "onnx" else _OpenVinoRunner(path, threads)
+        return OrtRunner(path, threads) if engine == "onnx" else _OpenVinoRunner(path, threads)
 
 
 def max_difference(spec: ExportSpec, runner: Callable[[np.ndarray, np.ndarray], list[np.ndarray]],

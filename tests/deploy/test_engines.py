@@ -16,7 +16,7 @@ from robokit.deploy.server import PolicyServer
 from robokit.errors import UserError
 
 AVAILABLE = []
-for _engine in ("onnx", "openvino"):
+for _engine in ("onnx", "openvino", "ncnn"):
     try:
         check_engine(_engine)
         AVAILABLE.append(_engine)
@@ -162,6 +162,29 @@ def test_engine_that_differs_from_torch_is_refused(make_tiny_policy, monkeypatch
     assert len(lines) == 1 and "differ from torch" in lines[0]
 
 
+needs_ncnn = pytest.mark.skipif("ncnn" not in AVAILABLE, reason="ncnn/pnnx not installed (robokit[cpu-infer])")
+
+
+@needs_ncnn
+def test_ncnn_runs_act_only_and_falls_back_for_cnnmlp_with_one_warning(make_tiny_policy, caplog):
+    policy = with_stats(make_tiny_policy("cnnmlp"))
+    assert accelerate(policy, "ncnn") is policy
+    lines = warnings_of(caplog)
+    assert len(lines) == 1 and "ACT only" in lines[0] and "serving with torch" in lines[0]
+
+
+@needs_ncnn
+def test_ncnn_backbone_conversion_failure_falls_back_with_one_warning(make_tiny_policy, monkeypatch, caplog):
+    import pnnx
+
+    policy = with_stats(make_tiny_policy("act"))
+    monkeypatch.setattr(pnnx, "EXEC_PATH", "/bin/false")  # a converter that fails without a word
+    assert accelerate(policy, "ncnn") is policy
+    lines = warnings_of(caplog)
+    assert len(lines) == 1 and "pnnx could not convert the backbone" in lines[0] and "serving with torch" in lines[0]
+    assert policy.predict_chunk(observation(policy))[0].shape == (10, 8)
+
+
 def test_torch_engine_is_the_policy_itself(make_tiny_policy):
     policy = make_tiny_policy("act")
     assert accelerate(policy, "torch") is policy
@@ -173,7 +196,8 @@ def test_unknown_engine_is_a_clear_error(make_tiny_policy):
         accelerate(make_tiny_policy("act"), "tensorrt")
 
 
-@pytest.mark.parametrize(("engine", "module"), [("onnx", "onnxruntime"), ("openvino", "openvino"), ("onnx", "onnx")])
+@pytest.mark.parametrize(("engine", "module"), [("onnx", "onnxruntime"), ("openvino", "openvino"), ("onnx", "onnx"),
+                                                ("ncnn", "ncnn"), ("ncnn", "pnnx")])
 def test_missing_engine_package_names_the_extra(make_tiny_policy, monkeypatch, engine, module):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(UserError, match=r"pip install 'robokit\[cpu-infer\]'") as info:

@@ -267,6 +267,23 @@ class ACTModel(nn.Module):
             if backbone is not None:
                 x = x.contiguous(memory_format=torch.channels_last)
             feats = self.input_proj((self.backbone if backbone is None else backbone)(x))  # (B*K, D, h, w)
+        return self._decode_tokens(feats, b, k, qpos, latent, task, pointer_tokens, need_weights, info)
+
+    def decode_features(self, features: torch.Tensor, qpos: torch.Tensor, latent: torch.Tensor,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`decode` from the backbone's output instead of images (single-task ACT without an
+        object pointer): ``features`` (B*K, C, h, w) for B samples of K cameras each, in camera order.
+        Returns the normalised action chunk (B, H, A) and done logits (B, H). This is the part of the
+        network an inference engine can run separately from the backbone."""
+        b = qpos.shape[0]
+        actions, done_logits, _ = self._decode_tokens(self.input_proj(features), b, features.shape[0] // b,
+                                                      qpos, latent, None, None, False, {})
+        return actions, done_logits
+
+    def _decode_tokens(self, feats: torch.Tensor, b: int, k: int, qpos: torch.Tensor, latent: torch.Tensor,
+                       task: torch.Tensor | None, pointer_tokens: torch.Tensor | None, need_weights: bool,
+                       info: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """The transformer and heads of :meth:`decode` over the projected image features."""
         d, h, w = feats.shape[1:]
         img_tokens = feats.permute(0, 2, 3, 1).reshape(b, k * h * w, d)
         latent_tok = self.latent_out_proj(latent)
@@ -280,7 +297,7 @@ class ACTModel(nn.Module):
             head.append(pointer_tokens)
             head_pos.append(self.pointer_pos)
         src = torch.cat([*head, img_tokens], dim=1)
-        pos = torch.cat([*head_pos, self.image_position(h, w, k, images.device).to(src.dtype)], dim=0)[None]
+        pos = torch.cat([*head_pos, self.image_position(h, w, k, feats.device).to(src.dtype)], dim=0)[None]
         memory = self.transformer.encoder(src, pos)
         tgt = torch.zeros(b, self.cfg.chunk_size, d, dtype=src.dtype, device=src.device)
         hs, weights = self.transformer.decoder(tgt, memory, pos, self.query_embed.weight[None],
