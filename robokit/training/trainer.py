@@ -60,6 +60,7 @@ from robokit.training.dataset import build_datasets
 from robokit.training.episode_records import check_consistent, collate_samples
 from robokit.training.logs import MetricsLog, plot_history
 from robokit.training.observers import Observers, TrainObserver
+from robokit.training.optimizer import adamw
 from robokit.training.options import (
     DATA_OPTIONS,
     DEFAULT_STEPS,
@@ -254,7 +255,7 @@ class _Trainer:
         lr = opts.lr or float(getattr(policy.config, "lr", 0) or 1e-4)
         wd = opts.weight_decay if opts.weight_decay is not None else float(
             getattr(policy.config, "weight_decay", 1e-4))
-        self.optimizer = torch.optim.AdamW(policy.optimizer_param_groups(lr, wd), lr=lr, weight_decay=wd)
+        self.optimizer = adamw(policy.optimizer_param_groups(lr, wd), lr, wd, self.device)
         self.lr = lr
         # Each group's own base rate (a backbone may train slower); the schedule scales them all.
         self.base_lrs = [float(group["lr"]) for group in self.optimizer.param_groups]

@@ -45,6 +45,7 @@ def measure_step_seconds(cfg: DemoConfig, timed_steps: int = TIMED_STEPS) -> flo
     import torch
 
     from robokit.policies.act.model import ACTConfig, ACTPolicy
+    from robokit.training.optimizer import adamw
     from robokit.training.runtime import pick_device
 
     device = pick_device(cfg.device)
@@ -64,7 +65,7 @@ def measure_step_seconds(cfg: DemoConfig, timed_steps: int = TIMED_STEPS) -> flo
         "action": torch.randn(b, cfg.chunk_size, PANDA_DIM, generator=gen),
         "is_pad": torch.zeros(b, cfg.chunk_size, dtype=torch.bool),
     }
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    optimizer = adamw(policy.optimizer_param_groups(cfg.lr, 1e-4), cfg.lr, 1e-4, device)
     times = []
     with torch.random.fork_rng(devices=[]):
         for i in range(1 + timed_steps):
