@@ -119,6 +119,20 @@ def test_inference_is_deterministic_with_z_zero_and_restores_mode():
     assert np.abs(a1 - b).max() > 1e-4  # the observation matters
 
 
+def test_decoding_from_backbone_features_matches_decoding_from_images():
+    """What an inference engine runs apart from the backbone gives decode's outputs, batch of 2."""
+    policy = seeded_policy().eval()
+    model, batch = policy.model, make_batch(b=2)
+    latent = torch.randn(2, model.cfg.latent_dim)
+    with torch.no_grad():
+        actions, done_logits, _ = model.decode(batch["images"], batch["qpos"], latent)
+        features = model.backbone(model.image_normalizer(batch["images"].flatten(0, 1)))
+        from_features = model.decode_features(features, batch["qpos"], latent)
+    torch.testing.assert_close(from_features[0], actions, atol=1e-5, rtol=0)
+    torch.testing.assert_close(from_features[1], done_logits, atol=1e-5, rtol=0)
+    assert actions.shape == (2, 6, 8)
+
+
 def test_only_first_decoder_layer_runs_and_matches_full_decoder_reference():
     cfg = tiny_config(dec_layers=3)
     policy = seeded_policy(cfg)
