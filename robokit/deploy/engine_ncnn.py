@@ -3,12 +3,12 @@
 On a CPU without wide vector units (AVX2, no AVX-512) ACT's inference is its ResNet's 3x3
 convolutions plus its transformer's matrix products, and ONNX Runtime runs both near the CPU's
 peak. ncnn computes 3x3 convolutions with Winograd's algorithm, which needs about a quarter of the
-multiplications; ONNX Runtime and OpenVINO have none on such CPUs. So the backbone (image
-its input normalised by ncnn's own per-channel routine) goes to ncnn, converted by pnnx (ncnn's own converter, from a TorchScript
-trace, with fp32 weights: pnnx's default fp16 weights would cost ~1e-3 in the features), and the
-rest -- input projection, transformer, heads -- is exported to ONNX Runtime as the ``onnx`` engine
-does. ncnn has no batch dimension: the cameras go through the backbone one after the other, each
-with all the threads.
+multiplications; ONNX Runtime has none, and OpenVINO none on such CPUs. So the backbone goes to ncnn
+(its input normalised by ncnn's own per-channel routine), converted by pnnx (ncnn's own converter,
+from a TorchScript trace, with fp32 weights: pnnx's default fp16 weights put the features of a
+random ResNet-18 ~1e-2 off), and the rest -- input projection, transformer, heads -- is exported to
+ONNX Runtime as the ``onnx`` engine does. ncnn has no batch dimension: the cameras go through the
+backbone one after the other, each with all the threads.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+#: The head in ONNX Runtime: named inputs (``features``, ``qpos``) -> outputs.
+HeadRunner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 #: How long pnnx may take to convert a backbone (ResNet-18 at 480x640 takes ~10 s here).
 CONVERT_TIMEOUT_S = 300
 
@@ -68,8 +70,6 @@ class NcnnBackbone:
         # fp32 throughout: on CPUs with F16C ncnn would otherwise store activations in fp16.
         for option in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage"):
             setattr(self.net.opt, option, False)
-        # Threads sleep as soon as the backbone is done: ONNX Runtime's threads run the transformer next.
-        self.net.opt.openmp_blocktime = 0
         if self.net.load_param(str(param)) != 0 or self.net.load_model(str(weights)) != 0:
             raise RuntimeError(f"ncnn could not load {param.name}")
         self.input_name = self.net.input_names()[0]
@@ -96,7 +96,7 @@ class NcnnBackbone:
 class NcnnActRunner:
     """The whole network: images uint8 (1, K, 3, H, W) and qpos (1, S) -> the head's outputs."""
 
-    def __init__(self, backbone: NcnnBackbone, head: Callable[[dict[str, np.ndarray]], list[np.ndarray]]) -> None:
+    def __init__(self, backbone: NcnnBackbone, head: HeadRunner) -> None:
         self.backbone = backbone
         self.head = head
 

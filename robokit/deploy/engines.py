@@ -14,9 +14,10 @@ configuration without an exporter here (instruction-following policies), a polic
 export, a failed check -- the policy is served with torch and one ``logging`` warning says why.
 
 Supported: ACT (single task, no object pointer) and CNN-MLP; ``ncnn`` runs ACT only (its backbone in
-ncnn, the transformer in ONNX Runtime: see :mod:`robokit.deploy.engine_ncnn`). ONNX Runtime and ncnn
-come with the ``cpu-infer`` extra (``pip install 'robokit[cpu-infer]'``), OpenVINO is used where it
-is installed; nothing here imports them until asked.
+ncnn, the transformer in ONNX Runtime: see :mod:`robokit.deploy.engine_ncnn`). ONNX Runtime comes
+with the ``cpu-infer`` extra (``pip install 'robokit[cpu-infer]'``), ncnn and its converter with the
+``ncnn`` extra (``pip install 'robokit[ncnn]'``, which includes ``cpu-infer``), OpenVINO is used
+where it is installed; nothing here imports them until asked.
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ log = logging.getLogger(__name__)
 #: ``--engine`` choices; ``torch`` serves the policy as it is.
 ENGINES = ("torch", "onnx", "openvino", "ncnn")
 EXTRA = "cpu-infer"
+NCNN_EXTRA = "ncnn"  # ncnn and pnnx on top of cpu-infer: kept apart, as ncnn's wheels need glibc >= 2.28
 #: Largest difference from torch, on the normalised outputs, at which an engine is accepted.
 DEFAULT_TOLERANCE = 1e-4
 # Python modules each engine needs, and the PyPI package that brings each: the engine, and ``onnx``
-# for torch's exporter (both engines read the ONNX file it writes; ``onnxscript``, for torch's newer
-# exporter, is optional). The extra holds ONNX Runtime: within 10% of OpenVINO on full ACT here, in
-# less than half the install (78 MB against 180 MB); OpenVINO is used where it is installed.
+# for torch's exporter (every engine reads an ONNX file it writes, ncnn for all but the backbone;
+# ``onnxscript``, for torch's newer exporter, is optional). The cpu-infer extra holds ONNX Runtime:
+# within 10% of OpenVINO on full ACT here, in less than half the install (78 MB against 180 MB);
+# OpenVINO is used where it is installed.
 _REQUIRES: dict[str, tuple[tuple[str, str], ...]] = {
     "onnx": (("onnxruntime", "onnxruntime"), ("onnx", "onnx")),
     "openvino": (("openvino", "openvino"), ("onnx", "onnx")),
@@ -57,7 +60,7 @@ _REQUIRES: dict[str, tuple[tuple[str, str], ...]] = {
     "ncnn": (("ncnn", "ncnn"), ("pnnx", "pnnx"), ("onnxruntime", "onnxruntime"), ("onnx", "onnx")),
 }
 _INSTALL = {"onnx": f"pip install 'robokit[{EXTRA}]'", "openvino": f"pip install 'robokit[{EXTRA}]' openvino",
-            "ncnn": f"pip install 'robokit[{EXTRA}]'"}
+            "ncnn": f"pip install 'robokit[{NCNN_EXTRA}]'"}
 
 # Loggers of the exporter stack that report routine notes as warnings ("skipping constant folding").
 _EXPORT_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._export", "torch.fx",
@@ -84,7 +87,7 @@ def check_engine(engine: str) -> str:
 def _importable(module: str) -> bool:
     try:
         importlib.import_module(module)
-    except ImportError:
+    except Exception:  # noqa: BLE001 -- not installed, or its native library does not load (OSError)
         return False
     return True
 
@@ -111,13 +114,13 @@ class ExportSpec:
 
     ``module(images uint8 (1, K, 3, H, W), qpos float32 (1, S) normalised)`` returns the network's
     normalised outputs; ``finish(outputs)`` turns the engine's numpy outputs into ``(chunk, extras)``.
-    ``split``, where the network has one, is the same network cut after its image backbone.
+    ``split()``, where the network has one, gives the same network cut after its image backbone.
     """
 
     module: Any  # torch.nn.Module
     output_names: tuple[str, ...]
     finish: Callable[[list[np.ndarray]], tuple[np.ndarray, dict[str, Any]]]
-    split: SplitNetwork | None = None
+    split: Callable[[], SplitNetwork] | None = None  # made only when asked: it copies the backbone
 
 
 def export_spec(policy: Any) -> ExportSpec:
@@ -183,11 +186,13 @@ def _act_spec(policy: Any) -> ExportSpec:
             latent = torch.zeros(qpos.shape[0], cfg.latent_dim, dtype=qpos.dtype)
             return self.model.decode_features(features, qpos, latent)  # type: ignore[no-any-return]
 
-    normalizer = model.image_normalizer
-    # The exporters trace the default layout (the served copy is channels-last).
-    backbone = copy.deepcopy(fused).to(memory_format=torch.contiguous_format).eval()
-    split = SplitNetwork(backbone, ACTHead().eval(), normalizer.mean.flatten().numpy().copy(),
-                         normalizer.std.flatten().numpy().copy())
+    def split() -> SplitNetwork:
+        normalizer = model.image_normalizer
+        # The converter traces the default layout (the served copy is channels-last).
+        backbone = copy.deepcopy(fused).to(memory_format=torch.contiguous_format).eval()
+        return SplitNetwork(backbone, ACTHead().eval(), normalizer.mean.flatten().numpy().copy(),
+                            normalizer.std.flatten().numpy().copy())
+
     return ExportSpec(ACTGraph().eval(), ("actions", "done_logits"), finish, split=split)
 
 
@@ -226,7 +231,8 @@ def example_inputs(config: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def export_onnx(module: Any, inputs: tuple[np.ndarray, ...], path: Path, output_names: tuple[str, ...],
                 input_names: tuple[str, ...] = ("images", "qpos")) -> None:
     """Write ``module`` traced on ``inputs`` (static shapes: batch 1, the policy's cameras and image
-    size) as ONNX to ``path``, its inputs and outputs named as given. The exporters' own chatter is silenced: the caller logs one line.
+    size) as ONNX to ``path``, its inputs and outputs named as given. The exporters' own chatter is
+    silenced: the caller logs one line.
 
     torch's TorchScript-based exporter goes first: it exports full ACT in about two thirds of the
     time of the ``torch.export``-based one, a tiny model in a tenth, and needs no further package.
@@ -304,7 +310,7 @@ class _OpenVinoRunner:
 
 def build_runner(engine: str, spec: ExportSpec, config: Any, threads: int,
                  ) -> Callable[[np.ndarray, np.ndarray], list[np.ndarray]]:
-    """Export ``spec.module`` (or, for ncnn, ``spec.parts``) and load it into ``engine`` with
+    """Export ``spec.module`` (or, for ncnn, ``spec.split``) and load it into ``engine`` with
     ``threads`` threads."""
     if engine == "ncnn" and spec.split is None:
         raise Unsupported("the ncnn engine runs ACT only")
@@ -313,7 +319,7 @@ def build_runner(engine: str, spec: ExportSpec, config: Any, threads: int,
             from robokit.deploy.engine_ncnn import build_ncnn_runner
 
             assert spec.split is not None
-            return build_ncnn_runner(spec.split, spec.output_names, config, threads, Path(folder))
+            return build_ncnn_runner(spec.split(), spec.output_names, config, threads, Path(folder))
         path = Path(folder) / "policy.onnx"
         export_onnx(spec.module, example_inputs(config), path, spec.output_names)
         # Both engines read the weights while loading; the files can go afterwards.
@@ -392,11 +398,11 @@ def accelerate(policy: Any, engine: str = "torch", *, threads: int | None = None
                tolerance: float = DEFAULT_TOLERANCE) -> Any:
     """``policy`` served through ``engine`` (see :data:`ENGINES`), or ``policy`` itself.
 
-    ``torch`` returns the policy unchanged. ``onnx``/``openvino`` export its network, load it with
-    ``threads`` threads (default: torch's thread count) and compare it with torch on random inputs;
-    an unsupported policy, a failed export or a difference above ``tolerance`` returns the policy
-    itself after one warning. An unknown engine, or one whose packages are missing, is a UserError
-    (the message names the extra to install).
+    ``torch`` returns the policy unchanged. ``onnx``/``openvino``/``ncnn`` export its network, load
+    it with ``threads`` threads (default: torch's thread count) and compare it with torch on random
+    inputs; an unsupported policy (for ``ncnn``: any but ACT), a failed export or a difference above
+    ``tolerance`` returns the policy itself after one warning. An unknown engine, or one whose
+    packages are missing, is a UserError (the message names the extra to install).
     """
     name = check_engine(engine)
     if name == "torch":

@@ -60,7 +60,7 @@ from robokit.training.dataset import build_datasets
 from robokit.training.episode_records import check_consistent, collate_samples
 from robokit.training.logs import MetricsLog, plot_history
 from robokit.training.observers import Observers, TrainObserver
-from robokit.training.optimizer import adamw
+from robokit.training.optimizer import adamw, load_optimizer_state
 from robokit.training.options import (
     DATA_OPTIONS,
     DEFAULT_STEPS,
@@ -264,7 +264,7 @@ class _Trainer:
         self.best_val = None
         self.train_seconds_before = 0.0
         if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
             start_step = int(state["step"])
             self.best_val = state.get("best_val_loss")
             self.train_seconds_before = float(state.get("train_seconds", 0.0))

@@ -162,7 +162,7 @@ def test_engine_that_differs_from_torch_is_refused(make_tiny_policy, monkeypatch
     assert len(lines) == 1 and "differ from torch" in lines[0]
 
 
-needs_ncnn = pytest.mark.skipif("ncnn" not in AVAILABLE, reason="ncnn/pnnx not installed (robokit[cpu-infer])")
+needs_ncnn = pytest.mark.skipif("ncnn" not in AVAILABLE, reason="ncnn/pnnx not installed (robokit[ncnn])")
 
 
 @needs_ncnn
@@ -200,7 +200,8 @@ def test_unknown_engine_is_a_clear_error(make_tiny_policy):
                                                 ("ncnn", "ncnn"), ("ncnn", "pnnx")])
 def test_missing_engine_package_names_the_extra(make_tiny_policy, monkeypatch, engine, module):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
-    with pytest.raises(UserError, match=r"pip install 'robokit\[cpu-infer\]'") as info:
+    extra = "ncnn" if engine == "ncnn" else "cpu-infer"
+    with pytest.raises(UserError, match=rf"pip install 'robokit\[{extra}\]'") as info:
         accelerate(make_tiny_policy("act"), engine)
     assert module in str(info.value)
 

@@ -175,3 +175,26 @@ def test_validation_costs_a_bounded_share_of_training(tmp_path: Path, episode_fi
     train(TrainOptions(data=folder, out=tmp_path / "run2", policy="act", steps=8, batch_size=2, chunk_size=4,
                        val_fraction=0.5, val_every=4, val_samples=3, policy_config=TINY_ACT, num_workers=0))
     assert [r["samples"] for r in records(tmp_path / "run2") if r["split"] == "val"] == [3, 3]
+
+
+def test_resuming_keeps_the_fused_optimizer_and_the_saved_moments():
+    """A state saved by the for-loop AdamW (runs from before the fused kernel) resumes into the fused
+    one with its moments, instead of switching the run back to the for-loop kernel."""
+    from robokit.training.optimizer import adamw, load_optimizer_state
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    old = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    model(torch.randn(8, 4)).square().mean().backward()
+    old.step()
+    saved = old.state_dict()
+
+    resumed = adamw(model.parameters(), 1e-2, 1e-4, torch.device("cpu"))
+    load_optimizer_state(resumed, saved)
+    assert resumed.param_groups[0]["fused"] is True
+    weight = model.weight
+    torch.testing.assert_close(resumed.state[weight]["exp_avg"], old.state[weight]["exp_avg"])
+    model.zero_grad()
+    model(torch.randn(8, 4)).square().mean().backward()
+    resumed.step()  # the fused kernel runs on the loaded state
+    assert float(resumed.state[weight]["step"]) == 2.0

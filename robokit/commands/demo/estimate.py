@@ -20,10 +20,12 @@ from robokit.commands.demo.config import DemoConfig
 # The simulated Panda's joint positions + gripper: the demo's state and action sizes.
 PANDA_DIM = 8
 # Everything but the training steps (scene, expert, recording, deployment, the trainer's start-up and
-# checkpoints), in training steps of the default configuration. Measured on a 2-core machine of the
-# demo's type (docs/demo.md): 797 s in all, of which 2500 steps at 3.6 steps/s took ~694 s; the
-# other ~103 s are ~370 steps' worth.
-OTHER_STAGES_IN_STEPS = 370
+# checkpoints), in training steps at batch REFERENCE_BATCH. Measured on a fresh clone on a 2-core
+# machine of the demo's type (docs/demo.md): 395 s in all, of which 2500 steps at batch 16 and 7.6
+# steps/s took 329 s; the other ~66 s are ~500 steps' worth. A step's time is about proportional to
+# its batch, so other batches scale the count.
+OTHER_STAGES_IN_STEPS = 500
+REFERENCE_BATCH = 16
 TIMED_STEPS = 3  # after one warm-up step (its allocations and oneDNN kernel choices are slower)
 
 
@@ -85,6 +87,6 @@ def estimate(cfg: DemoConfig, step_s: float | None = None) -> Estimate:
     """The expected duration of a demo with ``cfg`` (``step_s`` measured now unless given)."""
     step = measure_step_seconds(cfg) if step_s is None else step_s
     # The other stages scale with the demonstrations recorded and the episodes evaluated.
-    other = OTHER_STAGES_IN_STEPS * step * (cfg.episodes + cfg.eval_episodes) / (
-        DemoConfig.episodes + DemoConfig.eval_episodes)
+    other = OTHER_STAGES_IN_STEPS * step * REFERENCE_BATCH / cfg.batch_size * (
+        cfg.episodes + cfg.eval_episodes) / (DemoConfig.episodes + DemoConfig.eval_episodes)
     return Estimate(step_s=step, train_s=cfg.steps * step, other_s=other)
