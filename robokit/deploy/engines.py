@@ -312,18 +312,24 @@ def build_runner(engine: str, spec: ExportSpec, config: Any, threads: int,
                  ) -> Callable[[np.ndarray, np.ndarray], list[np.ndarray]]:
     """Export ``spec.module`` (or, for ncnn, ``spec.split``) and load it into ``engine`` with
     ``threads`` threads."""
-    if engine == "ncnn" and spec.split is None:
-        raise Unsupported("the ncnn engine runs ACT only")
+    if engine == "ncnn":
+        return _build_ncnn(spec, config, threads)
     with tempfile.TemporaryDirectory(prefix="robokit-export-") as folder:
-        if engine == "ncnn":
-            from robokit.deploy.engine_ncnn import build_ncnn_runner
-
-            assert spec.split is not None
-            return build_ncnn_runner(spec.split(), spec.output_names, config, threads, Path(folder))
         path = Path(folder) / "policy.onnx"
         export_onnx(spec.module, example_inputs(config), path, spec.output_names)
         # Both engines read the weights while loading; the files can go afterwards.
         return OrtRunner(path, threads) if engine == "onnx" else _OpenVinoRunner(path, threads)
+
+
+def _build_ncnn(spec: ExportSpec, config: Any, threads: int,
+                ) -> Callable[[np.ndarray, np.ndarray], list[np.ndarray]]:
+    """The ncnn runner of ``spec.split``, or Unsupported for a network without one."""
+    if spec.split is None:
+        raise Unsupported("the ncnn engine runs ACT only")
+    from robokit.deploy.engine_ncnn import build_ncnn_runner
+
+    with tempfile.TemporaryDirectory(prefix="robokit-export-") as folder:
+        return build_ncnn_runner(spec.split(), spec.output_names, config, threads, Path(folder))
 
 
 def max_difference(spec: ExportSpec, runner: Callable[[np.ndarray, np.ndarray], list[np.ndarray]],
