@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # corrections did not help (36% -> 34%) where at 32 they did (38% -> 46%).
     ap.add_argument("--batch-size", type=int, default=32, help="training batch of every policy")
     ap.add_argument("--intervention-weight", type=float, default=3.0)
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every policy (the demo's: 0)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=RESULTS / "dagger_sim.json")
     ap.add_argument("--reuse", action="store_true",
@@ -129,12 +130,12 @@ def first_policy(data: Path, run: Path, cfg: DemoConfig, args: argparse.Namespac
     return {"record_seconds": round(record_s, 1), "x": first.success_rate, "x_successes": first.successes,
             "train0_seconds": round(seconds, 1), "eval0_seconds": round(eval_s, 1),
             "x_failures": first.failure_counts(), "demos": args.demos, "eval": args.eval, "steps": args.steps,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "seed": args.seed}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg = DemoConfig(batch_size=args.batch_size)
+    cfg = DemoConfig(batch_size=args.batch_size, seed=args.seed)
     work = args.out or Path(tempfile.mkdtemp(prefix="dagger_sim_"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder {work}; load {os.getloadavg()[0]:.2f}", flush=True)
@@ -142,22 +143,24 @@ def main(argv: list[str] | None = None) -> None:
                               "eval_episodes": args.eval, "eval_seeds": [cfg.eval_seed_start,
                                                                          cfg.eval_seed_start + args.eval - 1],
                               "steps": args.steps, "batch_size": args.batch_size,
-                              "intervention_weight": args.intervention_weight, "rounds_detail": []}
+                              "seed": args.seed, "intervention_weight": args.intervention_weight, "rounds_detail": []}
     try:
         data, run, first_json = work / "demos", work / "run0", work / "first.json"
         reused = args.reuse and first_json.is_file() and (run / "last.pt").is_file()
         if reused:
             first_report = json.loads(first_json.read_text())
-            same = {key: first_report.get(key, 32 if key == "batch_size" else None) == getattr(args, key)
-                    for key in ("demos", "eval", "steps", "batch_size")}
+            defaults = {"batch_size": 32, "seed": 0}  # reports written before these were options
+            same = {key: first_report.get(key, defaults.get(key)) == getattr(args, key)
+                    for key in ("demos", "eval", "steps", "batch_size", "seed")}
             if not all(same.values()):
                 raise SystemExit(f"{first_json} was made with other settings ({first_report}); "
-                                 "use another --out or the same --demos/--eval/--steps/--batch-size")
+                                 "use another --out or the same --demos/--eval/--steps/--batch-size/--seed")
             print(f"reusing {data}, {run} and X from {first_json}", flush=True)
         else:
             first_report = first_policy(data, run, cfg, args)
             first_json.write_text(json.dumps(first_report, indent=2))
-        report.update({k: v for k, v in first_report.items() if k not in ("demos", "eval", "steps", "batch_size")},
+        report.update({k: v for k, v in first_report.items()
+                       if k not in ("demos", "eval", "steps", "batch_size", "seed")},
                       reused_first_policy=reused)
         x, x_successes = report["x"], report["x_successes"]
         print(f"X = {x_successes}/{args.eval} after {args.demos} demos", flush=True)

@@ -9,8 +9,8 @@ in one process and on the same batches of a recorded demo dataset:
    backbone's output), and the optimizer step;
 2. per-step candidates against the baseline step, alternating baseline / candidate step by step
    so that a machine shared with other jobs slows both alike: channels-last convolutions, one
-   thread instead of two, torch's for-loop AdamW (the trainer's is fused), and (``--compile``) ``torch.compile`` with its
-   compile time;
+   thread instead of two, torch's for-loop AdamW (the trainer's is fused), a bf16 autocast forward,
+   and (``--compile``) ``torch.compile`` with its compile time;
 3. the baseline configuration (the small backbone, 2500 steps: what the demo trained before) against the current one:
    their steps/s side by side (min / median, ratio) and the training time each implies.
 
@@ -56,10 +56,12 @@ from robokit.training.dataset import EpisodeDataset, build_datasets
 from robokit.training.episode_records import collate_samples
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# What the demo trained before: the small backbone, 2500 steps. The baseline of every ratio here.
+# What the demo trained before: the small backbone, 2500 steps, no object pointer. The baseline of
+# every ratio here.
 BASELINE = replace(DemoConfig(), steps=2500, lr=3e-4,
-                   policy_config={**DemoConfig().policy_config, "backbone": "small", "lr_backbone": 3e-4})
-CANDIDATES = ("channels_last", "1 thread", "for-loop AdamW")
+                   policy_config={**DemoConfig().policy_config, "backbone": "small", "lr_backbone": 3e-4,
+                                  "object_pointer": False})
+CANDIDATES = ("channels_last", "1 thread", "for-loop AdamW", "bf16 autocast")
 
 
 @dataclass
@@ -71,10 +73,12 @@ class Setup:
     model: nn.Module  # what the trainer calls: the policy's loss (possibly compiled)
     optimizer: torch.optim.Optimizer
     threads: int
+    autocast: torch.dtype | None = None  # a reduced-precision forward (CPU autocast), or fp32
 
     def step(self, batch: dict[str, Any]) -> None:
         torch.set_num_threads(self.threads)
-        loss = self.model(batch)["loss"]
+        with torch.autocast("cpu", dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            loss = self.model(batch)["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -104,7 +108,8 @@ def make_setup(name: str, cfg: DemoConfig, ds: EpisodeDataset, stats: dict[str, 
                                   fused=fused)
     if name == "torch.compile":
         model = torch.compile(model)  # type: ignore[assignment]
-    return Setup(name, policy, model, optimizer, 1 if name == "1 thread" else threads)
+    return Setup(name, policy, model, optimizer, 1 if name == "1 thread" else threads,
+                 torch.bfloat16 if name == "bf16 autocast" else None)
 
 
 def paired(setups: list[Setup], batches: Callable[[], dict[str, Any]], steps: int,
@@ -145,8 +150,11 @@ def profile_shares(setup: Setup, batches: Callable[[], dict[str, Any]], steps: i
     def on_backbone_input(_module: nn.Module, _inputs: Any) -> None:
         marks["backbone_forward_start"] = time.perf_counter()
 
-    hooks = [policy.model.backbone.register_forward_pre_hook(on_backbone_input),
-             policy.model.backbone.register_forward_hook(on_backbone_output)]
+    # On the small backbone's first and last layers: a policy with an object pointer runs the
+    # backbone stage by stage (to read an inner stage), never through its forward.
+    body = cast(nn.Sequential, policy.model.backbone.body)
+    hooks = [body[0].register_forward_pre_hook(on_backbone_input),
+             body[-1].register_forward_hook(on_backbone_output)]
     rows: list[dict[str, float]] = []
     try:
         for _ in range(steps):
@@ -199,7 +207,8 @@ def main() -> None:
         data = args.data or record_data(Path(tmp))
         new = DemoConfig()
         train_ds, _, stats, _ = build_datasets(data, camera_names=list(new.cameras), chunk_size=new.chunk_size,
-                                               val_fraction=0.0, seed=new.seed)
+                                               val_fraction=0.0, seed=new.seed,
+                                               task_object=bool(new.policy_config.get("object_pointer")))
         sampler = iter(DataLoader(train_ds, num_workers=0, collate_fn=collate_samples,
                                   batch_sampler=TrainBatches(len(train_ds), new.batch_size, new.seed, 0, 1, 0)))
 

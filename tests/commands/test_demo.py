@@ -56,6 +56,7 @@ def test_tiny_demo_runs_every_stage_and_prints_the_summary(tmp_path: Path, capsy
     assert info["policy_type"] == "act"
     assert info["train_meta"]["step"] == 4
     assert list(info["config"]["camera_names"]) == ["top", "wrist"]
+    assert info["config"]["object_pointer"] is True  # learnt from the boxes the recording stored
     assert (out / "run" / "train_val_loss.png").is_file()
 
     summary = json.loads((out / "summary.json").read_text())

