@@ -389,9 +389,12 @@ def evaluate_in_sim(
             "tasks": list(instructions),
             "done_threshold": cfg.done_threshold, "objects": info.objects,
             "action_delay_s": cfg.action_delay_s})
+        from robokit.record.scene import SimScene
+
         recorder = (RolloutRecorder(cfg.record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
                                     chunk_shape=(info.chunk_size, info.action_dim),
-                                    takeover=cfg.takeover is not None, action_dim=info.action_dim)
+                                    takeover=cfg.takeover is not None, action_dim=info.action_dim,
+                                    scene=SimScene(env, {c: env.cameras[c] for c in info.camera_names}))
                     if cfg.record_dir else None)
         video = VideoRecorder(cfg.video_dir, rate) if cfg.video_dir else None
         goal_cam = goal_camera(info)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robokit.deploy.loop import StepRecord
+
+if TYPE_CHECKING:
+    from robokit.record.scene import SimScene
 
 
 class RolloutRecorder:
@@ -22,13 +25,19 @@ class RolloutRecorder:
     (per step 1.0 where a person commanded the arm, 0.0 where the policy did) and
     ``/policy_action`` (T, action_dim): what the policy's plan held for each step, sent or not
     (NaN where it had none) — the pairs ``robokit train`` learns corrections from.
+
+    With ``scene`` (a simulated rollout) each step also stores where the task's objects are in every
+    camera (``/objects/<name>/box_<cam>``), as ``robokit record --sim`` does: a policy with an
+    object pointer then learns from the rollouts too, where the arm went that demonstrations never
+    took it.
     """
 
     def __init__(self, folder: str | Path, camera_shapes: dict[str, tuple[int, int, int]], fps: float,
                  robot_kind: str, sim: bool, compress: str = "none",
                  chunk_shape: tuple[int, int] | None = None, takeover: bool = False,
-                 action_dim: int | None = None) -> None:
+                 action_dim: int | None = None, scene: SimScene | None = None) -> None:
         self.folder = Path(folder)
+        self.scene = scene
         self.camera_shapes = camera_shapes
         self.fps = fps
         self.robot_kind = robot_kind
@@ -58,7 +67,8 @@ class RolloutRecorder:
 
             extras.update({INTERVENTION: (), POLICY_ACTION: (self.action_dim or 8,)})
         self._writer = EpisodeWriter(self.folder, next_episode_index(self.folder), self.camera_shapes,
-                                     attrs=attrs, compress=self.compress, extra_step_datasets=extras or None)
+                                     attrs=attrs, compress=self.compress, extra_step_datasets=extras or None,
+                                     box_objects=self.scene.box_objects() if self.scene is not None else None)
         self._rows = {}
         self.interventions = 0
 
@@ -87,6 +97,9 @@ class RolloutRecorder:
             writer.append(st.as_vector(), st.velocity_vector(), record.command.astype(np.float32),
                           {c: f.image for c, f in record.frames.items()}, t_robot=float(st.t),
                           t_images={c: float(f.t_capture) for c, f in record.frames.items()},
+                          # The step's frames show the scene as it is now: the simulation advances after
+                          # this call.
+                          object_boxes=self.scene.object_boxes() if self.scene is not None else None,
                           extras=extras or None)
         for start, chunk in late:  # async: the row of its observation step was written earlier
             row = self._rows.get(start)

@@ -223,3 +223,31 @@ def test_train_learns_from_rollouts_next_to_demonstrations(scripted_rollout, tmp
     except SystemExit as exc:
         code = int(exc.code or 0)
     assert code == 2 and "records interventions" in capsys.readouterr().err
+
+
+def test_a_simulated_rollout_stores_where_the_objects_are_for_the_object_pointer(scripted_rollout):
+    from robokit.hardware.sim import PandaSimEnv
+    from robokit.training.dataset import scan_episodes
+    from robokit.training.episode_records import task_object_tracks
+
+    results, out = scripted_rollout
+    outcome = results.outcomes[0]
+    with open_episode(outcome.episode_file) as ep:
+        cams = list(ep.camera_names)
+        first_boxes = {cam: ep.object_boxes(cam) for cam in cams}
+        height, width = ep.image_shape(cams[0])[:2]
+        length = ep.length
+    # The first step's boxes are those of the scene before anything moved: the reset scene's own.
+    env = PandaSimEnv(task="pick_place", seed=outcome.seed, image_size=(height, width), camera_names=tuple(cams))
+    try:
+        env.reset(seed=outcome.seed)
+        for name in env.task.object_names:
+            expected = env.object_box(cams[0], name)
+            assert expected is not None
+            assert np.array_equal(first_boxes[cams[0]][name][0], expected), name
+    finally:
+        env.close()
+    # The expert moved the cube, so training finds it as the object to point at.
+    (record,) = scan_episodes(out)
+    _, valid = task_object_tracks(record, cams)
+    assert valid.shape == (length, len(cams)) and valid[:, 0].mean() > 0.9
