@@ -35,6 +35,7 @@ def step_times(steps: int, threads: int) -> list[float]:
     import torch
 
     from robokit.commands.demo.config import DemoConfig
+    from robokit.commands.demo.estimate import synthetic_batch
     from robokit.policies.act.model import ACTConfig, ACTPolicy
 
     torch.set_num_threads(threads)
@@ -46,11 +47,7 @@ def step_times(steps: int, threads: int) -> list[float]:
     torch.manual_seed(0)
     policy = ACTPolicy(policy_cfg).train()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
-    g = torch.Generator().manual_seed(0)
-    b, k = cfg.batch_size, len(cfg.cameras)
-    batch = {"images": torch.randint(0, 256, (b, k, 3, h, w), dtype=torch.uint8, generator=g),
-             "qpos": torch.randn(b, 8, generator=g), "action": torch.randn(b, cfg.chunk_size, 8, generator=g),
-             "is_pad": torch.zeros(b, cfg.chunk_size, dtype=torch.bool)}
+    batch = synthetic_batch(cfg, torch.Generator().manual_seed(0))
     times = []
     for i in range(steps + 2):
         start = time.perf_counter()

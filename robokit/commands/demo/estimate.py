@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from robokit.commands.demo.config import DemoConfig
+
+if TYPE_CHECKING:
+    import torch
 
 # The simulated Panda's joint positions + gripper: the demo's state and action sizes.
 PANDA_DIM = 8
@@ -60,16 +63,7 @@ def measure_step_seconds(cfg: DemoConfig, timed_steps: int = TIMED_STEPS) -> flo
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         policy = ACTPolicy(policy_cfg).to(device).train()
-    b, k = cfg.batch_size, len(cfg.cameras)
-    batch = {
-        "images": torch.randint(0, 256, (b, k, 3, height, width), dtype=torch.uint8, generator=gen),
-        "qpos": torch.randn(b, PANDA_DIM, generator=gen),
-        "action": torch.randn(b, cfg.chunk_size, PANDA_DIM, generator=gen),
-        "is_pad": torch.zeros(b, cfg.chunk_size, dtype=torch.bool),
-    }
-    if policy_cfg.object_pointer:  # its training target: the object's centre in each camera
-        batch["task_object_xy"] = torch.rand(b, k, 2, generator=gen)
-        batch["task_object_valid"] = torch.ones(b, k, dtype=torch.bool)
+    batch = synthetic_batch(cfg, gen)
     optimizer = adamw(policy.optimizer_param_groups(cfg.lr, 1e-4), cfg.lr, 1e-4, device)
     times = []
     with torch.random.fork_rng(devices=[]):
@@ -84,6 +78,24 @@ def measure_step_seconds(cfg: DemoConfig, timed_steps: int = TIMED_STEPS) -> flo
             if i > 0:
                 times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def synthetic_batch(cfg: DemoConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A training batch of the demo's shapes with random contents (a step's time does not depend on them)."""
+    import torch
+
+    b, k = cfg.batch_size, len(cfg.cameras)
+    height, width = cfg.image_size
+    batch = {
+        "images": torch.randint(0, 256, (b, k, 3, height, width), dtype=torch.uint8, generator=generator),
+        "qpos": torch.randn(b, PANDA_DIM, generator=generator),
+        "action": torch.randn(b, cfg.chunk_size, PANDA_DIM, generator=generator),
+        "is_pad": torch.zeros(b, cfg.chunk_size, dtype=torch.bool),
+    }
+    if cfg.policy_config.get("object_pointer"):  # its training target: the object's centre per camera
+        batch["task_object_xy"] = torch.rand(b, k, 2, generator=generator)
+        batch["task_object_valid"] = torch.ones(b, k, dtype=torch.bool)
+    return batch
 
 
 def estimate(cfg: DemoConfig, step_s: float | None = None) -> Estimate:
