@@ -20,9 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import cast
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {"default (spin)": {}, "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
@@ -31,33 +29,15 @@ WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
 def step_times(steps: int, threads: int) -> list[float]:
-    """In this process: ``steps`` training steps of the demo's ACT on one batch (seconds each)."""
+    """In this process: ``steps`` training steps of the demo's ACT on one batch (seconds each), on the
+    CPU with ``threads`` threads, as the demo's start-of-run estimate times them."""
     import torch
 
     from robokit.commands.demo.config import DemoConfig
-    from robokit.commands.demo.estimate import synthetic_batch
-    from robokit.policies.act.model import ACTConfig, ACTPolicy
+    from robokit.commands.demo.estimate import training_step_times
 
     torch.set_num_threads(threads)
-    cfg = DemoConfig()
-    h, w = cfg.image_size
-    policy_cfg = cast(ACTConfig, ACTConfig.from_dict({**cfg.policy_config, "camera_names": list(cfg.cameras),
-                                      "image_shape": (h, w, 3), "state_dim": 8, "action_dim": 8,
-                                      "chunk_size": cfg.chunk_size, "fps": cfg.fps}))
-    torch.manual_seed(0)
-    policy = ACTPolicy(policy_cfg).train()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
-    batch = synthetic_batch(cfg, torch.Generator().manual_seed(0))
-    times = []
-    for i in range(steps + 2):
-        start = time.perf_counter()
-        loss = policy.compute_loss(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return times
+    return training_step_times(DemoConfig(device="cpu"), steps, warmup=2)
 
 
 def measure(steps: int, threads: int, rounds: int) -> dict[str, dict[str, float]]:

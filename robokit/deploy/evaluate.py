@@ -47,6 +47,7 @@ from robokit.deploy.runner import LocalRunner, PolicyRunner, RemoteRunner
 from robokit.deploy.takeover import ScriptedTakeover, Takeover, TeleopTakeover
 from robokit.errors import UserError
 from robokit.hardware.workspace import SIM_TABLE, Workspace
+from robokit.record.scene import SimScene
 
 log = logging.getLogger(__name__)
 
@@ -389,8 +390,6 @@ def evaluate_in_sim(
             "tasks": list(instructions),
             "done_threshold": cfg.done_threshold, "objects": info.objects,
             "action_delay_s": cfg.action_delay_s})
-        from robokit.record.scene import SimScene
-
         recorder = (RolloutRecorder(cfg.record_dir, {c: (h, w, 3) for c in info.camera_names}, rate, "sim", True,
                                     chunk_shape=(info.chunk_size, info.action_dim),
                                     takeover=cfg.takeover is not None, action_dim=info.action_dim,

@@ -47,6 +47,14 @@ class Estimate:
 
 def measure_step_seconds(cfg: DemoConfig, timed_steps: int = TIMED_STEPS) -> float:
     """Median wall time of one training step of the demo's ACT (batch, images, chunk of ``cfg``)."""
+    times = training_step_times(cfg, timed_steps)
+    return sorted(times)[len(times) // 2]
+
+
+def training_step_times(cfg: DemoConfig, steps: int, warmup: int = 1) -> list[float]:
+    """Wall times of ``steps`` training steps of the demo's ACT and optimizer on one synthetic batch
+    of ``cfg``'s shapes, after ``warmup`` untimed ones (their allocations and oneDNN kernel choices
+    are slower)."""
     import torch
 
     from robokit.policies.act.model import ACTConfig, ACTPolicy
@@ -62,12 +70,13 @@ def measure_step_seconds(cfg: DemoConfig, timed_steps: int = TIMED_STEPS) -> flo
     # data and the training run) exactly as it would be without it.
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         policy = ACTPolicy(policy_cfg).to(device).train()
     batch = synthetic_batch(cfg, gen)
     optimizer = adamw(policy.optimizer_param_groups(cfg.lr, 1e-4), cfg.lr, 1e-4, device)
     times = []
     with torch.random.fork_rng(devices=[]):
-        for i in range(1 + timed_steps):
+        for i in range(warmup + steps):
             start = time.perf_counter()
             loss = policy.compute_loss(batch)["loss"]
             optimizer.zero_grad(set_to_none=True)
@@ -75,9 +84,9 @@ def measure_step_seconds(cfg: DemoConfig, timed_steps: int = TIMED_STEPS) -> flo
             optimizer.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if i > 0:
+            if i >= warmup:
                 times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return times
 
 
 def synthetic_batch(cfg: DemoConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
