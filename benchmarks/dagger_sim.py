@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=32, help="training batch of every policy")
     ap.add_argument("--intervention-weight", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0, help="training seed of every policy (the demo's: 0)")
+    ap.add_argument("--finetune", action="store_true",
+                    help="retrain each round from the deployed policy's weights (--init-from), not from scratch")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=RESULTS / "dagger_sim.json")
     ap.add_argument("--reuse", action="store_true",
@@ -81,8 +83,10 @@ def record_demos(folder: Path, cfg: DemoConfig, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def train(out: Path, data: Path, rollouts: list[Path], cfg: DemoConfig, steps: int, weight: float) -> float:
-    """The demo's ACT on ``data`` (+ ``rollouts``) into ``out``; returns the seconds."""
+def train(out: Path, data: Path, rollouts: list[Path], cfg: DemoConfig, steps: int, weight: float,
+          init_from: Path | None = None) -> float:
+    """The demo's ACT on ``data`` (+ ``rollouts``) into ``out``, from scratch or from ``init_from``'s
+    weights; returns the seconds."""
     from robokit.training.trainer import TrainOptions
     from robokit.training.trainer import train as run_training
 
@@ -90,7 +94,8 @@ def train(out: Path, data: Path, rollouts: list[Path], cfg: DemoConfig, steps: i
         data=data, out=out, policy="act", steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
         lr_schedule=cfg.lr_schedule, camera_names=list(cfg.cameras), chunk_size=cfg.chunk_size,
         device="cpu", seed=cfg.seed, val_fraction=0.0, policy_config=dict(cfg.policy_config), num_workers=0,
-        rollouts=[str(r) for r in rollouts], intervention_weight=weight)
+        rollouts=[str(r) for r in rollouts], intervention_weight=weight,
+        init_from=str(init_from) if init_from is not None else None)
     t0 = time.perf_counter()
     run_training(options)
     return time.perf_counter() - t0
@@ -143,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
                               "eval_episodes": args.eval, "eval_seeds": [cfg.eval_seed_start,
                                                                          cfg.eval_seed_start + args.eval - 1],
                               "steps": args.steps, "batch_size": args.batch_size,
-                              "seed": args.seed, "intervention_weight": args.intervention_weight, "rounds_detail": []}
+                              "seed": args.seed, "intervention_weight": args.intervention_weight,
+                              "finetune": args.finetune, "rounds_detail": []}
     try:
         data, run, first_json = work / "demos", work / "run0", work / "first.json"
         reused = args.reuse and first_json.is_file() and (run / "last.pt").is_file()
@@ -175,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
             steps = sum(o.intervention_steps for o in done.outcomes)
             reasons = takeover_reasons(done)
             helped = sum(o.intervention_steps > 0 for o in done.outcomes)
-            run = work / f"run{k}"
-            seconds = train(run, data, rollouts, cfg, args.steps, args.intervention_weight)
+            deployed, run = run / "last.pt", work / f"run{k}"
+            seconds = train(run, data, rollouts, cfg, args.steps, args.intervention_weight,
+                            deployed if args.finetune else None)
             report["rounds_detail"].append({
                 "round": k, "intervention_steps": steps, "episodes_taken_over": helped,
                 "rollout_steps": sum(o.steps for o in done.outcomes), "assisted_successes": done.successes,

@@ -5,6 +5,7 @@
     robokit train data/pick --config run.toml --steps 500        # flags override the file
     robokit train data/pick --out runs/pick --resume --steps 4000 # continue from runs/pick/last.pt
     robokit train data/pick --rollouts rollouts/round1 --intervention-weight 2 --out runs/pick-dagger
+    robokit train data/pick --rollouts rollouts/round1 --init-from runs/pick/last.pt --out runs/pick-ft
     robokit train data/pick --log tensorboard,wandb --eval-sim 10 --eval-every 500  # curves, sim success
     torchrun --nproc_per_node 2 -m robokit.cli train data/pick --out runs/ddp  # DDP
 
@@ -213,6 +214,9 @@ def register(app: typer.Typer) -> None:
             help="Batch size of validation (default: twice --batch-size).")] = None,
         num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
+        init_from: Annotated[Path | None, typer.Option(
+            "--init-from", help="Start from this checkpoint's weights (fine-tune): same model and cameras, "
+                                "a fresh optimizer and schedule.")] = None,
         amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast (CUDA only).")] = None,
         config: Annotated[Path | None, typer.Option("--config", help="TOML file of these options.")] = None,
         backbone: Annotated[str | None, typer.Option(help="Policy backbone, e.g. resnet18 or small.")] = None,
@@ -256,7 +260,7 @@ def register(app: typer.Typer) -> None:
             "seed": seed, "lr": lr, "lr_schedule": lr_schedule, "val_every": val_every, "val_fraction": val_fraction,
             "val_samples": val_samples, "val_batch_size": val_batch_size,
             "num_workers": num_workers, "amp": amp, "fps": fps, "augment_shift": augment_shift,
-            "augment_color": augment_color, "resume": resume or None, "policy_config": policy_config,
+            "augment_color": augment_color, "resume": resume or None, "init_from": str(init_from) if init_from else None, "policy_config": policy_config,
             "rollouts": [str(r) for r in rollouts] if rollouts else None,
             "intervention_weight": intervention_weight, "keep_failed_policy_steps": keep_failed_policy_steps,
             "log": log or None, "wandb_project": wandb_project, "eval_sim": eval_sim, "eval_every": eval_every,

@@ -76,6 +76,9 @@ class TrainOptions:
     keep_failed_policy_steps: bool = False
     amp: bool = False  # bf16 autocast, CUDA only
     resume: bool = False
+    #: A checkpoint whose weights the run starts from (fine-tuning): a fresh optimizer and schedule,
+    #: the normalisation statistics of this run's data.
+    init_from: str | None = None
     log: list[str] = field(default_factory=list)  # tensorboard | wandb (a "a,b" string is split)
     wandb_project: str | None = None  # a named project logs online unless WANDB_MODE says otherwise
     #: Simulation episodes per evaluation during training (0: none), every ``eval_every`` steps
@@ -100,6 +103,10 @@ class TrainOptions:
             if value is not None and value < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {value}")
         self.log = _log_targets(self.log)
+        if self.init_from is not None:
+            self.init_from = str(self.init_from)
+            if not self.resume and not Path(self.init_from).is_file():  # a resumed run has its weights
+                raise ConfigError(f"--init-from {self.init_from}: no such checkpoint file")
         if self.eval_sim < 0 or self.eval_seed < 0:
             raise ConfigError(f"eval-sim and eval-seed must be >= 0, got {self.eval_sim} and {self.eval_seed}")
         if self.eval_every is not None and self.eval_every <= 0:

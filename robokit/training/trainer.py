@@ -80,6 +80,7 @@ from robokit.training.runtime import (
     restore_rng_state,
 )
 from robokit.training.validation import validation_losses
+from robokit.training.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 PLOT_INTERVAL_S = 60.0
@@ -248,6 +249,10 @@ class _Trainer:
         else:
             policy = policy_cls(config)
             policy.set_norm_stats(self.stats)
+            if opts.init_from:
+                warm_start(policy, opts.init_from, opts.policy)
+                if self.dist.is_main:
+                    log.info("starting from the weights of %s", opts.init_from)
         policy.to(self.device)
         policy.train()
         self.policy = policy

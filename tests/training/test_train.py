@@ -101,6 +101,33 @@ def test_an_existing_run_is_not_overwritten_and_resume_needs_one(data: Path, tmp
         train(_opts(data, tmp_path / "run", 2, resume=True))
 
 
+def test_init_from_starts_at_the_checkpoints_weights_with_this_runs_statistics(data: Path, tmp_path: Path,
+                                                                              episode_files):
+    train(_opts(data, tmp_path / "first", 6))
+    first, _ = load_checkpoint(tmp_path / "first" / "last.pt")
+    # Other data (its own statistics), the same model: a step at a learning rate of ~0 leave the weights where they
+    # started, so the copy itself is what is checked.
+    other = tmp_path / "other"
+    for i in range(2):
+        episode_files.v1(other, i, length=18, cams={"top": (32, 32)}, task="pick the cube")
+    train(_opts(other, tmp_path / "tuned", 1, lr=1e-12, init_from=str(tmp_path / "first" / "last.pt"),
+                policy_config={**TINY_ACT, "dropout": 0.1, "lr_backbone": 1e-12}))
+    tuned, _ = load_checkpoint(tmp_path / "tuned" / "last.pt")
+    stats = set(first.norm_stats())
+    weights = [k for k in first.state_dict() if k not in stats]
+    moved = [k for k in weights if not torch.allclose(first.state_dict()[k].float(), tuned.state_dict()[k].float(),
+                                                      atol=1e-6)]
+    assert weights and not moved, moved
+    assert not all(torch.equal(torch.as_tensor(first.norm_stats()[k]), torch.as_tensor(tuned.norm_stats()[k]))
+                   for k in stats), "the run's own data sets the statistics"
+    # A checkpoint of another shape, or a missing one: one clear error naming the file.
+    train(_opts(data, tmp_path / "wide", 1, policy_config={**TINY_ACT, "hidden_dim": 48}))
+    with pytest.raises(CheckpointError, match=r"wide/last.pt does not fit.*other shape"):
+        train(_opts(data, tmp_path / "bad", 1, init_from=str(tmp_path / "wide" / "last.pt")))
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        _opts(data, tmp_path / "bad", 1, init_from=str(tmp_path / "nope.pt"))
+
+
 def test_bad_options_and_data_are_clear_errors(data: Path, tmp_path: Path):
     with pytest.raises(DataError, match="no episode"):
         train(_opts(tmp_path, tmp_path / "run", 1))
