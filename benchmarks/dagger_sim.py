@@ -5,9 +5,9 @@
 2. Evaluate it on ``--eval`` held-out seeds without help: success X.
 3. ``--rounds`` times: deploy the current policy for ``--rollouts`` episodes with
    ``--takeover scripted`` (the scripted expert takes over whenever the policy strays) on seeds of their
-   own, recording the rollouts; retrain from scratch on the demonstrations + every rollout so far
-   (intervention steps drawn ``--intervention-weight`` times as often, the policy's own steps of
-   failed rollouts left out).
+   own, recording the rollouts; retrain from scratch (``--finetune``: from the deployed policy's
+   weights) on the demonstrations + every rollout so far (intervention steps drawn
+   ``--intervention-weight`` times as often, the policy's own steps of failed rollouts left out).
 4. Evaluate the last policy on the same held-out seeds: success Y.
 
 Prints X, Y, the intervention steps per round and the times; writes them to
