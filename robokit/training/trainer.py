@@ -463,7 +463,7 @@ class _Trainer:
             "train_seconds": round(self._train_seconds(run_start), 2),
             "policy": self.opts.policy, "seed": int(self.opts.seed), "batch_size": int(self.opts.batch_size),
             "world_size": int(self.dist.world_size), "lr": float(self.lr), "device": str(self.device),
-            "total_steps": int(self.total), "corrections": self.corrections,
+            "total_steps": int(self.total), "corrections": self.corrections, "init_from": self.opts.init_from,
         }
 
     def _save(self, path: Path, step: int, run_start: float) -> None:

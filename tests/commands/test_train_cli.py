@@ -97,6 +97,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path, capsys: pytest
     assert "empty" in err and "no episode" in err and "Traceback" not in err
     assert run_main("train", str(tmp_path), "--image-size", "big") == 2
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
+    assert run_main("train", str(tmp_path), "--init-from", str(tmp_path / "gone.pt")) == 2
+    err = capsys.readouterr().err
+    assert "gone.pt: no such checkpoint" in err and "Traceback" not in err
 
 
 def test_torchrun_two_cpu_processes_save_one_checkpoint(data: Path, tmp_path: Path):

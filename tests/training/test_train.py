@@ -112,7 +112,8 @@ def test_init_from_starts_at_the_checkpoints_weights_with_this_runs_statistics(d
         episode_files.v1(other, i, length=18, cams={"top": (32, 32)}, task="pick the cube")
     train(_opts(other, tmp_path / "tuned", 1, lr=1e-12, init_from=str(tmp_path / "first" / "last.pt"),
                 policy_config={**TINY_ACT, "dropout": 0.1, "lr_backbone": 1e-12}))
-    tuned, _ = load_checkpoint(tmp_path / "tuned" / "last.pt")
+    tuned, meta = load_checkpoint(tmp_path / "tuned" / "last.pt")
+    assert meta["init_from"] == str(tmp_path / "first" / "last.pt")  # the checkpoint says where it began
     stats = set(first.norm_stats())
     weights = [k for k in first.state_dict() if k not in stats]
     moved = [k for k in weights if not torch.allclose(first.state_dict()[k].float(), tuned.state_dict()[k].float(),
