@@ -220,9 +220,7 @@ def main() -> None:
         base = make_setup("baseline", BASELINE, train_ds, stats, args.threads)
         shares_before = profile_shares(base, batches, max(10, args.steps // 2))
         names = [*CANDIDATES, *(["torch.compile"] if args.compile else [])]
-        frozen = [make_setup(f"current + {n} frozen stage(s)", replace(new, policy_config={
-            **new.policy_config, "frozen_stages": n}), train_ds, stats, args.threads) for n in (1, 2)]
-        setups = [base, make_setup("current demo config", new, train_ds, stats, args.threads), *frozen,
+        setups = [base, make_setup("current demo config", new, train_ds, stats, args.threads),
                   *(make_setup(n, BASELINE, train_ds, stats, args.threads) for n in names)]
         times, first = paired(setups, batches, args.steps)
         shares_after = profile_shares(setups[1], batches, max(10, args.steps // 2))

@@ -214,33 +214,6 @@ def test_optimizer_groups_give_the_backbone_its_own_lr():
     assert len(frozen.optimizer_param_groups(1e-4, 0.0)) == 1
 
 
-@pytest.mark.parametrize("pointer", [False, True])
-def test_frozen_stages_keep_their_random_weights_and_the_rest_trains(pointer: bool):
-    policy = seeded_policy(tiny_config(frozen_stages=1, object_pointer=pointer))
-    body = policy.model.backbone.body
-    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
-    optimizer = torch.optim.AdamW(policy.optimizer_param_groups(1e-3, 1e-4), lr=1e-3)
-    batch = make_batch()
-    if pointer:
-        batch["task_object_xy"] = torch.rand(4, len(CAMS), 2)
-        batch["task_object_valid"] = torch.ones(4, len(CAMS), dtype=torch.bool)
-    for _ in range(2):
-        optimizer.zero_grad()
-        policy.compute_loss(batch)["loss"].backward()
-        optimizer.step()
-    # The first stage (convolution and GroupNorm) gets no gradient and keeps its weights; the second
-    # stage and the rest of the network train.
-    assert all(p.grad is None for p in body[:3].parameters())
-    after = dict(policy.named_parameters())
-    stem = {f"model.backbone.body.{i}.{w}" for i in (0, 1) for w in ("weight", "bias")} & set(after)
-    assert stem and all(torch.equal(before[k], after[k]) for k in stem)
-    assert not torch.equal(before["model.backbone.body.3.weight"], after["model.backbone.body.3.weight"])
-    with pytest.raises(ConfigError, match="frozen_stages"):
-        tiny_config(frozen_stages=6)
-    with pytest.raises(ConfigError, match="small"):
-        tiny_config(frozen_stages=1, backbone="resnet18")
-
-
 def test_resnet_inference_path_matches_training_graph_and_follows_weight_updates():
     cfg = tiny_config(backbone="resnet18", image_shape=(64, 64, 3), done_weight=0.0)
     policy = seeded_policy(cfg)

@@ -94,10 +94,6 @@ class ACTConfig(PolicyConfig):
     object_pointer: bool = False
     pointer_weight: float = 1.0
     pointer_stage: int = 2  # the small backbone's stage it points in (2: stride 8)
-    # The small backbone's first N stages keep their random initial weights: a fixed random projection
-    # of the pixels (as MoCo v3's frozen patch embedding). Their backward, the costliest part of a CPU
-    # step at small images (the largest activations), is then skipped.
-    frozen_stages: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -111,11 +107,6 @@ class ACTConfig(PolicyConfig):
         if self.object_pointer and self.backbone != "small":
             raise ConfigError(f"the object pointer reads the 'small' backbone's stages; use --backbone small, "
                               f"not '{self.backbone}'")
-        if self.frozen_stages and self.backbone != "small":
-            raise ConfigError(f"frozen_stages applies to the 'small' backbone's stages, not '{self.backbone}' "
-                              "(freeze a ResNet whole with lr_backbone=0)")
-        if not 0 <= self.frozen_stages <= 5:
-            raise ConfigError(f"ACT frozen_stages must be 0-5 (the small backbone's stages), got {self.frozen_stages}")
         if not 0 <= self.pointer_stage < 5:
             raise ConfigError(f"ACT pointer_stage must be a stage of the small backbone (0-4), got {self.pointer_stage}")
         if self.backbone not in BACKBONES:
@@ -206,8 +197,6 @@ class ACTModel(nn.Module):
             self.pointer_pos = nn.Parameter(torch.zeros(len(cfg.camera_names), d))
         if cfg.lr_backbone == 0:
             self.backbone.requires_grad_(False)
-        elif cfg.frozen_stages:
-            cast(SmallBackbone, self.backbone).freeze_stages(cfg.frozen_stages)
         # Parameters that can never receive a gradient: the decoder layers after the first (their
         # output is discarded, as in the original) and an untrained done head. Frozen so that the
         # optimizer and DDP do not carry them.

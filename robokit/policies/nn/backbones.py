@@ -221,11 +221,6 @@ class SmallBackbone(Backbone):
             outputs.append(x)
         return outputs
 
-    def freeze_stages(self, n: int) -> None:
-        """Keep the first ``n`` stages (convolution + GroupNorm) at their current weights: no gradient
-        is computed for them, nor, when the input needs none, through them."""
-        self.body[: 3 * n].requires_grad_(False)
-
     def fused_for_inference(self) -> nn.Module:
         return self if self.films is not None else self.body
 
