@@ -12,9 +12,7 @@ in one process and on the same batches of a recorded demo dataset:
    thread instead of two, torch's for-loop AdamW (the trainer's is fused), a bf16 autocast forward,
    and (``--compile``) ``torch.compile`` with its compile time;
 3. the baseline configuration (the small backbone, 2500 steps: what the demo trained before) against the current one:
-   their steps/s side by side (min / median, ratio) and the training time each implies; and the
-   current one with the backbone's first 1 or 2 stages frozen at their random weights
-   (``frozen_stages``: their backward skipped).
+   their steps/s side by side (min / median, ratio) and the training time each implies.
 
 Each figure is a ratio of two measurements taken side by side; absolute times depend on the machine
 and on what else runs on it (the load average is printed and saved with them).
