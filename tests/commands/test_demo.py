@@ -65,7 +65,11 @@ def test_tiny_demo_runs_every_stage_and_prints_the_summary(tmp_path: Path, capsy
     assert [s["name"] for s in summary["stages"]] == ["scene", "expert", "record", "train", "deploy"]
     assert len(summary["videos"]) == 1 and Path(summary["videos"][0]).stat().st_size > 0
     assert Path(summary["rollout_plots"][0]).is_file()
-    assert json.loads((out / "eval.json").read_text())["episodes"] == 1
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert evaluation["episodes"] == 1
+    # The command it suggests next evaluates as the demo did (same mode and query interval).
+    hint = next(line for line in printed.splitlines() if line.startswith("next: robokit deploy --sim"))
+    assert f"--mode {evaluation['settings']['mode']} --query-every {evaluation['settings']['query_every']}" in hint
     for path in (summary["checkpoint"], summary["scene_png"], summary["videos"][0]):
         assert path in printed
 

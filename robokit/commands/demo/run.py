@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -187,11 +188,18 @@ def print_summary(result: DemoResult, console: Console) -> None:
              ("figures", f"{cfg.out / 'summary.json'}  {cfg.out / 'eval.json'}")]
     for what, path in where:
         console.print(f"{what:>15}  {path}", soft_wrap=True, highlight=False)
-    console.print(f"next: robokit deploy --sim {result.checkpoint} --episodes 50", soft_wrap=True,
-                  highlight=False)
+    console.print(f"next: {deploy_command(cfg, result.checkpoint, 50)}", soft_wrap=True, highlight=False)
     expected = f"; expected {format_duration(result.expected_s)}" if result.expected_s is not None else ""
     console.print(f"demo finished in {format_duration(result.total_wall_s)} (wall clock{expected}; "
                   f"training {result.train_steps} steps at {_rate(result)} steps/s)", highlight=False)
+
+
+def deploy_command(cfg: DemoConfig, checkpoint: str | Path, episodes: int) -> str:
+    """The ``robokit deploy --sim`` command that evaluates ``checkpoint`` as the demo does (its mode
+    and query interval: the command's own default, ensembling every step, scores the demo's policy
+    differently)."""
+    query = f" --query-every {cfg.query_every}" if cfg.mode == "chunk" and cfg.query_every else ""
+    return f"robokit deploy --sim {checkpoint} --episodes {episodes} --mode {cfg.mode}{query}"
 
 
 def _rate(result: DemoResult) -> str:
