@@ -105,8 +105,8 @@ def test_init_from_starts_at_the_checkpoints_weights_with_this_runs_statistics(d
                                                                               episode_files):
     train(_opts(data, tmp_path / "first", 6))
     first, _ = load_checkpoint(tmp_path / "first" / "last.pt")
-    # Other data (its own statistics), the same model: a step at a learning rate of ~0 leave the weights where they
-    # started, so the copy itself is what is checked.
+    # Other data (its own statistics), the same model: one step at a learning rate of ~0 leaves the
+    # weights where they started, so the copy itself is what is checked.
     other = tmp_path / "other"
     for i in range(2):
         episode_files.v1(other, i, length=18, cams={"top": (32, 32)}, task="pick the cube")
