@@ -188,7 +188,8 @@ def print_summary(result: DemoResult, console: Console) -> None:
              ("figures", f"{cfg.out / 'summary.json'}  {cfg.out / 'eval.json'}")]
     for what, path in where:
         console.print(f"{what:>15}  {path}", soft_wrap=True, highlight=False)
-    console.print(f"next: {deploy_command(cfg, result.checkpoint, 50)}", soft_wrap=True, highlight=False)
+    if result.checkpoint is not None:
+        console.print(f"next: {deploy_command(cfg, result.checkpoint, 50)}", soft_wrap=True, highlight=False)
     expected = f"; expected {format_duration(result.expected_s)}" if result.expected_s is not None else ""
     console.print(f"demo finished in {format_duration(result.total_wall_s)} (wall clock{expected}; "
                   f"training {result.train_steps} steps at {_rate(result)} steps/s)", highlight=False)
