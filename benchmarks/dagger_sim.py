@@ -42,6 +42,7 @@ from robokit.deploy.evaluate import EvalConfig, EvalResults, evaluate_in_sim
 
 RESULTS = HERE / "results"
 ROLLOUT_SEEDS = 5000  # rollout r of round k is on seed ROLLOUT_SEEDS + 100 k + r: never an evaluation seed
+SPREAD_POOL = 1000  # --rollout-scenes spread picks round k's seeds from ROLLOUT_SEEDS + 1000 k + [0, 1000)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--demos", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rollouts", type=int, default=10, help="deploy episodes with takeover per round")
+    ap.add_argument("--rollout-scenes", choices=("random", "spread"), default="random",
+                    help="the rollouts' scenes: consecutive seeds (random cube places), or seeds whose cubes "
+                         "spread over the workspace (as a person resetting the scene would place them)")
     ap.add_argument("--eval", type=int, default=50, help="held-out evaluation seeds (1000 on)")
     ap.add_argument("--steps", type=int, default=2000, help="training steps of every policy")
     # 32, not the demo's 16: the demo halved its batch to fit its time budget, and at 16 the
@@ -126,6 +130,46 @@ def takeover_reasons(results: EvalResults) -> dict[str, int]:
     return dict(counts)
 
 
+def halton(index: int, base: int) -> float:
+    """Element ``index`` of the van der Corput sequence in ``base`` (a Halton coordinate) in [0, 1)."""
+    value, scale = 0.0, 1.0
+    while index > 0:
+        scale /= base
+        value += scale * (index % base)
+        index //= base
+    return value
+
+
+def spread_rollout_seeds(round_k: int, count: int) -> list[int]:
+    """Scene seeds for round ``round_k``'s rollouts whose cubes spread over the workspace.
+
+    Independent random seeds can crowd the rollouts into part of the cube's range (seeds 5100-5109 and
+    5200-5209 put 4 of 20 cubes in the third of its range nearest the robot and 11 in the farthest),
+    where a person collecting corrections would spread them. The k-th group of ``count`` points of a 2-D Halton sequence over the
+    cube's range of places (all rounds together stay evenly spread) each get the seed, from a pool of
+    its own, whose cube lies nearest. Only the scenes are looked at, never how a policy does in them.
+    """
+    import numpy as np
+
+    from robokit.hardware.sim import PandaSimEnv
+
+    env = PandaSimEnv(task="pick_place", seed=0, image_size=(16, 16), camera_names=())
+    pool = [ROLLOUT_SEEDS + 1000 * round_k + j for j in range(SPREAD_POOL)]
+    places = []
+    for seed in pool:
+        env.reset(seed=seed)
+        places.append(env.object_pose(env.task.object_name)[0][:2])
+    places_arr = np.array(places)
+    low, high = places_arr.min(axis=0), places_arr.max(axis=0)
+    chosen: list[int] = []
+    for i in range((round_k - 1) * count + 1, round_k * count + 1):
+        point = low + (high - low) * np.array([halton(i, 2), halton(i, 3)])
+        order = np.argsort(np.linalg.norm(places_arr - point, axis=1))
+        chosen.append(next(pool[j] for j in order if pool[j] not in chosen))
+    env.close()
+    return chosen
+
+
 def first_policy(data: Path, run: Path, cfg: DemoConfig, args: argparse.Namespace) -> dict[str, Any]:
     """Record the demonstrations, train the first policy on them and evaluate it: X."""
     record_s = record_demos(data, cfg, args.demos)
@@ -149,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                          cfg.eval_seed_start + args.eval - 1],
                               "steps": args.steps, "batch_size": args.batch_size,
                               "seed": args.seed, "intervention_weight": args.intervention_weight,
-                              "finetune": args.finetune, "rounds_detail": []}
+                              "finetune": args.finetune, "rollout_scenes": args.rollout_scenes,
+                              "rounds_detail": []}
     try:
         data, run, first_json = work / "demos", work / "run0", work / "first.json"
         reused = args.reuse and first_json.is_file() and (run / "last.pt").is_file()
@@ -174,8 +219,10 @@ def main(argv: list[str] | None = None) -> None:
         for k in range(1, args.rounds + 1):
             folder = work / f"rollouts{k}"
             t0 = time.perf_counter()
+            seeds = (spread_rollout_seeds(k, args.rollouts) if args.rollout_scenes == "spread"
+                     else [ROLLOUT_SEEDS + 100 * k + r for r in range(args.rollouts)])
             done = evaluate_in_sim(str(run / "last.pt"), evaluation(
-                cfg, args.rollouts, ROLLOUT_SEEDS + 100 * k, takeover="scripted", record_dir=folder))
+                cfg, args.rollouts, seeds[0], seeds=tuple(seeds), takeover="scripted", record_dir=folder))
             deploy_s = time.perf_counter() - t0
             rollouts.append(folder)
             steps = sum(o.intervention_steps for o in done.outcomes)
@@ -185,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
             seconds = train(run, data, rollouts, cfg, args.steps, args.intervention_weight,
                             deployed if args.finetune else None)
             report["rounds_detail"].append({
-                "round": k, "intervention_steps": steps, "episodes_taken_over": helped,
+                "round": k, "seeds": seeds, "intervention_steps": steps, "episodes_taken_over": helped,
                 "rollout_steps": sum(o.steps for o in done.outcomes), "assisted_successes": done.successes,
                 "deploy_seconds": round(deploy_s, 1), "train_seconds": round(seconds, 1),
                 "takeover_reasons": reasons})

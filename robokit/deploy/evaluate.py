@@ -66,6 +66,8 @@ class EvalConfig:
 
     episodes: int = 50
     seed_start: int = 1000
+    #: the scenes' seeds in turn, instead of ``seed_start`` on (``episodes`` becomes their number)
+    seeds: tuple[int, ...] = ()
     task_set: str = "pick_place"
     goal: str = "text"  # text: the instruction; image: the expert's final frame
     # instruction -> the words given to the policy instead (paraphrases); the scene, its success
@@ -96,12 +98,19 @@ class EvalConfig:
     takeover: str | None = None
 
     def __post_init__(self) -> None:
+        if self.seeds:  # (frozen: set through object.__setattr__, as dataclasses do)
+            object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+            object.__setattr__(self, "episodes", len(self.seeds))
         if self.episodes <= 0:
             raise UserError(f"--episodes must be positive, got {self.episodes}")
         if self.goal not in GOALS:
             raise UserError(f"--goal must be one of {', '.join(GOALS)}, got {self.goal!r}")
         if self.takeover is not None and self.takeover.split(":")[0] not in ("scripted", "keyboard", "spacemouse"):
             raise UserError(f"--takeover in the simulation is scripted, keyboard or spacemouse, not {self.takeover!r}")
+
+    def seed(self, episode: int) -> int:
+        """The scene seed of episode ``episode`` (from 0)."""
+        return self.seeds[episode] if self.seeds else self.seed_start + episode
 
     @property
     def loop_mode(self) -> str:
@@ -384,7 +393,8 @@ def evaluate_in_sim(
         env = PandaSimEnv(task=cfg.task_set, seed=cfg.seed_start, image_size=(h, w),
                           camera_names=tuple(info.camera_names), control_hz=rate, realtime=False)
         results = EvalResults(policy=info.to_header(), settings={
-            "episodes": cfg.episodes, "seed_start": cfg.seed_start, "task_set": cfg.task_set, "goal": cfg.goal,
+            "episodes": cfg.episodes, "seed_start": cfg.seed(0), "seeds": list(cfg.seeds) or None,
+            "task_set": cfg.task_set, "goal": cfg.goal,
             "mode": loop_config.mode, "realtime": cfg.realtime, "fps": rate, "max_steps": loop_config.max_steps,
             "k": cfg.k, "query_every": cfg.query_every, "server": cfg.server, "task_text": cfg.task_text,
             "tasks": list(instructions),
@@ -406,7 +416,7 @@ def evaluate_in_sim(
         cams = tuple(info.camera_names)
         objects_fn = (lambda: scene_objects(env, cams)) if info.objects else None
         for i in range(cfg.episodes):
-            seed = cfg.seed_start + i
+            seed = cfg.seed(i)
             task_name = instructions[i % len(instructions)] if len(every_task) > 1 else None
             goal_image = None
             if cfg.goal == "image":

@@ -132,6 +132,20 @@ def test_multi_task_set_reports_every_instruction_with_text_goals():
     assert sent == set(table) and all(s["goal"] is None for s in policy.seen)
 
 
+def test_listed_seeds_are_the_scenes_evaluated_in_their_order(tmp_path):
+    config = EvalConfig(episodes=50, seeds=(7003, 7001), max_steps=2, record_dir=tmp_path)
+    assert config.episodes == 2
+    results = evaluate_in_sim(StillPolicy(), config)
+    assert [o.seed for o in results.outcomes] == [7003, 7001]
+    assert results.settings["seeds"] == [7003, 7001]
+    from robokit.episodes.reader import list_episodes
+
+    files = list_episodes(tmp_path)
+    assert len(files) == 2
+    with open_episode(files[0]) as ep:
+        assert int(ep.attrs["seed"]) == 7003
+
+
 def test_goal_images_replace_the_instruction_and_come_from_the_expert_on_the_same_seed():
     policy = StillPolicy()
     results = evaluate_in_sim(policy, EvalConfig(episodes=1, seed_start=2000, task_set="multi", goal="image",
