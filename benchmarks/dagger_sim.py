@@ -5,10 +5,14 @@
 2. Evaluate it on ``--eval`` held-out seeds without help: success X.
 3. ``--rounds`` times: deploy the current policy for ``--rollouts`` episodes with
    ``--takeover scripted`` (the scripted expert takes over whenever the policy strays) on seeds of their
-   own, recording the rollouts; retrain from scratch (``--finetune``: from the deployed policy's
+   own (``--rollout-scenes spread``: seeds whose cubes spread evenly over the workspace), recording the
+   rollouts; retrain from scratch (``--finetune``: from the deployed policy's
    weights) on the demonstrations + every rollout so far (intervention steps drawn
    ``--intervention-weight`` times as often, the policy's own steps of failed rollouts left out).
 4. Evaluate the last policy on the same held-out seeds: success Y.
+
+Rollouts and evaluations execute as the demo does (a new chunk every 10 steps, blended with the last),
+or with ``--mode ensemble`` as ``robokit deploy`` does by default (temporal ensembling every step).
 
 Prints X, Y, the intervention steps per round and the times; writes them to
 benchmarks/results/dagger_sim.json.
@@ -19,7 +23,8 @@ benchmarks/results/dagger_sim.json.
 
 ``--reuse`` with ``--out`` takes the demonstrations, the first policy and its X from an earlier run
 into the same folder (its ``first.json``), so that takeover or retraining settings can be compared
-from the same starting policy; the report says that it did.
+from the same starting policy; the report says that it did. X is evaluated again when ``--eval``,
+``--eval-seed`` or ``--mode`` differ from that run's.
 """
 
 from __future__ import annotations
@@ -53,7 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rollout-scenes", choices=("random", "spread"), default="random",
                     help="the rollouts' scenes: consecutive seeds (random cube places), or seeds whose cubes "
                          "spread over the workspace (as a person resetting the scene would place them)")
+    ap.add_argument("--mode", choices=("chunk", "ensemble"), default="chunk",
+                    help="execution in the rollouts and evaluations: the demo's (a chunk every 10 steps, blended "
+                         "with the last) or temporal ensembling every step (robokit deploy's default)")
     ap.add_argument("--eval", type=int, default=50, help="held-out evaluation seeds (1000 on)")
+    ap.add_argument("--eval-seed", type=int, default=1000, help="the first held-out evaluation seed")
     ap.add_argument("--steps", type=int, default=2000, help="training steps of every policy")
     # 32, not the demo's 16: the demo halved its batch to fit its time budget, and at 16 the
     # corrections did not help (36% -> 34%) where at 32 they did (38% -> 46%).
@@ -106,8 +115,9 @@ def train(out: Path, data: Path, rollouts: list[Path], cfg: DemoConfig, steps: i
 
 
 def evaluation(cfg: DemoConfig, episodes: int, seed_start: int, **extra: Any) -> EvalConfig:
+    query_every = cfg.query_every if cfg.mode == "chunk" else None
     return EvalConfig(episodes=episodes, seed_start=seed_start, task_set="pick_place", mode=cfg.mode,
-                      query_every=cfg.query_every, **extra)
+                      query_every=query_every, **extra)
 
 
 def evaluate(checkpoint: Path, cfg: DemoConfig, episodes: int) -> tuple[EvalResults, float]:
@@ -170,21 +180,43 @@ def spread_rollout_seeds(round_k: int, count: int) -> list[int]:
     return chosen
 
 
+TRAINING_KEYS = ("demos", "steps", "batch_size", "seed")  # what the first policy is made with
+EVAL_KEYS = ("eval", "eval_seed", "mode")  # how X is measured
+OLD_DEFAULTS = {"batch_size": 32, "seed": 0, "eval_seed": 1000, "mode": "chunk"}  # before these were options
+
+
+def measure_x(run: Path, cfg: DemoConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate the first policy: X."""
+    first, eval_s = evaluate(run / "last.pt", cfg, args.eval)
+    return {"x": first.success_rate, "x_successes": first.successes, "eval0_seconds": round(eval_s, 1),
+            "x_failures": first.failure_counts(), **{key: getattr(args, key) for key in EVAL_KEYS}}
+
+
 def first_policy(data: Path, run: Path, cfg: DemoConfig, args: argparse.Namespace) -> dict[str, Any]:
     """Record the demonstrations, train the first policy on them and evaluate it: X."""
     record_s = record_demos(data, cfg, args.demos)
     seconds = train(run, data, [], cfg, args.steps, args.intervention_weight)
-    first, eval_s = evaluate(run / "last.pt", cfg, args.eval)
-    print(f"first policy: trained {seconds:.0f} s, evaluated {eval_s:.0f} s", flush=True)
-    return {"record_seconds": round(record_s, 1), "x": first.success_rate, "x_successes": first.successes,
-            "train0_seconds": round(seconds, 1), "eval0_seconds": round(eval_s, 1),
-            "x_failures": first.failure_counts(), "demos": args.demos, "eval": args.eval, "steps": args.steps,
-            "batch_size": args.batch_size, "seed": args.seed}
+    x = measure_x(run, cfg, args)
+    print(f"first policy: trained {seconds:.0f} s, evaluated {x['eval0_seconds']:.0f} s", flush=True)
+    return {"record_seconds": round(record_s, 1), "train0_seconds": round(seconds, 1), **x,
+            **{key: getattr(args, key) for key in TRAINING_KEYS}}
+
+
+def reuse_first_policy(first_json: Path, run: Path, cfg: DemoConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """The first policy of an earlier run in the same folder; X measured again if it was measured otherwise."""
+    first_report = json.loads(first_json.read_text())
+    if any(first_report.get(key, OLD_DEFAULTS.get(key)) != getattr(args, key) for key in TRAINING_KEYS):
+        raise SystemExit(f"{first_json} was made with other settings ({first_report}); "
+                         "use another --out or the same --demos/--steps/--batch-size/--seed")
+    if any(first_report.get(key, OLD_DEFAULTS.get(key)) != getattr(args, key) for key in EVAL_KEYS):
+        print("evaluating the reused first policy again (other --eval/--eval-seed/--mode)", flush=True)
+        first_report.update(measure_x(run, cfg, args))
+    return first_report
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg = DemoConfig(batch_size=args.batch_size, seed=args.seed)
+    cfg = DemoConfig(batch_size=args.batch_size, seed=args.seed, mode=args.mode, eval_seed_start=args.eval_seed)
     work = args.out or Path(tempfile.mkdtemp(prefix="dagger_sim_"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder {work}; load {os.getloadavg()[0]:.2f}", flush=True)
@@ -193,25 +225,18 @@ def main(argv: list[str] | None = None) -> None:
                                                                          cfg.eval_seed_start + args.eval - 1],
                               "steps": args.steps, "batch_size": args.batch_size,
                               "seed": args.seed, "intervention_weight": args.intervention_weight,
-                              "finetune": args.finetune, "rollout_scenes": args.rollout_scenes,
+                              "finetune": args.finetune, "rollout_scenes": args.rollout_scenes, "mode": args.mode,
                               "rounds_detail": []}
     try:
         data, run, first_json = work / "demos", work / "run0", work / "first.json"
         reused = args.reuse and first_json.is_file() and (run / "last.pt").is_file()
         if reused:
-            first_report = json.loads(first_json.read_text())
-            defaults = {"batch_size": 32, "seed": 0}  # reports written before these were options
-            same = {key: first_report.get(key, defaults.get(key)) == getattr(args, key)
-                    for key in ("demos", "eval", "steps", "batch_size", "seed")}
-            if not all(same.values()):
-                raise SystemExit(f"{first_json} was made with other settings ({first_report}); "
-                                 "use another --out or the same --demos/--eval/--steps/--batch-size/--seed")
             print(f"reusing {data}, {run} and X from {first_json}", flush=True)
+            first_report = reuse_first_policy(first_json, run, cfg, args)
         else:
             first_report = first_policy(data, run, cfg, args)
             first_json.write_text(json.dumps(first_report, indent=2))
-        report.update({k: v for k, v in first_report.items()
-                       if k not in ("demos", "eval", "steps", "batch_size", "seed")},
+        report.update({k: v for k, v in first_report.items() if k not in TRAINING_KEYS + EVAL_KEYS},
                       reused_first_policy=reused)
         x, x_successes = report["x"], report["x_successes"]
         print(f"X = {x_successes}/{args.eval} after {args.demos} demos", flush=True)
