@@ -6,8 +6,8 @@
 3. ``--rounds`` times: deploy the current policy for ``--rollouts`` episodes with
    ``--takeover scripted`` (the scripted expert takes over whenever the policy strays) on seeds of their
    own (``--rollout-scenes spread``: seeds whose cubes spread evenly over the workspace), recording the
-   rollouts; retrain from scratch (``--finetune``: from the deployed policy's
-   weights) on the demonstrations + every rollout so far (intervention steps drawn
+   rollouts; retrain from the deployed policy's weights (``--no-finetune``: from
+   scratch) on the demonstrations + every rollout so far (intervention steps drawn
    ``--intervention-weight`` times as often, the policy's own steps of failed rollouts left out).
 4. Evaluate the last policy on the same held-out seeds: success Y.
 
@@ -69,19 +69,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=32, help="training batch of every policy")
     ap.add_argument("--intervention-weight", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0, help="training seed of every policy (the demo's: 0)")
-    ap.add_argument("--finetune", action="store_true",
-                    help="retrain each round from the deployed policy's weights (--init-from), not from scratch")
+    # Measured over four training seeds: fine-tuning +11 points on average, from scratch +4.
+    ap.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True,
+                    help="retrain each round from the deployed policy's weights (--init-from); "
+                         "--no-finetune: from scratch")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
-    ap.add_argument("--json", type=Path, default=RESULTS / "dagger_sim.json")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="where the figures go (default: benchmarks/results/dagger_sim.json, _quick with --quick)")
     ap.add_argument("--reuse", action="store_true",
                     help="with --out: reuse the demos, first policy and X of an earlier run in that folder")
     ap.add_argument("--quick", action="store_true", help="2 demos, 1 round of 2, 4 seeds, 30 steps")
     args = ap.parse_args(argv)
+    if args.json is None:
+        args.json = RESULTS / ("dagger_sim_quick.json" if args.quick else "dagger_sim.json")
     if args.reuse and args.out is None:
         ap.error("--reuse needs --out (the folder of the earlier run)")
     if args.quick:
         args.demos, args.rounds, args.rollouts, args.eval, args.steps = 2, 1, 2, 4, 30
-        args.json = RESULTS / "dagger_sim_quick.json"
     return args
 
 

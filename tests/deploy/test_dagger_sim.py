@@ -53,3 +53,13 @@ def test_spread_rollout_scenes_cover_every_quarter_of_the_cubes_range(bench):
         counts = np.bincount(thirds[:, axis], minlength=3)
         # 6-7 each when even; consecutive seeds 5100-5109 + 5200-5209 put 6, 3 and 11 along x
         assert counts.min() >= 5, (axis, counts)
+
+
+def test_options_default_to_fine_tuning_and_quick_runs_keep_a_given_json_path(bench, tmp_path):
+    args = bench.parse_args([])
+    assert args.finetune and args.mode == "chunk" and args.rollout_scenes == "random"
+    assert args.json.name == "dagger_sim.json"
+    assert not bench.parse_args(["--no-finetune"]).finetune
+    quick = bench.parse_args(["--quick", "--json", str(tmp_path / "q.json")])
+    assert quick.json == tmp_path / "q.json" and quick.steps == 30
+    assert bench.parse_args(["--quick"]).json.name == "dagger_sim_quick.json"
