@@ -159,9 +159,10 @@ def spread_rollout_seeds(round_k: int, count: int) -> list[int]:
 
     Independent random seeds can crowd the rollouts into part of the cube's range (seeds 5100-5109 and
     5200-5209 put 4 of 20 cubes in the third of its range nearest the robot and 11 in the farthest),
-    where a person collecting corrections would spread them. The k-th group of ``count`` points of a 2-D Halton sequence over the
-    cube's range of places (all rounds together stay evenly spread) each get the seed, from a pool of
-    its own, whose cube lies nearest. Only the scenes are looked at, never how a policy does in them.
+    where a person collecting corrections would spread them. Each point of the k-th group of ``count``
+    points of a 2-D Halton sequence over the cube's range (all rounds together stay evenly spread) gets
+    the seed, from a pool of the round's own, whose cube lies nearest. Only the scenes are looked at,
+    never how a policy does in them.
     """
     import numpy as np
 
