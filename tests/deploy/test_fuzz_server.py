@@ -3,30 +3,19 @@ or a valid reply, the server keeps answering, and the fuzzer itself notices a se
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import msgpack
 import pytest
 
 from robokit.deploy import protocol as P
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fuzz_server.py"
+from tests.benchmark_scripts import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz_server", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    path = list(sys.path)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)  # it puts benchmarks/ on sys.path for its sibling fuzz_mutations
-    yield module
-    sys.modules.pop(spec.name, None)
-    sys.modules.pop("fuzz_mutations", None)
-    sys.path[:] = path
+    with benchmark_script("fuzz_server") as module:
+        yield module
 
 
 def test_every_mutated_message_gets_a_typed_reply_and_the_server_stays_up(fuzz):

@@ -3,10 +3,7 @@ the per-instruction table, unknown words for paraphrases."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from torch import nn
@@ -14,21 +11,16 @@ from torch import nn
 from robokit.deploy.evaluate import EpisodeOutcome, EvalResults
 from robokit.hardware.sim import PandaSimEnv
 from robokit.policies.nn.task_conditioning import TaskEncoder
+from tests.benchmark_scripts import benchmark_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "goal_sim_success.py"
 RED_BOWL = "put the red cube in the blue bowl"
 GREEN_PLATE = "put the green cube on the yellow plate"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("goal_sim_success", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with benchmark_script("goal_sim_success") as module:
+        yield module
 
 
 def test_predicted_scene_seeds_are_the_ones_the_simulator_draws(bench):
