@@ -168,12 +168,12 @@ def spread_rollout_seeds(round_k: int, count: int) -> list[int]:
 
     from robokit.hardware.sim import PandaSimEnv
 
-    env = PandaSimEnv(task="pick_place", seed=0, image_size=(16, 16), camera_names=())
     pool = [ROLLOUT_SEEDS + 1000 * round_k + j for j in range(SPREAD_POOL)]
     places = []
-    for seed in pool:
-        env.reset(seed=seed)
-        places.append(env.object_pose(env.task.object_name)[0][:2])
+    with PandaSimEnv(task="pick_place", seed=0, image_size=(16, 16), camera_names=()) as env:
+        for seed in pool:
+            env.reset(seed=seed)
+            places.append(env.object_pose(env.task.object_name)[0][:2])
     places_arr = np.array(places)
     low, high = places_arr.min(axis=0), places_arr.max(axis=0)
     chosen: list[int] = []
@@ -181,7 +181,6 @@ def spread_rollout_seeds(round_k: int, count: int) -> list[int]:
         point = low + (high - low) * np.array([halton(i, 2), halton(i, 3)])
         order = np.argsort(np.linalg.norm(places_arr - point, axis=1))
         chosen.append(next(pool[j] for j in order if pool[j] not in chosen))
-    env.close()
     return chosen
 
 
