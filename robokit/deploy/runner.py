@@ -45,11 +45,18 @@ class PolicyRunner(Protocol):
 
 
 class RemoteRunner:
-    """Chunks from a :class:`~robokit.deploy.server.PolicyServer` through a :class:`PolicyClient`."""
+    """Chunks from a :class:`~robokit.deploy.server.PolicyServer` through a :class:`PolicyClient`.
 
-    def __init__(self, client: PolicyClient, hello_timeout_s: float = 10.0) -> None:
+    Every query gets the client's timeout except the first, which may take ``first_timeout_s``: a
+    server's first answer can include lazy work (imports, kernel selection, a busy machine), and the
+    arm is at rest while it waits for it.
+    """
+
+    def __init__(self, client: PolicyClient, hello_timeout_s: float = 10.0, first_timeout_s: float = 10.0) -> None:
         self.client = client
         self.info = client.info or client.hello(timeout_s=hello_timeout_s)
+        self.first_timeout_s = max(float(first_timeout_s), client.timeout_s)
+        self._calls = 0
 
     @property
     def timeout_s(self) -> float:
@@ -57,8 +64,10 @@ class RemoteRunner:
         return self.client.timeout_s
 
     def infer(self, obs: Observation) -> InferResult:
+        timeout = self.first_timeout_s if self._calls == 0 else None
+        self._calls += 1
         return self.client.infer(obs.qpos, obs.images, task=obs.task, goal_image=obs.goal_image,
-                                 objects=obs.objects)
+                                 objects=obs.objects, timeout_s=timeout)
 
     def reset(self) -> None:
         self.client.reset()

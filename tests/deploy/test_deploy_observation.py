@@ -1,6 +1,7 @@
 """What a deployed policy is given: the same observation in this process and through a server, and the
 goal image from the camera the policy was trained on, whichever way it runs."""
 
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim, expert_goal_ima
 from robokit.deploy.observation import Observation
 from robokit.deploy.runner import LocalRunner, RemoteRunner
 from robokit.deploy.server import PolicyServer
+from robokit.errors import ServerUnavailable
 from robokit.hardware.base import PANDA_READY_POSE
 from robokit.hardware.sim import PandaSimEnv, list_tasks
 from robokit.policies.base import DataNeeds
@@ -158,5 +160,36 @@ def test_runners_declare_how_long_a_query_may_take():
         runner = RemoteRunner(PolicyClient(server.address, timeout_s=0.75))
         try:
             assert runner.timeout_s == 0.75
+        finally:
+            runner.close()
+
+
+class SlowFirstAnswer(BoxPolicy):
+    """Answers its first query after ``first_s`` (lazy start-up work) and every other one at once,
+    unless told to be slow again."""
+
+    def __init__(self, first_s: float):
+        super().__init__()
+        self.delays = [first_s]
+
+    def predict_chunk(self, obs):
+        if self.delays:
+            time.sleep(self.delays.pop(0))
+        return super().predict_chunk(obs)
+
+
+def test_a_servers_slow_first_answer_is_waited_for_and_later_ones_are_not():
+    obs = Observation(qpos=np.r_[PANDA_READY_POSE, 0.0].astype(np.float32),
+                      images={cam: np.zeros(SHAPE, np.uint8) for cam in CAMS}, task="pick", goal_image=None)
+    policy = SlowFirstAnswer(first_s=1.0)
+    with PolicyServer(policy, bind="tcp://127.0.0.1:0", warmup=False) as server:
+        server.start()
+        runner = RemoteRunner(PolicyClient(server.address, timeout_s=0.3), first_timeout_s=20.0)
+        try:
+            assert runner.infer(obs).actions.shape == (3, 8)  # 1 s: past the query timeout, still answered
+            runner.infer(obs)
+            policy.delays.append(1.0)
+            with pytest.raises(ServerUnavailable, match="within 0.3 s"):
+                runner.infer(obs)
         finally:
             runner.close()
