@@ -81,11 +81,19 @@ class LivePanel:
         self._live.update(_stats_table(loop, self.header), refresh=True)
 
 
+def _seeds_text(settings: dict[str, Any]) -> str:
+    listed = settings.get("seeds")
+    if listed:
+        shown = ", ".join(str(s) for s in listed[:8])
+        return f"seed{'s' if len(listed) > 1 else ''} {shown}{', ...' if len(listed) > 8 else ''}"
+    first, n = settings["seed_start"], settings["episodes"]
+    return f"seeds {first}..{first + n - 1}"
+
+
 def _results_table(results: Any) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"success rate over {results.episodes} episodes "
-                        f"(seeds {results.settings['seed_start']}..{results.settings['seed_start'] + results.episodes - 1})")
+    table = Table(title=f"success rate over {results.episodes} episodes ({_seeds_text(results.settings)})")
     table.add_column("instruction")
     table.add_column("success", justify="right")
     table.add_column("rate", justify="right")
@@ -160,6 +168,9 @@ def register(app: typer.Typer) -> None:
             "--episodes", help="Episodes to run (default: 10 in sim, 1 on hardware).")] = None,
         seed_start: Annotated[int, typer.Option(
             "--seed-start", help="Sim: first scene seed; held-out seeds by default.")] = 1000,
+        seeds: Annotated[str | None, typer.Option(
+            "--seeds", help="Sim: these scene seeds in turn, e.g. 1003,1017 (instead of --seed-start; "
+                            "the episodes are their number).")] = None,
         realtime: Annotated[bool, typer.Option(
             "--realtime", help="Sim: run at wall-clock rate (async inference by default).")] = False,
         task_set: Annotated[str, typer.Option("--task-set", help="Sim: pick_place | multi.")] = "pick_place",
@@ -227,6 +238,7 @@ def register(app: typer.Typer) -> None:
                                       dynamics=dynamics, collision=collision)
         if episodes is not None and episodes <= 0:
             raise UserError(f"--episodes must be positive, got {episodes}")
+        scene_seeds = _seed_list(seeds, episodes, hw.sim)
         for name, value in (("--episode-time", episode_time), ("--reset-time", reset_time)):
             if value is not None and not value > 0:
                 raise UserError(f"{name} must be positive seconds, got {value}")
@@ -264,14 +276,34 @@ def register(app: typer.Typer) -> None:
         if hw.sim:
             if hw.cameras:
                 raise UserError("with --sim the cameras are the policy's own sim cameras; drop --camera")
-            _deploy_sim(console, checkpoint, server, 10 if episodes is None else episodes, seed_start, realtime, task_set, goal, record,
-                        video, json_out, velocity_scale, common, keys_cls, view=view)
+            n_episodes = len(scene_seeds) or (10 if episodes is None else episodes)
+            _deploy_sim(console, checkpoint, server, n_episodes, seed_start, realtime, task_set, goal, record,
+                        video, json_out, velocity_scale, common, keys_cls, view=view, seeds=scene_seeds)
         else:
             if realtime or video is not None or json_out is not None or task_set != "pick_place":
                 raise UserError("--realtime, --video, --json and --task-set apply to --sim; on hardware the "
                                 "loop always runs at wall-clock rate")
             _deploy_robot(console, hw, checkpoint, server, 1 if episodes is None else episodes, task, goal_image, record,
                           velocity_scale, yes, common, keys_cls, view=view)
+
+
+def _seed_list(text: str | None, episodes: int | None, sim: bool) -> tuple[int, ...]:
+    """The scene seeds of ``--seeds`` (empty without it)."""
+    from robokit.errors import UserError
+
+    if text is None:
+        return ()
+    if not sim:
+        raise UserError("--seeds picks simulated scenes; it applies to --sim")
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"--seeds takes whole numbers separated by commas (e.g. 1003,1017), got {text!r}") from None
+    if not seeds:
+        raise UserError("--seeds is empty: give at least one scene seed, e.g. --seeds 1003")
+    if episodes is not None and episodes != len(seeds):
+        raise UserError(f"--episodes {episodes} but --seeds lists {len(seeds)} scenes: give one of them")
+    return seeds
 
 
 def _action_delay(console: Any, latency: Path | None, hw: Any) -> float:
@@ -296,7 +328,7 @@ def _action_delay(console: Any, latency: Path | None, hw: Any) -> float:
 def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episodes: int, seed_start: int,
                 realtime: bool, task_set: str, goal: str, record: Path | None, video: Path | None,
                 json_out: Path | None, velocity_scale: float, common: dict[str, Any], keys_cls: Any,
-                view: str | None = None) -> None:
+                view: str | None = None, seeds: tuple[int, ...] = ()) -> None:
     from robokit.commands.deploy_human import ask_label
     from robokit.deploy.evaluate import EvalConfig, evaluate_in_sim
     from robokit.episodes.labels import label_episode
@@ -322,7 +354,8 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
         human = ("client_keys", "takeover", "episode_time", "reset_time", "label")
         settings = {k: v for k, v in common.items() if k not in human}
         spec = ":".join(p for p in common["takeover"] if p) if common["takeover"] else None
-        config = EvalConfig(episodes=episodes, seed_start=seed_start, server=server, task_set=task_set, goal=goal,
+        config = EvalConfig(episodes=episodes, seed_start=seed_start, seeds=seeds, server=server, task_set=task_set,
+                            goal=goal,
                             realtime=realtime, record_dir=record, video_dir=video, velocity_scale=velocity_scale,
                             takeover=spec, **settings,
                             **({"max_seconds": common["episode_time"]} if common["episode_time"] else {}))

@@ -69,6 +69,9 @@ def test_deploy_sim_command_end_to_end(tiny_checkpoint, tmp_path, capsys):
     (["CKPT", "--episodes", "0"], "--episodes must be positive"),
     (["CKPT", "--fps", "0"], "--fps must be positive"),
     (["CKPT", "--max-steps", "0"], "--max-steps must be positive"),
+    (["CKPT", "--seeds", "1003,x"], "--seeds takes whole numbers"),
+    (["CKPT", "--seeds", ","], "--seeds is empty"),
+    (["CKPT", "--seeds", "1003,1017", "--episodes", "3"], "--seeds lists 2 scenes"),
 ])
 def test_bad_deploy_arguments_are_one_line_user_errors(tiny_checkpoint, capsys, args, message):
     from robokit.cli import main
@@ -130,6 +133,16 @@ def test_multi_task_set_reports_every_instruction_with_text_goals():
     assert results.success_rate == 0.0
     sent = {s["task"] for s in policy.seen}
     assert sent == set(table) and all(s["goal"] is None for s in policy.seen)
+
+
+def test_deploy_sim_runs_the_scenes_listed_with_seeds(tiny_checkpoint, tmp_path, capsys):
+    from robokit.cli import main
+
+    main(["deploy", "--sim", str(tiny_checkpoint), "--seeds", "1017,1003", "--max-steps", "3", "--mode", "chunk",
+          "--device", "cpu", "--json", str(tmp_path / "r.json")])
+    assert "seeds 1017, 1003" in capsys.readouterr().out
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert [o["seed"] for o in results["outcomes"]] == [1017, 1003] and results["episodes"] == 2
 
 
 def test_listed_seeds_are_the_scenes_evaluated_in_their_order(tmp_path):
