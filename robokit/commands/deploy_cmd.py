@@ -355,8 +355,7 @@ def _deploy_sim(console: Any, checkpoint: Path | None, server: str | None, episo
         settings = {k: v for k, v in common.items() if k not in human}
         spec = ":".join(p for p in common["takeover"] if p) if common["takeover"] else None
         config = EvalConfig(episodes=episodes, seed_start=seed_start, seeds=seeds, server=server, task_set=task_set,
-                            goal=goal,
-                            realtime=realtime, record_dir=record, video_dir=video, velocity_scale=velocity_scale,
+                            goal=goal, realtime=realtime, record_dir=record, video_dir=video, velocity_scale=velocity_scale,
                             takeover=spec, **settings,
                             **({"max_seconds": common["episode_time"]} if common["episode_time"] else {}))
         results = evaluate_in_sim(str(checkpoint) if checkpoint else None, config,
