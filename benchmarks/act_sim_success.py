@@ -1,10 +1,10 @@
-"""ACT trained on 50 scripted pick_place demonstrations, evaluated on 50 held-out seeds.
+"""ACT trained on the demo's 100 scripted pick_place demonstrations, evaluated on 50 held-out seeds.
 
 The whole loop of ``make demo`` (robokit.commands.demo.run_demo: record with the scripted expert -> train
 ACT -> deploy in the MuJoCo simulation through the control loop) at one of these sizes:
 
 * ``demo`` (default): exactly what ``make demo`` trains, evaluated on 50 held-out seeds instead
-  of 20 (the largest configuration measured on the 2-core CPU machine: about 6 minutes);
+  of 20 (about 6 minutes on the 2-core CPU machine);
 * ``full``: full-size ACT as in the original paper (ResNet-18, hidden 512, 4+7 layers, chunk 100,
   batch 8, lr 1e-5, 240x320 images at 30 Hz): the reference, for a GPU
   (``--config full --device cuda``).

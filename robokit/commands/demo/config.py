@@ -20,7 +20,11 @@ class DemoConfig:
 
     out: Path = Path("demo_out")
     # data
-    episodes: int = 50  # scripted demonstrations recorded
+    # Scripted demonstrations recorded. Twice as many as the model needs on the development machine:
+    # 100 instead of 50 cost ~25 s of recording and no training time (the same 2500 steps) and make
+    # the result hold on other floating-point paths (AVX2 kernels, training seeds 0 / 1: 92% / 88% on
+    # 100 tuning scenes, against 81% / 80% with 50).
+    episodes: int = 100
     image_size: tuple[int, int] = (64, 80)  # (H, W) recorded, trained on and rendered at deploy
     cameras: tuple[str, ...] = ("top", "wrist")
     fps: float = 15.0  # control/recording rate: the 5 s expert episode is 75 steps (+5 end frames)

@@ -4,9 +4,9 @@ Training is most of the demo's time, and the speed of a training step differs mo
 between machines of the same type (and again when other processes share the CPU), so a fixed
 figure would mislead. Instead the demo times a few training steps of its own model on synthetic
 data of the demo's shapes (about a second) and scales: the training stage is ``steps`` such steps,
-and the other stages (scene, expert, recording, deployment) take :data:`OTHER_STAGES_IN_STEPS`
-training steps' worth of time, as where it was measured: they slow down with the machine in about
-the same proportion.
+and the other stages (scene, expert, recording, deployment) take a number of training steps' worth
+of time, per demonstration recorded and per episode evaluated, as where it was measured: they slow
+down with the machine in about the same proportion.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ if TYPE_CHECKING:
 # The simulated Panda's joint positions + gripper: the demo's state and action sizes.
 PANDA_DIM = 8
 # Everything but the training steps (scene, expert, recording, deployment, the trainer's start-up and
-# checkpoints), in training steps at batch REFERENCE_BATCH. Measured on a fresh clone on a 2-core
-# machine of the demo's type (docs/demo.md): 395 s in all, of which 2500 steps at batch 16 and 7.6
-# steps/s took 329 s; the other ~66 s are ~500 steps' worth. A step's time is about proportional to
-# its batch, so other batches scale the count.
-OTHER_STAGES_IN_STEPS = 500
+# checkpoints), in training steps at batch REFERENCE_BATCH. Measured on a 2-core machine of the
+# demo's type with AVX2 kernels (docs/demo.md), where a step took 0.10 s: recording 100
+# demonstrations 50 s (5 steps' worth each), evaluating 100 episodes 32 s (3 each), the rest ~14 s.
+# A step's time is about proportional to its batch, so other batches scale the counts.
+FIXED_STEPS = 140
+STEPS_PER_DEMONSTRATION = 5
+STEPS_PER_EVALUATION = 3
 REFERENCE_BATCH = 16
 TIMED_STEPS = 3  # after one warm-up step (its allocations and oneDNN kernel choices are slower)
 
@@ -110,7 +112,7 @@ def synthetic_batch(cfg: DemoConfig, generator: torch.Generator) -> dict[str, to
 def estimate(cfg: DemoConfig, step_s: float | None = None) -> Estimate:
     """The expected duration of a demo with ``cfg`` (``step_s`` measured now unless given)."""
     step = measure_step_seconds(cfg) if step_s is None else step_s
-    # The other stages scale with the demonstrations recorded and the episodes evaluated.
-    other = OTHER_STAGES_IN_STEPS * step * REFERENCE_BATCH / cfg.batch_size * (
-        cfg.episodes + cfg.eval_episodes) / (DemoConfig.episodes + DemoConfig.eval_episodes)
+    other_steps = (FIXED_STEPS + STEPS_PER_DEMONSTRATION * cfg.episodes
+                   + STEPS_PER_EVALUATION * cfg.eval_episodes) * REFERENCE_BATCH / cfg.batch_size
+    other = other_steps * step
     return Estimate(step_s=step, train_s=cfg.steps * step, other_s=other)
