@@ -80,12 +80,13 @@ class _ObjectSeenOff:
 
 @pytest.mark.parametrize("watch_approach", [True, False])
 def test_the_scripted_expert_catches_a_grasp_that_misses_and_picks_the_object_up(watch_approach):
-    """A policy that grasps 4.5 cm beside the cube (sideways to the fingers) is taken over: on the way
-    down when the approach is watched, else once its fingers shut on nothing; the expert then lifts
-    the cube."""
+    """A policy that grasps 4.5 cm beside the cube (sideways to the fingers) is taken over: as its hand
+    comes down beside the cube, before the final descent, when the approach is watched, else once its
+    fingers shut on nothing; the expert then lifts the cube."""
     from robokit.deploy.takeover import ScriptedTakeover
+    from robokit.hardware.kinematics import fk
     from robokit.hardware.sim import PandaSimEnv
-    from robokit.hardware.sim.expert import ScriptedExpert, grasp_yaw
+    from robokit.hardware.sim.expert import PRE_GRASP_ABOVE, ScriptedExpert, grasp_yaw
 
     env = PandaSimEnv(task="pick_place", seed=0, image_size=(32, 40), control_hz=15.0)
     try:
@@ -96,13 +97,15 @@ def test_the_scripted_expert_catches_a_grasp_that_misses_and_picks_the_object_up
         stray = ScriptedExpert(_ObjectSeenOff(env, sideways), task.object_name, task.target_name)
         takeover = ScriptedTakeover(env, miss_m=0.06, align_m=0.015 if watch_approach else 1.0)
         takeover.reset()
-        held, hold = False, None
+        held, hold, height_at_takeover = False, None, None
         for _ in range(120):
             state = env.robot.read()
             planned = stray.next_action(state) if stray.phase != "done" else None
             planned = planned if planned is not None else hold  # once done, it holds its last pose
             hold = planned
             action = takeover.command(state, {}, planned)
+            if takeover.active and height_at_takeover is None:
+                height_at_takeover = fk(state.qpos)[0][2] - env.object_pose(task.object_name)[0][2]
             env.robot.send_action(action if action is not None else planned)
             env.step()
             held = held or (takeover.active and env.fingers_touch(task.object_name, both=True)
@@ -113,6 +116,8 @@ def test_the_scripted_expert_catches_a_grasp_that_misses_and_picks_the_object_up
         env.close()
     assert takeover.reasons() == ["coming down off the object" if watch_approach else "grasp missed"]
     assert held, "the expert lifted the cube after taking over"
+    if watch_approach:  # the person stepped in before the hand went below the expert's own descent height
+        assert height_at_takeover > PRE_GRASP_ABOVE - 0.005, height_at_takeover
 
 
 class _Keys:
