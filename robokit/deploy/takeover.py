@@ -151,7 +151,8 @@ class ScriptedTakeover(Takeover):
     ``approach_m`` (12 cm) lies above the height from which the expert itself descends (9 cm): the
     person steps in as the hand heads down beside the object, not at the last moment, so that each
     correction is a whole descent onto the object from where the policy brought the hand. Watched
-    from 8 cm instead, the retrained policies gained less from the same rollouts.
+    from 8 cm, the policies retrained on such corrections in the simulation gained less on average
+    (+11 against +15.5 points over four training seeds).
     """
 
     def __init__(self, env: PandaSimEnv, grace_s: float = 1.0, stall_s: float = 1.5, stall_m: float = 0.015,
