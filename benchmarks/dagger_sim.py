@@ -5,8 +5,9 @@
 2. Evaluate it on ``--eval`` held-out seeds without help: success X.
 3. ``--rounds`` times: deploy the current policy for ``--rollouts`` episodes with
    ``--takeover scripted`` (the scripted expert takes over whenever the policy strays) on seeds of their
-   own (``--rollout-scenes spread``: seeds whose cubes spread evenly over the workspace), recording the
-   rollouts; retrain from the deployed policy's weights (``--no-finetune``: from
+   own (``--rollout-scenes spread``: seeds whose cubes spread evenly over the workspace;
+   ``--rollout-scenes failed``: scenes where the policy, tried alone on ``--tries`` of them first, failed),
+   recording the rollouts; retrain from the deployed policy's weights (``--no-finetune``: from
    scratch) on the demonstrations + every rollout so far (intervention steps drawn
    ``--intervention-weight`` times as often, the policy's own steps of failed rollouts left out).
 4. Evaluate the last policy on the same held-out seeds: success Y.
@@ -55,9 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--demos", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rollouts", type=int, default=10, help="deploy episodes with takeover per round")
-    ap.add_argument("--rollout-scenes", choices=("random", "spread"), default="random",
-                    help="the rollouts' scenes: consecutive seeds (random cube places), or seeds whose cubes "
-                         "spread over the workspace (as a person resetting the scene would place them)")
+    ap.add_argument("--rollout-scenes", choices=("random", "spread", "failed"), default="random",
+                    help="the rollouts' scenes: consecutive seeds (random cube places), seeds whose cubes "
+                         "spread over the workspace (as a person resetting the scene would place them), or "
+                         "scenes where the deployed policy failed when tried alone first (--tries of them)")
+    ap.add_argument("--tries", type=int, default=30,
+                    help="with --rollout-scenes failed: scenes of the round's own the policy is tried on alone")
     ap.add_argument("--mode", choices=("chunk", "ensemble"), default="chunk",
                     help="execution in the rollouts and evaluations: the demo's (a chunk every 10 steps, blended "
                          "with the last) or temporal ensembling every step (robokit deploy's default)")
@@ -184,6 +188,26 @@ def spread_rollout_seeds(round_k: int, count: int) -> list[int]:
     return chosen
 
 
+def failed_first(pool: list[int], failed: list[int], count: int) -> list[int]:
+    """``count`` seeds of ``pool``: those in ``failed`` first, then the others, each in pool order."""
+    return ([s for s in pool if s in failed] + [s for s in pool if s not in failed])[:count]
+
+
+def failed_rollout_seeds(checkpoint: Path, cfg: DemoConfig, round_k: int, count: int, tries: int,
+                        ) -> tuple[list[int], dict[str, Any]]:
+    """Scene seeds for round ``round_k``'s rollouts where the deployed policy fails on its own.
+
+    The policy is tried without help on ``tries`` scenes of the round's own (never evaluation seeds),
+    as a person would try it before collecting corrections; the rollouts go to the scenes it failed
+    in, in seed order, filled up with the scenes it did in if it failed fewer than ``count``.
+    """
+    pool = [ROLLOUT_SEEDS + 1000 * round_k + j for j in range(tries)]
+    t0 = time.perf_counter()
+    tried = evaluate_in_sim(str(checkpoint), evaluation(cfg, tries, pool[0], seeds=tuple(pool)))
+    failed = [o.seed for o in tried.outcomes if not o.success]
+    return failed_first(pool, failed, count), {"tries": tries, "tries_failed": len(failed), "tries_seconds": round(time.perf_counter() - t0, 1)}
+
+
 TRAINING_KEYS = ("demos", "steps", "batch_size", "seed")  # what the first policy is made with
 EVAL_KEYS = ("eval", "eval_seed", "mode")  # how X is measured
 OLD_DEFAULTS = {"batch_size": 32, "seed": 0, "eval_seed": 1000, "mode": "chunk"}  # before these were options
@@ -248,8 +272,14 @@ def main(argv: list[str] | None = None) -> None:
         for k in range(1, args.rounds + 1):
             folder = work / f"rollouts{k}"
             t0 = time.perf_counter()
-            seeds = (spread_rollout_seeds(k, args.rollouts) if args.rollout_scenes == "spread"
-                     else [ROLLOUT_SEEDS + 100 * k + r for r in range(args.rollouts)])
+            tried: dict[str, Any] = {}
+            if args.rollout_scenes == "failed":
+                seeds, tried = failed_rollout_seeds(run / "last.pt", cfg, k, args.rollouts, args.tries)
+                print(f"round {k}: the policy alone failed {tried['tries_failed']} of {args.tries} tries", flush=True)
+            elif args.rollout_scenes == "spread":
+                seeds = spread_rollout_seeds(k, args.rollouts)
+            else:
+                seeds = [ROLLOUT_SEEDS + 100 * k + r for r in range(args.rollouts)]
             done = evaluate_in_sim(str(run / "last.pt"), evaluation(
                 cfg, args.rollouts, seeds[0], seeds=tuple(seeds), takeover="scripted", record_dir=folder))
             deploy_s = time.perf_counter() - t0
@@ -264,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
                 "round": k, "seeds": seeds, "intervention_steps": steps, "episodes_taken_over": helped,
                 "rollout_steps": sum(o.steps for o in done.outcomes), "assisted_successes": done.successes,
                 "deploy_seconds": round(deploy_s, 1), "train_seconds": round(seconds, 1),
-                "takeover_reasons": reasons})
+                "takeover_reasons": reasons, **tried})
             print(f"round {k}: {helped}/{args.rollouts} rollouts taken over ({reasons}), {steps} intervention steps "
                   f"(deploy {deploy_s:.0f} s); retrained on demos + {len(rollouts)} rollout folder(s) "
                   f"in {seconds:.0f} s", flush=True)

@@ -53,3 +53,18 @@ def test_options_default_to_fine_tuning_and_quick_runs_keep_a_given_json_path(be
     quick = bench.parse_args(["--quick", "--json", str(tmp_path / "q.json")])
     assert quick.json == tmp_path / "q.json" and quick.steps == 30
     assert bench.parse_args(["--quick"]).json.name == "dagger_sim_quick.json"
+
+
+def test_failed_scenes_come_first_then_the_rest_in_pool_order(bench):
+    assert bench.failed_first([7, 8, 9, 10], failed=[9, 7], count=3) == [7, 9, 8]
+    assert bench.failed_first([7, 8, 9], failed=[], count=2) == [7, 8]
+
+
+def test_failed_rollout_scenes_are_the_tried_policys_failures_on_seeds_of_the_rounds_own(bench, make_tiny_checkpoint):
+    from robokit.commands.demo.config import DemoConfig
+
+    untrained = make_tiny_checkpoint("act")  # fails every scene
+    seeds, tried = bench.failed_rollout_seeds(untrained, DemoConfig(), round_k=2, count=2, tries=3)
+    assert tried["tries"] == 3 and tried["tries_failed"] == 3
+    assert seeds == [bench.ROLLOUT_SEEDS + 2000, bench.ROLLOUT_SEEDS + 2001]
+    assert bench.parse_args(["--rollout-scenes", "failed"]).tries == 30
