@@ -86,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.json is None:
         args.json = RESULTS / ("dagger_sim_quick.json" if args.quick else "dagger_sim.json")
+    if args.rollout_scenes == "failed" and args.tries < args.rollouts:
+        ap.error(f"--tries ({args.tries}) must be at least --rollouts ({args.rollouts})")
     if args.reuse and args.out is None:
         ap.error("--reuse needs --out (the folder of the earlier run)")
     if args.quick:
@@ -205,7 +207,8 @@ def failed_rollout_seeds(checkpoint: Path, cfg: DemoConfig, round_k: int, count:
     t0 = time.perf_counter()
     tried = evaluate_in_sim(str(checkpoint), evaluation(cfg, tries, pool[0], seeds=tuple(pool)))
     failed = [o.seed for o in tried.outcomes if not o.success]
-    return failed_first(pool, failed, count), {"tries": tries, "tries_failed": len(failed), "tries_seconds": round(time.perf_counter() - t0, 1)}
+    seconds = round(time.perf_counter() - t0, 1)
+    return failed_first(pool, failed, count), {"tries": tries, "tries_failed": len(failed), "tries_seconds": seconds}
 
 
 TRAINING_KEYS = ("demos", "steps", "batch_size", "seed")  # what the first policy is made with
@@ -271,7 +274,6 @@ def main(argv: list[str] | None = None) -> None:
         rollouts: list[Path] = []
         for k in range(1, args.rounds + 1):
             folder = work / f"rollouts{k}"
-            t0 = time.perf_counter()
             tried: dict[str, Any] = {}
             if args.rollout_scenes == "failed":
                 seeds, tried = failed_rollout_seeds(run / "last.pt", cfg, k, args.rollouts, args.tries)
@@ -280,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
                 seeds = spread_rollout_seeds(k, args.rollouts)
             else:
                 seeds = [ROLLOUT_SEEDS + 100 * k + r for r in range(args.rollouts)]
+            t0 = time.perf_counter()
             done = evaluate_in_sim(str(run / "last.pt"), evaluation(
                 cfg, args.rollouts, seeds[0], seeds=tuple(seeds), takeover="scripted", record_dir=folder))
             deploy_s = time.perf_counter() - t0

@@ -68,3 +68,9 @@ def test_failed_rollout_scenes_are_the_tried_policys_failures_on_seeds_of_the_ro
     assert tried["tries"] == 3 and tried["tries_failed"] == 3
     assert seeds == [bench.ROLLOUT_SEEDS + 2000, bench.ROLLOUT_SEEDS + 2001]
     assert bench.parse_args(["--rollout-scenes", "failed"]).tries == 30
+
+
+def test_fewer_tries_than_rollouts_is_refused(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--rollout-scenes", "failed", "--tries", "5"])
+    assert "--tries (5) must be at least --rollouts (10)" in capsys.readouterr().err
