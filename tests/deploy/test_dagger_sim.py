@@ -1,4 +1,4 @@
-"""The pure parts of benchmarks/dagger_sim.py: the rollouts' scenes spread over the workspace."""
+"""The pure parts of benchmarks/dagger_sim.py: the rollouts' scenes, spread over the workspace or where the policy failed."""
 
 from __future__ import annotations
 
