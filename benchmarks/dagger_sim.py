@@ -245,6 +245,13 @@ def reuse_first_policy(first_json: Path, run: Path, cfg: DemoConfig, args: argpa
     return first_report
 
 
+def clear_rounds(work: Path) -> None:
+    """Remove an earlier run's rounds from ``work`` (its rollouts would be added to, its policies refused)."""
+    for folder in sorted(work.glob("rollouts[0-9]*")) + sorted(work.glob("run[0-9]*")):
+        if folder.name != "run0" and folder.is_dir():
+            shutil.rmtree(folder)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = DemoConfig(batch_size=args.batch_size, seed=args.seed, mode=args.mode, eval_seed_start=args.eval_seed)
@@ -264,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         if reused:
             print(f"reusing {data}, {run} and X from {first_json}", flush=True)
             first_report = reuse_first_policy(first_json, run, cfg, args)
+            clear_rounds(work)
         else:
             first_report = first_policy(data, run, cfg, args)
             first_json.write_text(json.dumps(first_report, indent=2))

@@ -74,3 +74,15 @@ def test_fewer_tries_than_rollouts_is_refused(bench, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--rollout-scenes", "failed", "--tries", "5"])
     assert "--tries (5) must be at least --rollouts (10)" in capsys.readouterr().err
+
+
+def test_reusing_a_work_folder_starts_its_rounds_afresh(bench, tmp_path):
+    """An earlier run's rollouts would be added to (and its retrained policies refused): they go, the
+    demonstrations and the first policy stay."""
+    for name in ("demos", "run0", "run1", "run2", "rollouts1", "rollouts2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "episode_0.hdf5").write_bytes(b"x")
+    (tmp_path / "first.json").write_text("{}")
+    bench.clear_rounds(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demos", "first.json", "run0"]
+    assert (tmp_path / "run0" / "episode_0.hdf5").exists()
