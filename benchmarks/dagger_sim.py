@@ -24,7 +24,7 @@ benchmarks/results/dagger_sim.json.
 
 ``--reuse`` with ``--out`` takes the demonstrations, the first policy and its X from an earlier run
 into the same folder (its ``first.json``), so that takeover or retraining settings can be compared
-from the same starting policy; the report says that it did. X is evaluated again when ``--eval``,
+from the same starting policy (the earlier run's rounds are removed and run again); the report says that it did. X is evaluated again when ``--eval``,
 ``--eval-seed`` or ``--mode`` differ from that run's.
 """
 
