@@ -11,6 +11,10 @@
    scratch) on the demonstrations + every rollout so far (intervention steps drawn
    ``--intervention-weight`` times as often, the policy's own steps of failed rollouts left out).
 4. Evaluate the last policy on the same held-out seeds: success Y.
+5. With ``--reference``: train ACT from scratch on ``--demos`` + ``--rounds`` x ``--rollouts`` scripted
+   demonstrations (the first ``--demos`` are the same ones) and evaluate it there too: success R, what as
+   many whole demonstrations as there were corrected rollouts give (``--rounds 0 --reference 20``: X and
+   R only).
 
 Rollouts and evaluations execute as the demo does (a new chunk every 10 steps, blended with the last),
 or with ``--mode ensemble`` as ``robokit deploy`` does by default (temporal ensembling every step).
@@ -21,6 +25,7 @@ benchmarks/results/dagger_sim.json.
     python benchmarks/dagger_sim.py                       # 10 demos, 2 rounds of 10, 50 held-out seeds
     python benchmarks/dagger_sim.py --quick               # a smoke run (minutes)
     python benchmarks/dagger_sim.py --out W --reuse       # keep W's demos, first policy and X
+    python benchmarks/dagger_sim.py --reference           # + R: 30 whole demonstrations instead
 
 ``--reuse`` with ``--out`` takes the demonstrations, the first policy and its X from an earlier run
 into the same folder (its ``first.json``), so that takeover or retraining settings can be compared
@@ -82,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="where the figures go (default: benchmarks/results/dagger_sim.json, _quick with --quick)")
     ap.add_argument("--reuse", action="store_true",
                     help="with --out: reuse the demos, first policy and X of an earlier run in that folder")
+    ap.add_argument("--reference", type=int, nargs="?", const=-1, default=0, metavar="N",
+                    help="also train from scratch on --demos + N more whole scripted demonstrations (N: rounds x "
+                         "rollouts unless given) and evaluate it: success R")
     ap.add_argument("--quick", action="store_true", help="2 demos, 1 round of 2, 4 seeds, 30 steps")
     args = ap.parse_args(argv)
     if args.json is None:
@@ -92,6 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--reuse needs --out (the folder of the earlier run)")
     if args.quick:
         args.demos, args.rounds, args.rollouts, args.eval, args.steps = 2, 1, 2, 4, 30
+    if args.reference < 0:
+        args.reference = args.rounds * args.rollouts
     return args
 
 
@@ -122,6 +132,36 @@ def train(out: Path, data: Path, rollouts: list[Path], cfg: DemoConfig, steps: i
     t0 = time.perf_counter()
     run_training(options)
     return time.perf_counter() - t0
+
+
+def scene_seeds(folder: Path) -> list[int]:
+    """The simulator's scene seed of each episode in ``folder``, in episode order."""
+    from robokit.episodes.reader import list_episodes, open_episode
+
+    seeds = []
+    for path in list_episodes(folder):
+        with open_episode(path) as ep:
+            seeds.append(int(ep.attrs["sim_seed"]))
+    return seeds
+
+
+def reference(work: Path, cfg: DemoConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """ACT from scratch on as many whole demonstrations as the first policy's plus every rollout, evaluated
+    on the held-out seeds: success R. The recorder draws each episode's scene from the same seed
+    sequence, so the first ``--demos`` of them are the first policy's demonstrations."""
+    count = args.demos + args.reference
+    data, run = work / "demos_reference", work / "run_reference"
+    for folder in (data, run):
+        shutil.rmtree(folder, ignore_errors=True)
+    record_s = record_demos(data, cfg, count)
+    if scene_seeds(data)[:args.demos] != scene_seeds(work / "demos"):
+        raise SystemExit(f"{data}: its first {args.demos} demonstrations are not the first policy's")
+    train_s = train(run, data, [], cfg, args.steps, args.intervention_weight)
+    results, eval_s = evaluate(run / "last.pt", cfg, args.eval)
+    print(f"reference: {count} demonstrations, trained {train_s:.0f} s, evaluated {eval_s:.0f} s", flush=True)
+    return {"reference_demos": count, "r": results.success_rate, "r_successes": results.successes,
+            "r_failures": results.failure_counts(), "reference_record_seconds": round(record_s, 1),
+            "reference_train_seconds": round(train_s, 1), "reference_eval_seconds": round(eval_s, 1)}
 
 
 def evaluation(cfg: DemoConfig, episodes: int, seed_start: int, **extra: Any) -> EvalConfig:
@@ -309,14 +349,20 @@ def main(argv: list[str] | None = None) -> None:
             print(f"round {k}: {helped}/{args.rollouts} rollouts taken over ({reasons}), {steps} intervention steps "
                   f"(deploy {deploy_s:.0f} s); retrained on demos + {len(rollouts)} rollout folder(s) "
                   f"in {seconds:.0f} s", flush=True)
-        last, eval_s = evaluate(run / "last.pt", cfg, args.eval)
-        report.update(y=last.success_rate, y_successes=last.successes, eval_last_seconds=round(eval_s, 1),
-                      y_failures=last.failure_counts())
-        gain = (last.success_rate - x) * 100
-        print(f"\nX = {x_successes}/{args.eval} ({x:.0%}) -> "
-              f"Y = {last.successes}/{last.episodes} ({last.success_rate:.0%}): {gain:+.0f} points; "
-              f"ratio Y/X {last.success_rate / x if x else float('inf'):.2f}", flush=True)
-        report["gain_points"] = round(gain, 1)
+        y = None
+        if args.rounds:
+            last, eval_s = evaluate(run / "last.pt", cfg, args.eval)
+            y = last.success_rate
+            report.update(y=y, y_successes=last.successes, eval_last_seconds=round(eval_s, 1),
+                          y_failures=last.failure_counts(), gain_points=round((y - x) * 100, 1))
+            print(f"\nX = {x_successes}/{args.eval} ({x:.0%}) -> Y = {last.successes}/{last.episodes} ({y:.0%}): "
+                  f"{(y - x) * 100:+.0f} points; ratio Y/X {y / x if x else float('inf'):.2f}", flush=True)
+        if args.reference:
+            report.update(reference(work, cfg, args))
+            r = report["r"]
+            against = f", the corrections {(y - r) * 100:+.0f} against them" if y is not None else ""
+            print(f"R = {report['r_successes']}/{args.eval} ({r:.0%}) with {report['reference_demos']} whole "
+                  f"demonstrations: {(r - x) * 100:+.0f} points over X{against}", flush=True)
         report["load_at_end"] = round(os.getloadavg()[0], 2)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -86,3 +86,22 @@ def test_reusing_a_work_folder_starts_its_rounds_afresh(bench, tmp_path):
     bench.clear_rounds(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demos", "first.json", "run0"]
     assert (tmp_path / "run0" / "episode_0.hdf5").exists()
+
+
+def test_the_reference_counts_as_many_demonstrations_as_rollouts_unless_told(bench):
+    assert bench.parse_args([]).reference == 0  # off
+    assert bench.parse_args(["--reference"]).reference == 20  # 2 rounds x 10 rollouts
+    assert bench.parse_args(["--reference", "--rounds", "3", "--rollouts", "5"]).reference == 15
+    assert bench.parse_args(["--rounds", "0", "--reference", "7"]).reference == 7
+
+
+def test_more_scripted_demonstrations_begin_with_the_same_scenes(bench, tmp_path):
+    """The reference's first demonstrations are the first policy's: the recorder draws the same scenes."""
+    from robokit.commands.demo.config import DemoConfig
+
+    cfg = DemoConfig()
+    bench.record_demos(tmp_path / "few", cfg, 2)
+    bench.record_demos(tmp_path / "more", cfg, 3)
+    few, more = bench.scene_seeds(tmp_path / "few"), bench.scene_seeds(tmp_path / "more")
+    assert len(few) == 2 and len(more) == 3 and len(set(more)) == 3
+    assert more[:2] == few
