@@ -11,10 +11,10 @@
    scratch) on the demonstrations + every rollout so far (intervention steps drawn
    ``--intervention-weight`` times as often, the policy's own steps of failed rollouts left out).
 4. Evaluate the last policy on the same held-out seeds: success Y.
-5. With ``--reference``: train ACT from scratch on ``--demos`` + ``--rounds`` x ``--rollouts`` scripted
-   demonstrations (the first ``--demos`` are the same ones) and evaluate it there too: success R, what as
-   many whole demonstrations as there were corrected rollouts give (``--rounds 0 --reference 20``: X and
-   R only).
+5. With ``--reference [N]``: train ACT from scratch on ``--demos`` + N scripted demonstrations (the
+   first ``--demos`` are the same ones; N defaults to ``--rounds`` x ``--rollouts``) and evaluate it there
+   too: success R, what as many whole demonstrations as there were corrected rollouts give
+   (``--rounds 0 --reference 20``: X and R only).
 
 Rollouts and evaluations execute as the demo does (a new chunk every 10 steps, blended with the last),
 or with ``--mode ensemble`` as ``robokit deploy`` does by default (temporal ensembling every step).
@@ -146,9 +146,9 @@ def scene_seeds(folder: Path) -> list[int]:
 
 
 def reference(work: Path, cfg: DemoConfig, args: argparse.Namespace) -> dict[str, Any]:
-    """ACT from scratch on as many whole demonstrations as the first policy's plus every rollout, evaluated
-    on the held-out seeds: success R. The recorder draws each episode's scene from the same seed
-    sequence, so the first ``--demos`` of them are the first policy's demonstrations."""
+    """ACT from scratch on the first policy's ``--demos`` plus ``--reference`` more whole demonstrations,
+    evaluated on the held-out seeds: success R. The recorder draws each episode's scene from the same
+    seed sequence, so the first ``--demos`` of them are the first policy's demonstrations (checked)."""
     count = args.demos + args.reference
     data, run = work / "demos_reference", work / "run_reference"
     for folder in (data, run):
